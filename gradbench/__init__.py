@@ -1,0 +1,6 @@
+"""gradbench: what model.eval(), torch.no_grad(), requires_grad=False and inference_mode really cost and save."""
+__version__ = "0.1.0"
+
+from .case import Case, run_case  # noqa: E402
+
+__all__ = ["Case", "run_case", "__version__"]

@@ -1,0 +1,121 @@
+"""Wall time of one step: warm up, then sample until the median is known to +-2% or a cap is hit.
+
+CPU samples use time.perf_counter; CUDA samples use CUDA events with one synchronize at the end of
+each block. A sample is a block of calibrated length divided by its step count, so that very short
+steps are not dominated by timer overhead. All raw samples are kept.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+Z95 = 1.959963984540054
+
+
+@dataclass
+class Timing:
+    samples_s: list[float]
+    steps_per_sample: int
+    warmup_s: float
+    measured_s: float = 0.0  # wall time spent in the sampling loop (excludes warm-up)
+    converged: bool = False
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples_s)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples_s)
+
+    @property
+    def iqr(self) -> float:
+        if len(self.samples_s) < 2:
+            return 0.0
+        q = statistics.quantiles(self.samples_s, n=4, method="inclusive")
+        return q[2] - q[0]
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return median_ci(self.samples_s)
+
+
+def median_ci(samples: list[float], z: float = Z95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median from order statistics."""
+    xs = sorted(samples)
+    n = len(xs)
+    if n < 3:
+        return xs[0], xs[-1]
+    half = z * math.sqrt(n) / 2
+    lo = max(0, math.floor(n / 2 - half) - 1)  # 1-based rank -> 0-based index
+    hi = min(n - 1, math.ceil(n / 2 + 1 + half) - 1)
+    return xs[lo], xs[hi]
+
+
+class _CpuClock:
+    def block(self, fn: Callable[[], None], steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        return time.perf_counter() - start
+
+
+class _CudaClock:
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def block(self, fn: Callable[[], None], steps: int) -> float:
+        self.start.record()
+        for _ in range(steps):
+            fn()
+        self.end.record()
+        self.end.synchronize()
+        return self.start.elapsed_time(self.end) / 1e3
+
+
+def time_step(
+    fn: Callable[[], None],
+    device: torch.device | str = "cpu",
+    max_time_s: float = 2.0,
+    min_samples: int = 5,
+    rel_ci: float = 0.02,
+    min_block_s: float = 1e-3,
+    warmup_s: float = 0.05,
+) -> Timing:
+    """Time ``fn`` (one step) until the 95% CI of the median is within +-rel_ci, or max_time_s passes.
+
+    At least ``min_samples`` samples are always taken, even past the cap; the cap covers warm-up too.
+    """
+    device = torch.device(device)
+    clock = _CudaClock(device) if device.type == "cuda" else _CpuClock()
+    began = time.perf_counter()
+    # Warm-up: at least two steps (the first one pays for lazy initialisation), then until warmup_s.
+    first = clock.block(fn, 1)
+    second = clock.block(fn, 1)
+    per_step = max(min(first, second), 1e-9)
+    while time.perf_counter() - began < min(warmup_s, max_time_s / 4):
+        per_step = min(per_step, clock.block(fn, 1))
+    warm = time.perf_counter() - began
+    steps = max(1, math.ceil(min_block_s / per_step))
+    timing = Timing(samples_s=[], steps_per_sample=steps, warmup_s=warm)
+    started = time.perf_counter()
+    while True:
+        timing.samples_s.append(clock.block(fn, steps) / steps)
+        n = len(timing.samples_s)
+        if n >= min_samples:
+            low, high = timing.ci
+            med = timing.median
+            if med > 0 and (med - low) <= rel_ci * med and (high - med) <= rel_ci * med:
+                timing.converged = True
+                break
+            if time.perf_counter() - began >= max_time_s:
+                break
+    timing.measured_s = time.perf_counter() - started
+    return timing

@@ -1,0 +1,211 @@
+"""Built-in model families and sizes, and loading user models given as MODULE:FUNCTION.
+
+Every family has Dropout and a normalisation layer, so that model.eval() changes something.
+A model factory returns ``(model, make_input)``: ``make_input(batch_size)`` builds one input
+batch (a tensor or a tuple of tensors) on the CPU in float32; gradbench moves it.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from typing import Callable
+
+import torch
+from torch import nn
+
+SIZES = ("tiny", "small", "medium", "large")
+NUM_CLASSES = 10
+
+
+class MLP(nn.Module):
+    """Blocks of Linear -> BatchNorm1d -> ReLU -> Dropout, then a Linear head."""
+
+    def __init__(self, in_features: int, width: int, blocks: int, dropout: float = 0.1):
+        super().__init__()
+        layers: list[nn.Module] = []
+        features = in_features
+        for _ in range(blocks):
+            layers += [nn.Linear(features, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Dropout(dropout)]
+            features = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(features, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels_in: int, channels_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels_out)
+        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels_out)
+        self.relu = nn.ReLU()
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or channels_in != channels_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(channels_in, channels_out, 1, stride, bias=False), nn.BatchNorm2d(channels_out)
+            )
+
+    def forward(self, x):
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return self.relu(y + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A small ResNet for 3x32x32 inputs: a stem, three stages of residual blocks, Dropout, head."""
+
+    def __init__(self, width: int, blocks_per_stage: int, dropout: float = 0.1):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        stages: list[nn.Module] = []
+        channels = width
+        for stage, factor in enumerate((1, 2, 4)):
+            out = width * factor
+            for block in range(blocks_per_stage):
+                stride = 2 if stage > 0 and block == 0 else 1
+                stages.append(ResidualBlock(channels, out, stride))
+                channels = out
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(channels, NUM_CLASSES)
+
+    def forward(self, x):
+        x = self.pool(self.stages(self.stem(x))).flatten(1)
+        return self.head(self.dropout(x))
+
+
+class TransformerClassifier(nn.Module):
+    """nn.TransformerEncoder (batch_first, even head count, so the fast path is eligible), mean pool, head."""
+
+    def __init__(self, d_model: int, heads: int, layers: int, dropout: float = 0.1):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_model, heads, 4 * d_model, dropout=dropout, batch_first=True)
+        # Nested tensors only matter with a padding mask; disabling them avoids a warning and changes nothing here.
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, NUM_CLASSES)
+
+    def forward(self, x):
+        return self.head(self.encoder(x).mean(dim=1))
+
+
+MLP_IN = 256
+CNN_SHAPE = (3, 32, 32)
+SEQ_LEN = 32
+
+# size -> constructor arguments; each row is about 0.1M, 1M, 10M and 100M parameters.
+_MLP_SIZES = {"tiny": (144, 4), "small": (528, 4), "medium": (1536, 5), "large": (4096, 7)}
+_CNN_SIZES = {"tiny": (18, 1), "small": (38, 2), "medium": (98, 3), "large": (264, 4)}
+_TRANSFORMER_SIZES = {"tiny": (64, 2, 2), "small": (128, 4, 5), "medium": (384, 6, 6), "large": (1024, 16, 8)}
+
+
+def _mlp(size: str):
+    width, blocks = _MLP_SIZES[size]
+    return MLP(MLP_IN, width, blocks), lambda batch_size: torch.randn(batch_size, MLP_IN)
+
+
+def _cnn(size: str):
+    width, blocks = _CNN_SIZES[size]
+    return ResNet(width, blocks), lambda batch_size: torch.randn(batch_size, *CNN_SHAPE)
+
+
+def _transformer(size: str):
+    d_model, heads, layers = _TRANSFORMER_SIZES[size]
+    return (
+        TransformerClassifier(d_model, heads, layers),
+        lambda batch_size: torch.randn(batch_size, SEQ_LEN, d_model),
+    )
+
+
+BUILTIN_MODELS: dict[str, Callable] = {"mlp": _mlp, "cnn": _cnn, "transformer": _transformer}
+
+
+def is_user_model(name: str) -> bool:
+    return ":" in name
+
+
+def validate_model_name(name: str) -> None:
+    if name in BUILTIN_MODELS or is_user_model(name):
+        return
+    raise ValueError(
+        f"unknown model {name!r}; valid models: {', '.join(BUILTIN_MODELS)}, "
+        "or MODULE:FUNCTION / path/to/file.py:FUNCTION"
+    )
+
+
+def validate_size(model: str, size: str) -> None:
+    if is_user_model(model) or size in SIZES:
+        return
+    raise ValueError(f"unknown size {size!r}; valid sizes: {', '.join(SIZES)}")
+
+
+def _load_factory(spec: str) -> Callable:
+    target, _, func_name = spec.rpartition(":")
+    if not target or not func_name:
+        raise ValueError(f"bad model {spec!r}; expected MODULE:FUNCTION or path/to/file.py:FUNCTION")
+    try:
+        if target.endswith(".py") or os.sep in target:
+            if not os.path.isfile(target):
+                raise ValueError(f"model file {target!r} does not exist")
+            name = "gradbench_user_" + os.path.splitext(os.path.basename(target))[0]
+            module_spec = importlib.util.spec_from_file_location(name, target)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except ValueError:
+        raise
+    except Exception as exc:  # the user's module failed to import: say so in one line
+        raise ValueError(f"cannot import model {spec!r}: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, func_name, None)
+    if not callable(factory):
+        raise ValueError(f"model {spec!r}: {target!r} has no callable {func_name!r}")
+    return factory
+
+
+def build_model(name: str, size: str, seed: int = 0) -> tuple[nn.Module, Callable]:
+    """Build ``(model, make_input)`` for a built-in or user model with a fixed seed."""
+    validate_model_name(name)
+    validate_size(name, size)
+    torch.manual_seed(seed)
+    if not is_user_model(name):
+        return BUILTIN_MODELS[name](size)
+    factory = _load_factory(name)
+    try:
+        result = factory(size=size)
+    except Exception as exc:
+        raise ValueError(f"model {name!r} failed for size {size!r}: {type(exc).__name__}: {exc}") from exc
+    if (
+        not isinstance(result, tuple)
+        or len(result) != 2
+        or not isinstance(result[0], nn.Module)
+        or not callable(result[1])
+    ):
+        raise ValueError(
+            f"model {name!r} must return (nn.Module, make_input callable); got {type(result).__name__}"
+        )
+    return result
+
+
+def make_inputs(make_input: Callable, batch_size: int, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    """One input batch as a tuple of tensors, floating ones cast to dtype, all on device."""
+    torch.manual_seed(seed + 1)
+    raw = make_input(batch_size)
+    tensors = raw if isinstance(raw, (tuple, list)) else (raw,)
+    out = []
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"make_input must return a tensor or a tuple of tensors; got {type(t).__name__}")
+        t = t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device=device)
+        out.append(t.detach().requires_grad_(False))
+    return tuple(out)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,170 @@
+import math
+
+import pytest
+import torch
+
+import gradbench
+from gradbench.case import Workload
+from gradbench.modes import MODES
+from gradbench.results import RECORD_FIELDS
+
+FAST = 0.05  # seconds of timing per case: these tests check behaviour, not speed
+
+# mode -> (dropout_active, bn_stats_updated, graph_recorded, saves activations, fastpath) on torch 2.13 CPU
+TRUTH = {
+    "train": (True, True, True, True, False),
+    "eval": (False, False, True, True, False),
+    "no_grad": (True, True, False, False, False),
+    "eval_no_grad": (False, False, False, False, True),
+    "frozen": (True, True, False, False, False),
+    "frozen_eval": (False, False, False, False, True),
+    "inference_mode": (True, True, False, False, False),
+    "eval_inference_mode": (False, False, False, False, True),
+    "finetune_head": (True, True, True, True, False),
+}
+
+
+@pytest.fixture(scope="module")
+def records():
+    out = {}
+    for family in ("mlp", "transformer"):
+        workload = Workload(family, "tiny", 8, "cpu", "float32")
+        for mode in MODES:
+            out[family, mode] = gradbench.run_case(
+                model=family, size="tiny", batch_size=8, mode=mode, max_time_s=FAST, workload=workload
+            )
+    return out
+
+
+@pytest.mark.parametrize("family", ["mlp", "transformer"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_measured_behaviour_matches_truth(records, family, mode):
+    r = records[family, mode]
+    assert r["status"] == "ok", r["error"]
+    dropout, bn_updated, graph, saves, fastpath = TRUTH[mode]
+    assert r["dropout_active"] is dropout
+    assert r["graph_recorded"] is graph
+    assert (r["saved_bytes"] > 0) is saves
+    if family == "mlp":
+        assert r["bn_stats_updated"] is bn_updated
+        assert r["bn_batch_stats"] is MODES[mode].training
+        assert r["fastpath"] is None
+    else:  # LayerNorm only: no BatchNorm to observe
+        assert r["bn_stats_updated"] is None and r["bn_batch_stats"] is None
+        assert r["fastpath"] is fastpath
+    # eval-flag modes compute the same function as eval_no_grad; dropout-active ones do not
+    assert (r["max_abs_diff_vs_eval_no_grad"] < 1e-4) is (not dropout)
+
+
+@pytest.mark.parametrize("family", ["mlp", "transformer"])
+def test_saved_bytes_ordering(records, family):
+    saved = {m: records[family, m]["saved_bytes"] for m in MODES}
+    assert saved["train"] > saved["eval"] > 0
+    # finetune_head keeps only the head's input: batch x head.in_features floats
+    head_in = {"mlp": 144, "transformer": 64}[family]
+    assert saved["finetune_head"] == 8 * head_in * 4
+    assert records[family, "finetune_head"]["grads_computed"] == 2
+
+
+def test_grads_computed_counts_parameters(records):
+    r = records["mlp", "train"]
+    n_tensors = len(list(Workload("mlp", "tiny", 2, "cpu", "float32").model.parameters()))
+    assert r["grads_computed"] == n_tensors
+    assert records["mlp", "frozen"]["grads_computed"] == 0
+
+
+def test_record_has_schema_and_sane_numbers(records):
+    r = records["mlp", "eval_no_grad"]
+    assert set(RECORD_FIELDS) <= set(r)
+    assert r["n_samples"] >= 5 and len(r["samples_s"]) == r["n_samples"]
+    assert r["time_ci_low_s"] <= r["time_median_s"] <= r["time_ci_high_s"]
+    assert r["time_iqr_s"] >= 0 and r["flops"] > 0 and r["flops_per_s"] > 0
+    assert r["params"] == 102250 and r["param_bytes"] == 102250 * 4
+    assert r["torch"] == torch.__version__ and r["threads"] == torch.get_num_threads()
+    assert r["cuda_max_allocated_bytes"] is None
+    # forward flops do not depend on the mode, even where the fast path hides its matmuls
+    t = [records["transformer", m]["flops"] for m in MODES]
+    assert len(set(t)) == 1
+
+
+def test_peak_memory_train_above_eval_above_eval_no_grad():
+    workload = Workload("mlp", "small", 64, "cpu", "float32")
+    peak = {
+        m: gradbench.run_case(model="mlp", size="small", batch_size=64, mode=m, max_time_s=FAST,
+                              workload=workload)["peak_bytes"]
+        for m in ("train", "eval", "eval_no_grad")
+    }
+    assert peak["train"] > peak["eval"] > peak["eval_no_grad"] > 0
+
+
+def test_train_step_where_graph_exists_and_not_applicable_elsewhere():
+    workload = Workload("mlp", "tiny", 8, "cpu", "float32")
+    before = [p.clone() for p in workload.model.parameters()]
+    for mode in MODES:
+        r = gradbench.run_case(model="mlp", size="tiny", batch_size=8, mode=mode, step="train_step",
+                               max_time_s=FAST, workload=workload)
+        if MODES[mode].records_graph:
+            assert r["status"] == "ok", r["error"]
+            assert r["grad_bytes"] > 0 and r["peak_bytes"] >= r["grad_bytes"]
+        else:
+            assert r["status"] == "not_applicable" and r["time_median_s"] is None
+    # every mode saw the same weights: the optimizer's updates were undone
+    assert all(torch.equal(a, b) for a, b in zip(before, workload.model.parameters()))
+
+
+def test_batch_norm_batch_of_one_in_train_is_a_recorded_error():
+    r = gradbench.run_case(model="mlp", size="tiny", batch_size=1, mode="train", max_time_s=FAST)
+    assert r["status"] == "error" and "Expected more than 1 value per channel" in r["error"]
+    ok = gradbench.run_case(model="mlp", size="tiny", batch_size=1, mode="eval_no_grad", max_time_s=FAST)
+    assert ok["status"] == "ok"
+
+
+def test_user_model_case_and_finetune_head_without_linear():
+    r = gradbench.run_case(model="user_models:tuple_input", size="x", batch_size=4, mode="eval", max_time_s=FAST)
+    assert r["status"] == "ok" and r["dropout_active"] is None and r["bn_stats_updated"] is None
+    r = gradbench.run_case(model="user_models:no_linear", size="x", batch_size=4, mode="finetune_head",
+                           max_time_s=FAST)
+    assert r["status"] == "error" and "nn.Linear" in r["error"]
+
+
+def test_bfloat16_runs_on_cpu():
+    r = gradbench.run_case(model="mlp", size="tiny", batch_size=4, dtype="bfloat16", mode="eval_no_grad",
+                           max_time_s=FAST)
+    assert r["status"] == "ok" and r["param_bytes"] == r["params"] * 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"mode": "fast"}, r"unknown mode 'fast'.*valid modes: train, eval"),
+        ({"model": "vgg"}, r"unknown model 'vgg'.*mlp, cnn, transformer"),
+        ({"size": "xl"}, r"unknown size 'xl'.*tiny, small, medium, large"),
+        ({"dtype": "int8"}, r"unknown dtype 'int8'.*float32, bfloat16, float16"),
+        ({"dtype": "float16"}, r"'float16' is supported on cuda only"),
+        ({"device": "tpu"}, r"unknown device 'tpu'.*cpu, cuda"),
+        ({"batch_size": 0}, r"bad batch size 0.*>= 1"),
+        ({"batch_size": -3}, r"bad batch size -3"),
+        ({"step": "backward"}, r"unknown step 'backward'.*forward, train_step"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_valid_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gradbench.run_case(**{"model": "mlp", "size": "tiny", "batch_size": 2, **kwargs})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when no GPU is present")
+def test_cuda_without_gpu_is_clear_error():
+    with pytest.raises(ValueError, match=r"'cuda' asked for, but no CUDA GPU is available"):
+        gradbench.run_case(model="mlp", size="tiny", batch_size=2, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_cuda_case_uses_allocator_figures(dtype):
+    r = gradbench.run_case(model="transformer", size="tiny", batch_size=8, device="cuda", dtype=dtype,
+                           mode="train", max_time_s=FAST)
+    assert r["status"] == "ok", r["error"]
+    assert r["cuda_max_allocated_bytes"] >= r["peak_bytes"] > 0
+    assert r["cuda_max_reserved_bytes"] >= r["cuda_max_allocated_bytes"]
+    assert r["gpu"] and r["gpu_count"] >= 1
+    assert not math.isnan(r["time_median_s"])
