@@ -18,7 +18,7 @@ setup: $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
 
 run: setup
-	$(BIN)/gradbench case --model mlp --size small --batch-size 64 --mode eval_no_grad
+	$(BIN)/gradbench run
 
 test: setup
 	$(BIN)/python -m pytest -q tests

@@ -147,7 +147,8 @@ class Workload:
                     p.grad = None
 
 
-def _step_function(workload: Workload, applied, step: str) -> Callable[[], None]:
+def step_function(workload: Workload, applied, step: str) -> Callable[[], None]:
+    """The callable that performs one step under an applied mode; what every pass runs."""
     if step == "forward":
         def forward_step():
             with applied.grad_context():
@@ -199,7 +200,7 @@ def _measure(case: Case, workload: Workload, mode) -> dict:
     reference = workload.reference_outputs()
     restore = workload.parameters_restored() if case.step == "train_step" else contextlib.nullcontext()
     with restore, apply_mode(workload.model, mode) as applied:
-        step = _step_function(workload, applied, case.step)
+        step = step_function(workload, applied, case.step)
         out.update(probe_behaviour(workload.model, lambda: applied.run(workload.forward), reference))
         step()  # warm-up before memory: lazy initialisation is not the step's cost
         out.update(measure_memory(step, workload.device, workload.held_tensors()))

@@ -1,27 +1,417 @@
-"""The command line: `gradbench case`, a thin front-end over the library."""
+"""`gradbench run | explain | list | env | selfcheck | case`: thin front-ends over the library.
+
+Bad input anywhere gives one line on stderr naming the bad value and the valid ones, exit status 2,
+no traceback, and no results file touched.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 
 from . import __version__
 
+EXIT_BAD_INPUT = 2
+
+
+class BadInput(Exception):
+    """A user error: printed as one line, exit status 2."""
+
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit status 2, no traceback
-        self.exit(2, f"gradbench: error: {message}\n")
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"gradbench: error: {message}\n")
 
 
-def _bad_input(message: str) -> int:
-    print(f"gradbench: error: {message}", file=sys.stderr)
-    return 2
+def _list_arg(values) -> list[str] | None:
+    """Accept `--x a,b`, `--x a b` and mixes."""
+    if values is None:
+        return None
+    return [v for value in values for v in value.split(",") if v]
+
+
+# ---------------------------------------------------------------- run
+
+
+RUN_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "threads", "quick",
+               "out", "resume", "shard", "timeout", "isolate", "max_time", "seed", "no_report")
+
+
+def _add_run(sub):
+    p = sub.add_parser("run", help="sweep the grid and write records to JSONL",
+                       description="Sweep models x sizes x batch sizes x devices x dtypes x modes x steps.")
+    p.add_argument("--models", nargs="+", help="built-in names or MODULE:FUNCTION / file.py:FUNCTION "
+                   "(default: mlp cnn transformer)")
+    p.add_argument("--sizes", nargs="+", help="tiny small medium large (default: tiny small)")
+    p.add_argument("--batch-sizes", nargs="+", help="default: 1 8 64")
+    p.add_argument("--devices", nargs="+", help="cpu cuda (default: cpu, plus cuda when available)")
+    p.add_argument("--dtypes", nargs="+", help="float32 bfloat16 float16 (default: float32)")
+    p.add_argument("--modes", nargs="+", help="mode names, or 'all' for the nine (default: the five core "
+                   "modes plus eval_inference_mode)")
+    p.add_argument("--steps", nargs="+", help="forward train_step (default: both)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
+    p.add_argument("--quick", action="store_true", default=None, help="a sweep of about a minute")
+    p.add_argument("--config", help="a TOML file with these settings (command-line options win)")
+    p.add_argument("--out", help="JSONL file to append to (default: results/runs/RUN_ID.jsonl)")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="skip cases already in --out with status ok or not_applicable")
+    p.add_argument("--shard", help="run shard I of N (I/N); the shards together are the sweep")
+    p.add_argument("--timeout", type=float, help="seconds before a case's worker is killed (default 600)")
+    p.add_argument("--isolate", choices=("worker", "case"), help="a worker per sweep (default) or a fresh "
+                   "process per case (also records rss_peak_bytes)")
+    p.add_argument("--max-time", type=float, help="seconds of timing per case (default 0.5; --quick 0.2)")
+    p.add_argument("--seed", type=int, help="weights, inputs and mode order (default 0)")
+    p.add_argument("--no-report", action="store_true", default=None, help="do not write the report")
+    return p
+
+
+def _load_config(path: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise BadInput(f"cannot read --config {path!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"malformed --config {path!r}: {exc}") from None
+    data = {k.replace("-", "_"): v for k, v in data.get("run", data).items()}
+    unknown = sorted(set(data) - set(RUN_OPTIONS))
+    if unknown:
+        raise BadInput(f"unknown key {unknown[0]!r} in --config {path!r}; valid keys: {', '.join(RUN_OPTIONS)}")
+    for key, value in data.items():
+        if key in ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps"):
+            if isinstance(value, (str, int)):
+                value = [value]
+            if not isinstance(value, list):
+                raise BadInput(f"bad value for {key!r} in --config {path!r}: expected a list")
+            data[key] = [str(v) for v in value]
+    return data
+
+
+def _settings(args) -> dict:
+    settings = _load_config(args.config) if args.config else {}
+    for key in RUN_OPTIONS:
+        value = getattr(args, key, None)
+        if key in ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps"):
+            value = _list_arg(value)
+        if value is not None:
+            settings[key] = value
+    return settings
+
+
+def _int_list(name: str, values: list[str]) -> tuple[int, ...]:
+    out = []
+    for v in values:
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise BadInput(f"bad batch size {v!r}; batch sizes are integers >= 1") from None
+    return tuple(out)
+
+
+def build_grid(settings: dict):
+    """The Grid a run's settings describe (defaults filled in), every case validated."""
+    from .modes import MODES
+    from .sweep import QUICK, Grid, default_devices
+
+    base = dict(QUICK) if settings.get("quick") else {}
+    fields = {}
+    for key in ("models", "sizes", "devices", "dtypes", "modes", "steps"):
+        if key in settings:
+            fields[key] = tuple(settings[key])
+    if fields.get("modes") == ("all",):
+        fields["modes"] = tuple(MODES)
+    if "batch_sizes" in settings:
+        fields["batch_sizes"] = _int_list("batch_sizes", settings["batch_sizes"])
+    if "max_time" in settings:
+        fields["max_time_s"] = float(settings["max_time"])
+    if "seed" in settings:
+        fields["seed"] = int(settings["seed"])
+    grid = Grid(**{**base, "devices": default_devices(), **fields})
+    for name in ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps"):
+        if not getattr(grid, name):
+            raise BadInput(f"--{name.replace('_', '-')} is empty")
+    # Validate each distinct value once (cheap, and the message names the value).
+    from .case import Case
+
+    for model in grid.models:
+        for size in grid.sizes:
+            Case(model=model, size=size).validate()
+    for case in (Case(batch_size=b) for b in grid.batch_sizes):
+        case.validate()
+    for device in grid.devices:
+        for dtype in grid.dtypes:
+            Case(device=device, dtype=dtype).validate()
+    for mode in grid.modes:
+        Case(mode=mode).validate()
+    for step in grid.steps:
+        Case(step=step).validate()
+    if grid.max_time_s <= 0:
+        raise BadInput(f"bad --max-time {grid.max_time_s:g}; it must be > 0 seconds")
+    return grid
+
+
+def _check_user_models(models) -> None:
+    """A user model that cannot even be imported is bad input, not a result."""
+    from .models import _load_factory, is_user_model
+
+    for model in models:
+        if is_user_model(model):
+            _load_factory(model)
+
+
+def _default_out(run_id: str) -> str:
+    return os.path.join("results", "runs", f"{run_id}.jsonl")
+
+
+class ProgressPrinter:
+    """A bar with ETA on a terminal; one line per case otherwise (CI logs)."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, record: dict, progress) -> None:
+        eta = progress.eta_s()
+        eta_text = "--:--" if eta is None else time.strftime("%M:%S", time.gmtime(eta)) if eta < 3600 else \
+            f"{eta / 3600:.1f} h"
+        what = f"{record['model']}/{record['size']} b{record['batch_size']} {record['device']} " \
+               f"{record['dtype']} {record['mode']} {record['step']}"
+        result = record["status"]
+        if record["status"] == "ok":
+            result = f"{record['time_median_s'] * 1e3:.3f} ms"
+        if self.tty:
+            width = 24
+            filled = int(width * progress.done / max(progress.total, 1))
+            line = f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.done}/{progress.total} ETA {eta_text}  " \
+                   f"{what}: {result}"
+            self.stream.write(line[:160].ljust(160))
+            if progress.done == progress.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"[{progress.done}/{progress.total}] ETA {eta_text} {what}: {result}\n")
+        self.stream.flush()
+
+
+def cmd_run(args) -> int:
+    from .results import DONE_STATUSES, JsonlWriter, ResultsFileError, case_key, new_run_id, read_jsonl
+    from .sweep import parse_shard, run_sweep, shard
+
+    settings = _settings(args)
+    try:
+        grid = build_grid(settings)
+        _check_user_models(grid.models)
+        cases = grid.cases()
+        if "shard" in settings:
+            i, n = parse_shard(str(settings["shard"]))
+            cases = shard(cases, i, n)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    timeout = float(settings.get("timeout", 600.0))
+    if timeout <= 0:
+        raise BadInput(f"bad --timeout {timeout:g}; it must be > 0 seconds")
+    threads = settings.get("threads")
+    if threads is not None and int(threads) < 1:
+        raise BadInput(f"bad --threads {threads}; it must be >= 1")
+    run_id = new_run_id()
+    out = settings.get("out") or _default_out(run_id)
+    skipped = 0
+    if settings.get("resume"):
+        if not settings.get("out"):
+            raise BadInput("--resume needs --out FILE (the results file to resume)")
+        if os.path.exists(out):
+            try:
+                previous, warnings = read_jsonl(out)
+            except ResultsFileError as exc:
+                raise BadInput(f"cannot --resume: {exc}") from None
+            for w in warnings:
+                print(f"gradbench: warning: {w}", file=sys.stderr)
+            done = {case_key(r) for r in previous if r.get("status") in DONE_STATUSES}
+            remaining = [c for c in cases if case_key(c.identity()) not in done]
+            skipped = len(cases) - len(remaining)
+            cases = remaining
+    elif os.path.exists(out) and os.path.getsize(out) > 0:
+        raise BadInput(f"--out {out!r} already has results; pass --resume to continue it, or choose another file")
+    try:
+        writer = JsonlWriter(out)
+    except OSError as exc:
+        raise BadInput(f"cannot write --out {out!r}: {exc.strerror or exc}") from None
+    print(f"gradbench: {len(cases)} cases to run ({skipped} already done) -> {out}", file=sys.stderr)
+    started = time.perf_counter()
+    records: list[dict] = []
+
+    def write(record):
+        writer.write(record)
+        records.append(record)
+
+    try:
+        with writer:
+            progress = run_sweep(cases, write, run_id=run_id, timeout_s=timeout,
+                                 isolate=settings.get("isolate", "worker"),
+                                 threads=int(threads) if threads else None, on_record=ProgressPrinter())
+    except KeyboardInterrupt:
+        print(f"\ngradbench: interrupted; {len(records)} records are in {out}; "
+              f"continue with: gradbench run ... --out {out} --resume", file=sys.stderr)
+        return 130
+    wall = time.perf_counter() - started
+    _print_summary(out, records, progress, wall)
+    return 0
+
+
+def _print_summary(out: str, records: list[dict], progress, wall: float) -> None:
+    from .report.tables import render, summary_tables
+    from .results import read_jsonl, to_frame
+
+    all_records, _ = read_jsonl(out) if os.path.exists(out) else (records, [])
+    for title, table in summary_tables(to_frame(all_records)).items():
+        print(f"\nforward: {title}")
+        print(render(table))
+    failed = [r for r in records if r["status"] not in ("ok", "not_applicable")]
+    if failed:
+        print(f"\n{len(failed)} cases did not complete (they are results too):")
+        for r in failed[:10]:
+            print(f"  {r['model']}/{r['size']} b{r['batch_size']} {r['device']} {r['dtype']} {r['mode']} "
+                  f"{r['step']}: {r['status']}: {(r['error'] or '').splitlines()[0][:120]}")
+        if len(failed) > 10:
+            print(f"  ... and {len(failed) - 10} more in {out}")
+    measured = sum(r.get("measure_wall_s") or 0 for r in records)
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(progress.statuses.items()))
+    print(f"\n{progress.done} cases ({statuses or 'none'}) in {wall:.1f} s; "
+          f"{measured:.1f} s inside measurement ({(1 - measured / wall) * 100 if wall else 0:.0f}% harness overhead)")
+    print(f"results: {out}")
+
+
+# ---------------------------------------------------------------- explain, list, env, case
+
+
+def cmd_explain(args) -> int:
+    from .case import Case, Workload, measure_case
+    from .modes import MODES
+    from .report.tables import behaviour_table, render
+
+    models = _list_arg(args.models) or ["mlp", "transformer"]
+    try:
+        cases_by_model = {}
+        for model in models:
+            cases_by_model[model] = [
+                Case(model, args.size, args.batch_size, args.device, args.dtype, mode, "forward",
+                     max_time_s=args.max_time).validate()
+                for mode in MODES
+            ]
+        _check_user_models(models)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    output = {}
+    for model, cases in cases_by_model.items():
+        print(f"gradbench: measuring {len(cases)} modes of {model}/{args.size} ...", file=sys.stderr)
+        try:
+            workload = Workload(*cases[0].workload_key)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        output[model] = [measure_case(c, workload) for c in cases]
+    if args.format == "json":
+        print(json.dumps(output, indent=1))
+        return 0
+    for model, records in output.items():
+        r = records[0]
+        title = f"{model}/{args.size}, batch {args.batch_size}, {args.device} {args.dtype} " \
+                f"({r['params']:,} parameters; torch {r['torch']}, {r['threads']} threads)"
+        print(f"\n## {title}\n" if args.format == "markdown" else f"\n{title}")
+        print(render(behaviour_table(records), args.format))
+        failed = [f"{x['mode']}: {x['error']}" for x in records if x["status"] not in ("ok", "not_applicable")]
+        for line in failed:
+            print(f"  ! {line}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    import torch
+
+    from .models import BUILTIN_MODELS, SIZES, build_model, parameter_count
+    from .modes import MODES
+
+    print("models (exact parameter counts):")
+    for family in BUILTIN_MODELS:
+        counts = []
+        for size in SIZES:
+            with torch.device("meta"):  # count without allocating 100M-parameter models
+                model, _ = build_model(family, size)
+            counts.append(f"{size} {parameter_count(model):,}")
+        print(f"  {family:12s} " + ", ".join(counts))
+    print("  MODULE:FUNCTION or path/to/file.py:FUNCTION  your own: FUNCTION(size=SIZE) -> (model, make_input)")
+    print("\nmodes:")
+    for mode in MODES.values():
+        print(f"  {mode.name:20s} {mode.description}")
+    return 0
+
+
+def cmd_env(args) -> int:
+    import torch
+
+    from .env import fingerprint
+
+    info = {**fingerprint(), "threads": torch.get_num_threads()}
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        for key, value in info.items():
+            print(f"{key:18s} {value}")
+    return 0
+
+
+def cmd_case(args) -> int:
+    from .case import run_case
+
+    try:
+        record = run_case(model=args.model, size=args.size, batch_size=args.batch_size, device=args.device,
+                          dtype=args.dtype, mode=args.mode, step=args.step, max_time_s=args.max_time)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    print(json.dumps(record, indent=1))
+    return 0
+
+
+def cmd_selfcheck(args) -> int:
+    from .selfcheck import run_selfcheck
+
+    if args.grid == "quick":
+        from .selfcheck import grid_agreement
+        from .sweep import QUICK, Grid
+
+        return grid_agreement(Grid(**QUICK), args.tolerance)
+    return run_selfcheck(tolerance=args.tolerance)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="gradbench", description=__doc__)
+    parser = _Parser(prog="gradbench", description="Measure what eval(), no_grad(), requires_grad=False and "
+                     "inference_mode really cost and save.")
     parser.add_argument("--version", action="version", version=f"gradbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_run(sub)
+
+    explain = sub.add_parser("explain", help="the measured behaviour of every mode on your model and machine")
+    explain.add_argument("--models", nargs="+", help="default: mlp transformer")
+    explain.add_argument("--size", default="small")
+    explain.add_argument("--batch-size", type=int, default=32)
+    explain.add_argument("--device", default="cpu")
+    explain.add_argument("--dtype", default="float32")
+    explain.add_argument("--max-time", type=float, default=0.3, help="seconds of timing per mode (default 0.3)")
+    explain.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+
+    sub.add_parser("list", help="models with sizes and parameter counts; modes with their definitions")
+    env = sub.add_parser("env", help="the machine fingerprint stored with every record")
+    env.add_argument("--json", action="store_true")
+
+    selfcheck = sub.add_parser("selfcheck", help="is this machine quiet enough to benchmark?")
+    selfcheck.add_argument("--tolerance", type=float, default=0.05,
+                           help="warn where gradbench and torch.utils.benchmark differ by more (default 0.05)")
+    selfcheck.add_argument("--grid", choices=("quick",), help="instead, compare on every case of the --quick sweep")
+
     case = sub.add_parser("case", help="measure one case and print its record as JSON")
     case.add_argument("--model", default="mlp")
     case.add_argument("--size", default="small")
@@ -30,22 +420,21 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("--dtype", default="float32")
     case.add_argument("--mode", default="eval_no_grad")
     case.add_argument("--step", default="forward")
-    case.add_argument("--max-time", type=float, default=2.0, help="seconds of timing per case (default 2)")
+    case.add_argument("--max-time", type=float, default=2.0, help="seconds of timing (default 2)")
     return parser
+
+
+COMMANDS = {"run": cmd_run, "explain": cmd_explain, "list": cmd_list, "env": cmd_env, "case": cmd_case,
+            "selfcheck": cmd_selfcheck}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "case":
-        from .case import run_case
-
-        try:
-            record = run_case(model=args.model, size=args.size, batch_size=args.batch_size, device=args.device,
-                              dtype=args.dtype, mode=args.mode, step=args.step, max_time_s=args.max_time)
-        except ValueError as exc:
-            return _bad_input(str(exc))
-        print(json.dumps(record, indent=1))
-    return 0
+    try:
+        return COMMANDS[args.command](args)
+    except BadInput as exc:
+        print(f"gradbench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

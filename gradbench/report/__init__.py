@@ -1,0 +1,1 @@
+"""Turning records into things people read: tables, figures, reports and comparisons."""

@@ -1,0 +1,109 @@
+"""Is this machine quiet enough to benchmark? Timer overhead, noise, and agreement with torch's Timer.
+
+Agreement compares gradbench's median with torch.utils.benchmark.Timer.adaptive_autorange on the
+same step in the same process: an independent implementation, so a disagreement points at either
+a noisy machine or a harness problem.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from .case import Case, Workload, step_function
+from .measure.timing import time_step
+from .modes import MODES, apply_mode
+from .sweep import Grid
+
+AGREEMENT_CASES = (("mlp", "tiny", 8), ("cnn", "tiny", 8), ("transformer", "tiny", 8))
+
+
+def timer_overhead_s(n: int = 2000) -> float:
+    deltas = []
+    for _ in range(n):
+        a = time.perf_counter()
+        b = time.perf_counter()
+        deltas.append(b - a)
+    return statistics.median(deltas)
+
+
+def reference_noise(device: str = "cpu", max_time_s: float = 1.0) -> tuple[float, float]:
+    """Median and IQR/median of a fixed matmul: how steady this machine is right now."""
+    a = torch.randn(192, 192, device=device)
+    timing = time_step(lambda: torch.mm(a, a), device, max_time_s=max_time_s, min_samples=30, rel_ci=0.0)
+    return timing.median, timing.iqr / timing.median
+
+
+def compare_with_torch_timer(step, device: str, max_time_s: float = 0.5) -> tuple[float, float]:
+    """(gradbench median, torch.utils.benchmark adaptive_autorange median) of one step, same process."""
+    from torch.utils.benchmark import Timer
+
+    ours = time_step(step, device, max_time_s=max_time_s).median
+    sync = "torch.cuda.synchronize()" if str(device).startswith("cuda") else "pass"
+    # Timer defaults to one thread; gradbench measures with the process's thread count.
+    theirs = Timer(stmt=f"step(); {sync}", globals={"step": step, "torch": torch},
+                   num_threads=torch.get_num_threads()).adaptive_autorange(
+        min_run_time=max_time_s / 2
+    ).median
+    return ours, theirs
+
+
+def agreement(case: Case, workload: Workload | None = None) -> tuple[float, float]:
+    """Both medians for one case's step, on the case's workload."""
+    workload = workload if workload is not None and workload.key == case.workload_key else Workload(*case.workload_key)
+    with workload.parameters_restored(), apply_mode(workload.model, case.mode) as applied:
+        return compare_with_torch_timer(step_function(workload, applied, case.step), case.device, case.max_time_s)
+
+
+def grid_agreement(grid: Grid, tolerance: float) -> int:
+    """Agreement on every measurable case of a grid (the --quick sweep's, by default)."""
+    cases = [c for c in grid.cases() if c.step == "forward" or MODES[c.mode].records_graph]
+    within, workload = 0, None
+    for i, case in enumerate(cases, 1):
+        try:
+            if workload is None or workload.key != case.workload_key:
+                workload = Workload(*case.workload_key)
+            ours, theirs = agreement(case, workload)
+        except Exception as exc:  # e.g. BatchNorm with a batch of one in train mode
+            print(f"[{i}/{len(cases)}] {case.model}/{case.size} b{case.batch_size} {case.mode} {case.step}: "
+                  f"skipped ({type(exc).__name__})")
+            continue
+        diff = ours / theirs - 1
+        within += abs(diff) <= tolerance
+        print(f"[{i}/{len(cases)}] {case.model}/{case.size} b{case.batch_size} {case.mode:20s} {case.step:10s} "
+              f"gradbench {ours * 1e6:10.1f} us  torch.utils.benchmark {theirs * 1e6:10.1f} us  {diff:+6.1%}")
+    print(f"\n{within}/{len(cases)} cases ({within / max(len(cases), 1):.0%}) agree within {tolerance:.0%}")
+    return 0
+
+
+def run_selfcheck(tolerance: float = 0.05) -> int:
+    warnings = []
+    overhead = timer_overhead_s()
+    print(f"timer overhead (perf_counter)   {overhead * 1e9:8.0f} ns")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        median, noise = reference_noise(device)
+        flag = ""
+        if noise > tolerance:
+            flag = "  WARN: noisy"
+            warnings.append(f"{device}: reference workload IQR is {noise:.1%} of its median (> {tolerance:.0%})")
+        print(f"noise {device:5s} (192x192 matmul)   {median * 1e6:8.1f} us median, IQR {noise:6.1%} of median{flag}")
+        for model, size, batch in AGREEMENT_CASES:
+            ours, theirs = agreement(Case(model, size, batch, device, max_time_s=0.5))
+            diff = ours / theirs - 1
+            flag = ""
+            if abs(diff) > tolerance:
+                flag = "  WARN"
+                warnings.append(f"{device} {model}/{size} b{batch}: gradbench {ours * 1e6:.1f} us vs "
+                                f"torch.utils.benchmark {theirs * 1e6:.1f} us ({diff:+.1%})")
+            print(f"agreement {device:5s} {model}/{size} b{batch:<4d} gradbench {ours * 1e6:9.1f} us, "
+                  f"torch.utils.benchmark {theirs * 1e6:9.1f} us ({diff:+6.1%}){flag}")
+    print(f"threads: {torch.get_num_threads()}")
+    if warnings:
+        print("\nWARNING: this machine may be too noisy for small differences:")
+        for w in warnings:
+            print(f"  - {w}")
+    else:
+        print("\nOK: quiet enough to benchmark at this tolerance.")
+    return 0

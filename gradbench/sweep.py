@@ -1,0 +1,274 @@
+"""Expand a grid into cases and run them in worker processes: resumable, shardable, crash-proof.
+
+A manager (this process) hands one workload group at a time (the cases sharing a model, size,
+batch size, device and dtype) to a spawned worker, which imports torch and builds the model once
+and then measures the group's cases in a shuffled order, so slow drift of the machine favours no
+mode. Workers run one at a time: concurrent measurement would disturb the timings. A worker that
+dies or overruns --timeout is replaced, its case recorded as crashed or timeout, and the sweep
+goes on. Every record is appended to the JSONL file as soon as it arrives.
+"""
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable
+
+from .case import DTYPES, STEPS, Case
+from .modes import DEFAULT_MODES, MODES
+from .results import DONE_STATUSES, case_key, empty_record, new_run_id
+
+ISOLATION = ("worker", "case")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What to sweep. Every field is a list of values; cases are their product."""
+
+    models: tuple[str, ...] = ("mlp", "cnn", "transformer")
+    sizes: tuple[str, ...] = ("tiny", "small")
+    batch_sizes: tuple[int, ...] = (1, 8, 64)
+    devices: tuple[str, ...] = ("cpu",)
+    dtypes: tuple[str, ...] = ("float32",)
+    modes: tuple[str, ...] = DEFAULT_MODES
+    steps: tuple[str, ...] = STEPS
+    max_time_s: float = 0.5
+    seed: int = 0
+
+    def cases(self) -> list[Case]:
+        """All cases in a fixed order: grouped by workload, modes and steps innermost."""
+        return [
+            Case(model, size, batch, device, dtype, mode, step, self.seed, self.max_time_s)
+            for model, size, batch, device, dtype in itertools.product(
+                self.models, self.sizes, self.batch_sizes, self.devices, self.dtypes
+            )
+            for mode in self.modes
+            for step in self.steps
+        ]
+
+
+def default_devices() -> tuple[str, ...]:
+    import torch
+
+    return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+
+QUICK = dict(
+    models=("mlp", "cnn", "transformer"), sizes=("tiny",), batch_sizes=(8, 64),
+    steps=STEPS, max_time_s=0.2,
+)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' with 1 <= I <= N -> (I, N)."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"bad shard {text!r}; expected I/N, e.g. 1/4") from None
+    if not (n >= 1 and 1 <= i <= n):
+        raise ValueError(f"bad shard {text!r}; expected I/N with 1 <= I <= N")
+    return i, n
+
+
+def shard(cases: list[Case], i: int, n: int) -> list[Case]:
+    """Shard I of N: every N-th case of the fixed order, starting at I. The shards partition the cases."""
+    return cases[i - 1 :: n]
+
+
+def group_by_workload(cases: Iterable[Case]) -> list[list[Case]]:
+    groups: dict[tuple, list[Case]] = {}
+    for case in cases:
+        groups.setdefault(case.workload_key, []).append(case)
+    return list(groups.values())
+
+
+def shuffled(group: list[Case], seed: int) -> list[Case]:
+    """The group's cases in an order drawn from the seed and the workload, reproducible per sweep."""
+    order = list(group)
+    random.Random(f"{seed}:{group[0].workload_key}").shuffle(order)
+    return order
+
+
+# ---------------------------------------------------------------- worker process
+
+
+def _die_with_parent() -> None:
+    """A killed manager must not leave a worker measuring on: ask Linux to end it too."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def worker_main(conn, threads: int | None, record_rss: bool) -> None:
+    """Receive groups of cases, measure them, send back ('start', key) then ('record', dict) per case."""
+    _die_with_parent()
+    import torch
+
+    from .case import Workload, measure_case
+
+    if threads:
+        torch.set_num_threads(threads)
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        cases, run_id = message
+        workload = None
+        for case in cases:
+            conn.send(("start", case))
+            try:
+                if workload is None or workload.key != case.workload_key:
+                    workload = None
+                    workload = Workload(*case.workload_key)
+                record = measure_case(case, workload, run_id)
+            except Exception as exc:  # the workload could not be built: every case of it says why
+                record = failure_record(case, run_id, "error", f"{type(exc).__name__}: {exc}".strip())
+                record["traceback"] = traceback.format_exc(limit=5)
+            if record_rss:
+                import resource
+
+                record["rss_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            conn.send(("record", record))
+        conn.send(("done", None))
+
+
+def failure_record(case: Case, run_id: str, status: str, message: str) -> dict:
+    from .env import fingerprint
+
+    record = empty_record(**case.identity())
+    record.update(fingerprint())
+    record.update(run_id=run_id, status=status, error=message, seed=case.seed)
+    return record
+
+
+# ---------------------------------------------------------------- manager
+
+
+@dataclass
+class Progress:
+    """Counts and timing the manager reports as it goes."""
+
+    total: int
+    done: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    statuses: dict = field(default_factory=dict)
+
+    def eta_s(self) -> float | None:
+        if not self.done:
+            return None
+        return (time.perf_counter() - self.started) / self.done * (self.total - self.done)
+
+
+class Worker:
+    def __init__(self, context, threads, record_rss):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=worker_main, args=(child, threads, record_rss), daemon=True)
+        self.process.start()
+        child.close()
+
+    def stop(self, kill: bool = False) -> None:
+        if kill and self.process.is_alive():
+            self.process.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def run_sweep(
+    cases: list[Case],
+    write: Callable[[dict], None],
+    *,
+    run_id: str | None = None,
+    timeout_s: float = 600.0,
+    isolate: str = "worker",
+    threads: int | None = None,
+    on_record: Callable[[dict, Progress], None] | None = None,
+) -> Progress:
+    """Run ``cases`` (already validated, already filtered for resume) and write each record."""
+    if isolate not in ISOLATION:
+        raise ValueError(f"unknown isolation {isolate!r}; valid: {', '.join(ISOLATION)}")
+    run_id = run_id or new_run_id()
+    context = multiprocessing.get_context("spawn")
+    progress = Progress(total=len(cases))
+    seed = cases[0].seed if cases else 0
+    groups = [shuffled(g, seed) for g in group_by_workload(cases)]
+    if isolate == "case":
+        groups = [[c] for g in groups for c in g]
+    worker: Worker | None = None
+
+    def emit(record: dict) -> None:
+        write(record)
+        progress.done += 1
+        progress.statuses[record["status"]] = progress.statuses.get(record["status"], 0) + 1
+        if on_record:
+            on_record(record, progress)
+
+    try:
+        for group in groups:
+            pending = list(group)
+            while pending:
+                if worker is None:
+                    worker = Worker(context, threads, record_rss=(isolate == "case"))
+                worker.conn.send((pending, run_id))
+                current, started = None, time.perf_counter()
+                finished = False
+                while not finished:
+                    left = timeout_s - (time.perf_counter() - started)
+                    if worker.conn.poll(max(0.0, min(left, 0.5))):
+                        try:
+                            kind, payload = worker.conn.recv()
+                        except (EOFError, OSError):
+                            kind, payload = "died", None
+                    elif not worker.process.is_alive():
+                        kind, payload = "died", None
+                    elif left <= 0:  # covers a worker that never starts its first case, too
+                        kind, payload = "timeout", None
+                    else:
+                        continue
+                    if kind == "start":
+                        current, started = payload, time.perf_counter()
+                    elif kind == "record":
+                        pending.remove(current)
+                        emit(payload)
+                        current = None
+                    elif kind == "done":
+                        finished = True
+                    else:  # the worker died or overran: record the case it was on, replace the worker
+                        worker.stop(kill=True)
+                        exitcode = worker.process.exitcode
+                        worker = None
+                        victim = current or pending[0]
+                        if kind == "timeout":
+                            message = f"case exceeded --timeout {timeout_s:g} s; worker killed"
+                        else:
+                            message = f"worker process died (exit code {exitcode})"
+                        pending.remove(victim)
+                        emit(failure_record(victim, run_id, kind if kind == "timeout" else "crashed", message))
+                        finished = True
+            if isolate == "case" and worker is not None:
+                worker.stop()
+                worker = None
+    finally:
+        if worker is not None:
+            worker.stop(kill=sys.exc_info()[0] is not None)
+    return progress

@@ -1,0 +1,152 @@
+"""The command line's bad-input contract and its small commands, run in-process for speed."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gradbench import __version__
+from gradbench.cli import main
+
+TINY = ["--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes", "eval", "--steps", "forward",
+        "--max-time", "0.05", "--no-report"]
+
+
+@pytest.fixture
+def existing(tmp_path):
+    path = tmp_path / "existing.jsonl"
+    path.write_text('{"model": "mlp", "mode": "eval", "step": "forward", "status": "ok"}\n')
+    return path
+
+
+def run_bad(capsys, existing, *args):
+    before = existing.read_bytes()
+    code = main(["run", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    assert existing.read_bytes() == before
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("gradbench: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models", "resnet"], r"unknown model 'resnet'; valid models: mlp, cnn, transformer"),
+        (["--sizes", "huge"], r"unknown size 'huge'; valid sizes: tiny, small, medium, large"),
+        (["--modes", "eval,fast"], r"unknown mode 'fast'; valid modes: train, eval"),
+        (["--dtypes", "int8"], r"unknown dtype 'int8'; valid dtypes: float32, bfloat16, float16"),
+        (["--dtypes", "float16", "--devices", "cpu"], r"'float16' is supported on cuda only"),
+        (["--devices", "tpu"], r"unknown device 'tpu'; valid devices: cpu, cuda"),
+        (["--steps", "backward"], r"unknown step 'backward'; valid steps: forward, train_step"),
+        (["--batch-sizes", "0"], r"bad batch size 0"),
+        (["--batch-sizes", "-4"], r"bad batch size -4"),
+        (["--batch-sizes", "eight"], r"bad batch size 'eight'"),
+        (["--shard", "3/2"], r"bad shard '3/2'"),
+        (["--shard", "x"], r"bad shard 'x'"),
+        (["--models", "tests/fixtures/broken_import.py:model"], r"cannot import model"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path, existing, args, message):
+    import re
+
+    line = run_bad(capsys, existing, *TINY, *args, "--out", str(existing), "--resume")
+    assert re.search(message, line), line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when no GPU is present")
+def test_cuda_without_gpu(capsys, existing):
+    line = run_bad(capsys, existing, *TINY, "--devices", "cuda", "--out", str(existing), "--resume")
+    assert "'cuda' asked for, but no CUDA GPU is available" in line
+
+
+def test_malformed_and_unknown_config(capsys, tmp_path, existing):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("models = [mlp\n")
+    assert "malformed --config" in run_bad(capsys, existing, "--config", str(bad), "--out", str(existing),
+                                           "--resume")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('modelz = ["mlp"]\n')
+    line = run_bad(capsys, existing, "--config", str(unknown), "--out", str(existing), "--resume")
+    assert "unknown key 'modelz'" in line and "valid keys: models" in line
+    assert "cannot read --config" in run_bad(capsys, existing, "--config", str(tmp_path / "none.toml"))
+
+
+def test_unwritable_out(capsys, existing, tmp_path):
+    line = run_bad(capsys, existing, *TINY, "--out", str(existing / "sub" / "r.jsonl"))
+    assert "cannot write --out" in line
+
+
+def test_out_with_results_needs_resume(capsys, existing):
+    assert "pass --resume" in run_bad(capsys, existing, *TINY, "--out", str(existing))
+
+
+def test_resume_needs_out(capsys, existing):
+    assert "--resume needs --out" in run_bad(capsys, existing, *TINY, "--resume")
+
+
+def test_resume_on_foreign_file(capsys, tmp_path, existing):
+    foreign = tmp_path / "data.csv"
+    foreign.write_text("a,b\n1,2\n")
+    line = run_bad(capsys, existing, *TINY, "--out", str(foreign), "--resume")
+    assert "is not a gradbench JSONL results file" in line
+    assert foreign.read_text() == "a,b\n1,2\n"
+
+
+def test_unknown_option_is_one_line_exit_2():
+    result = subprocess.run([sys.executable, "-m", "gradbench.cli", "run", "--bogus"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_config_file_sets_grid_and_command_line_wins(tmp_path):
+    from gradbench.cli import _settings, build_grid, build_parser
+
+    config = tmp_path / "sweep.toml"
+    config.write_text('models = ["cnn"]\nsizes = ["tiny"]\nbatch_sizes = [2, 4]\nmodes = ["eval"]\n'
+                      'max_time = 0.1\nquick = true\n')
+    args = build_parser().parse_args(["run", "--config", str(config), "--batch-sizes", "16"])
+    grid = build_grid(_settings(args))
+    assert grid.models == ("cnn",) and grid.batch_sizes == (16,) and grid.modes == ("eval",)
+    assert grid.max_time_s == 0.1
+    quick = build_grid(_settings(build_parser().parse_args(["run", "--quick"])))
+    assert quick.sizes == ("tiny",) and quick.max_time_s == 0.2
+    everything = build_grid(_settings(build_parser().parse_args(["run", "--modes", "all"])))
+    assert len(everything.modes) == 9
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_list_and_env(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "transformer" in out and "101,838,858" in out and "finetune_head" in out
+    assert main(["env"]) == 0
+    assert torch.__version__ in capsys.readouterr().out
+
+
+def test_explain_measures_every_mode(capsys):
+    assert main(["explain", "--models", "transformer", "--size", "tiny", "--batch-size", "4",
+                 "--max-time", "0.05", "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert len([r for r in rows if r not in ("mode",)]) == 9
+    cells = [c.strip() for c in rows["eval_no_grad"].split("|")]
+    header = [c.strip() for c in rows["mode"].split("|")]
+    assert cells[header.index("fast path")] == "yes"
+    assert cells[header.index("graph recorded")] == "no"
+    train = [c.strip() for c in rows["train"].split("|")]
+    assert train[header.index("dropout active")] == "yes"
+
+
+def test_explain_bad_input(capsys):
+    assert main(["explain", "--models", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err

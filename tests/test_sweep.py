@@ -1,0 +1,146 @@
+"""End-to-end tests of `gradbench run`: real subprocesses, tiny models, no timing assertions."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gradbench.results import CASE_KEY_FIELDS, RECORD_FIELDS, case_key, read_jsonl
+from gradbench.sweep import Grid, group_by_workload, parse_shard, shard, shuffled
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+FAST = ["--max-time", "0.05", "--no-report"]
+
+
+def gradbench(*args, timeout=240, **kwargs):
+    return subprocess.run([sys.executable, "-m", "gradbench.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def records_of(path):
+    return read_jsonl(path)[0]
+
+
+def test_run_writes_one_valid_record_per_case(tmp_path):
+    out = tmp_path / "run.jsonl"
+    result = gradbench("run", "--models", "mlp,transformer", "--sizes", "tiny", "--batch-sizes", "4",
+                       "--modes", "train", "eval_no_grad", "frozen", "--steps", "forward", "train_step",
+                       "--out", str(out), *FAST)
+    assert result.returncode == 0, result.stderr
+    records = records_of(out)
+    assert len(records) == 2 * 3 * 2
+    assert len({case_key(r) for r in records}) == len(records)
+    for r in records:
+        assert set(RECORD_FIELDS) <= set(r)
+        expected = "not_applicable" if r["step"] == "train_step" and r["mode"] != "train" else "ok"
+        assert r["status"] == expected, r["error"]
+    assert len({r["run_id"] for r in records}) == 1
+    assert "median time vs train" in result.stdout and "peak memory vs train" in result.stdout
+    assert "harness overhead" in result.stdout
+
+
+def _line_count(path):
+    try:
+        with open(path) as f:
+            return sum(1 for line in f if line.endswith("\n"))
+    except FileNotFoundError:
+        return 0
+
+
+def test_sigkill_then_resume_runs_every_case_exactly_once(tmp_path):
+    out = tmp_path / "killed.jsonl"
+    args = ["run", "--models", "mlp", "cnn", "--sizes", "tiny", "--batch-sizes", "2", "4",
+            "--modes", "train", "eval", "eval_no_grad", "--steps", "forward", "--out", str(out), *FAST]
+    proc = subprocess.Popen([sys.executable, "-m", "gradbench.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while _line_count(out) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = _line_count(out)
+    assert 3 <= written < 12, "the kill should land mid-sweep"
+    result = gradbench(*args, "--resume")
+    assert result.returncode == 0, result.stderr
+    records = records_of(out)
+    keys = [case_key(r) for r in records]
+    assert len(keys) == len(set(keys)) == 12
+    assert all(r["status"] == "ok" for r in records)
+
+
+def test_resume_ignores_truncated_last_line_and_keeps_earlier_records(tmp_path):
+    out = tmp_path / "partial.jsonl"
+    args = ["run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes", "eval", "train",
+            "--steps", "forward", "--out", str(out), *FAST]
+    assert gradbench(*args).returncode == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text(lines[0] + lines[1][: len(lines[1]) // 2])  # killed while writing the second record
+    result = gradbench(*args, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "truncated last line ignored" in result.stderr
+    records = records_of(out)
+    assert sorted(r["mode"] for r in records) == ["eval", "train"]
+    assert records[0] == json.loads(lines[0])  # the earlier record is untouched
+
+
+def test_crashing_and_hanging_models_are_recorded_and_the_sweep_goes_on(tmp_path):
+    out = tmp_path / "bad.jsonl"
+    models = [f"{FIXTURES}/user_models.py:aborts", f"{FIXTURES}/user_models.py:sleeps", "mlp"]
+    result = gradbench("run", "--models", *models, "--sizes", "tiny", "--batch-sizes", "2",
+                       "--modes", "eval_no_grad", "--steps", "forward", "--timeout", "8",
+                       "--out", str(out), *FAST)
+    assert result.returncode == 0, result.stderr
+    status = {r["model"].rsplit(":", 1)[-1]: r for r in records_of(out)}
+    assert status["aborts"]["status"] == "crashed" and "died" in status["aborts"]["error"]
+    assert status["sleeps"]["status"] == "timeout" and "--timeout 8" in status["sleeps"]["error"]
+    assert status["mlp"]["status"] == "ok"
+
+
+def test_isolate_case_records_rss(tmp_path):
+    out = tmp_path / "iso.jsonl"
+    result = gradbench("run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes",
+                       "eval", "train", "--steps", "forward", "--isolate", "case", "--out", str(out), *FAST)
+    assert result.returncode == 0, result.stderr
+    records = records_of(out)
+    assert len(records) == 2 and all(r["rss_peak_bytes"] > 10_000_000 for r in records)
+
+
+def test_shards_partition_the_grid():
+    cases = Grid(models=("mlp", "cnn"), sizes=("tiny", "small"), batch_sizes=(1, 8, 64)).cases()
+    for n in (1, 2, 3, 7):
+        parts = [shard(cases, i, n) for i in range(1, n + 1)]
+        flat = [c for p in parts for c in p]
+        assert sorted(flat, key=repr) == sorted(cases, key=repr)
+        assert len(flat) == len(set(flat))
+    assert shard(cases, 2, 3) == shard(list(cases), 2, 3)  # deterministic
+
+
+def test_shard_files_together_are_the_sweep(tmp_path):
+    common = ["run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "4", "--modes", "eval",
+              "eval_no_grad", "--steps", "forward", *FAST]
+    keys = []
+    for i in (1, 2):
+        out = tmp_path / f"shard{i}.jsonl"
+        assert gradbench(*common, "--shard", f"{i}/2", "--out", str(out)).returncode == 0
+        keys += [case_key(r) for r in records_of(out)]
+    full = {(m, "tiny", b, "cpu", "float32", mode, "forward") for m in ["mlp"] for b in (2, 4)
+            for mode in ("eval", "eval_no_grad")}
+    assert sorted(keys) == sorted(full)
+
+
+def test_mode_order_is_shuffled_within_a_group_but_reproducible():
+    group = group_by_workload(Grid(models=("mlp",), sizes=("tiny",), batch_sizes=(8,),
+                                   steps=("forward",)).cases())[0]
+    assert shuffled(group, 0) == shuffled(group, 0)
+    assert any(shuffled(group, s) != group for s in range(5))
+    assert sorted(shuffled(group, 0), key=repr) == sorted(group, key=repr)
+
+
+def test_parse_shard():
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("0/4", "5/4", "a/b", "1", "1/0"):
+        with pytest.raises(ValueError, match="bad shard"):
+            parse_shard(bad)
