@@ -1,10 +1,8 @@
 # The two quick-start commands: `make run` (set up, run the default sweep and its report) and
 # `make test` (set up, run the tests). Set-up installs a CPU build of torch unless torch is already
-# in .venv; GPU users install their CUDA build first (see README) or set TORCH_INDEX.
+# in .venv (tools/install_torch.py); GPU users install their CUDA build first (see README).
 PYTHON ?= python3
 VENV ?= .venv
-TORCH_SPEC ?= torch==2.13.0
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 BIN := $(VENV)/bin
 
 .PHONY: setup run quick test clean
@@ -13,8 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 setup: $(BIN)/python
-	@$(BIN)/python -c "import torch" 2>/dev/null || \
-		$(BIN)/pip install --quiet "$(TORCH_SPEC)" --extra-index-url "$(TORCH_INDEX)"
+	$(BIN)/python tools/install_torch.py
 	$(BIN)/pip install --quiet -e ".[test]"
 
 run: setup

@@ -2,5 +2,6 @@
 __version__ = "0.1.0"
 
 from .case import Case, run_case  # noqa: E402
+from .results import load  # noqa: E402
 
-__all__ = ["Case", "run_case", "__version__"]
+__all__ = ["Case", "run_case", "load", "__version__"]

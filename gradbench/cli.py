@@ -260,7 +260,21 @@ def cmd_run(args) -> int:
         return 130
     wall = time.perf_counter() - started
     _print_summary(out, records, progress, wall)
+    if not settings.get("no_report"):
+        from .report.document import write_report
+        from .results import load
+
+        report_dir = report_dir_for(out)
+        paths = write_report(load([out], warn=lambda m: None), report_dir, title=f"gradbench report: {out}")
+        print(f"report: {paths['html']} (and report.md, figures/)")
+        print(f"        report written {time.perf_counter() - started - wall:.1f} s after the sweep")
     return 0
+
+
+def report_dir_for(results_path: str) -> str:
+    """results/runs/X.jsonl -> results/runs/X-report/"""
+    base = results_path[: -len(".jsonl")] if results_path.endswith(".jsonl") else results_path
+    return base + "-report"
 
 
 def _print_summary(out: str, records: list[dict], progress, wall: float) -> None:
@@ -364,6 +378,84 @@ def cmd_env(args) -> int:
     return 0
 
 
+def _load_inputs(paths: list[str]):
+    from .results import load
+
+    try:
+        return load(paths)
+    except ValueError as exc:  # ResultsFileError: empty, truncated, foreign
+        raise BadInput(str(exc)) from None
+
+
+def cmd_report(args) -> int:
+    from .report.document import write_report
+
+    df = _load_inputs(args.results)
+    out = args.out or (report_dir_for(args.results[0]) if len(args.results) == 1 and
+                       args.results[0].endswith(".jsonl") else os.path.join("results", "report"))
+    try:
+        paths = write_report(df, out, title=args.title or "gradbench report: " + ", ".join(args.results))
+    except OSError as exc:
+        raise BadInput(f"cannot write report to {out!r}: {exc.strerror or exc}") from None
+    print(f"report: {paths['html']}\n        {paths['markdown']}\n        {len(paths['figures'])} figure files "
+          f"in {os.path.join(out, 'figures')}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report.compare import compare, draw, regressions, text_table
+    from .report.tables import render
+
+    df = _load_inputs(args.results)
+    try:
+        table, sides, only = compare(df, args.by)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    print(f"compared by {args.by}: baseline {sides[0]!r} vs {', '.join(repr(s) for s in sides[1:])}; "
+          f"{len(table)} shared cases (time ratio = other / baseline; CI from the raw samples, bootstrap)")
+    print(render(text_table(table)))
+    if only:
+        print(f"\n{len(only)} cases are not on both sides:")
+        for line in only:
+            print(f"  {line}")
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        table.to_csv(os.path.join(args.out, f"compare_by_{args.by}.csv"), index=False)
+        for path in draw(df, args.by, args.out):
+            print(f"figure: {path}")
+    if args.fail_above is not None:
+        bad = regressions(table, args.fail_above)
+        if not bad.empty:
+            print(f"\nFAIL: {len(bad)} cases slower by more than {args.fail_above:g}% with the whole interval beyond:")
+            print(render(text_table(bad)))
+            return 1
+        print(f"\nOK: no case slower by more than {args.fail_above:g}% with its whole interval beyond")
+    return 0
+
+
+def cmd_asv_machine(args) -> int:
+    """Write this machine into asv's machine file, named by its GPU, with the GPU fields asv lacks."""
+    from .env import asv_machine_entry, default_asv_machine_name
+
+    path = os.path.expanduser(args.file)
+    name = args.machine or default_asv_machine_name()
+    data = {"version": 1}
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"cannot read asv machine file {path!r}: {exc}") from None
+    data[name] = {**data.get(name, {}), **asv_machine_entry(name)}
+    try:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=4)
+    except OSError as exc:
+        raise BadInput(f"cannot write asv machine file {path!r}: {exc.strerror}") from None
+    print(f"asv machine {name!r} written to {path}; run: asv run --machine {name}")
+    return 0
+
+
 def cmd_case(args) -> int:
     from .case import run_case
 
@@ -412,6 +504,23 @@ def build_parser() -> argparse.ArgumentParser:
                            help="warn where gradbench and torch.utils.benchmark differ by more (default 0.05)")
     selfcheck.add_argument("--grid", choices=("quick",), help="instead, compare on every case of the --quick sweep")
 
+    report = sub.add_parser("report", help="figures, report.md and a self-contained report.html from results")
+    report.add_argument("results", nargs="+", help="gradbench JSONL files, asv result folders, pytest-benchmark JSON")
+    report.add_argument("--out", help="the report folder (default: beside a single JSONL file, else results/report)")
+    report.add_argument("--title")
+
+    compare = sub.add_parser("compare", help="the same cases side by side across machines, GPUs, versions")
+    compare.add_argument("results", nargs="+", help="gradbench JSONL files, asv result folders, pytest-benchmark JSON")
+    compare.add_argument("--by", choices=("machine", "gpu", "torch", "commit", "device"), required=True)
+    compare.add_argument("--fail-above", type=float, metavar="PCT",
+                         help="exit 1 when a case is slower by more than PCT percent, its whole CI beyond")
+    compare.add_argument("--out", help="also write the table (CSV) and a figure into this folder")
+
+    machine = sub.add_parser("asv-machine", help="name this machine for asv by its GPU, recording GPU, "
+                             "driver, CUDA and torch in asv's machine file")
+    machine.add_argument("--machine", help="the name (default: HOST-GPU, or HOST-cpu)")
+    machine.add_argument("--file", default="~/.asv-machine.json", help="asv's machine file (default: %(default)s)")
+
     case = sub.add_parser("case", help="measure one case and print its record as JSON")
     case.add_argument("--model", default="mlp")
     case.add_argument("--size", default="small")
@@ -425,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"run": cmd_run, "explain": cmd_explain, "list": cmd_list, "env": cmd_env, "case": cmd_case,
-            "selfcheck": cmd_selfcheck}
+            "selfcheck": cmd_selfcheck, "asv-machine": cmd_asv_machine, "report": cmd_report,
+            "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

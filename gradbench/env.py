@@ -60,3 +60,40 @@ def fingerprint() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def _total_ram_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_asv_machine_name() -> str:
+    """HOST-GPU (or HOST-cpu): asv keys results by machine name, so the GPU belongs in it."""
+    info = fingerprint()
+    gpu = info["gpu"] or "cpu"
+    slug = "".join(c if c.isalnum() else "-" for c in gpu.replace("NVIDIA ", "")).strip("-")
+    return f"{info['machine']}-{slug}"
+
+
+def asv_machine_entry(name: str) -> dict:
+    """asv's machine fields plus what asv lacks (GPU, driver, CUDA, torch).
+
+    asv keeps extra keys of a machine entry: they land in results/asv/results/NAME/machine.json
+    and in every result file's params, where gradbench's report and asv's own site can read them.
+    """
+    info = fingerprint()
+    return {
+        "machine": name,
+        "os": f"{platform.system()} {platform.release()}",
+        "arch": platform.machine(),
+        "cpu": info["cpu"],
+        "num_cpu": str(info["cpu_count"]),
+        "ram": str(_total_ram_bytes() or ""),
+        "gpu": info["gpu"] or "none",
+        "gpu_count": str(info["gpu_count"]),
+        "driver": info["driver"] or "none",
+        "cuda": info["cuda"] or "none",
+        "torch": info["torch"],
+    }

@@ -139,3 +139,202 @@ def to_frame(records: list[dict]):
         if column not in df.columns:
             df[column] = None
     return df
+
+
+# ---------------------------------------------------------------- readers: every source -> records
+
+# asv benchmark (class.method suffix) -> (step, record field)
+ASV_METRICS = {
+    "Forward.time_forward": ("forward", "time_median_s"),
+    "TrainStep.time_train_step": ("train_step", "time_median_s"),
+    "ForwardMemory.track_peak_bytes": ("forward", "peak_bytes"),
+    "ForwardMemory.track_saved_bytes": ("forward", "saved_bytes"),
+    "CudaMemory.track_cuda_max_memory_allocated": ("forward", "cuda_max_allocated_bytes"),
+    "Forward.peakmem_forward": ("forward", "rss_peak_bytes"),
+    "Forward.peakmem_baseline": ("forward", "rss_baseline_bytes"),
+}
+ASV_PARAM_NAMES = ["model", "size", "batch_size", "device", "mode"]
+
+
+def _latest_per_case(records: list[dict]) -> list[dict]:
+    """Within one file, a resumed case's newest record supersedes its older ones."""
+    latest: dict[tuple, dict] = {}
+    for r in records:
+        latest.pop(case_key(r), None)  # re-insert at the end: file order of the newest records
+        latest[case_key(r)] = r
+    return list(latest.values())
+
+
+def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
+    import os
+
+    if os.path.getsize(path) == 0:
+        raise ResultsFileError(f"{str(path)!r} is empty")
+    records, warnings = read_jsonl(path)
+    if not records:
+        raise ResultsFileError(f"{str(path)!r} has no gradbench records")
+    for r in records:
+        r.setdefault("source", "gradbench")
+    return _latest_per_case(records), warnings
+
+
+def _none_if(value, *empty):
+    return None if value in empty else value
+
+
+def read_asv_results(path) -> list[dict]:
+    """An asv results folder (results/asv/results, or one machine's folder in it) -> records."""
+    import ast
+    import datetime as dt
+    import glob
+    import itertools
+    import json
+    import math
+    import os
+
+    machine_dirs = [path] if os.path.exists(os.path.join(path, "machine.json")) else sorted(
+        os.path.dirname(p) for p in glob.glob(os.path.join(path, "*", "machine.json"))
+    )
+    if not machine_dirs:
+        raise ResultsFileError(f"{str(path)!r} is not an asv results folder (no machine.json in it or below it)")
+    param_names: dict[str, list[str]] = {}
+    for candidate in (os.path.join(path, "benchmarks.json"), os.path.join(os.path.dirname(path), "benchmarks.json")):
+        if os.path.exists(candidate):
+            with open(candidate) as f:
+                param_names = {k: v.get("param_names", []) for k, v in json.load(f).items() if isinstance(v, dict)}
+            break
+    records: list[dict] = []
+    for machine_dir in machine_dirs:
+        for result_file in sorted(glob.glob(os.path.join(machine_dir, "*.json"))):
+            if os.path.basename(result_file) == "machine.json":
+                continue
+            try:
+                with open(result_file) as f:
+                    data = json.load(f)
+                columns = data["result_columns"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise ResultsFileError(f"{result_file!r} is not an asv result file: {exc}") from None
+            params = data.get("params", {})
+            merged: dict[tuple, dict] = {}
+            for name, row in data.get("results", {}).items():
+                suffix = ".".join(name.split(".")[-2:])
+                if suffix not in ASV_METRICS:
+                    continue
+                step, field = ASV_METRICS[suffix]
+                row = dict(zip(columns, row))
+                values = row.get("result") or []
+                names = param_names.get(name) or ASV_PARAM_NAMES
+                combos = list(itertools.product(*row.get("params", [])))
+                q25, q75 = row.get("stats_q_25") or [], row.get("stats_q_75") or []
+                samples = row.get("samples") or []
+                for i, (combo, value) in enumerate(zip(combos, values)):
+                    if value is None or (isinstance(value, float) and math.isnan(value)):
+                        continue
+                    identity = dict(zip(names, (ast.literal_eval(v) for v in combo)))
+                    key = (step, *sorted(identity.items()))
+                    record = merged.setdefault(key, {**identity, "step": step})
+                    record[field] = value
+                    if field == "time_median_s":
+                        if i < len(q25) and q25[i] is not None and q75[i] is not None:
+                            record["time_iqr_s"] = q75[i] - q25[i]
+                        if i < len(samples) and samples[i]:
+                            record["samples_s"] = samples[i]
+                            record["n_samples"] = len(samples[i])
+            commit = data.get("commit_hash")
+            timestamp = dt.datetime.fromtimestamp(data.get("date", 0) / 1000, dt.timezone.utc).isoformat(
+                timespec="seconds")
+            for record in merged.values():
+                record.update(
+                    dtype="float32", status="ok", error=None, source="asv", git_commit=commit,
+                    run_id=f"asv:{params.get('machine')}:{(commit or '')[:8]}", timestamp=timestamp,
+                    machine=params.get("machine"), cpu=params.get("cpu"),
+                    gpu=_none_if(params.get("gpu"), "none", ""), driver=_none_if(params.get("driver"), "none", ""),
+                    cuda=_none_if(params.get("cuda"), "none", ""), torch=params.get("torch"),
+                    python=params.get("python"), asv_env=data.get("env_name"),
+                )
+                if record.get("rss_peak_bytes") is not None and record.get("rss_baseline_bytes") is not None:
+                    record["asv_peakmem_delta_bytes"] = record["rss_peak_bytes"] - record["rss_baseline_bytes"]
+                records.append(record)
+    if not records:
+        raise ResultsFileError(f"{str(path)!r} holds no gradbench asv results")
+    return records
+
+
+def read_pytest_benchmark(path, data: dict) -> list[dict]:
+    """pytest-benchmark's --benchmark-json output of gradbench's suite -> records."""
+    machine = data.get("machine_info", {})
+    commit = data.get("commit_info", {})
+    records = []
+    for bench in data.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if "mode" not in info or "model" not in info:
+            continue
+        stats = bench.get("stats", {})
+        record = {k: v for k, v in info.items()}
+        for flag in ("dropout_active", "bn_batch_stats", "bn_stats_updated", "graph_recorded", "fastpath"):
+            if record.get(flag) is not None:
+                record[flag] = bool(record[flag])
+        record.update(
+            status="ok", error=None, source="pytest-benchmark",
+            time_median_s=stats.get("median"), time_iqr_s=stats.get("iqr"), n_samples=stats.get("rounds"),
+            samples_s=stats.get("data"), machine=machine.get("node"),
+            cpu=(machine.get("cpu") or {}).get("brand_raw"), gpu=machine.get("gpu"), gpu_count=machine.get("gpu_count"),
+            driver=machine.get("driver"), cuda=machine.get("cuda"), torch=machine.get("torch"),
+            python=machine.get("python_version"), git_commit=commit.get("id"), timestamp=data.get("datetime"),
+            run_id=f"pytest-benchmark:{machine.get('node')}:{data.get('datetime')}",
+        )
+        records.append(record)
+    if not records:
+        raise ResultsFileError(f"{str(path)!r} holds no gradbench pytest-benchmark results")
+    return records
+
+
+def read_any(path) -> tuple[list[dict], list[str]]:
+    """Records from one path of any supported kind, and warnings; ResultsFileError if it is none of them."""
+    import json
+    import os
+
+    path = str(path)
+    if not os.path.exists(path):
+        raise ResultsFileError(f"{path!r} does not exist")
+    if os.path.isdir(path):
+        return read_asv_results(path), []
+    if path.endswith(".jsonl"):
+        records, warnings = read_gradbench_jsonl(path)
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ResultsFileError(f"cannot read {path!r}: {exc}") from None
+        if not text.strip():
+            raise ResultsFileError(f"{path!r} is empty")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and "benchmarks" in data and "machine_info" in data:
+            records, warnings = read_pytest_benchmark(path, data), []
+        elif isinstance(data, dict) and "result_columns" in data:
+            records, warnings = read_asv_results(os.path.dirname(os.path.abspath(path))), []
+        else:  # perhaps JSONL under another name
+            records, warnings = read_gradbench_jsonl(path)
+    for r in records:
+        r["source_file"] = path
+    return records, warnings
+
+
+def load(paths, warn=None):
+    """One tidy DataFrame (the record schema's columns) from gradbench JSONL files, asv result
+    folders and pytest-benchmark JSON files; several files together are one data set."""
+    import sys
+
+    if isinstance(paths, (str, bytes)) or hasattr(paths, "__fspath__"):
+        paths = [paths]
+    records: list[dict] = []
+    for path in paths:
+        found, warnings = read_any(path)
+        for w in warnings:
+            (warn or (lambda m: print(f"gradbench: warning: {m}", file=sys.stderr)))(w)
+        records.extend(found)
+    return to_frame(records)

@@ -87,7 +87,7 @@ def time_step(
     min_samples: int = 5,
     rel_ci: float = 0.02,
     min_block_s: float = 1e-3,
-    warmup_s: float = 0.05,
+    warmup_s: float = 0.15,
 ) -> Timing:
     """Time ``fn`` (one step) until the 95% CI of the median is within +-rel_ci, or max_time_s passes.
 

@@ -28,7 +28,7 @@ def ratio_to_train(df: pd.DataFrame, metric: str, step: str = "forward") -> pd.D
     wide = ok.pivot_table(index=keys, columns="mode", values=metric, aggfunc="last")
     if "train" not in wide.columns:
         return pd.DataFrame()
-    ratios = wide.div(wide["train"], axis=0)
+    ratios = wide.div(wide["train"], axis=0).dropna(how="all")  # rows without a train baseline say nothing
     return ratios[[m for m in MODES if m in ratios.columns]]
 
 

@@ -1,0 +1,10 @@
+"""pytest options of the pytest-benchmark suite (benchmarks/pytest_suite/).
+
+They must live here, at the top of `pytest benchmarks`, for pytest to know them before collecting.
+No imports: asv imports every module in this folder, and its environments have no pytest.
+"""
+
+
+def pytest_addoption(parser):
+    parser.addoption("--gradbench-grid", choices=("quick", "default", "full"), default=None,
+                     help="which grid to benchmark (default: $GRADBENCH_ASV_GRID or quick)")

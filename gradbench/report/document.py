@@ -1,0 +1,129 @@
+"""report.md and a self-contained report.html from the records: environment, measured behaviour,
+figures and findings. Both are rendered from one list of blocks, so they say the same thing."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import os
+
+import pandas as pd
+
+from .. import __version__
+from .figures import draw_all
+from .findings import findings
+from .tables import behaviour_table, render, summary_tables
+
+ENV_FIELDS = ["source", "machine", "cpu", "gpu", "driver", "cuda", "torch", "python", "threads", "git_commit"]
+
+
+def _environment(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct machine/software combination, with its record count."""
+    cols = [c for c in ENV_FIELDS if c in df.columns]
+    text = df[cols].astype(object).where(df[cols].notna(), "-").astype(str)
+    text["git_commit"] = text["git_commit"].str[:12]
+    return text.groupby(cols, sort=False).size().rename("records").reset_index().set_index("source")
+
+
+def _behaviour_blocks(df: pd.DataFrame) -> list[tuple]:
+    blocks = []
+    measured = df[(df["step"] == "forward") & df["graph_recorded"].notna()]
+    for (model, size, device, dtype), part in measured.groupby(["model", "size", "device", "dtype"]):
+        batch = part["batch_size"].max()
+        records = part[part["batch_size"] == batch].to_dict("records")
+        blocks.append(("h3", f"{model}/{size}, batch {batch}, {device} {dtype}"))
+        blocks.append(("table", behaviour_table(records)))
+    return blocks
+
+
+def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str) -> list[tuple]:
+    ok = int((df["status"] == "ok").sum())
+    blocks: list[tuple] = [
+        ("h1", title),
+        ("p", f"{len(df)} records ({ok} ok) from {df['source_file'].nunique() if 'source_file' in df else 1} "
+              f"source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
+              "Every number below is computed from those records."),
+        ("h2", "Environment"),
+        ("table", _environment(df)),
+        ("h2", "Findings"),
+    ]
+    found = findings(df)
+    if found:
+        blocks.append(("findings", found))
+    else:
+        blocks.append(("p", "No comparison possible: no workload has both train and another mode measured."))
+    blocks.append(("h2", "Measured behaviour of every mode"))
+    blocks.append(("p", "Observed during a real forward pass at each workload's largest batch; "
+                        "'n/a' where the model has no such layer. Time and memory are ratios to train."))
+    blocks += _behaviour_blocks(df)
+    blocks.append(("h2", "Each mode as a ratio to train (forward)"))
+    for name, table in summary_tables(df).items():
+        blocks.append(("h3", name))
+        blocks.append(("table", table))
+    blocks.append(("h2", "Figures"))
+    for path in figures:
+        if path.endswith(".png"):
+            blocks.append(("img", path, os.path.relpath(path, out_dir)))
+    return blocks
+
+
+def _md(blocks) -> str:
+    lines = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + block[1], ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "table":
+            lines += [render(block[1], "markdown"), ""]
+        elif kind == "findings":
+            for f in block[1]:
+                lines.append(f"- {f.text}  \n  <sub>records: {'; '.join(f.records)}</sub>")
+            lines.append("")
+        elif kind == "img":
+            lines += [f"![{os.path.basename(block[2])}]({block[2]})", ""]
+    return "\n".join(lines)
+
+
+_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child
+{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5em 0 1.5em}li{margin:.4em 0}
+.refs{color:#777;font-size:11px;display:block}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"""
+
+
+def _html(blocks) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(blocks[0][1])}</title>"
+             f"<style>{_CSS}</style></head><body>"]
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            parts.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{html.escape(block[1])}</p>")
+        elif kind == "table":
+            parts.append(block[1].to_html(border=0, na_rep="-"))
+        elif kind == "findings":
+            items = "".join(f"<li>{html.escape(f.text)}<span class='refs'>records: "
+                            f"{html.escape('; '.join(f.records))}</span></li>" for f in block[1])
+            parts.append(f"<ul>{items}</ul>")
+        elif kind == "img":
+            with open(block[1], "rb") as f:
+                data = base64.b64encode(f.read()).decode()  # embedded: the page opens offline, alone
+            parts.append(f"<img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report") -> dict:
+    """Draw the figures and write report.md and report.html into out_dir; return their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    figures = draw_all(df, os.path.join(out_dir, "figures"))
+    blocks = build_blocks(df, figures, out_dir, title)
+    md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")
+    with open(md_path, "w") as f:
+        f.write(_md(blocks))
+    with open(html_path, "w") as f:
+        f.write(_html(blocks))
+    return {"markdown": md_path, "html": html_path, "figures": figures}

@@ -1,0 +1,167 @@
+"""Figures (PNG and SVG) drawn with seaborn from the records DataFrame.
+
+Each mode keeps one colour in every figure, so a reader learns the legend once.
+"""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a window
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from ..modes import MODES  # noqa: E402
+from .tables import ratio_to_train  # noqa: E402
+
+PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
+MODE_ORDER = list(MODES)
+
+
+def _save(fig, out_dir: str, name: str) -> list[str]:
+    paths = []
+    for ext in ("png", "svg"):
+        path = os.path.join(out_dir, f"{name}.{ext}")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _modes_in(df: pd.DataFrame) -> list[str]:
+    return [m for m in MODE_ORDER if m in set(df["mode"])]
+
+
+def _ok_forward(df: pd.DataFrame) -> pd.DataFrame:
+    return df[(df["status"] == "ok") & (df["step"] == "forward")]
+
+
+def _label(df: pd.DataFrame) -> pd.Series:
+    return df["model"].astype(str) + "/" + df["size"].astype(str)
+
+
+def _samples_long(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per raw timing sample (the median alone where a source kept no samples)."""
+    rows = df.copy()
+    rows["sample_s"] = [s if isinstance(s, list) and s else [m] for s, m in zip(rows["samples_s"], rows["time_median_s"])]
+    rows = rows.explode("sample_s")
+    rows["sample_ms"] = rows["sample_s"].astype(float) * 1e3
+    return rows
+
+
+def _tidy_axes(grid, batch_sizes, log_y: bool) -> None:
+    """Ticks at the batch sizes actually measured, plain numbers instead of 2x10^0."""
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for ax in grid.axes.flat:
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(batch_sizes))
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if log_y:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _vs_batch(df: pd.DataFrame, out_dir: str, name: str, y: str, ylabel: str, title: str, log_y: bool,
+              **line_kws) -> list[str]:
+    """One figure per device and dtype: y against batch size, hue = mode, facets = model x size."""
+    paths = []
+    for (device, dtype), part in df.groupby(["device", "dtype"]):
+        grid = sns.relplot(
+            data=part, x="batch_size", y=y, hue="mode", hue_order=_modes_in(part), palette=PALETTE,
+            row="model", col="size", kind="line", marker="o", height=2.6, aspect=1.3, facet_kws={"sharey": False},
+            **line_kws,
+        )
+        _tidy_axes(grid, part["batch_size"].unique(), log_y=log_y)
+        grid.set_axis_labels("batch size", ylabel)
+        grid.figure.suptitle(f"{title} ({device}, {dtype})", y=1.02)
+        paths += _save(grid.figure, out_dir, f"{name}_{device}_{dtype}")
+    return paths
+
+
+def latency_vs_batch(df: pd.DataFrame, out_dir: str) -> list[str]:
+    """Median forward latency; error bars span the middle half (IQR) of the raw samples."""
+    return _vs_batch(_samples_long(_ok_forward(df)), out_dir, "latency_vs_batch", "sample_ms", "forward latency (ms)",
+                     "Forward latency vs batch size, bars: IQR of samples", log_y=True,
+                     estimator="median", errorbar=("pi", 50), err_style="bars")
+
+
+def memory_vs_batch(df: pd.DataFrame, out_dir: str) -> list[str]:
+    ok = _ok_forward(df).copy()
+    ok["peak_mib"] = ok["peak_bytes"].astype(float) / 2**20
+    return _vs_batch(ok, out_dir, "memory_vs_batch", "peak_mib", "peak memory above start (MiB)",
+                     "Forward peak memory vs batch size", log_y=False)
+
+
+def ratio_heatmaps(df: pd.DataFrame, out_dir: str) -> list[str]:
+    """Each mode's forward time and peak memory as a ratio to train, one row per case."""
+    time_ratio = ratio_to_train(df, "time_median_s")
+    memory_ratio = ratio_to_train(df, "peak_bytes")
+    if time_ratio.empty:
+        return []
+    labels = [f"{m}/{s} b{b} {d} {t}" for m, s, b, d, t in time_ratio.index]
+    height = 1.2 + 0.28 * len(labels)
+    fig, axes = plt.subplots(1, 2, figsize=(14, height), sharey=True)
+    for ax, table, title in ((axes[0], time_ratio, "time / train"), (axes[1], memory_ratio, "peak memory / train")):
+        table = table.reindex(time_ratio.index)
+        sns.heatmap(table.astype(float), ax=ax, annot=True, fmt=".2f", cmap="RdYlGn_r", center=1.0, vmin=0, vmax=2,
+                    cbar=False, yticklabels=labels, annot_kws={"size": 7})
+        ax.set_title(title)
+        ax.set_xlabel("mode")
+        ax.set_ylabel("")
+    fig.suptitle("Forward: each mode as a ratio to train (lower is cheaper)")
+    fig.tight_layout()
+    return _save(fig, out_dir, "ratio_to_train")
+
+
+def saved_bytes_by_mode(df: pd.DataFrame, out_dir: str) -> list[str]:
+    """Bytes autograd keeps for backward, at each model's largest batch size."""
+    ok = _ok_forward(df).copy()
+    ok = ok[ok["saved_bytes"].notna()]
+    if ok.empty:
+        return []
+    largest = ok.groupby(["model", "size", "device"])["batch_size"].transform("max")
+    ok = ok[ok["batch_size"] == largest]
+    ok["case"] = _label(ok) + " b" + ok["batch_size"].astype(str) + " " + ok["device"]
+    ok["saved_mib"] = ok["saved_bytes"].astype(float) / 2**20
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * ok["case"].nunique() + 3), 4))
+    sns.barplot(data=ok, x="case", y="saved_mib", hue="mode", hue_order=_modes_in(ok), palette=PALETTE, ax=ax,
+                errorbar=None)
+    ax.set_ylabel("saved for backward (MiB)")
+    ax.set_xlabel("")
+    ax.set_title("Activations autograd keeps for backward, by mode (largest batch)")
+    ax.tick_params(axis="x", rotation=30)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1))
+    return _save(fig, out_dir, "saved_bytes_by_mode")
+
+
+def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
+    """asv results across commits: forward time per mode, one panel per model/size/batch/device."""
+    asv = df[(df.get("source") == "asv") & (df["step"] == "forward") & df["time_median_s"].notna()].copy()
+    if asv.empty or asv["git_commit"].nunique() < 1:
+        return []
+    order = asv.sort_values("timestamp").drop_duplicates("git_commit")["git_commit"].tolist()
+    asv["commit"] = pd.Categorical(asv["git_commit"].str[:8], [c[:8] for c in order], ordered=True)
+    asv["panel"] = _label(asv) + " b" + asv["batch_size"].astype(str) + " " + asv["device"] + " " + \
+        asv["machine"].astype(str)
+    asv["time_ms"] = asv["time_median_s"].astype(float) * 1e3
+    grid = sns.relplot(data=asv.sort_values("commit"), x="commit", y="time_ms", hue="mode",
+                       hue_order=_modes_in(asv), palette=PALETTE, col="panel", col_wrap=3, kind="line",
+                       marker="o", height=2.8, aspect=1.4, facet_kws={"sharey": False})
+    grid.set_axis_labels("commit (oldest first)", "forward time (ms)")
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", rotation=45)
+    grid.figure.suptitle("asv: forward time across commits", y=1.02)
+    return _save(grid.figure, out_dir, "asv_history")
+
+
+def draw_all(df: pd.DataFrame, out_dir: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    paths: list[str] = []
+    for draw in (latency_vs_batch, memory_vs_batch, ratio_heatmaps, saved_bytes_by_mode, asv_history):
+        paths += draw(df, out_dir)
+    return paths

@@ -1,0 +1,167 @@
+"""Loading every source, the report files, and compare, on fixture files made with the real tools."""
+import json
+import os
+import shutil
+
+import pytest
+
+import gradbench
+from gradbench.cli import main
+from gradbench.results import RECORD_FIELDS
+
+RESULTS = os.path.join(os.path.dirname(__file__), "fixtures", "results")
+JSONL = os.path.join(RESULTS, "tiny.jsonl")
+PYTEST_JSON = os.path.join(RESULTS, "pytest-benchmark.json")
+ASV_DIR = os.path.join(RESULTS, "asv")
+
+
+def test_load_gradbench_jsonl():
+    df = gradbench.load(JSONL)
+    assert set(RECORD_FIELDS) <= set(df.columns)
+    assert len(df) == 32 and set(df["source"]) == {"gradbench"}
+    assert set(df["status"]) == {"ok", "error", "not_applicable"}
+    assert df["samples_s"].dropna().map(len).min() >= 5
+
+
+def test_load_keeps_newest_record_of_a_resumed_case(tmp_path):
+    lines = open(JSONL).read().splitlines()
+    first = json.loads(lines[0])
+    rerun = dict(first, time_median_s=123.0)
+    path = tmp_path / "resumed.jsonl"
+    path.write_text("\n".join(lines + [json.dumps(rerun)]) + "\n")
+    df = gradbench.load(str(path))
+    assert len(df) == 32
+    same = df[(df["mode"] == first["mode"]) & (df["step"] == first["step"]) & (df["model"] == first["model"])
+              & (df["batch_size"] == first["batch_size"])]
+    assert same["time_median_s"].tolist() == [123.0]
+
+
+def test_load_pytest_benchmark_json():
+    df = gradbench.load(PYTEST_JSON)
+    assert set(df["source"]) == {"pytest-benchmark"}
+    assert set(df["mode"]) >= {"train", "eval_no_grad"} and set(df["step"]) == {"forward", "train_step"}
+    assert (df["time_median_s"] > 0).all() and df["peak_bytes"].notna().all()
+    assert df.loc[df["mode"] == "eval_no_grad", "dropout_active"].tolist() == [False]
+    assert df["torch"].notna().all() and df["machine"].notna().all()
+
+
+def test_load_asv_results_folder():
+    df = gradbench.load(ASV_DIR)
+    assert set(df["source"]) == {"asv"}
+    forward = df[df["step"] == "forward"]
+    assert forward["time_median_s"].notna().all() and forward["peak_bytes"].notna().all()
+    assert (forward["rss_peak_bytes"] > 0).all() and forward["asv_peakmem_delta_bytes"].notna().all()
+    assert set(df["device"]) == {"cpu"}  # the cuda combinations were skipped and are not records
+    assert df["torch"].notna().all() and df["git_commit"].str.len().eq(40).all()
+    # a single machine folder works too
+    [machine] = [d for d in os.listdir(ASV_DIR) if os.path.isdir(os.path.join(ASV_DIR, d))]
+    assert len(gradbench.load(os.path.join(ASV_DIR, machine))) == len(df)
+
+
+def test_load_several_sources_is_one_frame():
+    df = gradbench.load([JSONL, PYTEST_JSON, ASV_DIR])
+    assert set(df["source"]) == {"gradbench", "pytest-benchmark", "asv"}
+
+
+@pytest.fixture
+def report_dir(tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", JSONL, PYTEST_JSON, ASV_DIR, "--out", str(out)]) == 0
+    return out
+
+
+def test_report_writes_figures_and_both_files(report_dir):
+    figures = sorted(os.listdir(report_dir / "figures"))
+    for name in ("latency_vs_batch_cpu_float32", "memory_vs_batch_cpu_float32", "ratio_to_train",
+                 "saved_bytes_by_mode", "asv_history"):
+        assert f"{name}.png" in figures and f"{name}.svg" in figures, name
+    md = (report_dir / "report.md").read_text()
+    html = (report_dir / "report.html").read_text()
+    for text in (md, html):
+        assert "Environment" in text and "Findings" in text and "Measured behaviour of every mode" in text
+        assert "no_grad alone left Dropout active" in text
+        assert "transformer fast path ran only in eval_no_grad" in text
+    assert "figures/ratio_to_train.png" in md
+    assert "data:image/png;base64," in html and "src='figures/" not in html  # self-contained
+
+
+def test_report_findings_cite_their_records(report_dir):
+    md = (report_dir / "report.md").read_text()
+    run_id = json.loads(open(JSONL).readline())["run_id"]
+    assert f"run {run_id}: transformer/tiny b8 cpu float32 forward" in md
+
+
+def _slower_copy(tmp_path, factor):
+    """The tiny run as if measured on another machine that is `factor` times slower."""
+    path = tmp_path / "slower.jsonl"
+    with open(JSONL) as src, open(path, "w") as dst:
+        for line in src:
+            r = json.loads(line)
+            r["machine"] = "slower-box"
+            if r["time_median_s"] is not None:
+                r["time_median_s"] *= factor
+                r["samples_s"] = [s * factor for s in r["samples_s"]]
+            dst.write(json.dumps(r) + "\n")
+    return str(path)
+
+
+def test_compare_reports_a_known_difference(tmp_path, capsys):
+    other = _slower_copy(tmp_path, 1.5)
+    assert main(["compare", JSONL, other, "--by", "machine", "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert "baseline 'vm' vs 'slower-box'" in out
+    assert "1.500" in out
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "cmp" / "compare_by_machine.csv")
+    assert ((table["time_ratio"] - 1.5).abs() < 1e-9).all()
+    assert ((table["ci_low"] <= 1.5 + 1e-9) & (table["ci_high"] >= 1.5 - 1e-9)).all()
+    assert (tmp_path / "cmp" / "compare_by_machine.png").exists()
+
+
+def test_compare_fail_above(tmp_path, capsys):
+    other = _slower_copy(tmp_path, 1.5)
+    assert main(["compare", JSONL, other, "--by", "machine", "--fail-above", "20"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+    assert main(["compare", JSONL, other, "--by", "machine", "--fail-above", "60"]) == 0
+
+
+def test_compare_lists_cases_on_one_side_only(tmp_path, capsys):
+    other = tmp_path / "partial.jsonl"
+    lines = open(_slower_copy(tmp_path, 1.0)).read().splitlines()
+    other.write_text("\n".join(line for line in lines if '"transformer"' not in line) + "\n")
+    assert main(["compare", JSONL, str(other), "--by", "machine"]) == 0
+    out = capsys.readouterr().out
+    assert "not on both sides" in out and "only on vm: transformer tiny" in out
+
+
+def test_compare_needs_two_sides(capsys):
+    assert main(["compare", JSONL, "--by", "gpu"]) == 2
+    assert "needs inputs that differ in gpu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "is empty"),
+    ('{"model": "mlp", "mode": "eval", "st', "not a gradbench JSONL results file"),
+    ("a,b\n1,2\n", "not a gradbench JSONL results file"),
+])
+def test_bad_input_files_exit_2(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    for command in (["report", str(path), "--out", str(tmp_path / "r")], ["compare", JSONL, str(path), "--by", "machine"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_foreign_json_and_missing_path_exit_2(tmp_path, capsys):
+    foreign = tmp_path / "x.json"
+    foreign.write_text('{"hello": 1}')
+    assert main(["report", str(foreign)]) == 2
+    assert "not a gradbench JSONL results file" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    empty_dir = tmp_path / "d"
+    empty_dir.mkdir()
+    assert main(["report", str(empty_dir)]) == 2
+    assert "not an asv results folder" in capsys.readouterr().err
