@@ -114,6 +114,20 @@ def _int_list(name: str, values: list[str]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _number(settings: dict, key: str, kind, default=None, minimum=None):
+    """A numeric setting (from the command line or --config), or BadInput naming it."""
+    value = settings.get(key, default)
+    if value is None:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"bad --{key.replace('_', '-')} {value!r}; expected a number") from None
+    if minimum is not None and not number >= minimum:
+        raise BadInput(f"bad --{key.replace('_', '-')} {value!r}; it must be >= {minimum:g}")
+    return number
+
+
 def build_grid(settings: dict):
     """The Grid a run's settings describe (defaults filled in), every case validated."""
     from .modes import MODES
@@ -129,9 +143,9 @@ def build_grid(settings: dict):
     if "batch_sizes" in settings:
         fields["batch_sizes"] = _int_list("batch_sizes", settings["batch_sizes"])
     if "max_time" in settings:
-        fields["max_time_s"] = float(settings["max_time"])
+        fields["max_time_s"] = _number(settings, "max_time", float)
     if "seed" in settings:
-        fields["seed"] = int(settings["seed"])
+        fields["seed"] = _number(settings, "seed", int)
     grid = Grid(**{**base, "devices": default_devices(), **fields})
     for name in ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps"):
         if not getattr(grid, name):
@@ -200,7 +214,7 @@ class ProgressPrinter:
 
 def cmd_run(args) -> int:
     from .results import DONE_STATUSES, JsonlWriter, ResultsFileError, case_key, new_run_id, read_jsonl
-    from .sweep import parse_shard, run_sweep, shard
+    from .sweep import ISOLATION, parse_shard, run_sweep, shard
 
     settings = _settings(args)
     try:
@@ -212,12 +226,11 @@ def cmd_run(args) -> int:
             cases = shard(cases, i, n)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    timeout = float(settings.get("timeout", 600.0))
-    if timeout <= 0:
-        raise BadInput(f"bad --timeout {timeout:g}; it must be > 0 seconds")
-    threads = settings.get("threads")
-    if threads is not None and int(threads) < 1:
-        raise BadInput(f"bad --threads {threads}; it must be >= 1")
+    timeout = _number(settings, "timeout", float, default=600.0, minimum=1e-3)
+    threads = _number(settings, "threads", int, minimum=1)
+    isolate = settings.get("isolate", "worker")
+    if isolate not in ISOLATION:
+        raise BadInput(f"bad --isolate {isolate!r}; valid: {', '.join(ISOLATION)}")
     run_id = new_run_id()
     out = settings.get("out") or _default_out(run_id)
     skipped = 0
@@ -252,8 +265,7 @@ def cmd_run(args) -> int:
     try:
         with writer:
             progress = run_sweep(cases, write, run_id=run_id, timeout_s=timeout,
-                                 isolate=settings.get("isolate", "worker"),
-                                 threads=int(threads) if threads else None, on_record=ProgressPrinter())
+                                 isolate=isolate, threads=threads, on_record=ProgressPrinter())
     except KeyboardInterrupt:
         print(f"\ngradbench: interrupted; {len(records)} records are in {out}; "
               f"continue with: gradbench run ... --out {out} --resume", file=sys.stderr)

@@ -75,6 +75,18 @@ def test_malformed_and_unknown_config(capsys, tmp_path, existing):
     assert "cannot read --config" in run_bad(capsys, existing, "--config", str(tmp_path / "none.toml"))
 
 
+def test_bad_numbers_in_config_are_one_line_errors(capsys, tmp_path, existing):
+    for body, message in (('max_time = "soon"', "bad --max-time 'soon'; expected a number"),
+                          ('timeout = -1', "bad --timeout -1; it must be >="),
+                          ('isolate = "thread"', "bad --isolate 'thread'; valid: worker, case"),
+                          ('threads = 0', "bad --threads 0; it must be >= 1")):
+        config = tmp_path / "c.toml"
+        config.write_text(body + "\n")
+        args = [a for a in TINY if a not in ("--max-time", "0.05")]  # the command line would win
+        assert message in run_bad(capsys, existing, *args, "--config", str(config), "--out", str(existing),
+                                  "--resume")
+
+
 def test_unwritable_out(capsys, existing, tmp_path):
     line = run_bad(capsys, existing, *TINY, "--out", str(existing / "sub" / "r.jsonl"))
     assert "cannot write --out" in line
