@@ -162,3 +162,20 @@ def test_explain_measures_every_mode(capsys):
 def test_explain_bad_input(capsys):
     assert main(["explain", "--models", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_selfcheck_reports_overhead_noise_and_agreement(capsys):
+    assert main(["selfcheck"]) == 0
+    out = capsys.readouterr().out
+    assert "timer overhead" in out and "noise cpu" in out
+    assert out.count("agreement cpu") == 3 and "torch.utils.benchmark" in out
+
+
+def test_torch_timer_comparison_gives_both_medians():
+    import torch as t
+
+    from gradbench.selfcheck import compare_with_torch_timer
+
+    a = t.randn(64, 64)
+    ours, theirs = compare_with_torch_timer(lambda: a @ a, "cpu", max_time_s=0.15)
+    assert ours > 0 and theirs > 0
