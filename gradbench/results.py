@@ -1,7 +1,14 @@
 """The record schema (field names are a contract) and the JSONL store."""
 from __future__ import annotations
 
+import ast
 import datetime as _dt
+import glob
+import itertools
+import json
+import math
+import os
+import sys
 import uuid
 
 STATUSES = ("ok", "error", "oom", "timeout", "crashed", "not_applicable")
@@ -63,8 +70,6 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
     A line cut short by a kill mid-write is skipped with a warning, never an error; a file
     with lines but no gradbench record at all raises ResultsFileError.
     """
-    import json
-    import os
 
     records: list[dict] = []
     warnings: list[str] = []
@@ -99,7 +104,6 @@ class JsonlWriter:
     """Appends records one line at a time, flushed and fsynced, so a kill loses at most the line in flight."""
 
     def __init__(self, path):
-        import os
 
         self.path = str(path)
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -113,8 +117,6 @@ class JsonlWriter:
                 self._file.write(b"\n")
 
     def write(self, record: dict) -> None:
-        import json
-        import os
 
         self._file.write((json.dumps(record, allow_nan=True) + "\n").encode())
         self._file.flush()
@@ -166,7 +168,6 @@ def _latest_per_case(records: list[dict]) -> list[dict]:
 
 
 def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
-    import os
 
     if os.path.getsize(path) == 0:
         raise ResultsFileError(f"{str(path)!r} is empty")
@@ -184,13 +185,6 @@ def _none_if(value, *empty):
 
 def read_asv_results(path) -> list[dict]:
     """An asv results folder (results/asv/results, or one machine's folder in it) -> records."""
-    import ast
-    import datetime as dt
-    import glob
-    import itertools
-    import json
-    import math
-    import os
 
     machine_dirs = [path] if os.path.exists(os.path.join(path, "machine.json")) else sorted(
         os.path.dirname(p) for p in glob.glob(os.path.join(path, "*", "machine.json"))
@@ -241,7 +235,7 @@ def read_asv_results(path) -> list[dict]:
                             record["samples_s"] = samples[i]
                             record["n_samples"] = len(samples[i])
             commit = data.get("commit_hash")
-            timestamp = dt.datetime.fromtimestamp(data.get("date", 0) / 1000, dt.timezone.utc).isoformat(
+            timestamp = _dt.datetime.fromtimestamp(data.get("date", 0) / 1000, _dt.timezone.utc).isoformat(
                 timespec="seconds")
             for record in merged.values():
                 record.update(
@@ -291,8 +285,6 @@ def read_pytest_benchmark(path, data: dict) -> list[dict]:
 
 def read_any(path) -> tuple[list[dict], list[str]]:
     """Records from one path of any supported kind, and warnings; ResultsFileError if it is none of them."""
-    import json
-    import os
 
     path = str(path)
     if not os.path.exists(path):
@@ -327,7 +319,6 @@ def read_any(path) -> tuple[list[dict], list[str]]:
 def load(paths, warn=None):
     """One tidy DataFrame (the record schema's columns) from gradbench JSONL files, asv result
     folders and pytest-benchmark JSON files; several files together are one data set."""
-    import sys
 
     if isinstance(paths, (str, bytes)) or hasattr(paths, "__fspath__"):
         paths = [paths]

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-import os
 import random
 import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .case import DTYPES, STEPS, Case
-from .modes import DEFAULT_MODES, MODES
-from .results import DONE_STATUSES, case_key, empty_record, new_run_id
+from .case import STEPS, Case
+from .modes import DEFAULT_MODES
+from .results import empty_record, new_run_id
 
 ISOLATION = ("worker", "case")
 

@@ -1,5 +1,4 @@
 """The command line's bad-input contract and its small commands, run in-process for speed."""
-import os
 import subprocess
 import sys
 

@@ -1,7 +1,6 @@
 """Loading every source, the report files, and compare, on fixture files made with the real tools."""
 import json
 import os
-import shutil
 
 import pytest
 

@@ -110,7 +110,7 @@ def text_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def draw(df: pd.DataFrame, by: str, out_dir: str) -> list[str]:
     """Forward time per mode, hue = the compared dimension, one panel per workload."""
-    from .figures import _save, plt, sns
+    from .figures import _save, sns
 
     ok = df[(df["status"] == "ok") & (df["step"] == "forward")].copy()
     if ok.empty:
