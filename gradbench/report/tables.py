@@ -43,7 +43,8 @@ def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for title, metric in (("median time vs train", "time_median_s"), ("peak memory vs train", "peak_bytes")):
         table = ratio_to_train(df, metric)
         if not table.empty:
-            table.index = [case_label(i) for i in table.index]
+            table.index = pd.Index([case_label(i) for i in table.index], name="case")
+            table.columns.name = None
             out[title] = table.map(lambda v: "-" if pd.isna(v) else f"{v:.2f}x")
     return out
 
