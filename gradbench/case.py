@@ -169,15 +169,19 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
+def base_record(case: Case, run_id: str | None = None) -> dict:
+    """A case's record before anything is measured: identity, provenance, every schema field."""
+    record = empty_record(**case.identity())
+    record.update(fingerprint())
+    record.update(run_id=run_id or new_run_id(), seed=case.seed)
+    return record
+
+
 def measure_case(case: Case, workload: Workload, run_id: str | None = None) -> dict:
     """Measure one validated case on a prepared workload; failures become records, not exceptions."""
     mode = MODES[case.mode]
-    record = empty_record(**case.identity())
-    record.update(fingerprint())
-    record.update(
-        run_id=run_id or new_run_id(), params=workload.params, param_bytes=workload.param_bytes,
-        threads=torch.get_num_threads(), seed=case.seed,
-    )
+    record = base_record(case, run_id)
+    record.update(params=workload.params, param_bytes=workload.param_bytes, threads=torch.get_num_threads())
     if case.step == "train_step" and not mode.records_graph:
         record.update(status="not_applicable",
                       error=f"mode {mode.name!r} records no autograd graph, so there is no train step")

@@ -12,6 +12,7 @@ import sys
 import time
 
 from . import __version__
+from .results import case_text
 
 EXIT_BAD_INPUT = 2
 
@@ -35,6 +36,7 @@ def _list_arg(values) -> list[str] | None:
 # ---------------------------------------------------------------- run
 
 
+LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps")
 RUN_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "threads", "quick",
                "out", "resume", "shard", "timeout", "isolate", "max_time", "seed", "no_report")
 
@@ -84,7 +86,7 @@ def _load_config(path: str) -> dict:
     if unknown:
         raise BadInput(f"unknown key {unknown[0]!r} in --config {path!r}; valid keys: {', '.join(RUN_OPTIONS)}")
     for key, value in data.items():
-        if key in ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps"):
+        if key in LIST_OPTIONS:
             if isinstance(value, (str, int)):
                 value = [value]
             if not isinstance(value, list):
@@ -97,14 +99,14 @@ def _settings(args) -> dict:
     settings = _load_config(args.config) if args.config else {}
     for key in RUN_OPTIONS:
         value = getattr(args, key, None)
-        if key in ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps"):
+        if key in LIST_OPTIONS:
             value = _list_arg(value)
         if value is not None:
             settings[key] = value
     return settings
 
 
-def _int_list(name: str, values: list[str]) -> tuple[int, ...]:
+def _batch_sizes(values: list[str]) -> tuple[int, ...]:
     out = []
     for v in values:
         try:
@@ -141,13 +143,13 @@ def build_grid(settings: dict):
     if fields.get("modes") == ("all",):
         fields["modes"] = tuple(MODES)
     if "batch_sizes" in settings:
-        fields["batch_sizes"] = _int_list("batch_sizes", settings["batch_sizes"])
+        fields["batch_sizes"] = _batch_sizes(settings["batch_sizes"])
     if "max_time" in settings:
         fields["max_time_s"] = _number(settings, "max_time", float)
     if "seed" in settings:
         fields["seed"] = _number(settings, "seed", int)
     grid = Grid(**{**base, "devices": default_devices(), **fields})
-    for name in ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps"):
+    for name in LIST_OPTIONS:
         if not getattr(grid, name):
             raise BadInput(f"--{name.replace('_', '-')} is empty")
     # Validate each distinct value once (cheap, and the message names the value).
@@ -194,8 +196,7 @@ class ProgressPrinter:
         eta = progress.eta_s()
         eta_text = "--:--" if eta is None else time.strftime("%M:%S", time.gmtime(eta)) if eta < 3600 else \
             f"{eta / 3600:.1f} h"
-        what = f"{record['model']}/{record['size']} b{record['batch_size']} {record['device']} " \
-               f"{record['dtype']} {record['mode']} {record['step']}"
+        what = case_text(record)
         result = record["status"]
         if record["status"] == "ok":
             result = f"{record['time_median_s'] * 1e3:.3f} ms"
@@ -213,7 +214,7 @@ class ProgressPrinter:
 
 
 def cmd_run(args) -> int:
-    from .results import DONE_STATUSES, JsonlWriter, ResultsFileError, case_key, new_run_id, read_jsonl
+    from .results import DONE_STATUSES, JsonlWriter, ResultsFileError, case_key, load, new_run_id, read_jsonl
     from .sweep import ISOLATION, parse_shard, run_sweep, shard
 
     settings = _settings(args)
@@ -271,13 +272,16 @@ def cmd_run(args) -> int:
               f"continue with: gradbench run ... --out {out} --resume", file=sys.stderr)
         return 130
     wall = time.perf_counter() - started
-    _print_summary(out, records, progress, wall)
-    if not settings.get("no_report"):
+    try:
+        everything = load([out], warn=lambda m: None)  # this run and any it resumed
+    except ResultsFileError:  # nothing recorded at all (an empty shard, say): no tables, no report
+        everything = None
+    _print_summary(out, everything, records, progress, wall)
+    if everything is not None and not settings.get("no_report"):
         from .report.document import write_report
-        from .results import load
 
         report_dir = report_dir_for(out)
-        paths = write_report(load([out], warn=lambda m: None), report_dir, title=f"gradbench report: {out}")
+        paths = write_report(everything, report_dir, title=f"gradbench report: {out}")
         print(f"report: {paths['html']} (and report.md, figures/)")
         print(f"        report written {time.perf_counter() - started - wall:.1f} s after the sweep")
     return 0
@@ -289,20 +293,18 @@ def report_dir_for(results_path: str) -> str:
     return base + "-report"
 
 
-def _print_summary(out: str, records: list[dict], progress, wall: float) -> None:
+def _print_summary(out: str, everything, records: list[dict], progress, wall: float) -> None:
+    """Ratio tables over the whole file; failures and overhead of this run's records."""
     from .report.tables import render, summary_tables
-    from .results import read_jsonl, to_frame
 
-    all_records, _ = read_jsonl(out) if os.path.exists(out) else (records, [])
-    for title, table in summary_tables(to_frame(all_records)).items():
+    for title, table in (summary_tables(everything) if everything is not None else {}).items():
         print(f"\nforward: {title}")
         print(render(table))
     failed = [r for r in records if r["status"] not in ("ok", "not_applicable")]
     if failed:
         print(f"\n{len(failed)} cases did not complete (they are results too):")
         for r in failed[:10]:
-            print(f"  {r['model']}/{r['size']} b{r['batch_size']} {r['device']} {r['dtype']} {r['mode']} "
-                  f"{r['step']}: {r['status']}: {(r['error'] or '').splitlines()[0][:120]}")
+            print(f"  {case_text(r)}: {r['status']}: {(r['error'] or '').splitlines()[0][:120]}")
         if len(failed) > 10:
             print(f"  ... and {len(failed) - 10} more in {out}")
     measured = sum(r.get("measure_wall_s") or 0 for r in records)

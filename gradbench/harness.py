@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from .case import DTYPES, Workload, step_function
+from .case import Workload, step_function, validate_dtype
 from .measure.behaviour import probe_behaviour
 from .measure.memory import measure_memory
 from .modes import CORE_MODES, DEFAULT_MODES, MODES, apply_mode
@@ -61,8 +61,7 @@ class PreparedCase:
                  dtype: str = "float32"):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise NotApplicable("no CUDA GPU on this machine")
-        if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; valid dtypes: {', '.join(DTYPES)}")
+        validate_dtype(dtype, device)
         if step == "train_step" and not MODES[mode].records_graph:
             raise NotApplicable(f"mode {mode!r} records no graph: no train step")
         self.identity = dict(model=model, size=size, batch_size=batch_size, device=device, dtype=dtype,

@@ -60,6 +60,12 @@ def case_key(record: dict) -> tuple:
     return tuple(record.get(k) for k in CASE_KEY_FIELDS)
 
 
+def case_text(record: dict) -> str:
+    """A case as one line for people: 'mlp/tiny b8 cpu float32 eval forward'."""
+    return (f"{record['model']}/{record['size']} b{record['batch_size']} {record['device']} {record['dtype']} "
+            f"{record['mode']} {record['step']}")
+
+
 def is_record(obj) -> bool:
     return isinstance(obj, dict) and all(k in obj for k in ("model", "mode", "step", "status"))
 

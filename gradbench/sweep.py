@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 from .case import STEPS, Case
 from .modes import DEFAULT_MODES
-from .results import empty_record, new_run_id
+from .results import new_run_id
 
 ISOLATION = ("worker", "case")
 
@@ -145,12 +145,9 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
 
 
 def failure_record(case: Case, run_id: str, status: str, message: str) -> dict:
-    from .env import fingerprint
+    from .case import base_record
 
-    record = empty_record(**case.identity())
-    record.update(fingerprint())
-    record.update(run_id=run_id, status=status, error=message, seed=case.seed)
-    return record
+    return {**base_record(case, run_id), "status": status, "error": message}
 
 
 # ---------------------------------------------------------------- manager

@@ -178,3 +178,10 @@ def test_torch_timer_comparison_gives_both_medians():
     a = t.randn(64, 64)
     ours, theirs = compare_with_torch_timer(lambda: a @ a, "cpu", max_time_s=0.15)
     assert ours > 0 and theirs > 0
+
+
+def test_a_shard_with_no_cases_is_not_an_error(tmp_path, capsys):
+    out = tmp_path / "empty.jsonl"
+    assert main(["run", *TINY, "--shard", "2/2", "--out", str(out)]) == 0  # TINY has one case
+    captured = capsys.readouterr()
+    assert "0 cases to run" in captured.err and "Traceback" not in captured.err

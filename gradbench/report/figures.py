@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..modes import MODES  # noqa: E402
-from .tables import ratio_to_train  # noqa: E402
+from .tables import case_label, ratio_to_train  # noqa: E402
 
 PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
 MODE_ORDER = list(MODES)
@@ -104,7 +104,7 @@ def ratio_heatmaps(df: pd.DataFrame, out_dir: str) -> list[str]:
     memory_ratio = ratio_to_train(df, "peak_bytes")
     if time_ratio.empty:
         return []
-    labels = [f"{m}/{s} b{b} {d} {t}" for m, s, b, d, t in time_ratio.index]
+    labels = [case_label(i) for i in time_ratio.index]
     height = 1.2 + 0.28 * len(labels)
     fig, axes = plt.subplots(1, 2, figsize=(14, height), sharey=True)
     for ax, table, title in ((axes[0], time_ratio, "time / train"), (axes[1], memory_ratio, "peak memory / train")):

@@ -28,9 +28,6 @@ class Finding:
         return [f"run {run}: {case}, mode{'s' if len(m) > 1 else ''} {', '.join(m)}" for (run, case), m in grouped.items()]
 
 
-def _ref(r):
-    return r
-
 
 def _where(r) -> str:
     return f"{r['model']}/{r['size']}, batch {r['batch_size']}, {r['device']} {r['dtype']}"
@@ -46,39 +43,39 @@ def findings(df: pd.DataFrame) -> list[Finding]:
         if train is not None and evng is not None and train["peak_bytes"]:
             line = (f"eval_no_grad used {evng['peak_bytes'] / train['peak_bytes']:.2f}x train's peak memory "
                     f"and {evng['time_median_s'] / train['time_median_s']:.2f}x its forward time on {_where(train)}")
-            refs = [_ref(evng), _ref(train)]
+            refs = [evng, train]
             if evalm is not None:
                 line += (f"; eval alone used {evalm['peak_bytes'] / train['peak_bytes']:.2f}x the memory "
                          f"and {evalm['time_median_s'] / train['time_median_s']:.2f}x the time")
-                refs.append(_ref(evalm))
+                refs.append(evalm)
             out.append(Finding(line + ".", refs))
         if nograd is not None and nograd.get("dropout_active") is True:
             extra = " and updated BatchNorm running statistics" if nograd.get("bn_stats_updated") is True else ""
             diff = nograd.get("max_abs_diff_vs_eval_no_grad")
             diff_text = f" (outputs differ from eval_no_grad by up to {diff:.3g})" if pd.notna(diff) else ""
             out.append(Finding(f"no_grad alone left Dropout active{extra} on {_where(nograd)}{diff_text}.",
-                               [_ref(nograd)]))
+                               [nograd]))
         fast = [m for m, r in modes.items() if r.get("fastpath") is True]
         if fast and any(r.get("fastpath") is False for r in modes.values()):
             out.append(Finding(f"PyTorch's transformer fast path ran only in {', '.join(sorted(fast))} on "
-                               f"{_where(next(iter(modes.values())))}.", [_ref(modes[m]) for m in sorted(fast)]))
+                               f"{_where(next(iter(modes.values())))}.", [modes[m] for m in sorted(fast)]))
         frozen = modes.get("frozen")
         if frozen is not None and nograd is not None and train is not None and train["peak_bytes"]:
             out.append(Finding(
                 f"requires_grad=False on every parameter (frozen) used {frozen['peak_bytes'] / train['peak_bytes']:.2f}x "
                 f"train's peak memory, no_grad {nograd['peak_bytes'] / train['peak_bytes']:.2f}x, on {_where(frozen)}.",
-                [_ref(frozen), _ref(nograd), _ref(train)]))
+                [frozen, nograd, train]))
         timed = {m: r for m, r in modes.items() if pd.notna(r.get("time_median_s"))}
         if len(timed) > 2:
             fastest = min(timed.values(), key=lambda r: r["time_median_s"])
             line = f"fastest forward on {_where(fastest)}: {fastest['mode']} ({fastest['time_median_s'] * 1e3:.3g} ms"
             if evng is not None and fastest["mode"] != "eval_no_grad":
                 line += f"; eval_no_grad {evng['time_median_s'] * 1e3:.3g} ms"
-            out.append(Finding(line + ").", [_ref(fastest)] + ([_ref(evng)] if evng is not None else [])))
+            out.append(Finding(line + ").", [fastest] + ([evng] if evng is not None else [])))
     failed = df[~df["status"].isin(["ok", "not_applicable"])]
     for (status, error), part in failed.groupby(["status", failed["error"].fillna("").str.split("\n").str[0]]):
         cases = sorted({f"{r['model']}/{r['size']} b{r['batch_size']} {r['mode']}" for _, r in part.iterrows()})
         shown = ", ".join(cases[:4]) + (f" and {len(cases) - 4} more" if len(cases) > 4 else "")
         out.append(Finding(f"{len(part)} case(s) ended with status {status}: {error[:140]} ({shown}).",
-                           [_ref(r) for _, r in part.head(6).iterrows()]))
+                           [r for _, r in part.head(6).iterrows()]))
     return out
