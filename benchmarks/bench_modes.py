@@ -1,11 +1,12 @@
 """asv benchmarks: each mode's forward and train-step time, memory and saved bytes.
 
 Params come from gradbench.harness (GRADBENCH_ASV_GRID=quick|default|full). All preparation is in
-setup; the timed methods do nothing but the step. Combinations that cannot run here (cuda without
+setup, through gradbench's one pipeline (state, behaviour, warm-up, memory, flops); the timed
+methods do nothing but the step. Combinations that cannot run here (cuda without
 a GPU, a train step where no graph exists) raise NotImplementedError in setup, which asv reports
 as skipped.
 """
-from gradbench.harness import PreparedCase, grid_from_env
+from gradbench.harness import BenchmarkCase, grid_from_env
 
 GRID = grid_from_env()
 PARAMS = [list(GRID.models), list(GRID.sizes), list(GRID.batch_sizes), list(GRID.devices), list(GRID.modes)]
@@ -24,7 +25,7 @@ class _Suite:
     warmup_time = 0.2
 
     def setup(self, model, size, batch_size, device, mode):
-        self.case = PreparedCase(model, size, batch_size, device, mode, self.step)
+        self.case = BenchmarkCase(model, size, batch_size, device, mode, self.step)
 
     def teardown(self, model, size, batch_size, device, mode):
         if hasattr(self, "case"):  # asv tears down skipped combinations too
@@ -35,12 +36,6 @@ class Forward(_Suite):
     def time_forward(self, *params):
         self.case.step()
 
-    def peakmem_forward(self, *params):
-        self.case.step()
-
-    def peakmem_baseline(self, *params):
-        """Nothing: asv's peakmem counts the whole process (torch, the model); subtract this."""
-
 
 class TrainStep(_Suite):
     step = "train_step"
@@ -49,27 +44,21 @@ class TrainStep(_Suite):
         self.case.step()
 
 
-class _Memory(_Suite):
-    """Exact memory of one forward, from gradbench's memory pass (bytes), measured once in setup."""
+class ForwardMemory(_Suite):
+    """Memory of one forward (bytes), from the pipeline's memory pass in setup: the record's fields."""
 
-    def setup(self, *params):
-        super().setup(*params)
-        self.result = self.case.memory()
-
-
-class ForwardMemory(_Memory):
     def track_peak_bytes(self, *params):
-        return self.result["peak_bytes"]
+        return self.case.record["peak_bytes"]
 
     track_peak_bytes.unit = "bytes"
 
     def track_saved_bytes(self, *params):
-        return self.result["saved_bytes"]
+        return self.case.record["saved_bytes"]
 
     track_saved_bytes.unit = "bytes"
 
 
-class CudaMemory(_Memory):
+class CudaMemory(_Suite):
     """The CUDA allocator's own peak: there is none to ask on cpu, so those combinations are skipped."""
 
     def setup(self, model, size, batch_size, device, mode):
@@ -78,6 +67,6 @@ class CudaMemory(_Memory):
         super().setup(model, size, batch_size, device, mode)
 
     def track_cuda_max_memory_allocated(self, *params):
-        return self.result["cuda_max_allocated_bytes"]
+        return self.case.record["cuda_max_allocated_bytes"]
 
     track_cuda_max_memory_allocated.unit = "bytes"

@@ -12,7 +12,7 @@ import sys
 import time
 
 from . import __version__
-from .results import case_text
+from .record import case_text, finite_or_none
 
 EXIT_BAD_INPUT = 2
 
@@ -38,7 +38,7 @@ def _list_arg(values) -> list[str] | None:
 
 LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps")
 RUN_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "threads", "quick",
-               "out", "resume", "shard", "timeout", "isolate", "max_time", "seed", "no_report")
+               "out", "resume", "shard", "timeout", "isolate", "max_time", "seed", "cudnn_benchmark", "no_report")
 
 
 def _add_run(sub):
@@ -65,6 +65,9 @@ def _add_run(sub):
                    "process per case (also records rss_peak_bytes)")
     p.add_argument("--max-time", type=float, help="seconds of timing per case (default 0.5; --quick 0.2)")
     p.add_argument("--seed", type=int, help="weights, inputs and mode order (default 0)")
+    p.add_argument("--cudnn-benchmark", action="store_true", default=None,
+                   help="set torch.backends.cudnn.benchmark for every case (per-shape autotuning; CUDA only; "
+                        "default off, as in torch)")
     p.add_argument("--no-report", action="store_true", default=None, help="do not write the report")
     return p
 
@@ -148,6 +151,10 @@ def build_grid(settings: dict):
         fields["max_time_s"] = _number(settings, "max_time", float)
     if "seed" in settings:
         fields["seed"] = _number(settings, "seed", int)
+    if "cudnn_benchmark" in settings:
+        if not isinstance(settings["cudnn_benchmark"], bool):
+            raise BadInput(f"bad cudnn_benchmark {settings['cudnn_benchmark']!r}; expected true or false")
+        fields["cudnn_benchmark"] = settings["cudnn_benchmark"]
     grid = Grid(**{**base, "devices": default_devices(), **fields})
     for name in LIST_OPTIONS:
         if not getattr(grid, name):
@@ -214,7 +221,8 @@ class ProgressPrinter:
 
 
 def cmd_run(args) -> int:
-    from .results import DONE_STATUSES, JsonlWriter, ResultsFileError, case_key, load, new_run_id, read_jsonl
+    from .record import DONE_STATUSES, case_key, new_run_id
+    from .results import JsonlWriter, ResultsFileError, load, read_jsonl
     from .sweep import ISOLATION, parse_shard, run_sweep, shard
 
     settings = _settings(args)
@@ -318,7 +326,9 @@ def _print_summary(out: str, everything, records: list[dict], progress, wall: fl
 
 
 def cmd_explain(args) -> int:
-    from .case import Case, Workload, measure_case
+    from .case import Case
+    from .pipeline import measure_case
+    from .workload import Workload
     from .modes import MODES
     from .report.tables import behaviour_table, render
 
@@ -328,7 +338,7 @@ def cmd_explain(args) -> int:
         for model in models:
             cases_by_model[model] = [
                 Case(model, args.size, args.batch_size, args.device, args.dtype, mode, "forward",
-                     max_time_s=args.max_time).validate()
+                     max_time_s=args.max_time, cudnn_benchmark=args.cudnn_benchmark).validate()
                 for mode in MODES
             ]
         _check_user_models(models)
@@ -343,7 +353,7 @@ def cmd_explain(args) -> int:
             raise BadInput(str(exc)) from None
         output[model] = [measure_case(c, workload) for c in cases]
     if args.format == "json":
-        print(json.dumps(output, indent=1))
+        print(json.dumps(finite_or_none(output), indent=1, allow_nan=False))
         return 0
     for model, records in output.items():
         r = records[0]
@@ -471,14 +481,15 @@ def cmd_asv_machine(args) -> int:
 
 
 def cmd_case(args) -> int:
-    from .case import run_case
+    from .pipeline import run_case
 
     try:
         record = run_case(model=args.model, size=args.size, batch_size=args.batch_size, device=args.device,
-                          dtype=args.dtype, mode=args.mode, step=args.step, max_time_s=args.max_time)
+                          dtype=args.dtype, mode=args.mode, step=args.step, max_time_s=args.max_time,
+                          cudnn_benchmark=args.cudnn_benchmark)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    print(json.dumps(record, indent=1))
+    print(json.dumps(finite_or_none(record), indent=1, allow_nan=False))
     return 0
 
 
@@ -508,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--dtype", default="float32")
     explain.add_argument("--max-time", type=float, default=0.3, help="seconds of timing per mode (default 0.3)")
     explain.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    explain.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark on (CUDA)")
 
     sub.add_parser("list", help="models with sizes and parameter counts; modes with their definitions")
     env = sub.add_parser("env", help="the machine fingerprint stored with every record")
@@ -544,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("--mode", default="eval_no_grad")
     case.add_argument("--step", default="forward")
     case.add_argument("--max-time", type=float, default=2.0, help="seconds of timing (default 2)")
+    case.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark on (CUDA)")
     return parser
 
 

@@ -1,20 +1,21 @@
-"""What the asv and pytest-benchmark suites share: their grids, and one prepared case to time.
+"""What the asv and pytest-benchmark suites share: their grids, and one case prepared to time.
 
-Both harnesses time with their own timers (that is what they are for); everything else (modes,
-models, memory measurement, behaviour probes) comes from gradbench, so the numbers mean the same
-thing in every front-end.
+Both harnesses time with their own timers (that is what they are for); everything else comes from
+gradbench's one pipeline (pipeline.prepare: state, behaviour, warm-up, memory, flops), so the
+numbers mean the same thing in every front-end.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
 
-from .case import Workload, step_function, validate_dtype
-from .measure.behaviour import probe_behaviour
-from .measure.memory import measure_memory
-from .modes import CORE_MODES, DEFAULT_MODES, MODES, apply_mode
+from .case import Case
+from .modes import CORE_MODES, DEFAULT_MODES, MODES
+from .pipeline import prepare
 from .sweep import Grid
+from .workload import Workload
 
 GRID_VARIABLE = "GRADBENCH_ASV_GRID"
 GRIDS = {
@@ -54,24 +55,25 @@ def workload(model: str, size: str, batch_size: int, device: str, dtype: str = "
     return _workloads[key]
 
 
-class PreparedCase:
-    """A mode applied to a built model, with its step ready to call; ``close()`` undoes everything."""
+class BenchmarkCase:
+    """A case through gradbench's pipeline, every pass but the timing, which the harness does itself.
+
+    ``record`` holds what the pipeline measured (memory, behaviour, flops), the same fields as
+    ``gradbench run`` records; ``step()`` is the warm step; ``close()`` undoes everything.
+    """
 
     def __init__(self, model: str, size: str, batch_size: int, device: str, mode: str, step: str = "forward",
                  dtype: str = "float32"):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise NotApplicable("no CUDA GPU on this machine")
-        validate_dtype(dtype, device)
         if step == "train_step" and not MODES[mode].records_graph:
             raise NotApplicable(f"mode {mode!r} records no graph: no train step")
-        self.identity = dict(model=model, size=size, batch_size=batch_size, device=device, dtype=dtype,
-                             mode=mode, step=step)
+        case = Case(model, size, batch_size, device, dtype, mode, step).validate()
         self.workload = workload(model, size, batch_size, device, dtype)
         self.device = self.workload.device
-        self._restore = self.workload.parameters_restored()
-        self._restore.__enter__()
-        self.applied = apply_mode(self.workload.model, mode)
-        self._step = step_function(self.workload, self.applied, step)
+        self._stack = contextlib.ExitStack()
+        prepared = self._stack.enter_context(prepare(case, self.workload))
+        self.record, self._step = prepared.record, prepared.step
 
     def step(self) -> None:
         """One step, synchronised on CUDA so that a harness's wall-clock timer sees all of it."""
@@ -79,15 +81,5 @@ class PreparedCase:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def memory(self) -> dict:
-        self._step()  # warm-up: lazy initialisation is not the step's cost
-        return measure_memory(self._step, self.device, self.workload.held_tensors())
-
-    def behaviour(self) -> dict:
-        return probe_behaviour(self.workload.model, lambda: self.applied.run(self.workload.forward),
-                               self.workload.reference_outputs())
-
     def close(self) -> None:
-        self.applied.undo()
-        self._restore.__exit__(None, None, None)
-
+        self._stack.close()

@@ -6,7 +6,6 @@ explain table, asv, pytest-benchmark) agree on exactly what a mode name means.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Callable, ContextManager
 
@@ -31,11 +30,14 @@ class Mode:
         return self.grad_mode == "enabled" and self.trainable != "none"
 
     def grad_context(self) -> ContextManager:
+        """The grad mode set explicitly, with the construct a user writes (enable_grad for the grad-enabled
+        modes): grad mode left off by other code changes nothing. Inference mode is kept off around the
+        whole case by the pipeline's clean state, so it is not switched off again on every step."""
         if self.grad_mode == "no_grad":
             return torch.no_grad()
         if self.grad_mode == "inference_mode":
             return torch.inference_mode()
-        return contextlib.nullcontext()
+        return torch.enable_grad()
 
 
 MODES: dict[str, Mode] = {

@@ -1,4 +1,9 @@
-"""The record schema (field names are a contract) and the JSONL store."""
+"""The JSONL store, and readers that turn every source (gradbench JSONL, asv result folders,
+pytest-benchmark JSON) into records of the one schema (record.py), then into a DataFrame.
+
+Reading never unpickles anything. Fields a source did not record are null; unknown fields of
+older files are kept.
+"""
 from __future__ import annotations
 
 import ast
@@ -9,61 +14,20 @@ import json
 import math
 import os
 import sys
-import uuid
 
-STATUSES = ("ok", "error", "oom", "timeout", "crashed", "not_applicable")
-
-IDENTITY_FIELDS = ("model", "size", "params", "batch_size", "device", "dtype", "mode", "step", "threads")
-OUTCOME_FIELDS = ("status", "error")
-TIME_FIELDS = ("time_median_s", "time_iqr_s", "time_ci_low_s", "time_ci_high_s", "n_samples", "samples_s")
-MEMORY_FIELDS = (
-    "peak_bytes", "saved_bytes", "param_bytes", "grad_bytes",
-    "cuda_max_allocated_bytes", "cuda_max_reserved_bytes", "rss_peak_bytes",
-)
-BEHAVIOUR_FIELDS = (
-    "dropout_active", "bn_batch_stats", "bn_stats_updated", "graph_recorded",
-    "grads_computed", "fastpath", "max_abs_diff_vs_eval_no_grad",
-)
-WORK_FIELDS = ("flops", "flops_per_s")
-PROVENANCE_FIELDS = (
-    "run_id", "timestamp", "gradbench_version", "git_commit", "machine", "cpu",
-    "gpu", "gpu_count", "driver", "cuda", "torch", "python",
-)
-RECORD_FIELDS = (
-    IDENTITY_FIELDS + OUTCOME_FIELDS + TIME_FIELDS + MEMORY_FIELDS
-    + BEHAVIOUR_FIELDS + WORK_FIELDS + PROVENANCE_FIELDS
-)
-
-
-def new_run_id() -> str:
-    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-
-
-def empty_record(**identity) -> dict:
-    """A record with every schema field present (None where not measured), identity filled in."""
-    record = dict.fromkeys(RECORD_FIELDS)
-    record.update(identity)
-    record["timestamp"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return record
-
-
-CASE_KEY_FIELDS = ("model", "size", "batch_size", "device", "dtype", "mode", "step")
-# A case recorded with one of these is done; resume re-runs the others (failures may be transient).
-DONE_STATUSES = ("ok", "not_applicable")
-
+from .record import BEHAVIOUR_FLAGS, RECORD_FIELDS, case_key, finite_or_none, new_record, type_errors
 
 class ResultsFileError(ValueError):
     """A results file that is not gradbench JSONL (or cannot be read)."""
 
 
-def case_key(record: dict) -> tuple:
-    return tuple(record.get(k) for k in CASE_KEY_FIELDS)
-
-
-def case_text(record: dict) -> str:
-    """A case as one line for people: 'mlp/tiny b8 cpu float32 eval forward'."""
-    return (f"{record['model']}/{record['size']} b{record['batch_size']} {record['device']} {record['dtype']} "
-            f"{record['mode']} {record['step']}")
+def to_json_line(record: dict) -> str:
+    """One record as a JSON line: declared fields of the declared kinds only, NaN and infinity as null."""
+    clean = finite_or_none(record)
+    problems = type_errors(clean)
+    if problems:
+        raise TypeError(f"record breaks the schema (gradbench/record.py): {'; '.join(problems)}")
+    return json.dumps(clean, allow_nan=False)
 
 
 def is_record(obj) -> bool:
@@ -124,7 +88,7 @@ class JsonlWriter:
 
     def write(self, record: dict) -> None:
 
-        self._file.write((json.dumps(record, allow_nan=True) + "\n").encode())
+        self._file.write((to_json_line(record) + "\n").encode())
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -158,8 +122,7 @@ ASV_METRICS = {
     "ForwardMemory.track_peak_bytes": ("forward", "peak_bytes"),
     "ForwardMemory.track_saved_bytes": ("forward", "saved_bytes"),
     "CudaMemory.track_cuda_max_memory_allocated": ("forward", "cuda_max_allocated_bytes"),
-    "Forward.peakmem_forward": ("forward", "rss_peak_bytes"),
-    "Forward.peakmem_baseline": ("forward", "rss_baseline_bytes"),
+    "Forward.peakmem_forward": ("forward", "rss_peak_bytes"),  # gradbench 0.1's suite
 }
 ASV_PARAM_NAMES = ["model", "size", "batch_size", "device", "mode"]
 
@@ -174,14 +137,14 @@ def _latest_per_case(records: list[dict]) -> list[dict]:
 
 
 def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
-
     if os.path.getsize(path) == 0:
         raise ResultsFileError(f"{str(path)!r} is empty")
     records, warnings = read_jsonl(path)
     if not records:
         raise ResultsFileError(f"{str(path)!r} has no gradbench records")
+    records = [{**dict.fromkeys(RECORD_FIELDS), **r} for r in records]  # older files lack newer fields
     for r in records:
-        r.setdefault("source", "gradbench")
+        r["source"] = r["source"] or "gradbench"
     return _latest_per_case(records), warnings
 
 
@@ -232,7 +195,7 @@ def read_asv_results(path) -> list[dict]:
                         continue
                     identity = dict(zip(names, (ast.literal_eval(v) for v in combo)))
                     key = (step, *sorted(identity.items()))
-                    record = merged.setdefault(key, {**identity, "step": step})
+                    record = merged.setdefault(key, new_record(**identity, step=step))
                     record[field] = value
                     if field == "time_median_s":
                         if i < len(q25) and q25[i] is not None and q75[i] is not None:
@@ -250,10 +213,8 @@ def read_asv_results(path) -> list[dict]:
                     machine=params.get("machine"), cpu=params.get("cpu"),
                     gpu=_none_if(params.get("gpu"), "none", ""), driver=_none_if(params.get("driver"), "none", ""),
                     cuda=_none_if(params.get("cuda"), "none", ""), torch=params.get("torch"),
-                    python=params.get("python"), asv_env=data.get("env_name"),
+                    python=params.get("python"),
                 )
-                if record.get("rss_peak_bytes") is not None and record.get("rss_baseline_bytes") is not None:
-                    record["asv_peakmem_delta_bytes"] = record["rss_peak_bytes"] - record["rss_baseline_bytes"]
                 records.append(record)
     if not records:
         raise ResultsFileError(f"{str(path)!r} holds no gradbench asv results")
@@ -270,18 +231,20 @@ def read_pytest_benchmark(path, data: dict) -> list[dict]:
         if "mode" not in info or "model" not in info:
             continue
         stats = bench.get("stats", {})
-        record = {k: v for k, v in info.items()}
-        for flag in ("dropout_active", "bn_batch_stats", "bn_stats_updated", "graph_recorded", "fastpath"):
+        record = {**dict.fromkeys(RECORD_FIELDS), **info}  # the pipeline's record, less its timing
+        for flag in BEHAVIOUR_FLAGS:  # stored as 0/1 for pytest-benchmark's own tables
             if record.get(flag) is not None:
                 record[flag] = bool(record[flag])
+        provenance = dict(
+            machine=machine.get("node"), cpu=(machine.get("cpu") or {}).get("brand_raw"), gpu=machine.get("gpu"),
+            gpu_count=machine.get("gpu_count"), driver=machine.get("driver"), cuda=machine.get("cuda"),
+            torch=machine.get("torch"), python=machine.get("python_version"), git_commit=commit.get("id"),
+        )
+        record.update({k: v for k, v in provenance.items() if v is not None})
         record.update(
-            status="ok", error=None, source="pytest-benchmark",
+            status="ok", error=None, source="pytest-benchmark", timestamp=data.get("datetime"),
             time_median_s=stats.get("median"), time_iqr_s=stats.get("iqr"), n_samples=stats.get("rounds"),
-            samples_s=stats.get("data"), machine=machine.get("node"),
-            cpu=(machine.get("cpu") or {}).get("brand_raw"), gpu=machine.get("gpu"), gpu_count=machine.get("gpu_count"),
-            driver=machine.get("driver"), cuda=machine.get("cuda"), torch=machine.get("torch"),
-            python=machine.get("python_version"), git_commit=commit.get("id"), timestamp=data.get("datetime"),
-            run_id=f"pytest-benchmark:{machine.get('node')}:{data.get('datetime')}",
+            samples_s=stats.get("data"), run_id=f"pytest-benchmark:{machine.get('node')}:{data.get('datetime')}",
         )
         records.append(record)
     if not records:

@@ -11,10 +11,12 @@ import time
 
 import torch
 
-from .case import Case, Workload, step_function
+from .case import Case
 from .measure.timing import time_step
-from .modes import MODES, apply_mode
+from .modes import MODES
+from .pipeline import prepare
 from .sweep import Grid
+from .workload import Workload
 
 AGREEMENT_CASES = (("mlp", "tiny", 8), ("cnn", "tiny", 8), ("transformer", "tiny", 8))
 
@@ -54,16 +56,16 @@ def compare_with_torch_timer(step, device: str, max_time_s: float = 0.5, rounds:
 
 
 def agreement(case: Case, workload: Workload | None = None) -> tuple[float, float]:
-    """Both medians for one case's step, on the case's workload."""
+    """Both medians for one case's step, prepared by the pipeline as for a measurement, on the case's workload."""
     workload = workload if workload is not None and workload.key == case.workload_key else Workload(*case.workload_key)
-    with workload.parameters_restored(), apply_mode(workload.model, case.mode) as applied:
-        return compare_with_torch_timer(step_function(workload, applied, case.step), case.device, case.max_time_s)
+    with prepare(case, workload) as prepared:
+        return compare_with_torch_timer(prepared.step, case.device, case.max_time_s)
 
 
 def grid_agreement(grid: Grid, tolerance: float) -> int:
-    """Agreement on every measurable case of a grid (the --quick sweep's, by default)."""
+    """Agreement on every measurable case of a grid (the --quick sweep's); exit status 1 if any disagrees."""
     cases = [c for c in grid.cases() if c.step == "forward" or MODES[c.mode].records_graph]
-    within, workload = 0, None
+    within, skipped, workload = 0, 0, None
     for i, case in enumerate(cases, 1):
         try:
             if workload is None or workload.key != case.workload_key:
@@ -72,16 +74,19 @@ def grid_agreement(grid: Grid, tolerance: float) -> int:
         except Exception as exc:  # e.g. BatchNorm with a batch of one in train mode
             print(f"[{i}/{len(cases)}] {case.model}/{case.size} b{case.batch_size} {case.mode} {case.step}: "
                   f"skipped ({type(exc).__name__})")
+            skipped += 1
             continue
         diff = ours / theirs - 1
         within += abs(diff) <= tolerance
         print(f"[{i}/{len(cases)}] {case.model}/{case.size} b{case.batch_size} {case.mode:20s} {case.step:10s} "
               f"gradbench {ours * 1e6:10.1f} us  torch.utils.benchmark {theirs * 1e6:10.1f} us  {diff:+6.1%}")
-    print(f"\n{within}/{len(cases)} cases ({within / max(len(cases), 1):.0%}) agree within {tolerance:.0%}")
-    return 0
+    compared = len(cases) - skipped
+    print(f"\n{within}/{compared} cases ({within / max(compared, 1):.0%}) agree within {tolerance:.0%}")
+    return 0 if within == compared else 1
 
 
 def run_selfcheck(tolerance: float = 0.05) -> int:
+    """Print the checks; exit status 0 when quiet enough at this tolerance, 1 when not."""
     warnings = []
     overhead = timer_overhead_s()
     print(f"timer overhead (perf_counter)   {overhead * 1e9:8.0f} ns")
@@ -110,4 +115,4 @@ def run_selfcheck(tolerance: float = 0.05) -> int:
             print(f"  - {w}")
     else:
         print("\nOK: quiet enough to benchmark at this tolerance.")
-    return 0
+    return 1 if warnings else 0

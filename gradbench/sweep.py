@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 from .case import STEPS, Case
 from .modes import DEFAULT_MODES
-from .results import new_run_id
+from .record import new_run_id
 
 ISOLATION = ("worker", "case")
 
@@ -39,11 +39,12 @@ class Grid:
     steps: tuple[str, ...] = STEPS
     max_time_s: float = 0.5
     seed: int = 0
+    cudnn_benchmark: bool = False
 
     def cases(self) -> list[Case]:
         """All cases in a fixed order: grouped by workload, modes and steps innermost."""
         return [
-            Case(model, size, batch, device, dtype, mode, step, self.seed, self.max_time_s)
+            Case(model, size, batch, device, dtype, mode, step, self.seed, self.max_time_s, self.cudnn_benchmark)
             for model, size, batch, device, dtype in itertools.product(
                 self.models, self.sizes, self.batch_sizes, self.devices, self.dtypes
             )
@@ -113,10 +114,14 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
     _die_with_parent()
     import torch
 
-    from .case import Workload, measure_case
+    from . import state
+    from .pipeline import measure_case
+    from .workload import Workload
 
     if threads:
         torch.set_num_threads(threads)
+    expected = state.expected_state(seed=None)  # captured before any model's code runs here
+    last_model = None  # whose code ran last in this process: the suspect if global state has changed
     while True:
         try:
             message = conn.recv()
@@ -128,14 +133,23 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
         workload = None
         for case in cases:
             conn.send(("start", case))
+            # Before each case: the state every case starts from, checked; a change is named and undone.
+            leaked = state.check_and_restore(expected)
             try:
                 if workload is None or workload.key != case.workload_key:
                     workload = None
+                    last_model = case.model
                     workload = Workload(*case.workload_key)
                 record = measure_case(case, workload, run_id)
             except Exception as exc:  # the workload could not be built: every case of it says why
                 record = failure_record(case, run_id, "error", f"{type(exc).__name__}: {exc}".strip())
                 record["traceback"] = traceback.format_exc(limit=5)
+            if leaked:
+                warning = state.describe(f"code that ran before this case (last model built: {last_model!r})",
+                                         "outside a measured case", leaked)
+                record["global_state_warning"] = "; ".join(w for w in (record["global_state_warning"], warning) if w)
+            if record["global_state_warning"]:
+                print(f"gradbench: warning: {record['global_state_warning']}", file=sys.stderr)
             if record_rss:
                 import resource
 
@@ -145,9 +159,9 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
 
 
 def failure_record(case: Case, run_id: str, status: str, message: str) -> dict:
-    from .case import base_record
+    from .pipeline import workload_failure_record
 
-    return {**base_record(case, run_id), "status": status, "error": message}
+    return workload_failure_record(case, run_id, status, message)
 
 
 # ---------------------------------------------------------------- manager

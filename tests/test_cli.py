@@ -163,11 +163,27 @@ def test_explain_bad_input(capsys):
     assert "unknown model 'nope'" in capsys.readouterr().err
 
 
-def test_selfcheck_reports_overhead_noise_and_agreement(capsys):
-    assert main(["selfcheck"]) == 0
+def test_selfcheck_exit_status_is_its_verdict(capsys):
+    code = main(["selfcheck"])
     out = capsys.readouterr().out
     assert "timer overhead" in out and "noise cpu" in out
     assert out.count("agreement cpu") == 3 and "torch.utils.benchmark" in out
+    assert code == (1 if "WARNING: this machine may be too noisy" in out else 0)
+    assert ("OK: quiet enough" in out) == (code == 0)
+
+
+def test_selfcheck_fails_on_a_noisy_machine_and_passes_on_a_quiet_one(capsys, monkeypatch):
+    from gradbench import selfcheck
+
+    monkeypatch.setattr(selfcheck, "agreement", lambda case: (1.0e-3, 1.01e-3))
+    monkeypatch.setattr(selfcheck, "reference_noise", lambda device: (1e-4, 0.30))
+    assert main(["selfcheck"]) == 1
+    assert "IQR is 30.0% of its median" in capsys.readouterr().out
+    monkeypatch.setattr(selfcheck, "reference_noise", lambda device: (1e-4, 0.01))
+    assert main(["selfcheck"]) == 0
+    monkeypatch.setattr(selfcheck, "agreement", lambda case: (1.0e-3, 1.5e-3))
+    assert main(["selfcheck"]) == 1
+    assert "(-33.3%)" in capsys.readouterr().out
 
 
 def test_torch_timer_comparison_gives_both_medians():

@@ -1,4 +1,5 @@
-"""The asv and pytest-benchmark harnesses, run for real on the quick grid (as CI does)."""
+"""The asv and pytest-benchmark harnesses, run for real on the quick grid (as CI does): the same record
+fields, measured by the same pipeline, come out of every front-end."""
 import json
 import math
 import os
@@ -7,7 +8,11 @@ import sys
 
 import pytest
 
-from gradbench.harness import GRIDS, NotApplicable, PreparedCase, grid_from_env
+import gradbench
+from gradbench.harness import GRIDS, BenchmarkCase, NotApplicable, grid_from_env
+from gradbench.harness import workload as harness_workload
+from gradbench.record import RECORD_FIELDS, SCHEMA, type_errors
+from gradbench.results import read_asv_results, read_pytest_benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ("dropout_active", "bn_batch_stats", "bn_stats_updated", "graph_recorded", "fastpath")
@@ -17,6 +22,17 @@ IDENTITY = ("model", "size", "device", "dtype", "mode", "step")
 
 def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _run_case_record(mode, step="forward"):
+    return gradbench.run_case(model="mlp", size="tiny", batch_size=8, mode=mode, step=step, max_time_s=0.02)
+
+
+def _same_fields_as_gradbench_run(records):
+    """Every record has exactly the schema's fields, of the schema's kinds."""
+    for r in records:
+        assert set(r) == set(RECORD_FIELDS), set(r) ^ set(RECORD_FIELDS)
+        assert type_errors(r) == [], type_errors(r)
 
 
 def test_pytest_benchmark_suite_writes_extra_info(tmp_path):
@@ -48,6 +64,17 @@ def test_pytest_benchmark_suite_writes_extra_info(tmp_path):
     modes = {b["extra_info"]["mode"]: b["extra_info"] for b in benchmarks if b["extra_info"]["step"] == "forward"}
     assert modes["train"]["dropout_active"] == 1 and modes["eval_no_grad"]["dropout_active"] == 0
     assert modes["train"]["saved_bytes"] > 0 and modes["eval_no_grad"]["saved_bytes"] == 0
+    # extra_info is the pipeline's record less its timing; read back, it is a record of the one schema
+    untimed = {k for k, meta in SCHEMA.items() if meta["group"] != "time"}
+    assert all(set(b["extra_info"]) == untimed for b in benchmarks)
+    records = read_pytest_benchmark(str(out), data)
+    _same_fields_as_gradbench_run(records)
+    # the same pipeline measured them: exact memory equals gradbench's own record of the case
+    for mode in ("train", "eval_no_grad"):
+        ours = _run_case_record(mode)
+        theirs = next(r for r in records if r["mode"] == mode and r["step"] == "forward")
+        for key in ("peak_bytes", "held_bytes", "saved_bytes", "dropout_active", "stochastic_ops", "flops"):
+            assert theirs[key] == ours[key], (mode, key, theirs[key], ours[key])
 
 
 def _git_head():
@@ -87,29 +114,48 @@ def test_asv_check_and_quick_run_save_results(tmp_path):
     [result_file] = [p for p in (tmp_path / "results" / "ci-box").iterdir() if p.name != "machine.json"]
     saved = json.loads(result_file.read_text())
     names = set(saved["results"])
-    for name in ("time_forward", "time_train_step", "track_peak_bytes", "track_saved_bytes", "peakmem_forward",
-                 "peakmem_baseline", "track_cuda_max_memory_allocated"):
+    for name in ("time_forward", "time_train_step", "track_peak_bytes", "track_saved_bytes",
+                 "track_cuda_max_memory_allocated"):
         assert any(n.endswith("." + name) for n in names), name
     peak = next(v for n, v in saved["results"].items() if n.endswith(".track_peak_bytes"))
     values = peak[0]  # one value per parameter combination, cpu ones first; cuda ones null here
     assert all(_is_number(v) and v > 0 for v in values[: len(GRIDS["quick"].modes)])
+    records = read_asv_results(str(tmp_path / "results"))
+    _same_fields_as_gradbench_run(records)
+    ours = _run_case_record("train")
+    theirs = next(r for r in records if r["mode"] == "train" and r["step"] == "forward")
+    for key in ("peak_bytes", "saved_bytes"):
+        assert theirs[key] == ours[key], (key, theirs[key], ours[key])
     run("publish")
     assert (tmp_path / "html" / "index.html").exists()
 
 
-def test_prepared_case_skips_and_restores():
+def test_benchmark_case_skips_and_restores():
     with pytest.raises(NotApplicable):
-        PreparedCase("mlp", "tiny", 4, "cpu", "frozen", "train_step")
+        BenchmarkCase("mlp", "tiny", 4, "cpu", "frozen", "train_step")
     if not __import__("torch").cuda.is_available():
         with pytest.raises(NotApplicable):
-            PreparedCase("mlp", "tiny", 4, "cuda", "eval")
-    case = PreparedCase("mlp", "tiny", 4, "cpu", "train", "train_step")
-    model = case.workload.model
+            BenchmarkCase("mlp", "tiny", 4, "cuda", "eval")
+    model = harness_workload("mlp", "tiny", 4, "cpu").model
     before = [p.clone() for p in model.parameters()]
+    case = BenchmarkCase("mlp", "tiny", 4, "cpu", "train", "train_step")  # its passes ran train steps
+    assert case.record["peak_bytes"] > 0 and case.record["dropout_active"] is True
     case.step()
     case.close()
     assert all((a == b).all() for a, b in zip(before, model.parameters()))
     assert model.training is True
+
+
+def test_run_case_and_gradbench_run_write_the_same_fields(tmp_path):
+    _same_fields_as_gradbench_run([_run_case_record("eval"), _run_case_record("train", "train_step")])
+    out = tmp_path / "run.jsonl"
+    result = subprocess.run([sys.executable, "-m", "gradbench.cli", "run", "--models", "mlp", "--sizes", "tiny",
+                             "--batch-sizes", "8", "--modes", "eval", "frozen", "--max-time", "0.02", "--no-report",
+                             "--out", str(out)], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 4  # two modes, two steps (frozen's train step: not_applicable)
+    _same_fields_as_gradbench_run(lines)
 
 
 def test_grid_from_env(monkeypatch):

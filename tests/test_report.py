@@ -6,7 +6,7 @@ import pytest
 
 import gradbench
 from gradbench.cli import main
-from gradbench.results import RECORD_FIELDS
+from gradbench.record import RECORD_FIELDS
 
 RESULTS = os.path.join(os.path.dirname(__file__), "fixtures", "results")
 JSONL = os.path.join(RESULTS, "tiny.jsonl")
@@ -49,7 +49,7 @@ def test_load_asv_results_folder():
     assert set(df["source"]) == {"asv"}
     forward = df[df["step"] == "forward"]
     assert forward["time_median_s"].notna().all() and forward["peak_bytes"].notna().all()
-    assert (forward["rss_peak_bytes"] > 0).all() and forward["asv_peakmem_delta_bytes"].notna().all()
+    assert (forward["rss_peak_bytes"] > 0).all()  # peakmem_forward of gradbench 0.1's suite, still read
     assert set(df["device"]) == {"cpu"}  # the cuda combinations were skipped and are not records
     assert df["torch"].notna().all() and df["git_commit"].str.len().eq(40).all()
     # a single machine folder works too
@@ -78,7 +78,7 @@ def test_report_writes_figures_and_both_files(report_dir):
     html = (report_dir / "report.html").read_text()
     for text in (md, html):
         assert "Environment" in text and "Findings" in text and "Measured behaviour of every mode" in text
-        assert "no_grad alone left Dropout active" in text
+        assert "no_grad alone left the forward stochastic (Dropout active" in text
         assert "transformer fast path ran only in eval_no_grad" in text
     assert "figures/ratio_to_train.png" in md
     assert "data:image/png;base64," in html and "src='figures/" not in html  # self-contained

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from gradbench.results import RECORD_FIELDS, case_key, read_jsonl
+from gradbench.record import RECORD_FIELDS, case_key
+from gradbench.results import read_jsonl
 from gradbench.sweep import Grid, group_by_workload, parse_shard, shard, shuffled
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")

@@ -32,14 +32,14 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 @pytest.fixture
 def prepared():
-    """Opens gradbench PreparedCases and closes them (mode undone, weights restored) after the test."""
-    from gradbench.harness import NotApplicable, PreparedCase
+    """Opens gradbench BenchmarkCases and closes them (mode undone, weights restored) after the test."""
+    from gradbench.harness import BenchmarkCase, NotApplicable
 
     opened = []
 
     def open_case(*args, **kwargs):
         try:
-            case = PreparedCase(*args, **kwargs)
+            case = BenchmarkCase(*args, **kwargs)
         except NotApplicable as exc:
             pytest.skip(str(exc))
         opened.append(case)

@@ -2,6 +2,7 @@
 
 Run: pytest benchmarks --benchmark-json out.json [--gradbench-grid quick|default|full]
 Benchmarks are grouped by case (model/size/batch/device/dtype/step), so each group compares modes.
+extra_info carries the record gradbench's pipeline made in preparation (memory, behaviour, flops).
 """
 import time
 
@@ -19,15 +20,11 @@ def _rounds(step) -> int:
 
 
 def _extra_info(case) -> dict:
-    memory = case.memory()
-    behaviour = case.behaviour()
-    info = dict(case.identity)
-    info.update({k: memory[k] for k in ("peak_bytes", "saved_bytes", "cuda_max_allocated_bytes",
-                                        "cuda_max_reserved_bytes")})
-    for key, value in behaviour.items():  # flags as 0/1 (null where the model has no such layer)
-        info[key] = int(value) if isinstance(value, bool) else value
-    info["params"] = case.workload.params
-    return info
+    """The pipeline's record less its timing (pytest-benchmark times), flags as 0/1 (null: no such layer)."""
+    from gradbench.record import SCHEMA, finite_or_none
+
+    return {k: int(v) if isinstance(v, bool) else finite_or_none(v) for k, v in case.record.items()
+            if SCHEMA[k]["group"] != "time"}
 
 
 @pytest.mark.parametrize("step", ["forward", "train_step"])

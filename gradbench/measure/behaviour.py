@@ -1,22 +1,32 @@
-"""What a mode actually does to a model, observed during one forward pass rather than assumed.
+"""What a mode actually does to a model, observed during real forward passes rather than assumed.
 
-Each probe watches the real forward: Dropout hooks compare a layer's output with its input,
-BatchNorm hooks check whether the output matches normalisation by the running statistics, buffers
-are compared before and after, and the operators dispatched reveal PyTorch's transformer fast path.
+- Stochastic (``dropout_active``): the forward runs under one RNG seed, under another, and under the
+  first again, everything else identical (buffers are restored between the three). It is stochastic
+  when the outputs differ between the seeds and repeat under the same seed, whatever produces the
+  randomness: nn.Dropout in place or not, F.dropout, dropout inside fused attention or RNN kernels,
+  noise layers. ``stochastic_ops`` names the operators that consumed random numbers: the default
+  generators' state changed across them, or a generator was passed to them. Outputs that do not
+  repeat under one seed (nondeterministic kernels) count as stochastic only if such an operator ran.
+- BatchNorm: hooks compare each output with normalisation by the running statistics; the running
+  statistics are compared before and after the forward.
+- Graph and gradients: whether the output has an autograd graph, and how many parameters a
+  backward from it reaches. Fast path: which operators were dispatched.
 """
 from __future__ import annotations
 
+import random
+import sys
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-from .memory import TensorMemoryTracker
-
-_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
-_FASTPATH_OPS = {"_transformer_encoder_layer_fwd", "_native_multi_head_attention"}
+_FASTPATH_OPS = {"aten::_transformer_encoder_layer_fwd", "aten::_native_multi_head_attention"}
 _TRANSFORMER_LAYERS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.MultiheadAttention)
+_BATCHNORM = nn.modules.batchnorm._BatchNorm
 
 
 def output_tensors(out) -> list[torch.Tensor]:
@@ -29,27 +39,51 @@ def output_tensors(out) -> list[torch.Tensor]:
     return []
 
 
-class _Probes:
+def default_generators(device: torch.device) -> list[torch.Generator]:
+    """The generators a model draws from unless it brings its own: CPU's, and the case's GPU's."""
+    generators = [torch.default_generator]
+    if device.type == "cuda":
+        generators.append(torch.cuda.default_generators[device.index or 0])
+    return generators
+
+
+class OpTrace(TorchDispatchMode):
+    """Every operator dispatched, and those that consumed random numbers."""
+
+    def __init__(self, generators: list[torch.Generator]):
+        super().__init__()
+        self.generators = generators
+        self.ops: set[str] = set()
+        self.rng_ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        before = [g.get_state() for g in self.generators]
+        out = func(*args, **kwargs)
+        name = func._schema.name
+        self.ops.add(name)
+        passed = any(isinstance(a, torch.Generator) for a in tree_leaves((args, kwargs)))
+        if passed or any(not torch.equal(b, g.get_state()) for b, g in zip(before, self.generators)):
+            if name not in self.rng_ops:
+                self.rng_ops.append(name)
+        return out
+
+
+class _BatchNormProbes:
     def __init__(self, model: nn.Module):
-        self.dropouts = [m for m in model.modules() if isinstance(m, _DROPOUT)]
-        self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        self.dropout_changed = False
-        self.bn_batch_stats: list[bool] = []
+        self.norms = [m for m in model.modules() if isinstance(m, _BATCHNORM)]
+        self.batch_stats: list[bool] = []
         self._running: dict[int, tuple] = {}
         self._handles = []
 
-    def _dropout_hook(self, module, inputs, output):
-        if module.p > 0 and not torch.equal(inputs[0], output):
-            self.dropout_changed = True
-
-    def _bn_pre_hook(self, module, inputs):
+    def _pre_hook(self, module, inputs):
         if module.running_mean is not None:
             self._running[id(module)] = (module.running_mean.clone(), module.running_var.clone())
 
-    def _bn_hook(self, module, inputs, output):
+    def _hook(self, module, inputs, output):
         running = self._running.get(id(module))
         if running is None:  # no running statistics: batch statistics are the only option
-            self.bn_batch_stats.append(True)
+            self.batch_stats.append(True)
             return
         with torch.no_grad():
             by_running = F.batch_norm(
@@ -57,14 +91,12 @@ class _Probes:
             )
         # Tolerance scaled to dtype: batch statistics differ from running ones far beyond rounding.
         tol = 1e-3 if output.dtype == torch.float32 else 5e-2
-        self.bn_batch_stats.append(not torch.allclose(output, by_running, atol=tol, rtol=tol))
+        self.batch_stats.append(not torch.allclose(output, by_running, atol=tol, rtol=tol))
 
     def __enter__(self):
-        for m in self.dropouts:
-            self._handles.append(m.register_forward_hook(self._dropout_hook))
         for m in self.norms:
-            self._handles.append(m.register_forward_pre_hook(self._bn_pre_hook))
-            self._handles.append(m.register_forward_hook(self._bn_hook))
+            self._handles.append(m.register_forward_pre_hook(self._pre_hook))
+            self._handles.append(m.register_forward_hook(self._hook))
         return self
 
     def __exit__(self, *exc):
@@ -72,21 +104,49 @@ class _Probes:
             h.remove()
 
 
-def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: list[torch.Tensor] | None) -> dict:
-    """Run one forward through ``forward()`` and report what the mode did.
+def seed_everything(seed: int) -> None:
+    """torch (every device), Python's random and NumPy's global RNG, if NumPy is loaded."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(seed % 2**32)
+
+
+def _detached(out) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in output_tensors(out)]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(
+        x.shape == y.shape and x.dtype == y.dtype and torch.allclose(x, y, rtol=0, atol=0, equal_nan=True)
+        for x, y in zip(a, b)
+    )
+
+
+def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: list[torch.Tensor] | None,
+                    seed: int, generators: list[torch.Generator]) -> dict:
+    """Three forwards through ``forward()`` (seed, seed + 1, seed again); what the mode did.
 
     ``reference``: outputs of the same input under eval_no_grad, for max_abs_diff_vs_eval_no_grad.
-    Buffers changed by this forward are left changed; the caller's mode undo restores them.
+    Buffers are restored after each forward; the caller's mode undo restores everything else.
     """
-    buffers_before = [b.detach().clone() for m in model.modules()
-                      if isinstance(m, nn.modules.batchnorm._BatchNorm) for b in m.buffers()]
-    tracker = TensorMemoryTracker()
-    with _Probes(model) as probes, tracker:
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def restore_buffers():
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+
+    norm_buffers = [b for m in model.modules() if isinstance(m, _BATCHNORM) for b in m.buffers()]
+    norms_before = [b.detach().clone() for b in norm_buffers]
+    trace = OpTrace(generators)
+    seed_everything(seed)
+    with _BatchNormProbes(model) as probes, trace:
         out = forward()
     outputs = output_tensors(out)
-    norms = probes.norms
-    buffers_after = [b for m in norms for b in m.buffers()]
-    has_transformer = any(isinstance(m, _TRANSFORMER_LAYERS) for m in model.modules())
+    first = _detached(out)
+    bn_updated = any(not torch.equal(a, b) for a, b in zip(norms_before, norm_buffers))
     graph_recorded = any(t.requires_grad and t.grad_fn is not None for t in outputs)
     grads = 0
     if graph_recorded:
@@ -98,20 +158,30 @@ def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: 
         grads = sum(1 for p in model.parameters() if p.grad is not None)
         for p in model.parameters():
             p.grad = before[id(p)]
+    del out, outputs
+    restore_buffers()
+    seed_everything(seed + 1)
+    other = _detached(forward())
+    restore_buffers()
+    seed_everything(seed)
+    again = _detached(forward())
+    restore_buffers()
+    repeats = _same(first, again)
+    stochastic = not _same(first, other) and (repeats or bool(trace.rng_ops))
     diff = None
-    if reference is not None and len(reference) == len(outputs):
+    if reference is not None and len(reference) == len(first):
         diff = max(
-            (float((a.detach().float() - b.float()).abs().max()) for a, b in zip(outputs, reference) if a.numel()),
+            (float((a.float() - b.float()).abs().max()) for a, b in zip(first, reference) if a.numel()),
             default=0.0,
         )
+    has_transformer = any(isinstance(m, _TRANSFORMER_LAYERS) for m in model.modules())
     return {
-        "dropout_active": probes.dropout_changed if probes.dropouts else None,
-        "bn_batch_stats": any(probes.bn_batch_stats) if norms else None,
-        "bn_stats_updated": (
-            any(not torch.equal(a, b) for a, b in zip(buffers_before, buffers_after)) if norms else None
-        ),
+        "dropout_active": stochastic,
+        "stochastic_ops": list(trace.rng_ops),
+        "bn_batch_stats": any(probes.batch_stats) if probes.norms else None,
+        "bn_stats_updated": bn_updated if probes.norms else None,
         "graph_recorded": graph_recorded,
         "grads_computed": grads,
-        "fastpath": bool(_FASTPATH_OPS & set(tracker.ops)) if has_transformer else None,
+        "fastpath": bool(_FASTPATH_OPS & trace.ops) if has_transformer else None,
         "max_abs_diff_vs_eval_no_grad": diff,
     }

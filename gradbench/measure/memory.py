@@ -1,171 +1,122 @@
-"""Memory of one step: peak above what was held before it, and what autograd saved for backward.
+"""Peak memory of one step from the allocator's own accounting: the record's ``peak_bytes``.
 
-CPU has no max_memory_allocated, so TensorMemoryTracker follows every storage an operator
-creates during the step, by weak reference, and keeps the running peak of their bytes. An
-operator output that aliases an input (a view, an in-place result) allocates nothing and is
-not counted. Fused kernels (the transformer fast path) allocate their intermediates in C++
-out of a Python mode's sight; the tracker re-enters them with itself active so those count too.
-Workspaces allocated outside PyTorch's tensors (BLAS packing buffers, oneDNN scratch) are not seen.
+One definition on every device: the peak of bytes allocated during the measured step above what was
+allocated just before it. ``measure(step, settle)`` runs the step once to prime it, calls ``settle``
+(which drops what a step leaves behind that the next one would free: a train step's gradients), and
+then measures the second step from there. So a train step's peak includes the gradients it makes,
+on CPU and CUDA alike.
 
-On CUDA the allocator's own peak is authoritative and is what peak_bytes reports; the tracker's
-figure is stored beside it as tracked_peak_bytes, so both can be compared.
+- CPU (torch has no max_memory_allocated): the CPU allocator reports every allocation and free to
+  torch.profiler while memory profiling is on, whichever code asks for it, oneDNN convolution and
+  RNN workspaces included. The profiler covers the primed step too, so a block the primed step
+  allocated and the measured step frees is seen freed. Not seen: memory allocated outside PyTorch's
+  CPU allocator (BLAS packing buffers, Python objects), and allocations made on other threads than
+  the step's (PyTorch reports memory to the profiler of the allocating thread only).
+- CUDA: the caching allocator's statistics on the case's device: the peak is reset after settling,
+  memory_allocated read before, max_memory_allocated after. No Python dispatch mode is active.
+
+Both take their torch entry points as arguments, so the arithmetic is tested on CPU with fakes.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
-aten = torch.ops.aten
-# Fused operators whose kernels allocate intermediates through the dispatcher; re-entered with the tracker on.
-_FUSED = {
-    aten._transformer_encoder_layer_fwd.default,
-    aten._native_multi_head_attention.default,
-}
+Step = Callable[[], object]
 
 
-def _storage(t: torch.Tensor):
+@dataclass
+class Peak:
+    peak_bytes: int
+    source: str
+    cuda_max_allocated_bytes: int | None = None
+    cuda_max_reserved_bytes: int | None = None
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Kineto prints a line to file descriptor 2 each time a profiler starts and stops; keep sweeps readable."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
     try:
-        return t.untyped_storage()
-    except (RuntimeError, NotImplementedError):  # sparse and other storage-less tensors
-        return None
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
-def _storage_key(t: torch.Tensor):
-    s = _storage(t)
-    return None if s is None else StorageWeakRef(s).cdata
+class CpuAllocatorPeak:
+    """CPU peak from the allocator's events as torch.profiler records them."""
+
+    source = "cpu allocator (torch.profiler memory events)"
+    MARK = "gradbench::measured_step"
+
+    def __init__(self, profiler=torch.autograd.profiler):
+        self.profiler = profiler
+
+    def measure(self, step: Step, settle: Callable[[], None]) -> Peak:
+        settle()  # frees of blocks allocated before profiling are not reported (and c10 warns of each)
+        profile = self.profiler.profile(profile_memory=True)
+        with _stderr_silenced():
+            profile.__enter__()
+        try:
+            step()
+            settle()
+            with self.profiler.record_function(self.MARK):
+                step()
+        finally:
+            with _stderr_silenced():
+                profile.__exit__(None, None, None)
+        return Peak(peak_above_mark(profile.kineto_results.events(), self.MARK), self.source)
 
 
-def storage_nbytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of the distinct storages behind ``tensors`` (shared storage counted once)."""
-    seen: dict[int, int] = {}
-    for t in tensors:
-        s = _storage(t)
-        if s is not None:
-            seen[StorageWeakRef(s).cdata] = s.nbytes()
-    return sum(seen.values())
+def peak_above_mark(events, mark: str) -> int:
+    """Peak of the running total of CPU allocation events inside the ``mark`` range, above the total at its start."""
+    [marked] = [e for e in events if e.name() == mark]
+    start, end = marked.start_ns(), marked.end_ns()
+    memory = sorted((e for e in events if e.name() == "[memory]" and e.device_type().name == "CPU"),
+                    key=lambda e: e.start_ns())
+    baseline = sum(e.nbytes() for e in memory if e.start_ns() < start)
+    current, peak = baseline, baseline
+    for e in memory:
+        if start <= e.start_ns() <= end:
+            current += e.nbytes()
+            peak = max(peak, current)
+    return peak - baseline
 
 
-class TensorMemoryTracker(TorchDispatchMode):
-    """Exact peak of tensor storage created while active, above what existed before."""
+class CudaAllocatorPeak:
+    """CUDA peak from the caching allocator's statistics of the case's own device."""
 
-    def __init__(self):
-        super().__init__()
-        self.live: dict[int, tuple[StorageWeakRef, int]] = {}
-        self.current = 0
-        self.peak = 0
-        self.ops: list[str] = []  # operator names seen, in order (behaviour probes read this)
+    source = "cuda allocator (torch.cuda.max_memory_allocated)"
 
-    def _prune(self) -> None:
-        dead = [k for k, (ref, _) in self.live.items() if ref.expired()]
-        for k in dead:
-            self.current -= self.live.pop(k)[1]
+    def __init__(self, device: torch.device | str, cuda=torch.cuda):
+        self.device = torch.device(device)
+        self.cuda = cuda
 
-    def _track_outputs(self, func, out) -> None:
-        returns = func._schema.returns
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        new: dict[int, tuple[StorageWeakRef, int]] = {}  # by storage: outputs may share one (q, k, v)
-        for i, t in enumerate(outs):
-            if not isinstance(t, torch.Tensor):
-                continue
-            if i < len(returns) and returns[i].alias_info is not None:
-                continue  # a view or in-place result: no new storage
-            s = _storage(t)
-            if s is None or s.nbytes() == 0:
-                continue
-            ref = StorageWeakRef(s)
-            old = self.live.get(ref.cdata)
-            if old is not None and not old[0].expired():
-                continue
-            new[ref.cdata] = (ref, s.nbytes())
-        if not new:
-            return
-        self._prune()
-        for key, (ref, nbytes) in new.items():
-            self.live[key] = (ref, nbytes)
-            self.current += nbytes
-        self.peak = max(self.peak, self.current)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        self.ops.append(func.overloadpacket.__name__)
-        if func in _FUSED:
-            device = next(t for t in tree_leaves(args) if isinstance(t, torch.Tensor)).device
-            key = torch._C.DispatchKey.CUDA if device.type == "cuda" else torch._C.DispatchKey.CPU
-            with self:  # see the kernel's inner allocations too
-                out = func.redispatch(torch._C.DispatchKeySet(key), *args, **kwargs)
-        else:
-            out = func(*args, **kwargs)
-        self._track_outputs(func, out)
-        return out
+    def measure(self, step: Step, settle: Callable[[], None]) -> Peak:
+        cuda, device = self.cuda, self.device
+        with cuda.device(device):
+            step()
+            settle()
+            cuda.synchronize(device)
+            cuda.reset_peak_memory_stats(device)
+            before = cuda.memory_allocated(device)
+            step()
+            cuda.synchronize(device)
+            allocated = cuda.max_memory_allocated(device)
+            return Peak(allocated - before, self.source, allocated, cuda.max_memory_reserved(device))
 
 
-class SavedTensorsCounter:
-    """Bytes of the tensors autograd saves for backward, excluding storages held anyway.
-
-    Parameters, buffers and the input batch live whether or not a graph is kept, so saving a
-    reference to them costs nothing; what is counted is the activations kept alive for backward.
-    """
-
-    def __init__(self, exclude: Iterable[torch.Tensor] = ()):
-        self.exclude = {k for k in (_storage_key(t) for t in exclude) if k is not None}
-        self.saved: dict[int, int] = {}
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        s = _storage(t)
-        if s is not None:
-            key = StorageWeakRef(s).cdata
-            if key not in self.exclude:
-                self.saved[key] = s.nbytes()
-        return t
-
-    @property
-    def nbytes(self) -> int:
-        return sum(self.saved.values())
-
-    def __enter__(self):
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._hooks.__exit__(*exc)
-
-
-def measure_memory(step: Callable[[], object], device: torch.device, held: Iterable[torch.Tensor]) -> dict:
-    """Run ``step`` once and return the memory fields of a record.
-
-    ``held``: tensors that exist before the step and are held regardless (parameters, buffers,
-    the input), excluded from saved_bytes.
-    """
+def peak_backend(device: torch.device | str):
+    """The allocator-level backend for a device."""
     device = torch.device(device)
-    counter = SavedTensorsCounter(held)
-    tracker = TensorMemoryTracker()
-    result: dict = {"cuda_max_allocated_bytes": None, "cuda_max_reserved_bytes": None}
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-    with counter, tracker:
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        result["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
-        result["cuda_max_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
-        result["peak_bytes"] = result["cuda_max_allocated_bytes"] - before
-    else:
-        result["peak_bytes"] = tracker.peak
-    result["tracked_peak_bytes"] = tracker.peak
-    result["saved_bytes"] = counter.nbytes
-    return result
-
-
-def parameter_bytes(model: torch.nn.Module) -> int:
-    return storage_nbytes(model.parameters())
-
-
-def gradient_bytes(model: torch.nn.Module) -> int:
-    return storage_nbytes(p.grad for p in model.parameters() if p.grad is not None)
+    return CudaAllocatorPeak(device) if device.type == "cuda" else CpuAllocatorPeak()

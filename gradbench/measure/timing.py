@@ -57,7 +57,7 @@ def median_ci(samples: list[float], z: float = Z95) -> tuple[float, float]:
     return xs[lo], xs[hi]
 
 
-class _CpuClock:
+class CpuClock:
     def block(self, fn: Callable[[], None], steps: int) -> float:
         start = time.perf_counter()
         for _ in range(steps):
@@ -65,19 +65,30 @@ class _CpuClock:
         return time.perf_counter() - start
 
 
-class _CudaClock:
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.start = torch.cuda.Event(enable_timing=True)
-        self.end = torch.cuda.Event(enable_timing=True)
+class CudaClock:
+    """CUDA events on the current stream of the case's own device (cuda:1 must not time an idle cuda:0),
+    one synchronize per block. ``cuda`` is torch.cuda, or a fake of it in tests."""
+
+    def __init__(self, device: torch.device | str, cuda=torch.cuda):
+        self.device = torch.device(device)
+        self.cuda = cuda
 
     def block(self, fn: Callable[[], None], steps: int) -> float:
-        self.start.record()
-        for _ in range(steps):
-            fn()
-        self.end.record()
-        self.end.synchronize()
-        return self.start.elapsed_time(self.end) / 1e3
+        with self.cuda.device(self.device):
+            stream = self.cuda.current_stream(self.device)
+            start = self.cuda.Event(enable_timing=True)
+            end = self.cuda.Event(enable_timing=True)
+            start.record(stream)
+            for _ in range(steps):
+                fn()
+            end.record(stream)
+            end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+
+def clock_for(device: torch.device | str):
+    device = torch.device(device)
+    return CudaClock(device) if device.type == "cuda" else CpuClock()
 
 
 def time_step(
@@ -88,13 +99,14 @@ def time_step(
     rel_ci: float = 0.02,
     min_block_s: float = 1e-3,
     warmup_s: float = 0.15,
+    clock=None,
 ) -> Timing:
     """Time ``fn`` (one step) until the 95% CI of the median is within +-rel_ci, or max_time_s passes.
 
     At least ``min_samples`` samples are always taken, even past the cap; the cap covers warm-up too.
+    ``clock`` (default: the device's) is the seam where tests put a fake.
     """
-    device = torch.device(device)
-    clock = _CudaClock(device) if device.type == "cuda" else _CpuClock()
+    clock = clock or clock_for(device)
     began = time.perf_counter()
     # Warm-up: at least two steps (the first one pays for lazy initialisation), then until warmup_s.
     first = clock.block(fn, 1)

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from ..results import CASE_KEY_FIELDS
+from ..record import CASE_KEY_FIELDS
 
 BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device"}
 

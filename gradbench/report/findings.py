@@ -53,8 +53,10 @@ def findings(df: pd.DataFrame) -> list[Finding]:
             extra = " and updated BatchNorm running statistics" if nograd.get("bn_stats_updated") is True else ""
             diff = nograd.get("max_abs_diff_vs_eval_no_grad")
             diff_text = f" (outputs differ from eval_no_grad by up to {diff:.3g})" if pd.notna(diff) else ""
-            out.append(Finding(f"no_grad alone left Dropout active{extra} on {_where(nograd)}{diff_text}.",
-                               [nograd]))
+            ops = nograd.get("stochastic_ops")
+            ops_text = f", random numbers drawn by {', '.join(ops)}" if isinstance(ops, list) and ops else ""
+            out.append(Finding(f"no_grad alone left the forward stochastic (Dropout active{ops_text}){extra} on "
+                               f"{_where(nograd)}{diff_text}.", [nograd]))
         fast = [m for m, r in modes.items() if r.get("fastpath") is True]
         if fast and any(r.get("fastpath") is False for r in modes.values()):
             out.append(Finding(f"PyTorch's transformer fast path ran only in {', '.join(sorted(fast))} on "
@@ -72,6 +74,10 @@ def findings(df: pd.DataFrame) -> list[Finding]:
             if evng is not None and fastest["mode"] != "eval_no_grad":
                 line += f"; eval_no_grad {evng['time_median_s'] * 1e3:.3g} ms"
             out.append(Finding(line + ").", [fastest] + ([evng] if evng is not None else [])))
+    warned = df[df["global_state_warning"].notna()] if "global_state_warning" in df else df.iloc[:0]
+    for warning, part in warned.groupby("global_state_warning"):
+        out.append(Finding(f"{len(part)} case(s) record that a model changed global torch state (undone before "
+                           f"the next case): {warning[:200]}", [r for _, r in part.head(6).iterrows()]))
     failed = df[~df["status"].isin(["ok", "not_applicable"])]
     for (status, error), part in failed.groupby(["status", failed["error"].fillna("").str.split("\n").str[0]]):
         cases = sorted({f"{r['model']}/{r['size']} b{r['batch_size']} {r['mode']}" for _, r in part.iterrows()})

@@ -65,6 +65,13 @@ def human_bytes(n) -> str:
         n /= 1024
 
 
+def _ops(value) -> str:
+    """stochastic_ops as people read them: 'bernoulli_, randn_like', '-' for none, 'n/a' if not observed."""
+    if not isinstance(value, (list, tuple)):
+        return "n/a"
+    return ", ".join(op.split("::")[-1] for op in value) or "-"
+
+
 def behaviour_table(records: list[dict]) -> pd.DataFrame:
     """The measured 'eval vs no_grad vs requires_grad=False' table, one row per mode of one workload."""
     by_mode = {r["mode"]: r for r in records if r["step"] == "forward"}
@@ -84,6 +91,7 @@ def behaviour_table(records: list[dict]) -> pd.DataFrame:
             "grad mode": mode.grad_mode,
             "requires_grad": mode.trainable,
             "dropout active": _yes_no(r["dropout_active"]) if ok else r["status"],
+            "random ops": _ops(r.get("stochastic_ops")) if ok else "-",
             "BN batch stats": _yes_no(r["bn_batch_stats"]) if ok else "-",
             "BN stats updated": _yes_no(r["bn_stats_updated"]) if ok else "-",
             "graph recorded": _yes_no(r["graph_recorded"]) if ok else "-",

@@ -1,0 +1,161 @@
+"""The one measurement pipeline: reset state -> behaviour -> warm-up -> memory -> flops -> time.
+
+Every front-end runs it. The sweep worker, ``run_case`` and ``explain`` call ``measure_case``; the
+asv and pytest-benchmark suites call ``prepare``, which runs every pass but the timing and hands the
+warm step to the harness's own timer. Its two seams are the clock (measure/timing.py) and the
+memory backend (measure/memory.py), both chosen from the device and both injectable, so that
+the CUDA arithmetic is tested on CPU with fakes.
+
+Read ``prepare`` top to bottom: that is what a case is.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from .case import Case
+from .env import fingerprint
+from .measure.flops import count_flops
+from .measure.memory import peak_backend
+from .measure.tensors import SavedTensorsCounter, TensorMemoryTracker, gradient_bytes, storage_nbytes
+from .measure.timing import Timing, time_step
+from .modes import MODES, apply_mode
+from .record import new_record, new_run_id
+from .state import CleanState, describe, expected_state
+from .workload import Workload, make_step
+
+
+@dataclass
+class Prepared:
+    """A case after every untimed pass: its record so far, and its warm step."""
+
+    record: dict
+    step: Callable[[], None]
+
+
+def base_record(case: Case, workload: Workload | None = None, run_id: str | None = None) -> dict:
+    """A case's record before anything is measured: identity, settings and provenance."""
+    record = new_record(**case.identity(), **fingerprint(), run_id=run_id or new_run_id(), seed=case.seed,
+                        threads=torch.get_num_threads(), source="gradbench",
+                        cudnn_benchmark=case.cudnn_benchmark if case.device.startswith("cuda") else None)
+    if workload is not None:
+        record.update(params=workload.params, param_bytes=workload.param_bytes,
+                      global_state_warning=workload.state_warning)
+    return record
+
+
+def _device_scope(device: torch.device):
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def prepare(case: Case, workload: Workload, record: dict | None = None, memory=None) -> Iterator[Prepared]:
+    """Run a case's untimed passes with its mode applied; yield the record and the warm step.
+
+    Everything is undone on exit: the mode, the weights a train step changed, the global state.
+    ``memory``: a memory backend (default: the device's allocator, measure/memory.py).
+    """
+    record = record if record is not None else base_record(case, workload)
+    guard = CleanState(expected_state(case.seed, cudnn_benchmark=case.cudnn_benchmark))
+    try:
+        with guard, _device_scope(workload.device), workload.parameters_restored(), \
+                apply_mode(workload.model, case.mode) as applied:
+            step = make_step(workload, applied, case.step)
+            # 1. behaviour: what the mode does to a forward, observed (three probe forwards)
+            record.update(workload.behaviour(applied))
+            torch.manual_seed(case.seed)
+            # 2. warm-up: lazy initialisation (oneDNN primitives, cudnn autotuning) is not the step's cost
+            step.run()
+            # 3. memory, in passes of their own: the allocator's peak above the baseline, with no
+            #    dispatch mode active; then the tensor-level cross-check and the bytes saved for backward
+            held: dict[str, int] = {}
+
+            def settle():
+                step.settle()
+                held["bytes"] = storage_nbytes([*workload.held_tensors(), *step.state_tensors()])
+
+            peak = (memory or peak_backend(workload.device)).measure(step.run, settle)
+            record.update(peak_bytes=peak.peak_bytes, peak_bytes_source=peak.source, held_bytes=held["bytes"],
+                          cuda_max_allocated_bytes=peak.cuda_max_allocated_bytes,
+                          cuda_max_reserved_bytes=peak.cuda_max_reserved_bytes,
+                          grad_bytes=gradient_bytes(workload.model) if case.step == "train_step" else 0)
+            if case.step == "train_step":
+                record["grads_computed"] = sum(1 for p in workload.model.parameters() if p.grad is not None)
+            step.settle()
+            tracker, saved = TensorMemoryTracker(), SavedTensorsCounter(workload.held_tensors())
+            with saved, tracker:
+                step.run()
+            record.update(tracked_peak_bytes=tracker.peak, saved_bytes=saved.nbytes)
+            # 4. flops: forward arithmetic is the same in every mode; a train step's is counted as run
+            record["flops"] = count_flops(step.run) if case.step == "train_step" else workload.forward_flops()
+            torch.manual_seed(case.seed)
+            yield Prepared(record, step.run)
+    finally:
+        during = describe(f"model {case.model!r}", f"while running mode {case.mode!r}", guard.changes)
+        record["global_state_warning"] = "; ".join(w for w in (record.get("global_state_warning"), during) if w) \
+            or None
+
+
+def timing_fields(timing: Timing) -> dict:
+    return dict(
+        time_median_s=timing.median, time_iqr_s=timing.iqr, time_ci_low_s=timing.ci[0],
+        time_ci_high_s=timing.ci[1], n_samples=timing.n_samples, samples_s=timing.samples_s,
+        steps_per_sample=timing.steps_per_sample, time_converged=timing.converged,
+        time_measured_s=timing.measured_s,
+    )
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def measure_case(case: Case, workload: Workload, run_id: str | None = None, clock=None, memory=None) -> dict:
+    """Measure one validated case on a prepared workload; failures become records, not exceptions."""
+    mode = MODES[case.mode]
+    record = base_record(case, workload, run_id)
+    if case.step == "train_step" and not mode.records_graph:
+        record.update(status="not_applicable",
+                      error=f"mode {mode.name!r} records no autograd graph, so there is no train step")
+        return record
+    began = time.perf_counter()
+    try:
+        with prepare(case, workload, record, memory) as prepared:
+            # 5. time: warm-up, then samples until the median is known or the cap is reached
+            timing = time_step(prepared.step, workload.device, max_time_s=case.max_time_s, clock=clock)
+        record.update(timing_fields(timing))
+        record["flops_per_s"] = record["flops"] / timing.median if record["flops"] and timing.median > 0 else None
+        record["status"] = "ok"
+    except Exception as exc:  # a failing case is a result: record it and let the sweep go on
+        record.update(status="oom" if is_oom(exc) else "error", error=f"{type(exc).__name__}: {exc}".strip())
+        if workload.device.type == "cuda":
+            torch.cuda.empty_cache()
+    record["measure_wall_s"] = time.perf_counter() - began
+    return record
+
+
+def run_case(
+    model: str = "mlp", size: str = "small", batch_size: int = 32, device: str = "cpu",
+    dtype: str = "float32", mode: str = "eval_no_grad", step: str = "forward", seed: int = 0,
+    max_time_s: float = 2.0, cudnn_benchmark: bool = False, workload: Workload | None = None,
+    run_id: str | None = None,
+) -> dict:
+    """Measure one case and return its record (a dict with every schema field, gradbench.record).
+
+    Bad arguments raise ValueError naming the valid values; a case that fails while running
+    returns a record with status error or oom instead.
+    """
+    case = Case(model, size, batch_size, device, dtype, mode, step, seed, max_time_s, cudnn_benchmark).validate()
+    if workload is None or workload.key != case.workload_key:
+        workload = Workload(*case.workload_key)
+    return measure_case(case, workload, run_id)
+
+
+def workload_failure_record(case: Case, run_id: str, status: str, message: str) -> dict:
+    """The record of a case whose workload could not be built, or whose worker died or overran."""
+    return {**base_record(case, run_id=run_id), "status": status, "error": message}

@@ -1,0 +1,174 @@
+"""The record: what one case measured, one JSON object per line. This declaration IS the schema.
+
+Field names are a contract others depend on: add fields, never rename them. Every field has a
+kind, a unit and a sentence; nothing may write a field that is not declared here (``Record``
+refuses unknown names), JSON never holds NaN or infinity (null instead), and the README's field
+table is generated from this list (a test keeps the two equal).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import uuid
+from dataclasses import dataclass, field, fields
+
+STATUSES = ("ok", "error", "oom", "timeout", "crashed", "not_applicable")
+# A case recorded with one of these is done; resume re-runs the others (failures may be transient).
+DONE_STATUSES = ("ok", "not_applicable")
+CASE_KEY_FIELDS = ("model", "size", "batch_size", "device", "dtype", "mode", "step")
+
+_KINDS = {"str": str, "int": int, "float": (float, int)}
+
+
+def _f(group: str, kind: str, unit: str, doc: str):
+    return field(default=None, metadata={"group": group, "kind": kind, "unit": unit, "doc": doc})
+
+
+@dataclass
+class Record:
+    """One case. Every field may be null: not measured, not applicable, or not recorded by that source."""
+
+    # identity: what was run
+    model: str = _f("identity", "str", "", "built-in family (mlp, cnn, transformer) or MODULE:FUNCTION / file.py:FUNCTION")
+    size: str = _f("identity", "str", "", "model size name")
+    params: int = _f("identity", "int", "count", "number of parameter elements")
+    batch_size: int = _f("identity", "int", "count", "inputs per step")
+    device: str = _f("identity", "str", "", "cpu, cuda or cuda:N")
+    dtype: str = _f("identity", "str", "", "float32, bfloat16 or float16: parameters and floating-point inputs")
+    mode: str = _f("identity", "str", "", "one of the nine modes (README: Modes)")
+    step: str = _f("identity", "str", "", "forward or train_step")
+    threads: int = _f("identity", "int", "count", "torch intra-op threads of the measuring process")
+    seed: int = _f("identity", "int", "", "seed of weights, input batch, behaviour probes and mode order")
+    cudnn_benchmark: bool = _f("identity", "bool", "", "torch.backends.cudnn.benchmark during the case (null on cpu)")
+    # outcome
+    status: str = _f("outcome", "str", "", "ok, error, oom, timeout, crashed or not_applicable")
+    error: str = _f("outcome", "str", "", "why the case did not complete (null when ok)")
+    traceback: str = _f("outcome", "str", "", "where a workload failed to build (null otherwise)")
+    global_state_warning: str = _f("outcome", "str", "", "global torch state the model's code changed (named, then "
+                                   "restored before the next case); null when it changed none")
+    # time
+    time_median_s: float = _f("time", "float", "s", "median time of one step")
+    time_iqr_s: float = _f("time", "float", "s", "interquartile range of the samples")
+    time_ci_low_s: float = _f("time", "float", "s", "95% confidence interval of the median, low end")
+    time_ci_high_s: float = _f("time", "float", "s", "95% confidence interval of the median, high end")
+    n_samples: int = _f("time", "int", "count", "timing samples taken")
+    samples_s: list = _f("time", "list[float]", "s", "every raw sample: a block's time divided by its steps")
+    steps_per_sample: int = _f("time", "int", "count", "steps in each timed block")
+    time_converged: bool = _f("time", "bool", "", "the median's interval reached +-2% before the time cap")
+    time_measured_s: float = _f("time", "float", "s", "wall time of the sampling loop (warm-up excluded)")
+    measure_wall_s: float = _f("time", "float", "s", "wall time of the whole case, every pass included")
+    # memory
+    peak_bytes: int = _f("memory", "int", "bytes", "peak allocated during one step above what was held just "
+                         "before it (no gradients held before a train step); same definition on cpu and cuda")
+    peak_bytes_source: str = _f("memory", "str", "", "the instrument behind peak_bytes")
+    held_bytes: int = _f("memory", "int", "bytes", "held at that baseline: parameters, buffers, the input batch, "
+                         "gradients and optimizer state if any; held_bytes + peak_bytes is what must fit")
+    saved_bytes: int = _f("memory", "int", "bytes", "tensors autograd saved for backward, excluding parameters, "
+                          "buffers and the input (held anyway)")
+    param_bytes: int = _f("memory", "int", "bytes", "parameter storage")
+    grad_bytes: int = _f("memory", "int", "bytes", "gradient storage after one train step (0 for forward)")
+    tracked_peak_bytes: int = _f("memory", "int", "bytes", "cross-check: the same peak from a dispatch-level "
+                                 "tensor tracker, which cannot see allocations inside C++ kernels")
+    cuda_max_allocated_bytes: int = _f("memory", "int", "bytes", "torch.cuda.max_memory_allocated over the "
+                                       "measured step, absolute (null on cpu)")
+    cuda_max_reserved_bytes: int = _f("memory", "int", "bytes", "torch.cuda.max_memory_reserved over the "
+                                      "measured step, absolute (null on cpu)")
+    rss_peak_bytes: int = _f("memory", "int", "bytes", "peak resident set of the whole measuring process, "
+                             "torch and the model included (--isolate case only)")
+    # behaviour: observed during real forwards, never inferred from module types
+    dropout_active: bool = _f("behaviour", "bool", "", "the forward is stochastic in this mode: outputs differ "
+                              "between two RNG seeds and repeat under the same seed")
+    stochastic_ops: list = _f("behaviour", "list[str]", "", "operators that consumed random numbers in the forward")
+    bn_batch_stats: bool = _f("behaviour", "bool", "", "BatchNorm normalised by batch statistics (null: no BatchNorm)")
+    bn_stats_updated: bool = _f("behaviour", "bool", "", "BatchNorm running statistics changed (null: no BatchNorm)")
+    graph_recorded: bool = _f("behaviour", "bool", "", "the output has an autograd graph")
+    grads_computed: int = _f("behaviour", "int", "count", "parameters a backward reaches (train_step: that got a "
+                             "gradient)")
+    fastpath: bool = _f("behaviour", "bool", "", "PyTorch's fused transformer kernels ran (null: no transformer "
+                        "layer)")
+    max_abs_diff_vs_eval_no_grad: float = _f("behaviour", "float", "", "largest output difference from the same "
+                                             "input under eval_no_grad")
+    # work
+    flops: int = _f("work", "int", "flop", "floating-point operations of one step (torch.utils.flop_counter)")
+    flops_per_s: float = _f("work", "float", "flop/s", "flops / time_median_s")
+    # provenance
+    run_id: str = _f("provenance", "str", "", "one sweep's identifier")
+    timestamp: str = _f("provenance", "str", "ISO 8601", "when the record was made (UTC)")
+    gradbench_version: str = _f("provenance", "str", "", "gradbench version")
+    git_commit: str = _f("provenance", "str", "", "commit of the gradbench checkout, or asv's commit")
+    machine: str = _f("provenance", "str", "", "host name (asv: machine name)")
+    cpu: str = _f("provenance", "str", "", "CPU model")
+    cpu_count: int = _f("provenance", "int", "count", "logical CPUs")
+    platform: str = _f("provenance", "str", "", "operating system")
+    gpu: str = _f("provenance", "str", "", "GPU name (null without one)")
+    gpu_count: int = _f("provenance", "int", "count", "visible GPUs")
+    driver: str = _f("provenance", "str", "", "NVIDIA driver version")
+    cuda: str = _f("provenance", "str", "", "CUDA version torch was built with")
+    torch: str = _f("provenance", "str", "", "torch version")
+    python: str = _f("provenance", "str", "", "Python version")
+    source: str = _f("provenance", "str", "", "the front-end that measured it: gradbench, asv or pytest-benchmark")
+    source_file: str = _f("provenance", "str", "", "the file it was read from (set when reading, never written)")
+
+
+SCHEMA = {f.name: f.metadata for f in fields(Record)}
+RECORD_FIELDS = tuple(SCHEMA)
+BEHAVIOUR_FLAGS = tuple(name for name, meta in SCHEMA.items() if meta["group"] == "behaviour" and meta["kind"] == "bool")
+
+
+def new_record(**values) -> dict:
+    """A record as a dict with every declared field (null where not given); unknown names raise TypeError."""
+    record = vars(Record(**values)).copy()
+    if record["timestamp"] is None:
+        record["timestamp"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return record
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _is_kind(value, kind: str) -> bool:
+    if kind.startswith("list["):  # null stands in for a non-finite number, in lists too
+        return isinstance(value, list) and all(v is None or _is_kind(v, kind[5:-1]) for v in value)
+    if kind == "bool":
+        return isinstance(value, bool)
+    return isinstance(value, _KINDS[kind]) and not isinstance(value, bool)
+
+
+def type_errors(record: dict) -> list[str]:
+    """What in ``record`` breaks the schema: undeclared names, wrong kinds. Empty when it conforms."""
+    problems = [f"undeclared field {name!r}" for name in record if name not in SCHEMA]
+    for name, meta in SCHEMA.items():
+        value = record.get(name)
+        if value is not None and not _is_kind(value, meta["kind"]):
+            problems.append(f"{name}={value!r} is not {meta['kind']}")
+    return problems
+
+
+def finite_or_none(value):
+    """NaN and infinity become None (JSON has neither), inside lists and dicts too."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    return value
+
+
+def case_key(record: dict) -> tuple:
+    return tuple(record.get(k) for k in CASE_KEY_FIELDS)
+
+
+def case_text(record: dict) -> str:
+    """A case as one line for people: 'mlp/tiny b8 cpu float32 eval forward'."""
+    return (f"{record['model']}/{record['size']} b{record['batch_size']} {record['device']} {record['dtype']} "
+            f"{record['mode']} {record['step']}")
+
+
+def schema_markdown() -> str:
+    """The field table the README carries, generated from the declaration above."""
+    lines = ["| field | group | kind | unit | meaning |", "|---|---|---|---|---|"]
+    for name, meta in SCHEMA.items():
+        lines.append(f"| `{name}` | {meta['group']} | {meta['kind']} | {meta['unit'] or '-'} | {meta['doc']} |")
+    return "\n".join(lines)

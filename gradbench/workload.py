@@ -1,0 +1,141 @@
+"""A Workload: one built model and one input batch on a device and dtype, shared by every mode run on it,
+so that weights and input are identical across modes; and the step each mode runs on it.
+
+What is the same for every mode of a workload is computed once and kept: the reference outputs
+under eval_no_grad, the forward's flops, and each mode's observed behaviour (a forward's
+behaviour does not depend on whether a train step follows it).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import models as _models
+from .measure.behaviour import default_generators, output_tensors, probe_behaviour
+from .measure.flops import count_flops
+from .measure.tensors import parameter_bytes
+from .modes import AppliedMode, apply_mode
+from .state import CleanState, describe, expected_state
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolved_device(device: str) -> torch.device:
+    """'cuda' -> cuda:N of the current device, so memory and clocks always name one GPU."""
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        resolved = torch.device("cuda", torch.cuda.current_device())
+    return resolved
+
+
+class Workload:
+    """One model and one input batch on a device and dtype, shared by every mode run on it."""
+
+    def __init__(self, model: str, size: str, batch_size: int, device: str, dtype: str, seed: int = 0):
+        self.key = (model, size, batch_size, device, dtype, seed)
+        self.name = model
+        self.device = resolved_device(device)
+        guard = CleanState(expected_state(seed))
+        with guard:  # a user module runs its own code here: at import and in its factory
+            net, make_input = _models.build_model(model, size, seed)
+            self.model: nn.Module = net.to(device=self.device, dtype=DTYPES[dtype])
+            self.inputs = _models.make_inputs(make_input, batch_size, self.device, DTYPES[dtype], seed)
+            torch.manual_seed(seed)  # gradbench's own seeding above is not the model's doing
+        self.state_warning = describe(f"model {model!r}", "while it was imported and built", guard.changes)
+        self.params = _models.parameter_count(self.model)
+        self.param_bytes = parameter_bytes(self.model)
+        self.seed = seed
+        self._reference: list[torch.Tensor] | None = None
+        self._forward_flops: int | None = None
+        self._behaviour: dict[str, dict] = {}
+
+    def held_tensors(self) -> list[torch.Tensor]:
+        return [*self.model.parameters(), *self.model.buffers(), *self.inputs]
+
+    def forward(self):
+        return self.model(*self.inputs)
+
+    def reference_outputs(self) -> list[torch.Tensor]:
+        """Outputs under eval_no_grad, the usual inference configuration, for comparing modes."""
+        if self._reference is None:
+            with apply_mode(self.model, "eval_no_grad") as applied:
+                self._reference = [t.detach().clone() for t in output_tensors(applied.run(self.forward))]
+        return self._reference
+
+    def forward_flops(self) -> int:
+        """Forward arithmetic, counted on the graph-recording path (fused fast-path kernels are opaque to the counter)."""
+        if self._forward_flops is None:
+            with apply_mode(self.model, "eval") as applied:
+                self._forward_flops = count_flops(lambda: applied.run(self.forward))
+        return self._forward_flops
+
+    def behaviour(self, applied: AppliedMode) -> dict:
+        """What the applied mode does to a forward, observed once per mode."""
+        name = applied.mode.name
+        if name not in self._behaviour:
+            reference = self.reference_outputs()
+            self._behaviour[name] = probe_behaviour(self.model, lambda: applied.run(self.forward), reference,
+                                                    self.seed, default_generators(self.device))
+        return dict(self._behaviour[name])
+
+    @contextlib.contextmanager
+    def parameters_restored(self):
+        """Undo an optimizer's updates, so every mode sees the same weights."""
+        saved = [p.detach().clone() for p in self.model.parameters()]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, s in zip(self.model.parameters(), saved):
+                    p.copy_(s)
+                    p.grad = None
+
+
+def loss_of(out) -> torch.Tensor:
+    """A scalar loss from any model output: mean of squares of every output tensor."""
+    tensors = [t for t in output_tensors(out) if t.is_floating_point()]
+    if not tensors:
+        raise ValueError("the model returned no floating-point tensor to compute a loss from")
+    return sum(t.float().pow(2).mean() for t in tensors)
+
+
+@dataclass
+class Step:
+    """One step under an applied mode (``run``), and what must be dropped before the next one is measured."""
+
+    run: Callable[[], None]
+    optimizer: torch.optim.Optimizer | None = None
+
+    def settle(self) -> None:
+        """Before a train step no gradients are held: the one definition of the baseline on every device."""
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Gradients and optimizer state: held between steps, beside the workload's own tensors."""
+        if self.optimizer is None:
+            return []
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        state = [t for s in self.optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+        return grads + state
+
+
+def make_step(workload: Workload, applied: AppliedMode, step: str) -> Step:
+    """The step every pass runs, under the mode's explicit grad context."""
+    if step == "forward":
+        def forward_step():
+            with applied.grad_context():
+                workload.forward()  # output released at once
+        return Step(forward_step)
+    optimizer = torch.optim.SGD(applied.trainable_parameters(), lr=1e-4)
+
+    def train_step():
+        with applied.grad_context():
+            optimizer.zero_grad(set_to_none=True)
+            loss_of(workload.forward()).backward()
+            optimizer.step()
+    return Step(train_step, optimizer)

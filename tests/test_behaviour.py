@@ -1,0 +1,61 @@
+"""Behaviour by observation: dropout_active is true exactly when the forward is stochastic in that
+mode, whatever produces the randomness, in all nine modes."""
+import pytest
+
+import gradbench
+from gradbench.modes import MODES
+from gradbench.workload import Workload
+
+FAST = 0.02
+# model -> whether each mode's forward is stochastic, as a function of the mode's training flag
+DROPOUT_KINDS = ["inplace_dropout", "functional_dropout", "sdpa_dropout", "mha_dropout", "rnn_dropout"]
+TRUTH = {
+    **{kind: lambda training: training for kind in DROPOUT_KINDS},
+    "deterministic": lambda training: False,
+    "always_noisy": lambda training: True,  # noise that ignores the training flag: eval modes too
+    "private_generator": lambda training: training,  # its own torch.Generator: reseeding does not repeat it
+    "drifting": lambda training: False,  # changes from call to call, but consumes no random numbers
+}
+
+
+@pytest.fixture(scope="module")
+def records():
+    out = {}
+    for model in TRUTH:
+        workload = Workload(f"zoo:{model}", "x", 4, "cpu", "float32")
+        for mode in MODES:
+            out[model, mode] = gradbench.run_case(model=f"zoo:{model}", size="x", batch_size=4, mode=mode,
+                                                  max_time_s=FAST, workload=workload)
+    return out
+
+
+@pytest.mark.parametrize("model", list(TRUTH))
+@pytest.mark.parametrize("mode", list(MODES))
+def test_dropout_active_is_observed_stochasticity(records, model, mode):
+    r = records[model, mode]
+    assert r["status"] == "ok", r["error"]
+    assert r["dropout_active"] is TRUTH[model](MODES[mode].training)
+    if r["dropout_active"]:
+        assert r["stochastic_ops"], "a stochastic forward names the operators that drew random numbers"
+        if not TRUTH[model](False):  # eval_no_grad, the reference, is deterministic for this model
+            assert r["max_abs_diff_vs_eval_no_grad"] > 0
+    elif model != "drifting":
+        assert r["stochastic_ops"] == []
+
+
+def test_stochastic_ops_name_the_operator_that_drew(records):
+    assert records["inplace_dropout", "train"]["stochastic_ops"] == ["aten::bernoulli_"]
+    assert records["always_noisy", "eval_no_grad"]["stochastic_ops"] == ["aten::randn_like"]
+    assert records["private_generator", "train"]["stochastic_ops"] == ["aten::rand"]
+    # under inference_mode the dispatcher sees the composite operators whole
+    assert records["rnn_dropout", "inference_mode"]["stochastic_ops"] == ["aten::lstm"]
+    assert records["sdpa_dropout", "inference_mode"]["stochastic_ops"] == ["aten::scaled_dot_product_attention"]
+
+
+def test_built_in_models_dropout_follows_the_training_flag():
+    for family in ("mlp", "cnn", "transformer"):
+        workload = Workload(family, "tiny", 4, "cpu", "float32")
+        for mode in ("no_grad", "eval", "frozen_eval"):
+            r = gradbench.run_case(model=family, size="tiny", batch_size=4, mode=mode, max_time_s=FAST,
+                                   workload=workload)
+            assert r["dropout_active"] is MODES[mode].training, (family, mode)

@@ -1,0 +1,84 @@
+"""Clean global state per case: a model's code that changes torch's global switches is named in a
+warning and in the record, undone, and cannot change another case's numbers."""
+import os
+import subprocess
+import sys
+
+import torch
+
+import gradbench
+from gradbench import state
+from gradbench.results import read_jsonl
+from gradbench.workload import Workload
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+FAST = 0.02
+
+
+def test_module_that_turns_grad_off_at_import_is_named_and_undone():
+    workload = Workload("flips_grad:build", "x", 4, "cpu", "float32")
+    assert torch.is_grad_enabled()  # restored once the import was over
+    assert "flips_grad:build" in workload.state_warning and "grad mode enabled True -> False" in workload.state_warning
+    r = gradbench.run_case(model="flips_grad:build", size="x", batch_size=4, mode="train", max_time_s=FAST,
+                           workload=workload)
+    assert r["global_state_warning"] == workload.state_warning
+    assert r["graph_recorded"] is True and r["saved_bytes"] > 0 and r["dropout_active"] is True
+    clean = gradbench.run_case(model="mlp", size="tiny", batch_size=4, mode="train", max_time_s=FAST)
+    assert clean["global_state_warning"] is None and clean["graph_recorded"] is True
+
+
+def test_forward_that_changes_state_is_named_for_its_case_and_undone():
+    r = gradbench.run_case(model="user_models:changes_dtype", size="x", batch_size=2, mode="eval", max_time_s=FAST)
+    assert r["status"] == "ok"
+    assert "while running mode 'eval'" in r["global_state_warning"]
+    assert "default dtype torch.float32 -> torch.float64" in r["global_state_warning"]
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_modes_set_their_switches_whatever_the_caller_left_on():
+    torch.set_grad_enabled(False)
+    try:
+        train = gradbench.run_case(model="mlp", size="tiny", batch_size=4, mode="train", max_time_s=FAST)
+        assert not torch.is_grad_enabled()  # the caller's own setting survives the case
+    finally:
+        torch.set_grad_enabled(True)
+    assert train["graph_recorded"] is True and train["saved_bytes"] > 0
+    assert train["global_state_warning"] is None  # the caller's state is not the model's doing
+
+
+def test_clean_state_names_changes_and_restores_the_callers_state():
+    threads = torch.get_num_threads()
+    expected = state.expected_state(seed=3)
+    torch.manual_seed(11)
+    caller_draw = torch.rand(1)
+    torch.manual_seed(11)
+    with state.CleanState(expected) as guard:
+        assert torch.initial_seed() == 3
+        torch.set_num_threads(1)
+        torch.use_deterministic_algorithms(True)
+    assert sorted(guard.changes) == ["deterministic algorithms False -> True", f"threads {threads} -> 1"]
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+    assert torch.equal(torch.rand(1), caller_draw)  # the caller's RNG stream was not consumed
+
+
+def test_check_and_restore():
+    expected = state.expected_state(seed=None)
+    torch.set_anomaly_enabled(True)
+    assert state.check_and_restore(expected) == ["anomaly detection False -> True"]
+    assert not torch.is_anomaly_enabled()
+    assert state.check_and_restore(expected) == []
+
+
+def test_sweep_names_the_module_and_later_cases_are_unaffected(tmp_path):
+    out = tmp_path / "leak.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "gradbench.cli", "run", "--models", f"{FIXTURES}/flips_grad.py:build", "mlp",
+         "--sizes", "tiny", "--batch-sizes", "4", "--modes", "train", "--steps", "forward", "--max-time", "0.02",
+         "--no-report", "--out", str(out)], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert "gradbench: warning: model " in result.stderr and "flips_grad.py:build" in result.stderr
+    records = {r["model"].rsplit(":", 1)[-1]: r for r in read_jsonl(out)[0]}
+    assert "grad mode enabled True -> False" in records["build"]["global_state_warning"]
+    mlp = records["mlp"]
+    assert mlp["global_state_warning"] is None
+    assert mlp["graph_recorded"] is True and mlp["saved_bytes"] > 0 and mlp["status"] == "ok"
