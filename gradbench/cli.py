@@ -362,7 +362,8 @@ def cmd_explain(args) -> int:
         print(f"\n## {title}\n" if args.format == "markdown" else f"\n{title}")
         print(render(behaviour_table(records), args.format))
         failed = [f"{x['mode']}: {x['error']}" for x in records if x["status"] not in ("ok", "not_applicable")]
-        for line in failed:
+        warned = dict.fromkeys(x["global_state_warning"] for x in records if x["global_state_warning"])
+        for line in [*failed, *warned]:
             print(f"  ! {line}")
     return 0
 

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from .case import Case
 from .env import fingerprint
-from .measure.flops import count_flops
 from .measure.memory import peak_backend
 from .measure.tensors import SavedTensorsCounter, TensorMemoryTracker, gradient_bytes, storage_nbytes
 from .measure.timing import Timing, time_step
 from .modes import MODES, apply_mode
 from .record import new_record, new_run_id
-from .state import CleanState, describe, expected_state
-from .workload import Workload, make_step
+from .state import CleanState, announce, describe, expected_state
+from .workload import Step, Workload, make_step
 
 
 @dataclass
@@ -62,42 +62,58 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
     record = record if record is not None else base_record(case, workload)
     guard = CleanState(expected_state(case.seed, cudnn_benchmark=case.cudnn_benchmark))
     try:
+        # 1. reset state: torch's switches as every case expects them; the model's changes are named
         with guard, _device_scope(workload.device), workload.parameters_restored(), \
                 apply_mode(workload.model, case.mode) as applied:
             step = make_step(workload, applied, case.step)
-            # 1. behaviour: what the mode does to a forward, observed (three probe forwards)
+            # 2. behaviour: what the mode does to a forward, observed in seeded probe forwards
             record.update(workload.behaviour(applied))
             torch.manual_seed(case.seed)
-            # 2. warm-up: lazy initialisation (oneDNN primitives, cudnn autotuning) is not the step's cost
-            step.run()
-            # 3. memory, in passes of their own: the allocator's peak above the baseline, with no
-            #    dispatch mode active; then the tensor-level cross-check and the bytes saved for backward
-            held: dict[str, int] = {}
-
-            def settle():
-                step.settle()
-                held["bytes"] = storage_nbytes([*workload.held_tensors(), *step.state_tensors()])
-
-            peak = (memory or peak_backend(workload.device)).measure(step.run, settle)
-            record.update(peak_bytes=peak.peak_bytes, peak_bytes_source=peak.source, held_bytes=held["bytes"],
-                          cuda_max_allocated_bytes=peak.cuda_max_allocated_bytes,
-                          cuda_max_reserved_bytes=peak.cuda_max_reserved_bytes,
-                          grad_bytes=gradient_bytes(workload.model) if case.step == "train_step" else 0)
-            if case.step == "train_step":
-                record["grads_computed"] = sum(1 for p in workload.model.parameters() if p.grad is not None)
-            step.settle()
-            tracker, saved = TensorMemoryTracker(), SavedTensorsCounter(workload.held_tensors())
-            with saved, tracker:
-                step.run()
-            record.update(tracked_peak_bytes=tracker.peak, saved_bytes=saved.nbytes)
-            # 4. flops: forward arithmetic is the same in every mode; a train step's is counted as run
-            record["flops"] = count_flops(step.run) if case.step == "train_step" else workload.forward_flops()
+            # 3. warm-up and memory: the backend runs the step once (lazy initialisation, such as oneDNN
+            #    primitives or cuDNN autotuning, is not the step's cost), settles, and measures the
+            #    second step's peak above that baseline, with no dispatch mode active
+            record.update(_allocator_peak(case, workload, step, memory or peak_backend(workload.device)))
+            # 4. counting, in one instrumented step: the tensor-level cross-check of the peak, the bytes
+            #    saved for backward and a train step's flops (a forward's are counted once per workload)
+            record.update(_counted_step(case, workload, step))
             torch.manual_seed(case.seed)
-            yield Prepared(record, step.run)
+            yield Prepared(record, step.run)  # 5. time: the caller's clock (measure_case, or a harness)
     finally:
-        during = describe(f"model {case.model!r}", f"while running mode {case.mode!r}", guard.changes)
-        record["global_state_warning"] = "; ".join(w for w in (record.get("global_state_warning"), during) if w) \
-            or None
+        inside = workload.forward_state_changes(case.mode)
+        warnings = [describe(f"model {case.model!r}", f"inside its forward in mode {case.mode!r}", inside),
+                    describe(f"model {case.model!r}", f"while running mode {case.mode!r}",
+                             [c for c in guard.changes if c not in inside])]
+        announce(warnings[1])  # the first was announced when the forward was observed
+        record["global_state_warning"] = "; ".join(w for w in (record.get("global_state_warning"), *warnings)
+                                                   if w) or None
+
+
+def _allocator_peak(case: Case, workload: Workload, step: Step, backend) -> dict:
+    held: dict[str, int] = {}
+
+    def settle():
+        step.settle()
+        held["bytes"] = storage_nbytes([*workload.held_tensors(), *step.state_tensors()])
+
+    peak = backend.measure(step.run, settle)
+    out = dict(peak_bytes=peak.peak_bytes, peak_bytes_source=peak.source, held_bytes=held["bytes"],
+               cuda_max_allocated_bytes=peak.cuda_max_allocated_bytes,
+               cuda_max_reserved_bytes=peak.cuda_max_reserved_bytes, grad_bytes=0)
+    if case.step == "train_step":
+        out["grad_bytes"] = gradient_bytes(workload.model)
+        out["grads_computed"] = sum(1 for p in workload.model.parameters() if p.grad is not None)
+    return out
+
+
+def _counted_step(case: Case, workload: Workload, step: Step) -> dict:
+    """The tracker is innermost: it passes every operator on to the flop counter below it."""
+    step.settle()
+    tracker, saved = TensorMemoryTracker(), SavedTensorsCounter(workload.held_tensors())
+    flops = FlopCounterMode(display=False) if case.step == "train_step" else None
+    with flops or contextlib.nullcontext(), saved, tracker:
+        step.run()
+    return dict(tracked_peak_bytes=tracker.peak, saved_bytes=saved.nbytes,
+                flops=int(flops.get_total_flops()) if flops else workload.forward_flops())
 
 
 def timing_fields(timing: Timing) -> dict:
@@ -127,7 +143,8 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
     try:
         with prepare(case, workload, record, memory) as prepared:
             # 5. time: warm-up, then samples until the median is known or the cap is reached
-            timing = time_step(prepared.step, workload.device, max_time_s=case.max_time_s, clock=clock)
+            timing = time_step(prepared.step, workload.device, max_time_s=case.max_time_s, clock=clock,
+                               warmup_steps=1)
         record.update(timing_fields(timing))
         record["flops_per_s"] = record["flops"] / timing.median if record["flops"] and timing.median > 0 else None
         record["status"] = "ok"

@@ -67,8 +67,9 @@ class Record:
                           "buffers and the input (held anyway)")
     param_bytes: int = _f("memory", "int", "bytes", "parameter storage")
     grad_bytes: int = _f("memory", "int", "bytes", "gradient storage after one train step (0 for forward)")
-    tracked_peak_bytes: int = _f("memory", "int", "bytes", "cross-check: the same peak from a dispatch-level "
-                                 "tensor tracker, which cannot see allocations inside C++ kernels")
+    tracked_peak_bytes: int = _f("memory", "int", "bytes", "cross-check: the peak of tensor storages a dispatch-level "
+                                 "tracker follows; it cannot see what C++ kernels allocate for themselves, and "
+                                 "counts storages, not allocator calls, so it can differ both ways")
     cuda_max_allocated_bytes: int = _f("memory", "int", "bytes", "torch.cuda.max_memory_allocated over the "
                                        "measured step, absolute (null on cpu)")
     cuda_max_reserved_bytes: int = _f("memory", "int", "bytes", "torch.cuda.max_memory_reserved over the "
@@ -77,8 +78,10 @@ class Record:
                              "torch and the model included (--isolate case only)")
     # behaviour: observed during real forwards, never inferred from module types
     dropout_active: bool = _f("behaviour", "bool", "", "the forward is stochastic in this mode: outputs differ "
-                              "between two RNG seeds and repeat under the same seed")
-    stochastic_ops: list = _f("behaviour", "list[str]", "", "operators that consumed random numbers in the forward")
+                              "between two RNG seeds, and repeat under the same seed or an operator drew "
+                              "random numbers")
+    stochastic_ops: list = _f("behaviour", "list[str]", "", "operators that drew random numbers in the forward, as "
+                              "dispatched (under inference_mode composite ones such as aten::dropout)")
     bn_batch_stats: bool = _f("behaviour", "bool", "", "BatchNorm normalised by batch statistics (null: no BatchNorm)")
     bn_stats_updated: bool = _f("behaviour", "bool", "", "BatchNorm running statistics changed (null: no BatchNorm)")
     graph_recorded: bool = _f("behaviour", "bool", "", "the output has an autograd graph")
@@ -107,7 +110,7 @@ class Record:
     torch: str = _f("provenance", "str", "", "torch version")
     python: str = _f("provenance", "str", "", "Python version")
     source: str = _f("provenance", "str", "", "the front-end that measured it: gradbench, asv or pytest-benchmark")
-    source_file: str = _f("provenance", "str", "", "the file it was read from (set when reading, never written)")
+    source_file: str = _f("provenance", "str", "", "the file it was read from (null in files; set when reading)")
 
 
 SCHEMA = {f.name: f.metadata for f in fields(Record)}

@@ -2,23 +2,30 @@
 model's own code named and undone, so that one model cannot silently change the numbers of the next.
 
 A user model module that calls ``torch.set_grad_enabled(False)`` at import, changes the default
-dtype, the thread count or cudnn.benchmark, or re-seeds the RNG would otherwise make every later
-case in that process measure something other than what its record says.
+dtype, the thread count, autocast, a backend's switch (oneDNN, cuDNN, TF32, the attention kernels)
+or re-seeds the RNG would otherwise make every later case in that process measure something
+other than what its record says.
 """
 from __future__ import annotations
 
+import random
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-
-def _set_default_device(value: str) -> None:
-    torch.set_default_device(None if value == "cpu" else value)
+SEED_RANGE = 2**64  # torch.initial_seed() reports a seed modulo this (-5 reads back as 2**64 - 5)
 
 
-def _set_cudnn_benchmark(value: bool) -> None:
-    torch.backends.cudnn.benchmark = value
+def _attribute(owner, name: str) -> "tuple[Callable, Callable]":
+    """Getter and setter of a module flag such as torch.backends.mkldnn.enabled."""
+    def set_quietly(value):
+        with warnings.catch_warnings():  # some flags warn that a newer API exists; the value is what matters
+            warnings.simplefilter("ignore")
+            setattr(owner, name, value)
+    return (lambda: getattr(owner, name)), set_quietly
 
 
 @dataclass(frozen=True)
@@ -28,44 +35,72 @@ class Switch:
     set: Callable[[object], None] | None  # None: only settable as a scope (inference mode)
 
 
+_backends, _matmul = torch.backends, torch.backends.cuda.matmul
 SWITCHES = (
     Switch("grad mode enabled", torch.is_grad_enabled, torch.set_grad_enabled),
     Switch("inference mode", torch.is_inference_mode_enabled, None),
     Switch("default dtype", torch.get_default_dtype, torch.set_default_dtype),
-    Switch("default device", lambda: str(torch.get_default_device()), _set_default_device),
+    Switch("default device", lambda: str(torch.get_default_device()),
+           lambda v: torch.set_default_device(None if v == "cpu" else v)),
     Switch("threads", torch.get_num_threads, torch.set_num_threads),
-    Switch("cudnn.benchmark", lambda: bool(torch.backends.cudnn.benchmark), _set_cudnn_benchmark),
     Switch("deterministic algorithms", torch.are_deterministic_algorithms_enabled, torch.use_deterministic_algorithms),
     Switch("anomaly detection", torch.is_anomaly_enabled, torch.set_anomaly_enabled),
     Switch("float32 matmul precision", torch.get_float32_matmul_precision, torch.set_float32_matmul_precision),
+    Switch("autocast (cpu)", lambda: torch.is_autocast_enabled("cpu"), lambda v: torch.set_autocast_enabled("cpu", v)),
+    Switch("autocast (cuda)", lambda: torch.is_autocast_enabled("cuda"),
+           lambda v: torch.set_autocast_enabled("cuda", v)),
+    Switch("mkldnn.enabled", *_attribute(_backends.mkldnn, "enabled")),
+    Switch("cudnn.enabled", *_attribute(_backends.cudnn, "enabled")),
+    Switch("cudnn.benchmark", *_attribute(_backends.cudnn, "benchmark")),
+    Switch("cudnn.deterministic", *_attribute(_backends.cudnn, "deterministic")),
+    Switch("cudnn.allow_tf32", *_attribute(_backends.cudnn, "allow_tf32")),
+    Switch("cuda.matmul.allow_tf32", *_attribute(_matmul, "allow_tf32")),
+    Switch("cuda.matmul.allow_fp16_reduced_precision_reduction",
+           *_attribute(_matmul, "allow_fp16_reduced_precision_reduction")),
+    Switch("cuda.matmul.allow_bf16_reduced_precision_reduction",
+           *_attribute(_matmul, "allow_bf16_reduced_precision_reduction")),
+    Switch("flash attention", _backends.cuda.flash_sdp_enabled, _backends.cuda.enable_flash_sdp),
+    Switch("memory-efficient attention", _backends.cuda.mem_efficient_sdp_enabled,
+           _backends.cuda.enable_mem_efficient_sdp),
+    Switch("math attention", _backends.cuda.math_sdp_enabled, _backends.cuda.enable_math_sdp),
+    Switch("cudnn attention", _backends.cuda.cudnn_sdp_enabled, _backends.cuda.enable_cudnn_sdp),
     Switch("RNG seed", torch.initial_seed, torch.manual_seed),
 )
 
 
+def snapshot() -> dict:
+    return {s.name: s.get() for s in SWITCHES}
+
+
+# Backend switches as this process found them, before any model's code ran (a sweep worker imports
+# gradbench first): kept as found. The switches below them are torch's defaults, whatever was set.
+_AS_FOUND = snapshot()
+TORCH_DEFAULTS = {
+    "grad mode enabled": True,
+    "inference mode": False,
+    "default dtype": torch.float32,
+    "default device": "cpu",
+    "deterministic algorithms": False,
+    "anomaly detection": False,
+    "float32 matmul precision": "highest",
+    "autocast (cpu)": False,
+    "autocast (cuda)": False,
+}
+
+
 def expected_state(seed: int | None, threads: int | None = None, cudnn_benchmark: bool = False) -> dict:
-    """What every case runs under: torch's defaults, the process's thread count, the case's settings.
+    """What every case runs under: torch's defaults, backend switches as the process found them, the
+    process's thread count and the case's settings.
 
     ``seed=None``: the RNG is left out (a check between cases: each case seeds its own).
     """
-    expected = {
-        "grad mode enabled": True,
-        "inference mode": False,
-        "default dtype": torch.float32,
-        "default device": "cpu",
-        "threads": torch.get_num_threads() if threads is None else threads,
-        "cudnn.benchmark": cudnn_benchmark,
-        "deterministic algorithms": False,
-        "anomaly detection": False,
-        "float32 matmul precision": "highest",
-        "RNG seed": seed,
-    }
+    expected = {**_AS_FOUND, **TORCH_DEFAULTS,
+                "threads": torch.get_num_threads() if threads is None else threads,
+                "cudnn.benchmark": cudnn_benchmark,
+                "RNG seed": None if seed is None else seed % SEED_RANGE}
     if seed is None:
         del expected["RNG seed"]
     return expected
-
-
-def snapshot() -> dict:
-    return {s.name: s.get() for s in SWITCHES}
 
 
 def apply(state: dict) -> None:
@@ -88,8 +123,8 @@ def check_and_restore(expected: dict) -> list[str]:
 
 class CleanState:
     """Within: every switch as expected (inference mode off, the RNG seeded). On exit, ``changes`` names
-    what the body changed, and the state and RNG streams found on entry are restored, so that a
-    library caller's own settings survive a case."""
+    what the body changed, and the state and the RNG streams (torch's, Python's, NumPy's) found on
+    entry are restored, so that a library caller's own settings and random numbers survive a case."""
 
     def __init__(self, expected: dict):
         self.expected = expected
@@ -99,6 +134,9 @@ class CleanState:
         self._entry = snapshot()
         self._rng = torch.get_rng_state()
         self._cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+        self._python_rng = random.getstate()
+        numpy = sys.modules.get("numpy")
+        self._numpy_rng = numpy.random.get_state() if numpy is not None else None
         apply(self.expected)
         torch.manual_seed(self.expected.get("RNG seed", 0))
         self._no_inference = torch.inference_mode(False)
@@ -112,6 +150,9 @@ class CleanState:
         torch.set_rng_state(self._rng)
         if self._cuda_rng is not None:
             torch.cuda.set_rng_state_all(self._cuda_rng)
+        random.setstate(self._python_rng)
+        if self._numpy_rng is not None:
+            sys.modules["numpy"].random.set_state(self._numpy_rng)
 
 
 def describe(culprit: str, when: str, changes: list[str]) -> str | None:
@@ -119,3 +160,9 @@ def describe(culprit: str, when: str, changes: list[str]) -> str | None:
     if not changes:
         return None
     return f"{culprit} changed global torch state {when}: {'; '.join(changes)} (restored)"
+
+
+def announce(warning: str | None) -> None:
+    """Say it where people look: one line on stderr (the record keeps it too)."""
+    if warning:
+        print(f"gradbench: warning: {warning}", file=sys.stderr, flush=True)

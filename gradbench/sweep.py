@@ -147,9 +147,8 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
             if leaked:
                 warning = state.describe(f"code that ran before this case (last model built: {last_model!r})",
                                          "outside a measured case", leaked)
+                state.announce(warning)
                 record["global_state_warning"] = "; ".join(w for w in (record["global_state_warning"], warning) if w)
-            if record["global_state_warning"]:
-                print(f"gradbench: warning: {record['global_state_warning']}", file=sys.stderr)
             if record_rss:
                 import resource
 

@@ -19,7 +19,7 @@ from .measure.behaviour import default_generators, output_tensors, probe_behavio
 from .measure.flops import count_flops
 from .measure.tensors import parameter_bytes
 from .modes import AppliedMode, apply_mode
-from .state import CleanState, describe, expected_state
+from . import state
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,19 +39,20 @@ class Workload:
         self.key = (model, size, batch_size, device, dtype, seed)
         self.name = model
         self.device = resolved_device(device)
-        guard = CleanState(expected_state(seed))
+        guard = state.CleanState(state.expected_state(seed))
         with guard:  # a user module runs its own code here: at import and in its factory
             net, make_input = _models.build_model(model, size, seed)
             self.model: nn.Module = net.to(device=self.device, dtype=DTYPES[dtype])
             self.inputs = _models.make_inputs(make_input, batch_size, self.device, DTYPES[dtype], seed)
             torch.manual_seed(seed)  # gradbench's own seeding above is not the model's doing
-        self.state_warning = describe(f"model {model!r}", "while it was imported and built", guard.changes)
+        self.state_warning = state.describe(f"model {model!r}", "while it was imported and built", guard.changes)
+        state.announce(self.state_warning)
         self.params = _models.parameter_count(self.model)
         self.param_bytes = parameter_bytes(self.model)
         self.seed = seed
-        self._reference: list[torch.Tensor] | None = None
-        self._forward_flops: int | None = None
+        self._once: dict[str, object] = {}
         self._behaviour: dict[str, dict] = {}
+        self._forward_changes: dict[str, list[str]] = {}
 
     def held_tensors(self) -> list[torch.Tensor]:
         return [*self.model.parameters(), *self.model.buffers(), *self.inputs]
@@ -59,28 +60,54 @@ class Workload:
     def forward(self):
         return self.model(*self.inputs)
 
-    def reference_outputs(self) -> list[torch.Tensor]:
-        """Outputs under eval_no_grad, the usual inference configuration, for comparing modes."""
-        if self._reference is None:
-            with apply_mode(self.model, "eval_no_grad") as applied:
-                self._reference = [t.detach().clone() for t in output_tensors(applied.run(self.forward))]
-        return self._reference
+    def _computed_once(self, name: str, compute: Callable[[], object]):
+        """compute() the first time it is asked for; None, remembered, where it raises: a model whose eval
+        forward fails fails its eval cases (they say why), not the others that compare with it."""
+        if name not in self._once:
+            try:
+                self._once[name] = compute()
+            except Exception:
+                self._once[name] = None
+        return self._once[name]
 
-    def forward_flops(self) -> int:
-        """Forward arithmetic, counted on the graph-recording path (fused fast-path kernels are opaque to the counter)."""
-        if self._forward_flops is None:
+    def reference_outputs(self) -> list[torch.Tensor] | None:
+        """Outputs under eval_no_grad, the usual inference configuration, for comparing modes."""
+        def compute():
+            with apply_mode(self.model, "eval_no_grad") as applied:
+                return [t.detach().clone() for t in output_tensors(applied.run(self.forward))]
+        return self._computed_once("reference", compute)
+
+    def forward_flops(self) -> int | None:
+        """Forward arithmetic, counted in eval mode on the graph-recording path (the fast path's fused
+        kernels are opaque to the counter)."""
+        def compute():
             with apply_mode(self.model, "eval") as applied:
-                self._forward_flops = count_flops(lambda: applied.run(self.forward))
-        return self._forward_flops
+                return count_flops(lambda: applied.run(self.forward))
+        return self._computed_once("forward flops", compute)
 
     def behaviour(self, applied: AppliedMode) -> dict:
-        """What the applied mode does to a forward, observed once per mode."""
+        """What the applied mode does to a forward, observed once per mode; global state the forward
+        changes inside itself is noted too (``forward_state_changes``), even where the step's own
+        grad-mode scope undoes it."""
         name = applied.mode.name
         if name not in self._behaviour:
-            reference = self.reference_outputs()
-            self._behaviour[name] = probe_behaviour(self.model, lambda: applied.run(self.forward), reference,
-                                                    self.seed, default_generators(self.device))
+            changes: list[str] = []
+
+            def watched_forward():
+                before = state.snapshot()
+                out = self.forward()
+                changes.extend(c for c in state.differences(state.snapshot(), before) if c not in changes)
+                return out
+
+            self._behaviour[name] = probe_behaviour(self.model, lambda: applied.run(watched_forward),
+                                                    self.reference_outputs(), self.seed,
+                                                    default_generators(self.device))
+            self._forward_changes[name] = changes
+            state.announce(state.describe(f"model {self.name!r}", f"inside its forward in mode {name!r}", changes))
         return dict(self._behaviour[name])
+
+    def forward_state_changes(self, mode: str) -> list[str]:
+        return self._forward_changes.get(mode, [])
 
     @contextlib.contextmanager
     def parameters_restored(self):

@@ -59,3 +59,20 @@ def test_built_in_models_dropout_follows_the_training_flag():
             r = gradbench.run_case(model=family, size="tiny", batch_size=4, mode=mode, max_time_s=FAST,
                                    workload=workload)
             assert r["dropout_active"] is MODES[mode].training, (family, mode)
+
+
+def test_dataclass_outputs_are_observed_too():
+    r = gradbench.run_case(model="user_models:dataclass_output", size="x", batch_size=4, mode="train",
+                           step="train_step", max_time_s=FAST)
+    assert r["status"] == "ok", r["error"]
+    assert r["dropout_active"] is True and r["graph_recorded"] is True and r["grads_computed"] == 2
+
+
+def test_a_model_that_fails_only_in_eval_fails_only_its_eval_cases():
+    workload = Workload("user_models:fails_in_eval", "x", 4, "cpu", "float32")
+    train = gradbench.run_case(model="user_models:fails_in_eval", size="x", batch_size=4, mode="train",
+                               max_time_s=FAST, workload=workload)
+    assert train["status"] == "ok" and train["max_abs_diff_vs_eval_no_grad"] is None
+    broken = gradbench.run_case(model="user_models:fails_in_eval", size="x", batch_size=4, mode="eval_no_grad",
+                                max_time_s=FAST, workload=workload)
+    assert broken["status"] == "error" and "boom in eval" in broken["error"]

@@ -192,3 +192,21 @@ def test_cuda_case_on_the_second_gpu_measures_that_gpu():
                            step="train_step", max_time_s=FAST)
     assert r["status"] == "ok" and r["peak_bytes"] > 0
     assert torch.cuda.max_memory_allocated(0) == before  # nothing of the case landed on cuda:0
+
+
+def test_train_step_flops_equal_a_count_of_one_step_alone():
+    """The pipeline counts a train step's flops in the step that also runs the memory tracker."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from gradbench.modes import apply_mode
+    from gradbench.workload import make_step
+
+    workload = Workload("cnn", "tiny", 4, "cpu", "float32")
+    r = gradbench.run_case(model="cnn", size="tiny", batch_size=4, mode="train", step="train_step",
+                           max_time_s=FAST, workload=workload)
+    with workload.parameters_restored(), apply_mode(workload.model, "train") as applied:
+        step = make_step(workload, applied, "train_step")
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step.run()
+    assert r["flops"] == counter.get_total_flops() > 0

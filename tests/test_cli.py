@@ -201,3 +201,11 @@ def test_a_shard_with_no_cases_is_not_an_error(tmp_path, capsys):
     assert main(["run", *TINY, "--shard", "2/2", "--out", str(out)]) == 0  # TINY has one case
     captured = capsys.readouterr()
     assert "0 cases to run" in captured.err and "Traceback" not in captured.err
+
+
+def test_explain_names_a_model_that_changes_global_state(capsys):
+    assert main(["explain", "--models", "state_changers:build", "--size", "grad_off@forward", "--batch-size", "2",
+                 "--max-time", "0.02"]) == 0
+    captured = capsys.readouterr()
+    assert "  ! model 'state_changers:build' changed global torch state inside its forward" in captured.out
+    assert "gradbench: warning: model 'state_changers:build' changed global torch state" in captured.err

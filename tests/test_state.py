@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import gradbench
@@ -82,3 +83,46 @@ def test_sweep_names_the_module_and_later_cases_are_unaffected(tmp_path):
     mlp = records["mlp"]
     assert mlp["global_state_warning"] is None
     assert mlp["graph_recorded"] is True and mlp["saved_bytes"] > 0 and mlp["status"] == "ok"
+
+
+@pytest.mark.parametrize("size, named", [
+    ("mkldnn_off@build", "mkldnn.enabled True -> False"),
+    ("float64@build", "default dtype torch.float32 -> torch.float64"),
+    ("grad_off@forward", "grad mode enabled True -> False"),
+    ("autocast_on@forward", "autocast (cpu) False -> True"),
+    ("reseed@forward", "RNG seed"),
+])
+def test_every_kind_of_change_is_named_and_the_next_case_is_clean(size, named):
+    before = state.snapshot()
+    r = gradbench.run_case(model="state_changers:build", size=size, batch_size=4, mode="train", max_time_s=FAST)
+    assert named in (r["global_state_warning"] or ""), r["global_state_warning"]
+    after = state.snapshot()
+    assert {k: v for k, v in after.items() if k != "RNG seed"} == {k: v for k, v in before.items() if k != "RNG seed"}
+    clean = gradbench.run_case(model="cnn", size="tiny", batch_size=4, mode="eval_no_grad", max_time_s=FAST)
+    assert clean["global_state_warning"] is None
+
+
+def test_a_forward_that_turns_grad_off_is_named_while_the_record_shows_what_it_does():
+    r = gradbench.run_case(model="state_changers:build", size="grad_off@forward", batch_size=4, mode="train",
+                           max_time_s=FAST)
+    assert "inside its forward in mode 'train'" in r["global_state_warning"]
+    assert r["graph_recorded"] is False  # true of this model: its forward runs without grad
+
+
+def test_negative_seed_is_not_a_change():
+    r = gradbench.run_case(model="mlp", size="tiny", batch_size=4, mode="eval", seed=-5, max_time_s=FAST)
+    assert r["status"] == "ok" and r["global_state_warning"] is None
+
+
+def test_run_case_leaves_python_and_numpy_random_streams_alone():
+    import random
+
+    import numpy as np
+
+    random.seed(5)
+    np.random.seed(5)
+    expected = (random.random(), np.random.rand())
+    random.seed(5)
+    np.random.seed(5)
+    gradbench.run_case(model="mlp", size="tiny", batch_size=4, mode="train", max_time_s=FAST)
+    assert (random.random(), np.random.rand()) == expected

@@ -67,3 +67,12 @@ def test_cuda_clock_records_events_on_the_case_device_stream():
     streams = {entry[1] for entry in cuda.log}
     assert streams == {"stream-of-cuda:1"}
     assert cuda.current == 0  # the previous device is current again
+
+
+def test_plain_cuda_names_the_current_gpu_so_clocks_and_memory_read_one_device(monkeypatch):
+    from gradbench.workload import resolved_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert resolved_device("cuda") == torch.device("cuda", 1)
+    assert resolved_device("cuda:0") == torch.device("cuda", 0)
+    assert resolved_device("cpu") == torch.device("cpu")

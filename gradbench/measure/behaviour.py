@@ -1,12 +1,13 @@
 """What a mode actually does to a model, observed during real forward passes rather than assumed.
 
-- Stochastic (``dropout_active``): the forward runs under one RNG seed, under another, and under the
-  first again, everything else identical (buffers are restored between the three). It is stochastic
-  when the outputs differ between the seeds and repeat under the same seed, whatever produces the
-  randomness: nn.Dropout in place or not, F.dropout, dropout inside fused attention or RNN kernels,
-  noise layers. ``stochastic_ops`` names the operators that consumed random numbers: the default
-  generators' state changed across them, or a generator was passed to them. Outputs that do not
-  repeat under one seed (nondeterministic kernels) count as stochastic only if such an operator ran.
+- Stochastic (``dropout_active``): the forward runs under one RNG seed, under another, and (when the
+  two differ) under the first again, everything else identical (buffers are restored in between). It
+  is stochastic when the outputs differ between the seeds and repeat under the same seed, whatever
+  produces the randomness: nn.Dropout in place or not, F.dropout, dropout inside fused attention or
+  RNN kernels, noise layers. ``stochastic_ops`` names the operators that consumed random numbers:
+  the default generators' state changed across them, or a generator was passed to them. Outputs
+  that do not repeat under one seed (nondeterministic kernels, a call counter) count as stochastic
+  only if such an operator ran.
 - BatchNorm: hooks compare each output with normalisation by the running statistics; the running
   statistics are compared before and after the forward.
 - Graph and gradients: whether the output has an autograd graph, and how many parameters a
@@ -14,6 +15,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 from typing import Callable
@@ -30,8 +32,12 @@ _BATCHNORM = nn.modules.batchnorm._BatchNorm
 
 
 def output_tensors(out) -> list[torch.Tensor]:
+    """Every tensor in a model's output: a tensor, or dicts (Hugging Face ModelOutput), lists, tuples
+    and dataclasses of them, nested."""
     if isinstance(out, torch.Tensor):
         return [out]
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        out = [getattr(out, f.name) for f in dataclasses.fields(out)]
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, (tuple, list)):
@@ -126,7 +132,7 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 
 def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: list[torch.Tensor] | None,
                     seed: int, generators: list[torch.Generator]) -> dict:
-    """Three forwards through ``forward()`` (seed, seed + 1, seed again); what the mode did.
+    """Forwards through ``forward()`` under seed, seed + 1 and, if they differ, seed again; what the mode did.
 
     ``reference``: outputs of the same input under eval_no_grad, for max_abs_diff_vs_eval_no_grad.
     Buffers are restored after each forward; the caller's mode undo restores everything else.
@@ -163,11 +169,12 @@ def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: 
     seed_everything(seed + 1)
     other = _detached(forward())
     restore_buffers()
-    seed_everything(seed)
-    again = _detached(forward())
-    restore_buffers()
-    repeats = _same(first, again)
-    stochastic = not _same(first, other) and (repeats or bool(trace.rng_ops))
+    stochastic = False
+    if not _same(first, other):  # the seed mattered, or the forward does not repeat at all: which?
+        seed_everything(seed)
+        again = _detached(forward())
+        restore_buffers()
+        stochastic = _same(first, again) or bool(trace.rng_ops)
     diff = None
     if reference is not None and len(reference) == len(first):
         diff = max(
