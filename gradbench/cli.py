@@ -54,7 +54,8 @@ def _add_run(sub):
                    "modes plus eval_inference_mode)")
     p.add_argument("--steps", nargs="+", help="forward train_step (default: both)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
-    p.add_argument("--quick", action="store_true", default=None, help="a sweep of about half a minute: tiny models, batch 8 and 64")
+    p.add_argument("--quick", action="store_true", default=None,
+                   help="a sweep of about half a minute: tiny models, batch 8 and 64")
     p.add_argument("--config", help="a TOML file with these settings (command-line options win)")
     p.add_argument("--out", help="JSONL file to append to (default: results/runs/RUN_ID.jsonl)")
     p.add_argument("--resume", action="store_true", default=None,
@@ -327,10 +328,10 @@ def _print_summary(out: str, everything, records: list[dict], progress, wall: fl
 
 def cmd_explain(args) -> int:
     from .case import Case
-    from .pipeline import measure_case
-    from .workload import Workload
     from .modes import MODES
+    from .pipeline import measure_case
     from .report.tables import behaviour_table, render
+    from .workload import Workload
 
     models = _list_arg(args.models) or ["mlp", "transformer"]
     try:

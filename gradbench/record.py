@@ -29,7 +29,8 @@ class Record:
     """One case. Every field may be null: not measured, not applicable, or not recorded by that source."""
 
     # identity: what was run
-    model: str = _f("identity", "str", "", "built-in family (mlp, cnn, transformer) or MODULE:FUNCTION / file.py:FUNCTION")
+    model: str = _f("identity", "str", "",
+                    "built-in family (mlp, cnn, transformer) or MODULE:FUNCTION / file.py:FUNCTION")
     size: str = _f("identity", "str", "", "model size name")
     params: int = _f("identity", "int", "count", "number of parameter elements")
     batch_size: int = _f("identity", "int", "count", "inputs per step")
@@ -115,7 +116,8 @@ class Record:
 
 SCHEMA = {f.name: f.metadata for f in fields(Record)}
 RECORD_FIELDS = tuple(SCHEMA)
-BEHAVIOUR_FLAGS = tuple(name for name, meta in SCHEMA.items() if meta["group"] == "behaviour" and meta["kind"] == "bool")
+BEHAVIOUR_FLAGS = tuple(name for name, meta in SCHEMA.items()
+                        if meta["group"] == "behaviour" and meta["kind"] == "bool")
 
 
 def new_record(**values) -> dict:
