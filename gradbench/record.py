@@ -128,6 +128,11 @@ def new_record(**values) -> dict:
     return record
 
 
+def completed(values: dict) -> dict:
+    """A record read from a file: every declared field (null where the source had none), unknown ones kept."""
+    return {**dict.fromkeys(RECORD_FIELDS), **values}
+
+
 def new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 

@@ -15,7 +15,8 @@ import math
 import os
 import sys
 
-from .record import BEHAVIOUR_FLAGS, RECORD_FIELDS, case_key, finite_or_none, new_record, type_errors
+from .record import BEHAVIOUR_FLAGS, RECORD_FIELDS, case_key, completed, finite_or_none, new_record, type_errors
+
 
 class ResultsFileError(ValueError):
     """A results file that is not gradbench JSONL (or cannot be read)."""
@@ -142,7 +143,7 @@ def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
     records, warnings = read_jsonl(path)
     if not records:
         raise ResultsFileError(f"{str(path)!r} has no gradbench records")
-    records = [{**dict.fromkeys(RECORD_FIELDS), **r} for r in records]  # older files lack newer fields
+    records = [completed(r) for r in records]  # older files lack newer fields
     for r in records:
         r["source"] = r["source"] or "gradbench"
     return _latest_per_case(records), warnings
@@ -231,7 +232,7 @@ def read_pytest_benchmark(path, data: dict) -> list[dict]:
         if "mode" not in info or "model" not in info:
             continue
         stats = bench.get("stats", {})
-        record = {**dict.fromkeys(RECORD_FIELDS), **info}  # the pipeline's record, less its timing
+        record = completed(info)  # the pipeline's record, less its timing
         for flag in BEHAVIOUR_FLAGS:  # stored as 0/1 for pytest-benchmark's own tables
             if record.get(flag) is not None:
                 record[flag] = bool(record[flag])

@@ -55,7 +55,7 @@ class TensorMemoryTracker(TorchDispatchMode):
         self.live: dict[int, tuple[StorageWeakRef, int]] = {}
         self.current = 0
         self.peak = 0
-        self.ops: list[str] = []  # operator names seen, in order (behaviour probes read this)
+        self.ops: list[str] = []  # operator names seen, in order (shows the fused kernels were re-entered)
 
     def _prune(self) -> None:
         dead = [k for k, (ref, _) in self.live.items() if ref.expired()]
