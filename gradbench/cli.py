@@ -38,7 +38,8 @@ def _list_arg(values) -> list[str] | None:
 
 LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps")
 RUN_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "threads", "quick",
-               "out", "resume", "shard", "timeout", "isolate", "max_time", "seed", "cudnn_benchmark", "no_report")
+               "out", "resume", "shard", "timeout", "isolate", "max_time", "seed", "cudnn_benchmark", "no_report",
+               "repeat", "retry_untrusted")
 
 
 def _add_run(sub):
@@ -69,6 +70,11 @@ def _add_run(sub):
     p.add_argument("--cudnn-benchmark", action="store_true", default=None,
                    help="set torch.backends.cudnn.benchmark for every case (per-shape autotuning; CUDA only; "
                         "default off, as in torch)")
+    p.add_argument("--repeat", type=int, metavar="K", help="measure every case in K separate worker processes, "
+                   "interleaved, so that compare can see the variation between processes (default 1)")
+    p.add_argument("--retry-untrusted", type=int, metavar="N", help="measure a case whose time is untrusted "
+                   "(contention, or an imprecise median) again at the end of the sweep, up to N times; every "
+                   "attempt is kept (default 0)")
     p.add_argument("--no-report", action="store_true", default=None, help="do not write the report")
     return p
 
@@ -208,6 +214,10 @@ class ProgressPrinter:
         result = record["status"]
         if record["status"] == "ok":
             result = f"{record['time_median_s'] * 1e3:.3f} ms"
+            if record.get("time_trusted") is False:
+                result += " (untrusted)"
+        if (record.get("repeat") or 1) > 1 or (record.get("attempt") or 1) > 1:
+            what += f" [process {record['repeat']}, attempt {record['attempt']}]"
         if self.tty:
             width = 24
             filled = int(width * progress.done / max(progress.total, 1))
@@ -238,12 +248,14 @@ def cmd_run(args) -> int:
         raise BadInput(str(exc)) from None
     timeout = _number(settings, "timeout", float, default=600.0, minimum=1e-3)
     threads = _number(settings, "threads", int, minimum=1)
+    repeat = _number(settings, "repeat", int, default=1, minimum=1)
+    retry_untrusted = _number(settings, "retry_untrusted", int, default=0, minimum=0)
     isolate = settings.get("isolate", "worker")
     if isolate not in ISOLATION:
         raise BadInput(f"bad --isolate {isolate!r}; valid: {', '.join(ISOLATION)}")
     run_id = new_run_id()
     out = settings.get("out") or _default_out(run_id)
-    skipped = 0
+    skipped, done = 0, set()
     if settings.get("resume"):
         if not settings.get("out"):
             raise BadInput("--resume needs --out FILE (the results file to resume)")
@@ -254,17 +266,17 @@ def cmd_run(args) -> int:
                 raise BadInput(f"cannot --resume: {exc}") from None
             for w in warnings:
                 print(f"gradbench: warning: {w}", file=sys.stderr)
-            done = {case_key(r) for r in previous if r.get("status") in DONE_STATUSES}
-            remaining = [c for c in cases if case_key(c.identity()) not in done]
-            skipped = len(cases) - len(remaining)
-            cases = remaining
+            done = {(case_key(r), r.get("repeat") or 1) for r in previous if r.get("status") in DONE_STATUSES}
+            skipped = sum((case_key(c.identity()), k) in done for c in cases for k in range(1, repeat + 1))
     elif os.path.exists(out) and os.path.getsize(out) > 0:
         raise BadInput(f"--out {out!r} already has results; pass --resume to continue it, or choose another file")
     try:
         writer = JsonlWriter(out)
     except OSError as exc:
         raise BadInput(f"cannot write --out {out!r}: {exc.strerror or exc}") from None
-    print(f"gradbench: {len(cases)} cases to run ({skipped} already done) -> {out}", file=sys.stderr)
+    times = f" ({len(cases)} x {repeat} worker processes)" if repeat > 1 else ""
+    print(f"gradbench: {len(cases) * repeat - skipped} cases{times} to run ({skipped} already done) -> {out}",
+          file=sys.stderr)
     started = time.perf_counter()
     records: list[dict] = []
 
@@ -274,8 +286,9 @@ def cmd_run(args) -> int:
 
     try:
         with writer:
-            progress = run_sweep(cases, write, run_id=run_id, timeout_s=timeout,
-                                 isolate=isolate, threads=threads, on_record=ProgressPrinter())
+            progress = run_sweep(cases, write, run_id=run_id, timeout_s=timeout, isolate=isolate, threads=threads,
+                                 on_record=ProgressPrinter(), repeat=repeat, retry_untrusted=retry_untrusted,
+                                 done=done)
     except KeyboardInterrupt:
         print(f"\ngradbench: interrupted; {len(records)} records are in {out}; "
               f"continue with: gradbench run ... --out {out} --resume", file=sys.stderr)
@@ -316,11 +329,34 @@ def _print_summary(out: str, everything, records: list[dict], progress, wall: fl
             print(f"  {case_text(r)}: {r['status']}: {(r['error'] or '').splitlines()[0][:120]}")
         if len(failed) > 10:
             print(f"  ... and {len(failed) - 10} more in {out}")
+    _print_untrusted(records)
     measured = sum(r.get("measure_wall_s") or 0 for r in records)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(progress.statuses.items()))
     print(f"\n{progress.done} cases ({statuses or 'none'}) in {wall:.1f} s; "
           f"{measured:.1f} s inside measurement ({(1 - measured / wall) * 100 if wall else 0:.0f}% harness overhead)")
     print(f"results: {out}")
+
+
+def _print_untrusted(records: list[dict]) -> None:
+    """The cases whose newest attempt is still untrusted, with the reason; what retries recovered."""
+    from .record import case_key
+
+    newest: dict[tuple, dict] = {}
+    for r in records:
+        if r["status"] == "ok":
+            newest[(case_key(r), r.get("repeat"))] = r
+    retried = sum(1 for r in newest.values() if (r.get("attempt") or 1) > 1 and r.get("time_trusted"))
+    bad = [r for r in newest.values() if r.get("time_trusted") is False]
+    if retried:
+        print(f"\n{retried} untrusted timings were trusted when measured again (--retry-untrusted)")
+    if not bad:
+        return
+    print(f"\n{len(bad)} of {len(newest)} ok timings are untrusted (kept, and marked in the report):")
+    for r in bad[:10]:
+        print(f"  {case_text(r)}: {r['time_distrust']}")
+    if len(bad) > 10:
+        print(f"  ... and {len(bad) - 10} more")
+    print("  measure them again with --retry-untrusted N; gradbench selfcheck says whether the machine is quiet")
 
 
 # ---------------------------------------------------------------- explain, list, env, case
@@ -330,7 +366,7 @@ def cmd_explain(args) -> int:
     from .case import Case
     from .modes import MODES
     from .pipeline import measure_case
-    from .report.tables import behaviour_table, render
+    from .report.tables import UNTRUSTED_LEGEND, behaviour_table, render
     from .workload import Workload
 
     models = _list_arg(args.models) or ["mlp", "transformer"]
@@ -363,9 +399,13 @@ def cmd_explain(args) -> int:
         print(f"\n## {title}\n" if args.format == "markdown" else f"\n{title}")
         print(render(behaviour_table(records), args.format))
         failed = [f"{x['mode']}: {x['error']}" for x in records if x["status"] not in ("ok", "not_applicable")]
+        doubted = [f"{x['mode']}: timing untrusted: {x['time_distrust']}" for x in records
+                   if x["status"] == "ok" and x.get("time_trusted") is False]
         warned = dict.fromkeys(x["global_state_warning"] for x in records if x["global_state_warning"])
-        for line in [*failed, *warned]:
+        for line in [*failed, *doubted, *warned]:
             print(f"  ! {line}")
+        if doubted:
+            print(f"  {UNTRUSTED_LEGEND}")
     return 0
 
 
@@ -429,16 +469,20 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .report.compare import compare, draw, regressions, text_table
+    import math
+
+    from .report.compare import BETWEEN, compare, draw, interval_kind, regressions, text_table
     from .report.tables import render
 
+    if args.fail_above is not None and not (math.isfinite(args.fail_above) and args.fail_above >= 0):
+        raise BadInput(f"bad --fail-above {args.fail_above!r}; expected a finite percentage >= 0, e.g. 5")
     df = _load_inputs(args.results)
     try:
         table, sides, only = compare(df, args.by)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     print(f"compared by {args.by}: baseline {sides[0]!r} vs {', '.join(repr(s) for s in sides[1:])}; "
-          f"{len(table)} shared cases (time ratio = other / baseline; CI from the raw samples, bootstrap)")
+          f"{len(table)} shared cases (time ratio = other / baseline; {interval_kind(table)})")
     print(render(text_table(table)))
     if only:
         print(f"\n{len(only)} cases are not on both sides:")
@@ -449,13 +493,23 @@ def cmd_compare(args) -> int:
         table.to_csv(os.path.join(args.out, f"compare_by_{args.by}.csv"), index=False)
         for path in draw(df, args.by, args.out):
             print(f"figure: {path}")
+    if not table.empty and not table["trusted"].all():
+        print(f"\n{int((~table['trusted']).sum())} cases have only untrusted timings on a side (marked NO); "
+              "--fail-above does not fail on them")
     if args.fail_above is not None:
-        bad = regressions(table, args.fail_above)
+        if not table.empty and (table["interval"] != BETWEEN).any():
+            print("\nnote: with one run a side the intervals miss the variation between processes, so this gate "
+                  "also fails on noise; measure each side with --repeat K (README: Comparing)")
+        bad, doubtful = regressions(table, args.fail_above)
+        if not doubtful.empty:
+            print(f"\nnot judged: {len(doubtful)} untrusted cases look slower by more than {args.fail_above:g}%:")
+            for (_, row), case in zip(doubtful.iterrows(), text_table(doubtful).index):
+                print(f"  {case} {row['mode']}: {row['distrust']}")
         if not bad.empty:
             print(f"\nFAIL: {len(bad)} cases slower by more than {args.fail_above:g}% with the whole interval beyond:")
             print(render(text_table(bad)))
             return 1
-        print(f"\nOK: no case slower by more than {args.fail_above:g}% with its whole interval beyond")
+        print(f"\nOK: no trusted case slower by more than {args.fail_above:g}% with its whole interval beyond")
     return 0
 
 
@@ -539,9 +593,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="the same cases side by side across machines, GPUs, versions")
     compare.add_argument("results", nargs="+", help="gradbench JSONL files, asv result folders, pytest-benchmark JSON")
-    compare.add_argument("--by", choices=("machine", "gpu", "torch", "commit", "device"), required=True)
+    compare.add_argument("--by", choices=("machine", "gpu", "torch", "commit", "device", "run", "file"),
+                         required=True, help="what differs between the sides (run: run_id; file: input file)")
     compare.add_argument("--fail-above", type=float, metavar="PCT",
-                         help="exit 1 when a case is slower by more than PCT percent, its whole CI beyond")
+                         help="exit 1 when a case is slower by more than PCT percent, its whole CI beyond; "
+                              "cases with untrusted timings are listed, never failed on")
     compare.add_argument("--out", help="also write the table (CSV) and a figure into this folder")
 
     machine = sub.add_parser("asv-machine", help="name this machine for asv by its GPU, recording GPU, "

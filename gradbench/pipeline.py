@@ -20,9 +20,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .case import Case
 from .env import fingerprint
+from .measure.contention import ContentionMonitor, monitor_for
 from .measure.memory import peak_backend
 from .measure.tensors import SavedTensorsCounter, TensorMemoryTracker, gradient_bytes, storage_nbytes
 from .measure.timing import Timing, time_step
+from .measure.trust import verdict_fields
 from .modes import MODES, apply_mode
 from .record import new_record, new_run_id
 from .state import CleanState, announce, describe, expected_state
@@ -131,8 +133,14 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
-def measure_case(case: Case, workload: Workload, run_id: str | None = None, clock=None, memory=None) -> dict:
-    """Measure one validated case on a prepared workload; failures become records, not exceptions."""
+def measure_case(case: Case, workload: Workload, run_id: str | None = None, clock=None, memory=None,
+                 monitor: ContentionMonitor | None = None) -> dict:
+    """Measure one validated case on a prepared workload; failures become records, not exceptions.
+
+    ``monitor`` watches the machine from the case's first pass to its last timed block (a window of
+    a few hundred milliseconds at least, long enough for /proc's 10 ms ticks): what other work used
+    decides, with the median's precision, whether the time is trusted (measure/trust.py).
+    """
     mode = MODES[case.mode]
     record = base_record(case, workload, run_id)
     if case.step == "train_step" and not mode.records_graph:
@@ -140,12 +148,15 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
                       error=f"mode {mode.name!r} records no autograd graph, so there is no train step")
         return record
     began = time.perf_counter()
+    monitor = (monitor or monitor_for(workload.device)).start()
     try:
         with prepare(case, workload, record, memory) as prepared:
             # 5. time: warm-up, then samples until the median is known or the cap is reached
             timing = time_step(prepared.step, workload.device, max_time_s=case.max_time_s, clock=clock,
                                warmup_steps=1)
-        record.update(timing_fields(timing))
+        contention = monitor.stop()
+        record.update(timing_fields(timing), **contention.fields(),
+                      **verdict_fields(timing.rel_halfwidth, timing.converged, contention))
         record["flops_per_s"] = record["flops"] / timing.median if record["flops"] and timing.median > 0 else None
         record["status"] = "ok"
     except Exception as exc:  # a failing case is a result: record it and let the sweep go on

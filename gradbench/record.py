@@ -58,6 +58,21 @@ class Record:
     time_converged: bool = _f("time", "bool", "", "the median's interval reached +-2% before the time cap")
     time_measured_s: float = _f("time", "float", "s", "wall time of the sampling loop (warm-up excluded)")
     measure_wall_s: float = _f("time", "float", "s", "wall time of the whole case, every pass included")
+    # trust: was the machine quiet and the median precise while the case ran (measure/trust.py)
+    time_trusted: bool = _f("trust", "bool", "", "the time can be trusted: precise, and no contention seen "
+                            "(null where not judged, e.g. asv, pytest-benchmark, older files)")
+    time_distrust: str = _f("trust", "str", "", "why the time is not trusted (null when trusted)")
+    cpu_other_share: float = _f("trust", "float", "fraction", "share of the allowed CPUs' capacity that other "
+                                "processes used while the case ran (/proc/stat busy time minus this process's "
+                                "CPU time)")
+    cpu_steal_share: float = _f("trust", "float", "fraction", "share of the allowed CPUs' capacity the hypervisor "
+                                "stole while the case ran (/proc/stat steal)")
+    gpu_other_processes: int = _f("trust", "int", "count", "other compute processes on the case's GPU (NVML; null "
+                                  "without nvidia-ml-py or on cpu)")
+    gpu_sm_clock_mhz: int = _f("trust", "int", "MHz", "SM clock right after the timed blocks (NVML)")
+    gpu_temperature_c: int = _f("trust", "int", "degC", "GPU temperature right after the timed blocks (NVML)")
+    gpu_throttle_reasons: list = _f("trust", "list[str]", "", "clock-event (throttle) reasons active right after "
+                                    "the timed blocks (NVML), e.g. sw_power_cap, hw_thermal_slowdown")
     # memory
     peak_bytes: int = _f("memory", "int", "bytes", "peak allocated during one step above what was held just "
                          "before it (no gradients held before a train step); same definition on cpu and cuda")
@@ -97,6 +112,9 @@ class Record:
     flops_per_s: float = _f("work", "float", "flop/s", "flops / time_median_s")
     # provenance
     run_id: str = _f("provenance", "str", "", "one sweep's identifier")
+    repeat: int = _f("provenance", "int", "", "which of the sweep's --repeat K worker processes measured it (1..K)")
+    attempt: int = _f("provenance", "int", "", "1 for a case's first measurement in its process; 2 and up for "
+                      "measurements again under --retry-untrusted (every attempt is kept)")
     timestamp: str = _f("provenance", "str", "ISO 8601", "when the record was made (UTC)")
     gradbench_version: str = _f("provenance", "str", "", "gradbench version")
     git_commit: str = _f("provenance", "str", "", "commit of the gradbench checkout, or asv's commit")

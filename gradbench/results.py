@@ -16,6 +16,8 @@ import os
 import sys
 
 from .record import BEHAVIOUR_FLAGS, RECORD_FIELDS, case_key, completed, finite_or_none, new_record, type_errors
+from .measure.stats import rel_halfwidth, samples_rel_halfwidth
+from .measure.trust import distrust_reasons
 
 
 class ResultsFileError(ValueError):
@@ -128,13 +130,37 @@ ASV_METRICS = {
 ASV_PARAM_NAMES = ["model", "size", "batch_size", "device", "mode"]
 
 
-def _latest_per_case(records: list[dict]) -> list[dict]:
-    """Within one file, a resumed case's newest record supersedes its older ones."""
-    latest: dict[tuple, dict] = {}
+def _chosen_per_case(records: list[dict]) -> list[dict]:
+    """Within one file, one record per case and worker process (repeat): a resumed case's newest record
+    supersedes older ones; among --retry-untrusted attempts the newest trusted one stands, else the newest."""
+    chosen: dict[tuple, dict] = {}
     for r in records:
-        latest.pop(case_key(r), None)  # re-insert at the end: file order of the newest records
-        latest[case_key(r)] = r
-    return list(latest.values())
+        key = (case_key(r), r.get("repeat") or 1)
+        old = chosen.get(key)
+        if old is not None and old.get("status") == "ok" and old.get("time_trusted") is not False \
+                and r.get("status") == "ok" and r.get("time_trusted") is False:
+            continue
+        chosen.pop(key, None)  # re-insert at the end: file order of the newest records
+        chosen[key] = r
+    return list(chosen.values())
+
+
+def judged_on_reading(record: dict) -> None:
+    """A record without a trust verdict (asv, pytest-benchmark, files from before gradbench 0.3) is
+    judged on what it still allows: the precision of its median, from its stored interval or raw
+    samples. Contention was not measured, so a precise one stays unjudged (null), never trusted."""
+    if record.get("status") != "ok" or record.get("time_trusted") is not None or record.get("time_converged"):
+        return
+    med, low, high = (record.get(k) for k in ("time_median_s", "time_ci_low_s", "time_ci_high_s"))
+    if all(isinstance(v, (int, float)) for v in (med, low, high)):
+        width = rel_halfwidth(med, low, high)
+    elif isinstance(record.get("samples_s"), list) and len(record["samples_s"]) >= 3:
+        width = samples_rel_halfwidth(record["samples_s"])
+    else:
+        return
+    reasons = distrust_reasons(width, False, None) if width is not None else []
+    if reasons:
+        record.update(time_trusted=False, time_distrust=reasons[0] + " (judged on reading)")
 
 
 def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
@@ -146,7 +172,7 @@ def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
     records = [completed(r) for r in records]  # older files lack newer fields
     for r in records:
         r["source"] = r["source"] or "gradbench"
-    return _latest_per_case(records), warnings
+    return _chosen_per_case(records), warnings
 
 
 def _none_if(value, *empty):
@@ -283,6 +309,7 @@ def read_any(path) -> tuple[list[dict], list[str]]:
             records, warnings = read_gradbench_jsonl(path)
     for r in records:
         r["source_file"] = path
+        judged_on_reading(r)
     return records, warnings
 
 

@@ -1,4 +1,5 @@
-"""Is this machine quiet enough to benchmark? Timer overhead, noise, and agreement with torch's Timer.
+"""Is this machine quiet enough to benchmark? Timer overhead, noise, contention, and agreement with
+torch's Timer. Exit status 1 names each reason, so CI can run it before a benchmark job.
 
 Agreement compares gradbench's median with torch.utils.benchmark.Timer.adaptive_autorange on the
 same step in the same process: an independent implementation, so a disagreement points at either
@@ -12,7 +13,9 @@ import time
 import torch
 
 from .case import Case
+from .measure.contention import ContentionMonitor, monitor_for
 from .measure.timing import time_step
+from .measure.trust import distrust_reasons
 from .modes import MODES
 from .pipeline import prepare
 from .sweep import Grid
@@ -33,7 +36,8 @@ def timer_overhead_s(n: int = 2000) -> float:
 def reference_noise(device: str = "cpu", max_time_s: float = 1.0) -> tuple[float, float]:
     """Median and IQR/median of a fixed matmul: how steady this machine is right now."""
     a = torch.randn(192, 192, device=device)
-    timing = time_step(lambda: torch.mm(a, a), device, max_time_s=max_time_s, min_samples=30, rel_ci=0.0)
+    timing = time_step(lambda: torch.mm(a, a), device, max_time_s=max_time_s, min_samples=30, rel_ci=0.0,
+                        extend=1.0)
     return timing.median, timing.iqr / timing.median
 
 
@@ -85,9 +89,15 @@ def grid_agreement(grid: Grid, tolerance: float) -> int:
     return 0 if within == compared else 1
 
 
+def contention_monitor() -> ContentionMonitor:
+    """What other processes and the hypervisor take while the checks run (a seam for tests)."""
+    return monitor_for("cpu")
+
+
 def run_selfcheck(tolerance: float = 0.05) -> int:
     """Print the checks; exit status 0 when quiet enough at this tolerance, 1 when not."""
     warnings = []
+    monitor = contention_monitor().start()
     overhead = timer_overhead_s()
     print(f"timer overhead (perf_counter)   {overhead * 1e9:8.0f} ns")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -109,6 +119,12 @@ def run_selfcheck(tolerance: float = 0.05) -> int:
             print(f"agreement {device:5s} {model}/{size} b{batch:<4d} gradbench {ours * 1e6:9.1f} us, "
                   f"torch.utils.benchmark {theirs * 1e6:9.1f} us ({diff:+6.1%}){flag}")
     print(f"threads: {torch.get_num_threads()}")
+    seen = monitor.stop()
+    share = lambda v: "unknown" if v is None else f"{v:.0%}"  # noqa: E731
+    print(f"contention: other processes used {share(seen.cpu_other_share)} of the CPUs, the hypervisor stole "
+          f"{share(seen.cpu_steal_share)}, over {seen.window_s:.1f} s")
+    warnings += [f"{reason}, while the checks ran: timings now would be untrusted"
+                 for reason in distrust_reasons(None, True, seen)]
     if warnings:
         print("\nWARNING: this machine may be too noisy for small differences:")
         for w in warnings:

@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 from .case import STEPS, Case
 from .modes import DEFAULT_MODES
-from .record import new_run_id
+from .record import case_key, new_run_id
 
 ISOLATION = ("worker", "case")
 
@@ -203,6 +203,33 @@ class Worker:
         self.conn.close()
 
 
+class WorkerPool:
+    """One worker process per slot (the repeat index); a lost worker is replaced on its slot's next use."""
+
+    def __init__(self, threads: int | None, record_rss: bool):
+        self.context = multiprocessing.get_context("spawn")
+        self.threads, self.record_rss = threads, record_rss
+        self.workers: dict[int, Worker] = {}
+
+    def get(self, slot: int) -> Worker:
+        if slot not in self.workers:
+            self.workers[slot] = Worker(self.context, self.threads, self.record_rss)
+        return self.workers[slot]
+
+    def stop(self, slot: int, kill: bool = False) -> None:
+        worker = self.workers.pop(slot, None)
+        if worker is not None:
+            worker.stop(kill=kill)
+
+    def stop_all(self, kill: bool = False) -> None:
+        for slot in list(self.workers):
+            self.stop(slot, kill)
+
+
+def untrusted(record: dict) -> bool:
+    return record.get("status") == "ok" and record.get("time_trusted") is False
+
+
 def run_sweep(
     cases: list[Case],
     write: Callable[[dict], None],
@@ -212,72 +239,105 @@ def run_sweep(
     isolate: str = "worker",
     threads: int | None = None,
     on_record: Callable[[dict, Progress], None] | None = None,
+    repeat: int = 1,
+    retry_untrusted: int = 0,
+    done: Iterable[tuple] = (),
 ) -> Progress:
-    """Run ``cases`` (already validated, already filtered for resume) and write each record."""
+    """Run ``cases`` (already validated) and write each record.
+
+    ``repeat`` K: every case is measured in K separate worker processes, interleaved group by group
+    (process 1, 2 .. K on one workload, then the next), so that differences between processes show.
+    ``retry_untrusted`` N: after the sweep, ok cases whose time is untrusted are measured again, in
+    the same process slot, up to N more times; every attempt is written. ``done``: (case_key,
+    repeat) pairs already in the results file (resume), not measured again.
+    """
     if isolate not in ISOLATION:
         raise ValueError(f"unknown isolation {isolate!r}; valid: {', '.join(ISOLATION)}")
+    if repeat < 1 or retry_untrusted < 0:
+        raise ValueError(f"bad repeat {repeat} / retry_untrusted {retry_untrusted}; need repeat >= 1, retries >= 0")
     run_id = run_id or new_run_id()
-    context = multiprocessing.get_context("spawn")
-    progress = Progress(total=len(cases))
+    done = set(done)
     seed = cases[0].seed if cases else 0
-    groups = [shuffled(g, seed) for g in group_by_workload(cases)]
+    jobs = []  # (cases of one workload, repeat, attempt), in the order they run
+    for group in group_by_workload(cases):
+        for r in range(1, repeat + 1):
+            todo = [c for c in group if (case_key(c.identity()), r) not in done]
+            if todo:
+                jobs.append((shuffled(todo, f"{seed}:{r}"), r, 1))
     if isolate == "case":
-        groups = [[c] for g in groups for c in g]
-    worker: Worker | None = None
+        jobs = [([c], r, a) for g, r, a in jobs for c in g]
+    progress = Progress(total=sum(len(g) for g, _, _ in jobs))
+    pool = WorkerPool(threads, record_rss=(isolate == "case"))
+    retry: dict[int, list[Case]] = {}  # repeat -> cases whose newest attempt is untrusted
 
-    def emit(record: dict) -> None:
+    def emit(record: dict, r: int, attempt: int, case: Case) -> None:
+        record.update(repeat=r, attempt=attempt)
         write(record)
         progress.done += 1
         progress.statuses[record["status"]] = progress.statuses.get(record["status"], 0) + 1
+        if untrusted(record):
+            retry.setdefault(r, []).append(case)
         if on_record:
             on_record(record, progress)
 
     try:
-        for group in groups:
-            pending = list(group)
-            while pending:
-                if worker is None:
-                    worker = Worker(context, threads, record_rss=(isolate == "case"))
-                worker.conn.send((pending, run_id))
-                current, started = None, time.perf_counter()
-                finished = False
-                while not finished:
-                    left = timeout_s - (time.perf_counter() - started)
-                    if worker.conn.poll(max(0.0, min(left, 0.5))):
-                        try:
-                            kind, payload = worker.conn.recv()
-                        except (EOFError, OSError):
-                            kind, payload = "died", None
-                    elif not worker.process.is_alive():
-                        kind, payload = "died", None
-                    elif left <= 0:  # covers a worker that never starts its first case, too
-                        kind, payload = "timeout", None
-                    else:
-                        continue
-                    if kind == "start":
-                        current, started = payload, time.perf_counter()
-                    elif kind == "record":
-                        pending.remove(current)
-                        emit(payload)
-                        current = None
-                    elif kind == "done":
-                        finished = True
-                    else:  # the worker died or overran: record the case it was on, replace the worker
-                        worker.stop(kill=True)
-                        exitcode = worker.process.exitcode
-                        worker = None
-                        victim = current or pending[0]
-                        if kind == "timeout":
-                            message = f"case exceeded --timeout {timeout_s:g} s; worker killed"
-                        else:
-                            message = f"worker process died (exit code {exitcode})"
-                        pending.remove(victim)
-                        emit(failure_record(victim, run_id, kind if kind == "timeout" else "crashed", message))
-                        finished = True
-            if isolate == "case" and worker is not None:
-                worker.stop()
-                worker = None
+        for attempt in range(1, retry_untrusted + 2):
+            if attempt > 1:
+                jobs = [(shuffled(g, f"{seed}:{r}:{attempt}"), r, attempt) for r, again in sorted(retry.items())
+                        for g in group_by_workload(again)]
+                if isolate == "case":
+                    jobs = [([c], r, a) for g, r, a in jobs for c in g]
+                retry.clear()
+                progress.total += sum(len(g) for g, _, _ in jobs)
+            for group, r, attempt_no in jobs:
+                _run_group(pool, r, group, run_id, timeout_s, lambda record, case: emit(record, r, attempt_no, case))
+                if isolate == "case":
+                    pool.stop(r)
+            if not retry:
+                break
     finally:
-        if worker is not None:
-            worker.stop(kill=sys.exc_info()[0] is not None)
+        pool.stop_all(kill=sys.exc_info()[0] is not None)
     return progress
+
+
+def _run_group(pool: WorkerPool, slot: int, group: list[Case], run_id: str, timeout_s: float,
+               emit: Callable[[dict, Case], None]) -> None:
+    """Measure one group on the slot's worker; a case whose worker dies or overruns is recorded as such,
+    the worker replaced, and the group goes on."""
+    pending = list(group)
+    while pending:
+        worker = pool.get(slot)
+        worker.conn.send((pending, run_id))
+        current, started = None, time.perf_counter()
+        while True:
+            left = timeout_s - (time.perf_counter() - started)
+            if worker.conn.poll(max(0.0, min(left, 0.5))):
+                try:
+                    kind, payload = worker.conn.recv()
+                except (EOFError, OSError):
+                    kind, payload = "died", None
+            elif not worker.process.is_alive():
+                kind, payload = "died", None
+            elif left <= 0:  # covers a worker that never starts its first case, too
+                kind, payload = "timeout", None
+            else:
+                continue
+            if kind == "start":
+                current, started = payload, time.perf_counter()
+            elif kind == "record":
+                pending.remove(current)
+                emit(payload, current)
+                current = None
+            elif kind == "done":
+                break
+            else:  # the worker died or overran: record the case it was on, replace the worker
+                pool.stop(slot, kill=True)
+                exitcode = worker.process.exitcode
+                victim = current or pending[0]
+                if kind == "timeout":
+                    message = f"case exceeded --timeout {timeout_s:g} s; worker killed"
+                else:
+                    message = f"worker process died (exit code {exitcode})"
+                pending.remove(victim)
+                emit(failure_record(victim, run_id, kind if kind == "timeout" else "crashed", message), victim)
+                break

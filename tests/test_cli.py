@@ -172,9 +172,23 @@ def test_selfcheck_exit_status_is_its_verdict(capsys):
     assert ("OK: quiet enough" in out) == (code == 0)
 
 
+class _Seen:
+    def __init__(self, other, steal=0.0):
+        from gradbench.measure.contention import Contention
+
+        self.result = Contention(cpu_other_share=other, cpu_steal_share=steal, window_s=1.0)
+
+    def start(self):
+        return self
+
+    def stop(self):
+        return self.result
+
+
 def test_selfcheck_fails_on_a_noisy_machine_and_passes_on_a_quiet_one(capsys, monkeypatch):
     from gradbench import selfcheck
 
+    monkeypatch.setattr(selfcheck, "contention_monitor", lambda: _Seen(0.0))
     monkeypatch.setattr(selfcheck, "agreement", lambda case: (1.0e-3, 1.01e-3))
     monkeypatch.setattr(selfcheck, "reference_noise", lambda device: (1e-4, 0.30))
     assert main(["selfcheck"]) == 1
@@ -184,6 +198,17 @@ def test_selfcheck_fails_on_a_noisy_machine_and_passes_on_a_quiet_one(capsys, mo
     monkeypatch.setattr(selfcheck, "agreement", lambda case: (1.0e-3, 1.5e-3))
     assert main(["selfcheck"]) == 1
     assert "(-33.3%)" in capsys.readouterr().out
+
+
+def test_selfcheck_fails_naming_contention(capsys, monkeypatch):
+    from gradbench import selfcheck
+
+    monkeypatch.setattr(selfcheck, "agreement", lambda case: (1.0e-3, 1.0e-3))
+    monkeypatch.setattr(selfcheck, "reference_noise", lambda device: (1e-4, 0.01))
+    monkeypatch.setattr(selfcheck, "contention_monitor", lambda: _Seen(0.45, steal=0.12))
+    assert main(["selfcheck"]) == 1
+    out = capsys.readouterr().out
+    assert "other processes used 45% of the CPUs" in out and "stole 12%" in out
 
 
 def test_torch_timer_comparison_gives_both_medians():

@@ -61,6 +61,9 @@ def test_pytest_benchmark_suite_writes_extra_info(tmp_path):
             info["cuda_max_allocated_bytes"])
         assert b["group"].startswith(f"{info['model']}/{info['size']} b{info['batch_size']} {info['device']}")
         assert _is_number(b["stats"]["median"]) and b["stats"]["rounds"] >= 5
+        # the verdict on pytest-benchmark's own rounds: contention seen meanwhile, and their precision
+        assert info["time_trusted"] in (True, False) and _is_number(info["cpu_other_share"])
+        assert (info["time_distrust"] is None) == info["time_trusted"]
     modes = {b["extra_info"]["mode"]: b["extra_info"] for b in benchmarks if b["extra_info"]["step"] == "forward"}
     assert modes["train"]["dropout_active"] == 1 and modes["eval_no_grad"]["dropout_active"] == 0
     assert modes["train"]["saved_bytes"] > 0 and modes["eval_no_grad"]["saved_bytes"] == 0

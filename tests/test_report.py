@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 import gradbench
@@ -33,6 +34,67 @@ def test_load_keeps_newest_record_of_a_resumed_case(tmp_path):
     same = df[(df["mode"] == first["mode"]) & (df["step"] == first["step"]) & (df["model"] == first["model"])
               & (df["batch_size"] == first["batch_size"])]
     assert same["time_median_s"].tolist() == [123.0]
+
+
+def _ok_forward(path, mode="train"):
+    """An ok forward record of the fixture, judged trusted; other modes of its case are derived from it."""
+    first = next(json.loads(line) for line in open(path) if '"status": "ok"' in line and '"forward"' in line
+                 and f'"mode": "{mode}"' in line)
+    return dict(first, time_trusted=True, time_distrust=None)
+
+
+def test_a_trusted_attempt_is_not_replaced_by_a_later_untrusted_one(tmp_path):
+    first = _ok_forward(JSONL)
+    attempts = [dict(first, attempt=1, time_median_s=2.0, time_trusted=False, time_distrust="busy"),
+                dict(first, attempt=2, time_median_s=1.0),
+                dict(first, attempt=3, time_median_s=3.0, time_trusted=False, time_distrust="busy")]
+    path = tmp_path / "retried.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in attempts))
+    df = gradbench.load(str(path))
+    assert df["time_median_s"].tolist() == [1.0] and df["attempt"].tolist() == [2]
+
+
+def test_repeated_processes_are_kept_apart_on_load_and_combined_in_the_report(tmp_path):
+    from gradbench.report.tables import one_per_case, summary_tables
+
+    train = _ok_forward(JSONL, "train")
+    evng = dict(train, mode="eval_no_grad")
+    records = [dict(train, repeat=k, time_median_s=t) for k, t in ((1, 1.0), (2, 1.2), (3, 1.1))]
+    records += [dict(evng, repeat=1, time_median_s=0.5),
+                dict(evng, repeat=2, time_median_s=9.0, time_trusted=False, time_distrust="busy")]
+    path = tmp_path / "repeated.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    df = gradbench.load(str(path))
+    assert len(df) == 5  # one record per case and process
+    combined = one_per_case(df).set_index("mode")
+    assert combined.loc["train", "time_median_s"] == pytest.approx(1.1)  # median of the processes' medians
+    assert combined.loc["eval_no_grad", "time_median_s"] == 0.5  # the untrusted process left out
+    table = summary_tables(df)["median time vs train"]
+    assert table.iloc[0]["eval_no_grad"] == f"{0.5 / 1.1:.2f}x"
+
+
+def test_untrusted_time_ratios_carry_the_mark(tmp_path):
+    from gradbench.report.tables import UNTRUSTED_MARK, summary_tables
+
+    train = _ok_forward(JSONL, "train")
+    evng = dict(train, mode="eval_no_grad", time_median_s=train["time_median_s"] / 2)
+    path = tmp_path / "marked.jsonl"
+    path.write_text(json.dumps(train) + "\n" + json.dumps(dict(evng, time_trusted=False, time_distrust="x")) + "\n")
+    tables = summary_tables(gradbench.load(str(path)))
+    assert tables["median time vs train"].iloc[0]["eval_no_grad"].endswith(UNTRUSTED_MARK)
+    assert not tables["median time vs train"].iloc[0]["train"].endswith(UNTRUSTED_MARK)
+    assert not tables["peak memory vs train"].iloc[0]["eval_no_grad"].endswith(UNTRUSTED_MARK)  # memory is not timing
+
+
+def test_an_older_file_with_an_imprecise_median_is_judged_on_reading(tmp_path):
+    old = {k: v for k, v in _ok_forward(JSONL).items() if k not in ("time_trusted", "time_distrust")}
+    rows = [dict(old, time_converged=False, time_median_s=1.0, time_ci_low_s=0.7, time_ci_high_s=1.2),
+            dict(old, mode="eval", time_converged=False, time_median_s=1.0, time_ci_low_s=0.95, time_ci_high_s=1.04)]
+    path = tmp_path / "old.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    df = gradbench.load(str(path)).set_index("mode")
+    assert df.loc[old["mode"], "time_trusted"] is False and "+-30%" in df.loc[old["mode"], "time_distrust"]
+    assert df.loc["eval", "time_trusted"] is None  # precise, but contention unknown: not judged, not trusted
 
 
 def test_load_pytest_benchmark_json():
@@ -118,11 +180,39 @@ def test_compare_reports_a_known_difference(tmp_path, capsys):
     assert (tmp_path / "cmp" / "compare_by_machine.png").exists()
 
 
+def _judged_pair(tmp_path, factor, trusted):
+    """The tiny run and a copy `factor` times slower on another machine, every timing judged `trusted`."""
+    paths = []
+    for name, source in (("base.jsonl", JSONL), ("other.jsonl", _slower_copy(tmp_path, factor))):
+        lines = [json.loads(line) for line in open(source)]
+        for r in lines:
+            r["time_trusted"] = trusted
+            r["time_distrust"] = None if trusted else "other processes used 40% of the CPUs (limit 10%)"
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in lines))
+        paths.append(str(tmp_path / name))
+    return paths
+
+
 def test_compare_fail_above(tmp_path, capsys):
-    other = _slower_copy(tmp_path, 1.5)
-    assert main(["compare", JSONL, other, "--by", "machine", "--fail-above", "20"]) == 1
-    assert "FAIL" in capsys.readouterr().out
-    assert main(["compare", JSONL, other, "--by", "machine", "--fail-above", "60"]) == 0
+    base, other = _judged_pair(tmp_path, 1.5, trusted=True)
+    assert main(["compare", base, other, "--by", "machine", "--fail-above", "20"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "within-process only" in out  # one run a side: it says what its interval lacks
+    assert main(["compare", base, other, "--by", "machine", "--fail-above", "60"]) == 0
+
+
+def test_compare_never_fails_on_untrusted_timings_and_lists_them(tmp_path, capsys):
+    base, other = _judged_pair(tmp_path, 1.5, trusted=False)
+    assert main(["compare", base, other, "--by", "machine", "--fail-above", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "not judged" in out and "other processes used 40%" in out and "FAIL" not in out
+
+
+@pytest.mark.parametrize("threshold", ["nan", "inf", "-inf", "-5"])
+def test_compare_fail_above_must_be_a_finite_percentage(capsys, threshold):
+    assert main(["compare", JSONL, JSONL, "--by", "machine", f"--fail-above={threshold}"]) == 2
+    err = capsys.readouterr().err
+    assert f"bad --fail-above {float(threshold)!r}" in err and len(err.strip().splitlines()) == 1
 
 
 def test_compare_lists_cases_on_one_side_only(tmp_path, capsys):
@@ -164,3 +254,17 @@ def test_foreign_json_and_missing_path_exit_2(tmp_path, capsys):
     empty_dir.mkdir()
     assert main(["report", str(empty_dir)]) == 2
     assert "not an asv results folder" in capsys.readouterr().err
+
+
+def test_bootstrap_resamples_runs_first_so_between_process_variation_widens_the_interval():
+    from gradbench.report.compare import bootstrap_ratio_ci
+
+    rng = np.random.default_rng(1)
+    # three processes each steady within (+-0.5%), but 1.0, 1.15 and 0.9 ms apart: what one process cannot see
+    runs = [list(m * (1 + 0.005 * rng.standard_normal(50))) for m in (1.0, 1.15, 0.9)]
+    others = [list(m * (1 + 0.005 * rng.standard_normal(50))) for m in (1.1, 0.95, 1.0)]
+    lo, hi = bootstrap_ratio_ci(runs, others)
+    one_lo, one_hi = bootstrap_ratio_ci(runs[0], others[0])  # one run a side: within-process only
+    assert hi - lo > 5 * (one_hi - one_lo)
+    assert lo < 1.0 < hi  # the same code: the interval holds 1
+    assert bootstrap_ratio_ci([[1.0, 1.0]], [[1.0, 1.0, 1.0]]) is None  # too few samples to resample

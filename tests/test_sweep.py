@@ -145,3 +145,56 @@ def test_parse_shard():
     for bad in ("0/4", "5/4", "a/b", "1", "1/0"):
         with pytest.raises(ValueError, match="bad shard"):
             parse_shard(bad)
+
+
+ERRATIC = f"{os.path.join(FIXTURES, 'user_models.py')}:erratic"
+
+
+def test_repeat_measures_each_case_in_k_processes_interleaved(tmp_path):
+    out = tmp_path / "rep.jsonl"
+    result = gradbench("run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes", "train",
+                       "eval_no_grad", "--steps", "forward", "--repeat", "3", "--out", str(out), *FAST)
+    assert result.returncode == 0, result.stderr
+    records = records_of(out)
+    assert sorted((r["mode"], r["repeat"]) for r in records) == \
+        sorted((m, k) for m in ("train", "eval_no_grad") for k in (1, 2, 3))
+    assert [r["repeat"] for r in records] == [1, 1, 2, 2, 3, 3]  # process by process on the workload
+    assert {r["attempt"] for r in records} == {1} and len({r["run_id"] for r in records}) == 1
+    # resume: a fourth process is asked for, and only it runs
+    again = gradbench("run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes", "train",
+                      "eval_no_grad", "--steps", "forward", "--repeat", "4", "--out", str(out), "--resume", *FAST)
+    assert again.returncode == 0, again.stderr
+    assert "2 cases (2 x 4 worker processes) to run (6 already done)" in again.stderr
+    assert sorted(r["repeat"] for r in records_of(out))[-2:] == [4, 4]
+
+
+def test_untrusted_cases_are_measured_again_and_every_attempt_kept(tmp_path):
+    out = tmp_path / "retry.jsonl"
+    result = gradbench("run", "--models", ERRATIC, "--sizes", "default", "--batch-sizes", "2",
+                       "--modes", "eval", "eval_no_grad", "--steps", "forward", "--retry-untrusted", "2",
+                       "--out", str(out), *FAST)
+    assert result.returncode == 0, result.stderr
+    records = records_of(out)
+    # each mode measured three times, the retries after every first attempt: all kept in the file
+    assert [r["attempt"] for r in records] == [1, 1, 2, 2, 3, 3]
+    assert all(r["status"] == "ok" and r["time_trusted"] is False and "imprecise" in r["time_distrust"]
+               for r in records)
+    assert "2 of 2 ok timings are untrusted" in result.stdout
+
+
+def test_compare_two_repeated_runs_of_the_same_code_resamples_processes(tmp_path):
+    args = ["--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes", "train", "eval_no_grad",
+            "--steps", "forward", "--repeat", "2", *FAST]
+    paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for path in paths:
+        result = gradbench("run", *args, "--out", str(path))
+        assert result.returncode == 0, result.stderr
+    result = gradbench("compare", *map(str, paths), "--by", "file", "--fail-above", "1000")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "between and within processes" in result.stdout and "2 shared cases" in result.stdout
+    assert "2 / 2" in result.stdout  # two runs on each side
+    # one process per side: the same comparison says its interval is within-process only
+    single = tmp_path / "single.jsonl"
+    single.write_text("".join(line for line in open(paths[0]) if '"repeat": 1' in line))
+    result = gradbench("compare", str(single), str(paths[1]), "--by", "file")
+    assert "within-process only" in result.stdout

@@ -1,4 +1,5 @@
 """Timing arithmetic with injected clocks: convergence, the cap, and CUDA events on the case's own device."""
+import gc
 import itertools
 
 import pytest
@@ -44,6 +45,75 @@ def test_noisy_steps_stop_at_the_cap_without_converging():
     assert timing.n_samples == 5  # never fewer than min_samples, even past the cap
     low, high = timing.ci
     assert high - low > 0.04 * timing.median  # wider than +-2%: the reason it did not converge
+
+
+class VirtualTime:
+    """A clock whose blocks advance a virtual wall clock by their scripted duration: the cap is testable."""
+
+    def __init__(self, per_step):
+        self.per_step = itertools.cycle(per_step)
+        self.t = 0.0
+        self.blocks = []
+
+    def block(self, fn, steps):
+        fn()
+        took = next(self.per_step) * steps
+        self.t += took
+        self.blocks.append(steps)
+        return took
+
+    def now(self):
+        return self.t
+
+
+def test_calibration_sizes_blocks_from_the_fastest_warmup_step():
+    clock = VirtualTime([5e-4, 1e-4, 1e-4, 1e-4])  # a slow first step, then 100 us steps
+    timing = time_step(lambda: None, max_time_s=5, clock=clock, now=clock.now, warmup_s=0.0, warmup_steps=2)
+    assert timing.steps_per_sample == 10  # 1 ms block / the fastest warm-up step (100 us), not the first
+
+
+def test_a_median_precise_to_10_percent_stops_at_the_cap():
+    # alternating 1.00 / 1.10 ms: the median's interval never reaches +-2% but stays within +-10%
+    clock = VirtualTime([1.0e-3, 1.1e-3])
+    timing = time_step(lambda: None, max_time_s=0.5, clock=clock, now=clock.now, warmup_s=0.0)
+    assert not timing.converged and timing.rel_halfwidth <= 0.10
+    assert 0.5 <= clock.t < 0.5 + 0.01  # stopped at the first sample past the cap
+
+
+def test_an_imprecise_median_gets_more_time_then_gives_up_at_the_extended_cap():
+    clock = VirtualTime([1e-3, 5e-3, 1e-3, 9e-3, 2e-3, 7e-3])  # two populations: the median wanders
+    timing = time_step(lambda: None, max_time_s=0.5, clock=clock, now=clock.now, warmup_s=0.0, extend=3.0)
+    assert not timing.converged and timing.rel_halfwidth > 0.10
+    assert 1.5 <= clock.t < 1.5 + 0.05  # went on past the cap, up to 3 x the cap, not further
+
+
+def test_min_samples_are_taken_even_when_one_block_exceeds_the_cap():
+    clock = VirtualTime([1.0, 3.0])  # one-second steps, a 0.1 s cap
+    timing = time_step(lambda: None, max_time_s=0.1, clock=clock, now=clock.now, min_samples=5)
+    assert timing.n_samples == 5
+
+
+@pytest.mark.parametrize("enabled_before", [True, False])
+def test_the_garbage_collector_is_off_while_timing_and_restored_after(enabled_before):
+    seen = []
+    clock = VirtualTime([1e-3])
+    (gc.enable if enabled_before else gc.disable)()
+    try:
+        time_step(lambda: seen.append(gc.isenabled()), max_time_s=0.05, clock=clock, now=clock.now)
+        assert seen and not any(seen)  # warm-up and every timed block ran with the collector off
+        assert gc.isenabled() is enabled_before
+    finally:
+        gc.enable()
+
+
+def test_the_collector_is_restored_when_the_step_raises():
+    def boom():
+        raise RuntimeError("step failed")
+
+    gc.enable()
+    with pytest.raises(RuntimeError):
+        time_step(boom, max_time_s=0.05, clock=VirtualTime([1e-3]))
+    assert gc.isenabled()
 
 
 def test_median_ci_uses_order_statistics():

@@ -2,11 +2,17 @@
 
 Run: pytest benchmarks --benchmark-json out.json [--gradbench-grid quick|default|full]
 Benchmarks are grouped by case (model/size/batch/device/dtype/step), so each group compares modes.
-extra_info carries the record gradbench's pipeline made in preparation (memory, behaviour, flops).
+extra_info carries the record gradbench's pipeline made in preparation (memory, behaviour, flops),
+and the trust verdict on pytest-benchmark's own rounds: the contention seen while they ran, and the
+precision of their median (measure/trust.py), so that `gradbench compare` knows which to judge.
 """
 import time
 
 import pytest
+
+from gradbench.measure.contention import monitor_for
+from gradbench.measure.stats import samples_rel_halfwidth
+from gradbench.measure.trust import verdict_fields
 
 ROUNDS_TIME_S = 0.3  # about this much timed work per benchmark
 
@@ -34,4 +40,10 @@ def test_mode(benchmark, prepared, gradbench_case, step):
     benchmark.group = f"{model}/{size} b{batch_size} {device} {dtype} {step}"
     benchmark.name = mode
     benchmark.extra_info.update(_extra_info(case))
+    monitor = monitor_for(device).start()
     benchmark.pedantic(case.step, rounds=_rounds(case.step), iterations=1, warmup_rounds=2)
+    benchmark.extra_info.update(_trust(monitor.stop(), benchmark.stats.stats.data))
+
+
+def _trust(contention, samples) -> dict:
+    return {**contention.fields(), **verdict_fields(samples_rel_halfwidth(samples), False, contention)}

@@ -1,11 +1,16 @@
 """Wall time of one step: warm up, then sample until the median is known to +-2% or a cap is hit.
 
+A median still wider than +-10% at the cap gets more time, up to ``EXTEND`` times the cap, before
+sampling gives up (measure/trust.py then marks it imprecise). The garbage collector is off while
+the step is timed, as in timeit, and restored afterwards: a collection is not the step's cost.
+
 CPU samples use time.perf_counter; CUDA samples use CUDA events with one synchronize at the end of
 each block. A sample is a block of calibrated length divided by its step count, so that very short
 steps are not dominated by timer overhead. All raw samples are kept.
 """
 from __future__ import annotations
 
+import gc
 import math
 import statistics
 import time
@@ -14,7 +19,10 @@ from typing import Callable
 
 import torch
 
-Z95 = 1.959963984540054
+from .stats import median_ci, rel_halfwidth
+
+PRECISE = 0.10  # the interval half-width (relative) worth extra sampling time beyond the cap
+EXTEND = 3.0  # ... up to this many times the cap
 
 
 @dataclass
@@ -44,17 +52,10 @@ class Timing:
     def ci(self) -> tuple[float, float]:
         return median_ci(self.samples_s)
 
-
-def median_ci(samples: list[float], z: float = Z95) -> tuple[float, float]:
-    """Distribution-free confidence interval of the median from order statistics."""
-    xs = sorted(samples)
-    n = len(xs)
-    if n < 3:
-        return xs[0], xs[-1]
-    half = z * math.sqrt(n) / 2
-    lo = max(0, math.floor(n / 2 - half) - 1)  # 1-based rank -> 0-based index
-    hi = min(n - 1, math.ceil(n / 2 + 1 + half) - 1)
-    return xs[lo], xs[hi]
+    @property
+    def rel_halfwidth(self) -> float | None:
+        """The larger side of the median's 95% interval, relative to the median (None: no median)."""
+        return rel_halfwidth(self.median, *self.ci) if self.samples_s else None
 
 
 class CpuClock:
@@ -101,34 +102,50 @@ def time_step(
     warmup_s: float = 0.15,
     clock=None,
     warmup_steps: int = 2,
+    now: Callable[[], float] = time.perf_counter,
+    precise: float = PRECISE,
+    extend: float = EXTEND,
 ) -> Timing:
     """Time ``fn`` (one step) until the 95% CI of the median is within +-rel_ci, or max_time_s passes.
 
+    At the cap, a median wider than +-``precise`` is sampled on, up to ``extend`` x max_time_s.
     At least ``min_samples`` samples are always taken, even past the cap; the cap covers warm-up too.
-    ``clock`` (default: the device's) is the seam where tests put a fake. Warm-up: at least
-    ``warmup_steps`` steps (a cold step's first call pays for lazy initialisation; the pipeline's
-    memory and counting passes have already run its step three times and ask for one), then more
-    until ``warmup_s``.
+    ``clock`` (default: the device's) and ``now`` (the wall clock behind the cap) are the seams where
+    tests put fakes. Warm-up: at least ``warmup_steps`` steps (a cold step's first call pays for lazy
+    initialisation; the pipeline's memory and counting passes have already run its step three times
+    and ask for one), then more until ``warmup_s``.
     """
     clock = clock or clock_for(device)
-    began = time.perf_counter()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _sample(fn, clock, max_time_s, min_samples, rel_ci, min_block_s, warmup_s, warmup_steps, now,
+                       precise, extend)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _sample(fn, clock, max_time_s, min_samples, rel_ci, min_block_s, warmup_s, warmup_steps, now, precise,
+            extend) -> Timing:
+    began = now()
     per_step = max(min(clock.block(fn, 1) for _ in range(max(1, warmup_steps))), 1e-9)
-    while time.perf_counter() - began < min(warmup_s, max_time_s / 4):
+    while now() - began < min(warmup_s, max_time_s / 4):
         per_step = min(per_step, clock.block(fn, 1))
-    warm = time.perf_counter() - began
+    warm = now() - began
     steps = max(1, math.ceil(min_block_s / per_step))
     timing = Timing(samples_s=[], steps_per_sample=steps, warmup_s=warm)
-    started = time.perf_counter()
+    started = now()
     while True:
         timing.samples_s.append(clock.block(fn, steps) / steps)
-        n = len(timing.samples_s)
-        if n >= min_samples:
-            low, high = timing.ci
-            med = timing.median
-            if med > 0 and (med - low) <= rel_ci * med and (high - med) <= rel_ci * med:
-                timing.converged = True
-                break
-            if time.perf_counter() - began >= max_time_s:
-                break
-    timing.measured_s = time.perf_counter() - started
+        if len(timing.samples_s) < min_samples:
+            continue
+        width = timing.rel_halfwidth
+        if width is not None and width <= rel_ci:
+            timing.converged = True
+            break
+        elapsed = now() - began
+        if elapsed >= max_time_s and (width is not None and width <= precise or elapsed >= extend * max_time_s):
+            break
+    timing.measured_s = now() - started
     return timing

@@ -1,8 +1,15 @@
-"""Compare the same cases across machines, GPUs, torch versions, commits or devices.
+"""Compare the same cases across machines, GPUs, torch versions, commits, devices, runs or files.
 
 For each case the inputs share, the ratio of median times (other / baseline) with a bootstrap
-confidence interval from the raw samples, and the ratio of peak memory. The baseline is the
-first value of --by in the order the inputs were given. Cases present on one side only are listed.
+confidence interval, and the ratio of peak memory. The baseline is the first value of --by in the
+order the inputs were given. Cases present on one side only are listed.
+
+A side's time for a case is the median over its runs (a run: one worker process, i.e. one
+``run_id`` and ``repeat``) of each run's median. The interval resamples runs first and then the
+samples within each drawn run, so it holds the variation between processes when a side has several
+runs (``gradbench run --repeat K``, or several files); with one run per side it knows only the
+variation within one process, and says so. Runs whose time is untrusted are left out of a side when
+it has trusted ones; a case with only untrusted runs on a side is marked untrusted.
 """
 from __future__ import annotations
 
@@ -13,7 +20,11 @@ import pandas as pd
 
 from ..record import CASE_KEY_FIELDS
 
-BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device"}
+BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device",
+      "run": "run_id", "file": "source_file"}
+RUN_KEY = ["source_file", "run_id", "repeat"]  # one worker process's records
+WITHIN = "within-process only"
+BETWEEN = "between and within processes"
 
 
 def side_labels(df: pd.DataFrame, by: str) -> pd.Series:
@@ -22,18 +33,43 @@ def side_labels(df: pd.DataFrame, by: str) -> pd.Series:
     return values.astype(str).str[:12] if by == "commit" else values.astype(str)
 
 
-def bootstrap_ratio_ci(base: list[float], other: list[float], resamples: int = 2000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float] | None:
-    """CI of median(other) / median(base) by resampling both sets of raw samples."""
-    if not base or not other or len(base) < 3 or len(other) < 3:
+def _bootstrap_medians(runs: list[np.ndarray], resamples: int, rng) -> np.ndarray | None:
+    """``resamples`` bootstrap values of a side's time: draw runs with replacement, then samples within
+    each drawn run; the value is the median over drawn runs of their resampled medians."""
+    if not runs or any(len(r) < 3 for r in runs):
         return None
+    m = len(runs)
+    picks = rng.integers(0, m, (resamples, m))
+    medians = np.empty((resamples, m))
+    for j, samples in enumerate(runs):
+        where = picks == j
+        count = int(where.sum())
+        if count:
+            drawn = samples[rng.integers(0, len(samples), (count, len(samples)))]
+            medians[where] = np.median(drawn, axis=1)
+    return np.median(medians, axis=1)
+
+
+def bootstrap_ratio_ci(base: list, other: list, resamples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float] | None:
+    """CI of time(other) / time(base). Each side is a list of runs (lists of raw samples), or one run's
+    samples as a flat list of numbers."""
     rng = np.random.default_rng(seed)
-    a, b = np.asarray(base, float), np.asarray(other, float)
-    med_a = np.median(a[rng.integers(0, len(a), (resamples, len(a)))], axis=1)
-    med_b = np.median(b[rng.integers(0, len(b), (resamples, len(b)))], axis=1)
-    ratios = med_b / med_a
+    sides = []
+    for runs in (base, other):
+        runs = [runs] if runs and not isinstance(runs[0], (list, tuple, np.ndarray)) else runs
+        sides.append(_bootstrap_medians([np.asarray(r, float) for r in runs], resamples, rng))
+    if sides[0] is None or sides[1] is None:
+        return None
+    ratios = sides[1] / sides[0]
     tail = (1 - level) / 2 * 100
     return float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))
+
+
+def _side_runs(part: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """A side's records of one case, one per run: the trusted ones if any (True), else all (False)."""
+    trusted = part[part["time_trusted"] != False]  # noqa: E712 (null: not judged, kept)
+    return (trusted, True) if not trusted.empty else (part, False)
 
 
 def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], list[str]]:
@@ -47,45 +83,70 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], list[st
         found = sides[0] if sides else "nothing"
         raise ValueError(f"--by {by} needs inputs that differ in {by}; all ok records have {by} {found!r}")
     key = [k for k in CASE_KEY_FIELDS if k != BY[by]]
-    ok = ok.drop_duplicates(key + ["side"], keep="last")
-    tables = {side: part.set_index(key) for side, part in ok.groupby("side")}
+    for column in RUN_KEY:
+        ok[column] = ok[column].astype(object).where(ok[column].notna(), "-").astype(str)
+    # one record per run and case: the newest (a resumed or retried case's last word)
+    ok = ok.drop_duplicates(key + ["side"] + RUN_KEY, keep="last")
+    cases = {side: dict(tuple(part.groupby(key, sort=False))) for side, part in ok.groupby("side", sort=False)}
     base_side = sides[0]
-    base = tables[base_side]
+    base = cases[base_side]
     rows, only = [], []
     for side in sides[1:]:
-        other = tables[side]
-        shared = base.index.intersection(other.index)
-        for case in base.index.difference(other.index):
-            only.append(f"only on {base_side}: " + " ".join(map(str, case)))
-        for case in other.index.difference(base.index):
-            only.append(f"only on {side}: " + " ".join(map(str, case)))
-        for case in shared:
-            a, b = base.loc[case], other.loc[case]
-            ratio = b["time_median_s"] / a["time_median_s"] if a["time_median_s"] else np.nan
-            ci = bootstrap_ratio_ci(_samples(a), _samples(b))
-            peak_ratio = (b["peak_bytes"] / a["peak_bytes"]) if pd.notna(a.get("peak_bytes")) and \
-                a.get("peak_bytes") and pd.notna(b.get("peak_bytes")) else np.nan
-            rows.append({
-                **dict(zip(key, case)), "baseline": base_side, "other": side,
-                "baseline_ms": a["time_median_s"] * 1e3, "other_ms": b["time_median_s"] * 1e3,
-                "time_ratio": ratio, "ci_low": ci[0] if ci else np.nan, "ci_high": ci[1] if ci else np.nan,
-                "baseline_peak_bytes": a.get("peak_bytes"), "other_peak_bytes": b.get("peak_bytes"),
-                "peak_ratio": peak_ratio,
-            })
+        other = cases[side]
+        only += [f"only on {base_side}: " + " ".join(map(str, c)) for c in base if c not in other]
+        only += [f"only on {side}: " + " ".join(map(str, c)) for c in other if c not in base]
+        for case in (c for c in base if c in other):
+            rows.append({**dict(zip(key, case)), "baseline": base_side, "other": side,
+                         **_case_row(base[case], other[case])})
     return pd.DataFrame(rows), sides, sorted(set(only))
+
+
+def _case_row(base: pd.DataFrame, other: pd.DataFrame) -> dict:
+    (a, a_trusted), (b, b_trusted) = _side_runs(base), _side_runs(other)
+    a_ms = float(np.median(a["time_median_s"].astype(float))) * 1e3
+    b_ms = float(np.median(b["time_median_s"].astype(float))) * 1e3
+    ci = bootstrap_ratio_ci([_samples(r) for _, r in a.iterrows()], [_samples(r) for _, r in b.iterrows()])
+    a_peak, b_peak = a["peak_bytes"].iloc[-1], b["peak_bytes"].iloc[-1]
+    untrusted = [f"{name}: {'; '.join(dict.fromkeys(part['time_distrust'].dropna()))}"
+                 for name, part, trusted in (("baseline", a, a_trusted), ("other", b, b_trusted)) if not trusted]
+    return {
+        "baseline_ms": a_ms, "other_ms": b_ms, "time_ratio": b_ms / a_ms if a_ms else np.nan,
+        "ci_low": ci[0] if ci else np.nan, "ci_high": ci[1] if ci else np.nan,
+        "baseline_runs": len(a), "other_runs": len(b),
+        "interval": (BETWEEN if len(a) > 1 and len(b) > 1 else WITHIN) if ci else "none",
+        "trusted": not untrusted, "distrust": " | ".join(untrusted) or None,
+        "baseline_peak_bytes": a_peak, "other_peak_bytes": b_peak,
+        "peak_ratio": b_peak / a_peak if pd.notna(a_peak) and a_peak and pd.notna(b_peak) else np.nan,
+    }
 
 
 def _samples(row) -> list[float]:
     s = row.get("samples_s")
-    return list(s) if isinstance(s, (list, tuple, np.ndarray)) else []
+    return [v for v in s if v is not None] if isinstance(s, (list, tuple, np.ndarray)) else []
 
 
-def regressions(table: pd.DataFrame, fail_above_pct: float) -> pd.DataFrame:
-    """Cases slower by more than the threshold with the whole confidence interval beyond it."""
+def regressions(table: pd.DataFrame, fail_above_pct: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trusted cases slower by more than the threshold with the whole interval beyond it, untrusted
+    cases that would otherwise count: listed, never failed on)."""
     if table.empty:
-        return table
+        return table, table
     limit = 1 + fail_above_pct / 100
-    return table[table["ci_low"].notna() & (table["ci_low"] > limit)]
+    beyond = table[table["ci_low"].notna() & (table["ci_low"] > limit)]
+    return beyond[beyond["trusted"]], beyond[~beyond["trusted"]]
+
+
+def interval_kind(table: pd.DataFrame) -> str:
+    """One sentence on what the intervals hold, for the header of a comparison."""
+    if table.empty:
+        return "no shared cases"
+    kinds = table["interval"].value_counts()
+    if kinds.get(BETWEEN, 0) == len(table):
+        return f"95% CI {BETWEEN} (runs resampled, then samples within runs)"
+    text = f"95% CI {WITHIN} for {kinds.get(WITHIN, 0)} of {len(table)} cases (one run on a side: " \
+           "variation between processes is not in it; measure with --repeat K)"
+    if kinds.get(BETWEEN, 0):
+        text += f"; {BETWEEN} for {kinds[BETWEEN]}"
+    return text
 
 
 def text_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -103,6 +164,8 @@ def text_table(table: pd.DataFrame) -> pd.DataFrame:
         "time ratio": table["time_ratio"].map("{:.3f}".format),
         "95% CI": [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "(no samples)"
                    for lo, hi in zip(table["ci_low"], table["ci_high"])],
+        "runs": table["baseline_runs"].astype(str) + " / " + table["other_runs"].astype(str),
+        "trusted": table["trusted"].map({True: "yes", False: "NO"}),
         "peak memory ratio": table["peak_ratio"].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}"),
     })
     return shown.set_index("case")

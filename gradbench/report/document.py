@@ -12,7 +12,7 @@ import pandas as pd
 from .. import __version__
 from .figures import draw_all
 from .findings import findings
-from .tables import behaviour_table, render, summary_tables
+from .tables import UNTRUSTED_LEGEND, behaviour_table, is_untrusted, one_per_case, render, summary_tables
 
 ENV_FIELDS = ["source", "machine", "cpu", "gpu", "driver", "cuda", "torch", "python", "threads", "git_commit"]
 
@@ -23,6 +23,32 @@ def _environment(df: pd.DataFrame) -> pd.DataFrame:
     text = df[cols].astype(object).where(df[cols].notna(), "-").astype(str)
     text["git_commit"] = text["git_commit"].str[:12]
     return text.groupby(cols, sort=False).size().rename("records").reset_index().set_index("source")
+
+
+def _trust_blocks(df: pd.DataFrame) -> list[tuple]:
+    """How many timings are untrusted, and which, with the reason: a reader must see it before the numbers."""
+    ok = df[df["status"] == "ok"]
+    judged = ok[ok["time_trusted"].notna()]
+    bad = ok[[is_untrusted(v) for v in ok["time_trusted"]]]
+    text = (f"Timing trust: {len(bad)} of {len(ok)} ok timings are untrusted, marked {UNTRUSTED_LEGEND[0]} in "
+            f"the tables below; {len(ok) - len(judged)} were not judged (asv, pytest-benchmark or older "
+            "files without contention measurements). A timing is untrusted when other processes used more "
+            "than 10% of the CPUs or the hypervisor stole more than 5% while it ran, another process used "
+            "its GPU or the GPU throttled for heat, or its median's 95% interval was wider than +-10% at "
+            "the time cap.")
+    blocks = [("p", text)]
+    if not bad.empty:
+        shown = bad.head(40)
+        table = pd.DataFrame({
+            "case": [f"{r['model']}/{r['size']} b{r['batch_size']} {r['device']} {r['dtype']} {r['step']}"
+                     for _, r in shown.iterrows()],
+            "mode": shown["mode"].values,
+            "other CPU use": [f"{v:.0%}" if pd.notna(v) else "-" for v in shown["cpu_other_share"]],
+            "why": shown["time_distrust"].fillna("-").values,
+        }).set_index("case")
+        blocks += [("h3", "Untrusted timings" + (f" (first 40 of {len(bad)})" if len(bad) > 40 else "")),
+                   ("table", table)]
+    return blocks
 
 
 def _behaviour_blocks(df: pd.DataFrame) -> list[tuple]:
@@ -45,6 +71,7 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str)
               "Every number below is computed from those records."),
         ("h2", "Environment"),
         ("table", _environment(df)),
+        *_trust_blocks(df),
         ("h2", "Findings"),
     ]
     found = findings(df)
@@ -54,9 +81,11 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str)
         blocks.append(("p", "No comparison possible: no workload has both train and another mode measured."))
     blocks.append(("h2", "Measured behaviour of every mode"))
     blocks.append(("p", "Observed during a real forward pass at each workload's largest batch; "
-                        "'n/a' where the model has no such layer. Time and memory are ratios to train."))
+                        "'n/a' where the model has no such layer. Time and memory are ratios to train. "
+                        + UNTRUSTED_LEGEND + "."))
     blocks += _behaviour_blocks(df)
     blocks.append(("h2", "Each mode as a ratio to train (forward)"))
+    blocks.append(("p", UNTRUSTED_LEGEND + "."))
     for name, table in summary_tables(df).items():
         blocks.append(("h3", name))
         blocks.append(("table", table))
@@ -119,6 +148,7 @@ def _html(blocks) -> str:
 def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report") -> dict:
     """Draw the figures and write report.md and report.html into out_dir; return their paths."""
     os.makedirs(out_dir, exist_ok=True)
+    df = one_per_case(df)  # a --repeat run's processes combined
     figures = draw_all(df, os.path.join(out_dir, "figures"))
     blocks = build_blocks(df, figures, out_dir, title)
     md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")

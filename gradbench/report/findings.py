@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from .tables import UNTRUSTED_MARK, is_untrusted
+
 WORKLOAD = ["model", "size", "device", "dtype"]
 
 
@@ -27,6 +29,11 @@ class Finding:
                 grouped[key].append(r["mode"])
         return [f"run {run}: {case}, mode{'s' if len(m) > 1 else ''} {', '.join(m)}" for (run, case), m in grouped.items()]
 
+
+
+def _doubt(*records) -> str:
+    """A note for a sentence resting on a timing that is not trusted."""
+    return f" ({UNTRUSTED_MARK} timing untrusted)" if any(is_untrusted(r.get("time_trusted")) for r in records) else ""
 
 
 def _where(r) -> str:
@@ -48,7 +55,7 @@ def findings(df: pd.DataFrame) -> list[Finding]:
                 line += (f"; eval alone used {evalm['peak_bytes'] / train['peak_bytes']:.2f}x the memory "
                          f"and {evalm['time_median_s'] / train['time_median_s']:.2f}x the time")
                 refs.append(evalm)
-            out.append(Finding(line + ".", refs))
+            out.append(Finding(line + "." + _doubt(*refs), refs))
         if nograd is not None and nograd.get("dropout_active") is True:
             extra = " and updated BatchNorm running statistics" if nograd.get("bn_stats_updated") is True else ""
             diff = nograd.get("max_abs_diff_vs_eval_no_grad")
@@ -73,7 +80,8 @@ def findings(df: pd.DataFrame) -> list[Finding]:
             line = f"fastest forward on {_where(fastest)}: {fastest['mode']} ({fastest['time_median_s'] * 1e3:.3g} ms"
             if evng is not None and fastest["mode"] != "eval_no_grad":
                 line += f"; eval_no_grad {evng['time_median_s'] * 1e3:.3g} ms"
-            out.append(Finding(line + ").", [fastest] + ([evng] if evng is not None else [])))
+            refs = [fastest] + ([evng] if evng is not None else [])
+            out.append(Finding(line + ")." + _doubt(*refs), refs))
     warned = df[df["global_state_warning"].notna()] if "global_state_warning" in df else df.iloc[:0]
     for warning, part in warned.groupby("global_state_warning"):
         out.append(Finding(f"{len(part)} case(s) record that a model changed global torch state (undone before "

@@ -7,15 +7,51 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from ..modes import MODES
+from ..record import CASE_KEY_FIELDS
 
 GROUP = ["model", "size", "batch_size", "device", "dtype", "step"]
+UNTRUSTED_MARK = "\u2020"  # dagger, after a time that is not trusted
+UNTRUSTED_LEGEND = f"{UNTRUSTED_MARK}: the timing is untrusted (contention while it ran, or an imprecise median)"
 
 
 def ok_records(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
+
+
+def is_untrusted(value) -> bool:
+    """time_trusted is False (null: not judged, e.g. asv or pytest-benchmark)."""
+    return value is False or (isinstance(value, (bool, np.bool_)) and not value)
+
+
+def one_per_case(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per case and input file: the processes of a --repeat run combined. Their trusted records
+    stand if there are any; time and memory are the median over them, raw samples pooled."""
+    keys = ["source_file", *CASE_KEY_FIELDS]
+    keyed = df[keys].astype(object).where(df[keys].notna(), "-").astype(str)
+    duplicated = keyed.duplicated(keep=False)
+    if not duplicated.any():
+        return df
+    rows = [r for _, r in df[~duplicated].iterrows()]
+    for _, part in df[duplicated].groupby([keyed[k][duplicated] for k in keys], sort=False):
+        done = part[part["status"] == "ok"]
+        if done.empty:
+            rows.append(part.iloc[-1])
+            continue
+        trusted = done[[not is_untrusted(v) for v in done["time_trusted"]]]
+        use = trusted if not trusted.empty else done
+        row = use.iloc[-1].copy()
+        for column in ("time_median_s", "peak_bytes", "saved_bytes", "held_bytes"):
+            values = pd.to_numeric(use[column], errors="coerce").dropna()
+            row[column] = float(values.median()) if not values.empty else row[column]
+        row["samples_s"] = [v for s in use["samples_s"] if isinstance(s, list) for v in s]
+        if trusted.empty:
+            row["time_distrust"] = "; ".join(dict.fromkeys(done["time_distrust"].dropna()))
+        rows.append(row)
+    return pd.DataFrame(rows).reset_index(drop=True)
 
 
 def ratio_to_train(df: pd.DataFrame, metric: str, step: str = "forward") -> pd.DataFrame:
@@ -25,7 +61,7 @@ def ratio_to_train(df: pd.DataFrame, metric: str, step: str = "forward") -> pd.D
     if ok.empty:
         return pd.DataFrame()
     keys = [k for k in GROUP if k != "step"]
-    wide = ok.pivot_table(index=keys, columns="mode", values=metric, aggfunc="last")
+    wide = ok.pivot_table(index=keys, columns="mode", values=metric, aggfunc="median")
     if "train" not in wide.columns:
         return pd.DataFrame()
     ratios = wide.div(wide["train"], axis=0).dropna(how="all")  # rows without a train baseline say nothing
@@ -37,15 +73,36 @@ def case_label(index) -> str:
     return f"{model}/{size} b{batch} {device} {dtype}"
 
 
+def untrusted_ratios(df: pd.DataFrame, step: str = "forward") -> pd.DataFrame:
+    """Like ratio_to_train's table: True where the mode's or train's time is untrusted."""
+    ok = ok_records(df)
+    ok = ok[ok["step"] == step]
+    if ok.empty:
+        return pd.DataFrame()
+    ok = ok.assign(untrusted=[is_untrusted(v) for v in ok["time_trusted"]])
+    keys = [k for k in GROUP if k != "step"]
+    wide = ok.pivot_table(index=keys, columns="mode", values="untrusted", aggfunc="any")
+    if "train" not in wide.columns:
+        return pd.DataFrame()
+    return wide.astype(bool) | wide["train"].astype(bool).values[:, None]
+
+
 def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The run summary: forward time and peak memory of each mode as a ratio to train."""
+    """The run summary: forward time and peak memory of each mode as a ratio to train; a time ratio
+    resting on an untrusted timing carries the mark."""
+    df = one_per_case(df)
     out = {}
     for title, metric in (("median time vs train", "time_median_s"), ("peak memory vs train", "peak_bytes")):
         table = ratio_to_train(df, metric)
-        if not table.empty:
-            table.index = pd.Index([case_label(i) for i in table.index], name="case")
-            table.columns.name = None
-            out[title] = table.map(lambda v: "-" if pd.isna(v) else f"{v:.2f}x")
+        if table.empty:
+            continue
+        text = table.map(lambda v: "-" if pd.isna(v) else f"{v:.2f}x")
+        if metric == "time_median_s":
+            marks = untrusted_ratios(df).reindex(index=table.index, columns=table.columns, fill_value=False)
+            text = text.where(~(marks.fillna(False).astype(bool) & table.notna()), text + UNTRUSTED_MARK)
+        text.index = pd.Index([case_label(i) for i in table.index], name="case")
+        text.columns.name = None
+        out[title] = text
     return out
 
 
@@ -83,7 +140,11 @@ def behaviour_table(records: list[dict]) -> pd.DataFrame:
 
         def ratio(metric):
             base = train.get(metric) if train.get("status") == "ok" else None
-            return f"{r[metric] / base:.2f}x" if ok and base else "-"
+            if not (ok and base):
+                return "-"
+            doubt = metric == "time_median_s" and (is_untrusted(r.get("time_trusted")) or
+                                                   is_untrusted(train.get("time_trusted")))
+            return f"{r[metric] / base:.2f}x" + (UNTRUSTED_MARK if doubt else "")
 
         rows.append({
             "mode": name,
