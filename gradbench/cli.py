@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -15,6 +16,7 @@ from . import __version__
 from .record import case_text, finite_or_none
 
 EXIT_BAD_INPUT = 2
+MAX_REPEAT = 100  # --repeat and --retry-untrusted: more is a typo, not a plan
 
 
 class BadInput(Exception):
@@ -126,17 +128,23 @@ def _batch_sizes(values: list[str]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _number(settings: dict, key: str, kind, default=None, minimum=None):
-    """A numeric setting (from the command line or --config), or BadInput naming it."""
+def _number(settings: dict, key: str, kind, default=None, minimum=None, maximum=None):
+    """A numeric setting (from the command line or --config), or BadInput naming it. Strict: a config's
+    true, "3" or 2.5 is not an integer, and NaN or infinity is no number of seconds."""
     value = settings.get(key, default)
     if value is None:
         return None
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise BadInput(f"bad --{key.replace('_', '-')} {value!r}; expected a number") from None
+    name = f"--{key.replace('_', '-')}"
+    what = "an integer" if kind is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise BadInput(f"bad {name} {value!r}; expected {what}")
+    if not math.isfinite(value):
+        raise BadInput(f"bad {name} {value!r}; expected a finite number")
+    number = kind(value)
     if minimum is not None and not number >= minimum:
-        raise BadInput(f"bad --{key.replace('_', '-')} {value!r}; it must be >= {minimum:g}")
+        raise BadInput(f"bad {name} {value!r}; it must be >= {minimum:g}")
+    if maximum is not None and not number <= maximum:
+        raise BadInput(f"bad {name} {value!r}; it must be <= {maximum:g}")
     return number
 
 
@@ -233,8 +241,8 @@ class ProgressPrinter:
 
 def cmd_run(args) -> int:
     from .record import DONE_STATUSES, case_key, new_run_id
-    from .results import JsonlWriter, ResultsFileError, load, read_jsonl
-    from .sweep import ISOLATION, parse_shard, run_sweep, shard
+    from .results import JsonlWriter, ResultsFileError, chosen_per_case, load, read_jsonl
+    from .sweep import ISOLATION, parse_shard, run_sweep, shard, untrusted
 
     settings = _settings(args)
     try:
@@ -248,14 +256,14 @@ def cmd_run(args) -> int:
         raise BadInput(str(exc)) from None
     timeout = _number(settings, "timeout", float, default=600.0, minimum=1e-3)
     threads = _number(settings, "threads", int, minimum=1)
-    repeat = _number(settings, "repeat", int, default=1, minimum=1)
-    retry_untrusted = _number(settings, "retry_untrusted", int, default=0, minimum=0)
+    repeat = _number(settings, "repeat", int, default=1, minimum=1, maximum=MAX_REPEAT)
+    retry_untrusted = _number(settings, "retry_untrusted", int, default=0, minimum=0, maximum=MAX_REPEAT)
     isolate = settings.get("isolate", "worker")
     if isolate not in ISOLATION:
         raise BadInput(f"bad --isolate {isolate!r}; valid: {', '.join(ISOLATION)}")
     run_id = new_run_id()
     out = settings.get("out") or _default_out(run_id)
-    skipped, done = 0, set()
+    skipped, done, untrusted_done = 0, set(), set()
     if settings.get("resume"):
         if not settings.get("out"):
             raise BadInput("--resume needs --out FILE (the results file to resume)")
@@ -267,6 +275,8 @@ def cmd_run(args) -> int:
             for w in warnings:
                 print(f"gradbench: warning: {w}", file=sys.stderr)
             done = {(case_key(r), r.get("repeat") or 1) for r in previous if r.get("status") in DONE_STATUSES}
+            untrusted_done = {(case_key(r), r.get("repeat") or 1) for r in chosen_per_case(previous)
+                              if untrusted(r)}
             skipped = sum((case_key(c.identity()), k) in done for c in cases for k in range(1, repeat + 1))
     elif os.path.exists(out) and os.path.getsize(out) > 0:
         raise BadInput(f"--out {out!r} already has results; pass --resume to continue it, or choose another file")
@@ -288,7 +298,7 @@ def cmd_run(args) -> int:
         with writer:
             progress = run_sweep(cases, write, run_id=run_id, timeout_s=timeout, isolate=isolate, threads=threads,
                                  on_record=ProgressPrinter(), repeat=repeat, retry_untrusted=retry_untrusted,
-                                 done=done)
+                                 done=done, untrusted_done=untrusted_done)
     except KeyboardInterrupt:
         print(f"\ngradbench: interrupted; {len(records)} records are in {out}; "
               f"continue with: gradbench run ... --out {out} --resume", file=sys.stderr)
@@ -298,7 +308,7 @@ def cmd_run(args) -> int:
         everything = load([out], warn=lambda m: None)  # this run and any it resumed
     except ResultsFileError:  # nothing recorded at all (an empty shard, say): no tables, no report
         everything = None
-    _print_summary(out, everything, records, progress, wall)
+    _print_summary(out, everything, records, progress, wall, retry_untrusted)
     if everything is not None and not settings.get("no_report"):
         from .report.document import write_report
 
@@ -315,7 +325,7 @@ def report_dir_for(results_path: str) -> str:
     return base + "-report"
 
 
-def _print_summary(out: str, everything, records: list[dict], progress, wall: float) -> None:
+def _print_summary(out: str, everything, records: list[dict], progress, wall: float, retries: int = 0) -> None:
     """Ratio tables over the whole file; failures and overhead of this run's records."""
     from .report.tables import render, summary_tables
 
@@ -329,7 +339,7 @@ def _print_summary(out: str, everything, records: list[dict], progress, wall: fl
             print(f"  {case_text(r)}: {r['status']}: {(r['error'] or '').splitlines()[0][:120]}")
         if len(failed) > 10:
             print(f"  ... and {len(failed) - 10} more in {out}")
-    _print_untrusted(records)
+    _print_untrusted(records, retries)
     measured = sum(r.get("measure_wall_s") or 0 for r in records)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(progress.statuses.items()))
     print(f"\n{progress.done} cases ({statuses or 'none'}) in {wall:.1f} s; "
@@ -337,26 +347,27 @@ def _print_summary(out: str, everything, records: list[dict], progress, wall: fl
     print(f"results: {out}")
 
 
-def _print_untrusted(records: list[dict]) -> None:
-    """The cases whose newest attempt is still untrusted, with the reason; what retries recovered."""
-    from .record import case_key
+def _print_untrusted(records: list[dict], retries: int) -> None:
+    """The cases whose best attempt is still untrusted, with the reason; what retries recovered."""
+    from .results import chosen_per_case
 
-    newest: dict[tuple, dict] = {}
-    for r in records:
-        if r["status"] == "ok":
-            newest[(case_key(r), r.get("repeat"))] = r
-    retried = sum(1 for r in newest.values() if (r.get("attempt") or 1) > 1 and r.get("time_trusted"))
-    bad = [r for r in newest.values() if r.get("time_trusted") is False]
-    if retried:
-        print(f"\n{retried} untrusted timings were trusted when measured again (--retry-untrusted)")
+    standing = [r for r in chosen_per_case(records) if r["status"] == "ok"]
+    recovered = sum(1 for r in standing if (r.get("attempt") or 1) > 1 and r.get("time_trusted"))
+    bad = [r for r in standing if r.get("time_trusted") is False]
+    if recovered:
+        print(f"\n{recovered} untrusted timings were trusted when measured again (--retry-untrusted)")
     if not bad:
         return
-    print(f"\n{len(bad)} of {len(newest)} ok timings are untrusted (kept, and marked in the report):")
+    print(f"\n{len(bad)} of {len(standing)} ok timings are untrusted (kept, and marked in the report):")
+    several = any((r.get("repeat") or 1) > 1 for r in standing)
     for r in bad[:10]:
-        print(f"  {case_text(r)}: {r['time_distrust']}")
+        where = f" (process {r['repeat']})" if several else ""
+        print(f"  {case_text(r)}{where}: {r['time_distrust']}")
     if len(bad) > 10:
         print(f"  ... and {len(bad) - 10} more")
-    print("  measure them again with --retry-untrusted N; gradbench selfcheck says whether the machine is quiet")
+    advice = "measure them again with --retry-untrusted N; " if not retries else \
+        f"they stayed untrusted through {retries} retries; "
+    print(f"  {advice}gradbench selfcheck says whether the machine is quiet")
 
 
 # ---------------------------------------------------------------- explain, list, env, case
@@ -469,13 +480,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    import math
-
     from .report.compare import BETWEEN, compare, draw, interval_kind, regressions, text_table
     from .report.tables import render
 
     if args.fail_above is not None and not (math.isfinite(args.fail_above) and args.fail_above >= 0):
-        raise BadInput(f"bad --fail-above {args.fail_above!r}; expected a finite percentage >= 0, e.g. 5")
+        raise BadInput(f"bad --fail-above {args.fail_above:g}; expected a finite percentage >= 0, e.g. 5")
     df = _load_inputs(args.results)
     try:
         table, sides, only = compare(df, args.by)

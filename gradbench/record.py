@@ -60,13 +60,15 @@ class Record:
     measure_wall_s: float = _f("time", "float", "s", "wall time of the whole case, every pass included")
     # trust: was the machine quiet and the median precise while the case ran (measure/trust.py)
     time_trusted: bool = _f("trust", "bool", "", "the time can be trusted: precise, and no contention seen "
-                            "(null where not judged, e.g. asv, pytest-benchmark, older files)")
+                            "(null where not judged: asv results, files from before gradbench 0.3)")
     time_distrust: str = _f("trust", "str", "", "why the time is not trusted (null when trusted)")
     cpu_other_share: float = _f("trust", "float", "fraction", "share of the allowed CPUs' capacity that other "
                                 "processes used while the case ran (/proc/stat busy time minus this process's "
                                 "CPU time)")
     cpu_steal_share: float = _f("trust", "float", "fraction", "share of the allowed CPUs' capacity the hypervisor "
                                 "stole while the case ran (/proc/stat steal)")
+    cpu_wait_share: float = _f("trust", "float", "fraction", "time this process's threads were runnable but waited "
+                               "for a CPU, per unit of time they ran, while the case ran (schedstat run_delay)")
     gpu_other_processes: int = _f("trust", "int", "count", "other compute processes on the case's GPU (NVML; null "
                                   "without nvidia-ml-py or on cpu)")
     gpu_sm_clock_mhz: int = _f("trust", "int", "MHz", "SM clock right after the timed blocks (NVML)")

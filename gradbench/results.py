@@ -130,15 +130,22 @@ ASV_METRICS = {
 ASV_PARAM_NAMES = ["model", "size", "batch_size", "device", "mode"]
 
 
-def _chosen_per_case(records: list[dict]) -> list[dict]:
-    """Within one file, one record per case and worker process (repeat): a resumed case's newest record
-    supersedes older ones; among --retry-untrusted attempts the newest trusted one stands, else the newest."""
+def _standing(record: dict) -> int:
+    """How well a record of a case stands for it: a trusted timing, an untrusted one, then a failure."""
+    if record.get("status") != "ok":
+        return 0
+    return 1 if record.get("time_trusted") is False else 2
+
+
+def chosen_per_case(records: list[dict]) -> list[dict]:
+    """Within one file, one record per case and worker process (repeat): the newest among those that
+    stand best. So a resumed case's new result replaces its failure, and among --retry-untrusted
+    attempts a trusted one stands, else an ok one: a failed retry never hides a measurement."""
     chosen: dict[tuple, dict] = {}
     for r in records:
         key = (case_key(r), r.get("repeat") or 1)
         old = chosen.get(key)
-        if old is not None and old.get("status") == "ok" and old.get("time_trusted") is not False \
-                and r.get("status") == "ok" and r.get("time_trusted") is False:
+        if old is not None and _standing(old) > _standing(r):
             continue
         chosen.pop(key, None)  # re-insert at the end: file order of the newest records
         chosen[key] = r
@@ -172,7 +179,7 @@ def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
     records = [completed(r) for r in records]  # older files lack newer fields
     for r in records:
         r["source"] = r["source"] or "gradbench"
-    return _chosen_per_case(records), warnings
+    return chosen_per_case(records), warnings
 
 
 def _none_if(value, *empty):

@@ -9,6 +9,7 @@ goes on. Every record is appended to the JSONL file as soon as it arrives.
 """
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing
 import random
@@ -112,6 +113,7 @@ def _die_with_parent() -> None:
 def worker_main(conn, threads: int | None, record_rss: bool) -> None:
     """Receive groups of cases, measure them, send back ('start', key) then ('record', dict) per case."""
     _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the manager's to handle: it stops the workers
     import torch
 
     from . import state
@@ -154,6 +156,11 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
 
                 record["rss_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             conn.send(("record", record))
+        # Idle between groups, a worker holds no model: under --repeat K, K workers are alive at once.
+        workload = None
+        gc.collect()
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
         conn.send(("done", None))
 
 
@@ -242,6 +249,7 @@ def run_sweep(
     repeat: int = 1,
     retry_untrusted: int = 0,
     done: Iterable[tuple] = (),
+    untrusted_done: Iterable[tuple] = (),
 ) -> Progress:
     """Run ``cases`` (already validated) and write each record.
 
@@ -249,7 +257,8 @@ def run_sweep(
     (process 1, 2 .. K on one workload, then the next), so that differences between processes show.
     ``retry_untrusted`` N: after the sweep, ok cases whose time is untrusted are measured again, in
     the same process slot, up to N more times; every attempt is written. ``done``: (case_key,
-    repeat) pairs already in the results file (resume), not measured again.
+    repeat) pairs already in the results file (resume), not measured again; ``untrusted_done``:
+    those of them whose time is untrusted, measured again with the retries.
     """
     if isolate not in ISOLATION:
         raise ValueError(f"unknown isolation {isolate!r}; valid: {', '.join(ISOLATION)}")
@@ -269,6 +278,11 @@ def run_sweep(
     progress = Progress(total=sum(len(g) for g, _, _ in jobs))
     pool = WorkerPool(threads, record_rss=(isolate == "case"))
     retry: dict[int, list[Case]] = {}  # repeat -> cases whose newest attempt is untrusted
+    if retry_untrusted:
+        by_key = {case_key(c.identity()): c for c in cases}
+        for key, r in untrusted_done:
+            if key in by_key and r <= repeat:
+                retry.setdefault(r, []).append(by_key[key])
 
     def emit(record: dict, r: int, attempt: int, case: Case) -> None:
         record.update(repeat=r, attempt=attempt)
@@ -291,7 +305,9 @@ def run_sweep(
                 progress.total += sum(len(g) for g, _, _ in jobs)
             for group, r, attempt_no in jobs:
                 _run_group(pool, r, group, run_id, timeout_s, lambda record, case: emit(record, r, attempt_no, case))
-                if isolate == "case":
+                # A worker that has used a GPU keeps a CUDA context: idle beside the next process's
+                # measurement it would hold GPU memory and count as another process on the GPU.
+                if isolate == "case" or (repeat > 1 and group[0].device.startswith("cuda")):
                     pool.stop(r)
             if not retry:
                 break

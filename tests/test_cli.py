@@ -47,6 +47,10 @@ def run_bad(capsys, existing, *args):
         (["--shard", "3/2"], r"bad shard '3/2'"),
         (["--shard", "x"], r"bad shard 'x'"),
         (["--models", "tests/fixtures/broken_import.py:model"], r"cannot import model"),
+        (["--repeat", "0"], r"bad --repeat 0; it must be >= 1"),
+        (["--repeat", "1000000000"], r"bad --repeat 1000000000; it must be <= 100"),
+        (["--retry-untrusted", "-1"], r"bad --retry-untrusted -1; it must be >= 0"),
+        (["--max-time", "nan"], r"bad --max-time nan; expected a finite number"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, existing, args, message):
@@ -78,7 +82,12 @@ def test_bad_numbers_in_config_are_one_line_errors(capsys, tmp_path, existing):
     for body, message in (('max_time = "soon"', "bad --max-time 'soon'; expected a number"),
                           ('timeout = -1', "bad --timeout -1; it must be >="),
                           ('isolate = "thread"', "bad --isolate 'thread'; valid: worker, case"),
-                          ('threads = 0', "bad --threads 0; it must be >= 1")):
+                          ('threads = 0', "bad --threads 0; it must be >= 1"),
+                          ('repeat = 2.5', "bad --repeat 2.5; expected an integer"),
+                          ('repeat = "3"', "bad --repeat '3'; expected an integer"),
+                          ('repeat = true', "bad --repeat True; expected an integer"),
+                          ('retry_untrusted = true', "bad --retry-untrusted True; expected an integer"),
+                          ('max_time = inf', "bad --max-time inf; expected a finite number")):
         config = tmp_path / "c.toml"
         config.write_text(body + "\n")
         args = [a for a in TINY if a not in ("--max-time", "0.05")]  # the command line would win

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gradbench.measure.contention import (
-    Contention, ContentionMonitor, GpuProbe, cpu_shares, cpu_ticks, read_proc_stat,
+    Contention, ContentionMonitor, GpuProbe, cpu_shares, cpu_ticks, read_own_schedstat, read_proc_stat,
 )
 from gradbench.measure.trust import distrust_reasons, verdict_fields
 from gradbench.pipeline import run_case
@@ -57,6 +57,19 @@ def test_monitor_with_fake_readers():
     c = monitor.start().stop()
     assert c.cpu_other_share == pytest.approx((90 - 20 - 2) / 100)
     assert verdict_fields(0.01, True, c)["time_trusted"] is False
+
+
+def test_wait_share_is_run_queue_delay_per_running_time():
+    sched = iter([(1_000_000_000, 5_000_000), (1_500_000_000, 205_000_000)])  # ran 0.5 s, waited 0.2 s more
+    monitor = ContentionMonitor(read_stat=lambda: {}, read_sched=lambda: next(sched), cpus={0})
+    c = monitor.start().stop()
+    assert c.cpu_wait_share == pytest.approx(0.4)
+    assert "waited for a CPU 40%" in verdict_fields(0.01, True, c)["time_distrust"]
+
+
+def test_read_own_schedstat_sums_this_process_threads():
+    ran, waited = read_own_schedstat()
+    assert ran > 0 and waited >= 0
 
 
 class FakeNvml:
@@ -117,13 +130,39 @@ def _busy(n):
 
 def test_our_own_threads_are_not_counted_as_other_processes():
     a = torch.randn(256, 256)
+    cpus = __import__("os").sched_getaffinity(0)
+    before, own_before = cpu_ticks(read_proc_stat(), cpus, 0.0), time.process_time()
     monitor = ContentionMonitor().start()
     began = time.perf_counter()
     while time.perf_counter() - began < 0.5:
         torch.mm(a, a)  # every torch thread of this process busy
     c = monitor.stop()
-    # without subtracting our own CPU time this would read about 1.0; the margin absorbs a shared machine
-    assert c.cpu_other_share is not None and c.cpu_other_share < 0.5
+    after, own_after = cpu_ticks(read_proc_stat(), cpus, 0.0), time.process_time()
+    capacity = after.total - before.total
+    busy_share = (after.busy - before.busy) / capacity
+    own_share = (own_after - own_before) / ContentionMonitor().tick_s / capacity
+    assert own_share > 0.3  # process_time counts every thread of ours ...
+    # ... and the monitor takes it off the machine's busy time, whatever else runs on this machine now
+    assert c.cpu_other_share is not None and c.cpu_other_share <= max(0.0, busy_share - own_share) + 0.05
+
+
+def test_one_busy_process_is_seen_in_a_short_window_by_our_threads_waiting():
+    a = torch.randn(256, 256)
+    procs = _busy(1)
+    try:
+        time.sleep(0.3)
+        monitor = ContentionMonitor().start()
+        began = time.perf_counter()
+        while time.perf_counter() - began < 0.1:  # too short for /proc/stat's ticks to judge
+            torch.mm(a, a)
+        c = monitor.stop()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    if torch.get_num_threads() < len(__import__("os").sched_getaffinity(0)):
+        pytest.skip("fewer torch threads than CPUs: a single busy process need not delay them")
+    assert c.cpu_wait_share > 0.10
 
 
 def test_busy_processes_make_a_measured_case_untrusted():

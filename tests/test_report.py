@@ -3,6 +3,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import gradbench
@@ -54,6 +55,25 @@ def test_a_trusted_attempt_is_not_replaced_by_a_later_untrusted_one(tmp_path):
     assert df["time_median_s"].tolist() == [1.0] and df["attempt"].tolist() == [2]
 
 
+@pytest.mark.parametrize("failure", ["error", "timeout", "crashed"])
+def test_a_failed_retry_never_hides_an_ok_measurement(tmp_path, failure):
+    first = _ok_forward(JSONL)
+    attempts = [dict(first, attempt=1, time_median_s=2.0, time_trusted=False, time_distrust="busy"),
+                dict(first, attempt=2, status=failure, error="worker died", time_median_s=None,
+                     time_trusted=None)]
+    path = tmp_path / "failed-retry.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in attempts))
+    df = gradbench.load(str(path))
+    assert df["status"].tolist() == ["ok"] and df["time_median_s"].tolist() == [2.0]
+
+
+def test_compare_says_when_there_is_no_interval():
+    from gradbench.report.compare import interval_kind
+
+    table = pd.DataFrame({"interval": ["none", "none"]})
+    assert interval_kind(table).startswith("no confidence intervals")
+
+
 def test_repeated_processes_are_kept_apart_on_load_and_combined_in_the_report(tmp_path):
     from gradbench.report.tables import one_per_case, summary_tables
 
@@ -69,6 +89,10 @@ def test_repeated_processes_are_kept_apart_on_load_and_combined_in_the_report(tm
     combined = one_per_case(df).set_index("mode")
     assert combined.loc["train", "time_median_s"] == pytest.approx(1.1)  # median of the processes' medians
     assert combined.loc["eval_no_grad", "time_median_s"] == 0.5  # the untrusted process left out
+    row = combined.loc["train"]  # interval and counts describe the pooled samples, not one process
+    assert row["n_samples"] == 3 * len(train["samples_s"]) and len(row["samples_s"]) == row["n_samples"]
+    pooled_median = float(np.median(row["samples_s"]))
+    assert row["time_ci_low_s"] <= pooled_median <= row["time_ci_high_s"] and row["repeat"] is None
     table = summary_tables(df)["median time vs train"]
     assert table.iloc[0]["eval_no_grad"] == f"{0.5 / 1.1:.2f}x"
 
@@ -212,7 +236,7 @@ def test_compare_never_fails_on_untrusted_timings_and_lists_them(tmp_path, capsy
 def test_compare_fail_above_must_be_a_finite_percentage(capsys, threshold):
     assert main(["compare", JSONL, JSONL, "--by", "machine", f"--fail-above={threshold}"]) == 2
     err = capsys.readouterr().err
-    assert f"bad --fail-above {float(threshold)!r}" in err and len(err.strip().splitlines()) == 1
+    assert f"bad --fail-above {float(threshold):g}" in err and len(err.strip().splitlines()) == 1
 
 
 def test_compare_lists_cases_on_one_side_only(tmp_path, capsys):

@@ -198,3 +198,15 @@ def test_compare_two_repeated_runs_of_the_same_code_resamples_processes(tmp_path
     single.write_text("".join(line for line in open(paths[0]) if '"repeat": 1' in line))
     result = gradbench("compare", str(single), str(paths[1]), "--by", "file")
     assert "within-process only" in result.stdout
+
+
+def test_resume_with_retries_measures_again_what_an_earlier_run_left_untrusted(tmp_path):
+    out = tmp_path / "resume-retry.jsonl"
+    args = ["run", "--models", ERRATIC, "--sizes", "default", "--batch-sizes", "2", "--modes", "eval",
+            "--steps", "forward", "--out", str(out), *FAST]
+    assert gradbench(*args).returncode == 0
+    assert [r["attempt"] for r in records_of(out)] == [1]
+    result = gradbench(*args, "--resume", "--retry-untrusted", "1")
+    assert result.returncode == 0, result.stderr
+    assert [r["attempt"] for r in records_of(out)] == [1, 2]
+    assert "stayed untrusted through 1 retries" in result.stdout

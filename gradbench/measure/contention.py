@@ -7,7 +7,10 @@ module only observes; ``measure/trust.py`` decides what to distrust.
 CPU: over a window, the busy time (user, nice, system, irq, softirq) that /proc/stat counts on the
 CPUs this process may run on, minus this process's own CPU time, as a share of those CPUs' capacity;
 steal likewise. /proc/stat counts in clock ticks (usually 10 ms), so a share over a short window is
-coarse: the slack of two ticks per CPU is given to the quiet side.
+coarse: the slack of two ticks per CPU is given to the quiet side. So, as well, the time this
+process's threads spent runnable but waiting for a CPU (the scheduler's run_delay in
+/proc/self/task/*/schedstat, in nanoseconds), per second they ran: exact over any window, and the
+direct cost of contention to this process.
 
 GPU (optional; needs nvidia-ml-py): other compute processes on the case's GPU, its SM clock and
 temperature, and the throttle reasons active, read when the window closes.
@@ -87,12 +90,38 @@ def cpu_shares(start: CpuTicks | None, end: CpuTicks | None, tick_s: float, cpus
     return min(1.0, other / capacity), min(1.0, stolen / capacity)
 
 
+def read_own_schedstat(task_dir: str = "/proc/self/task") -> tuple[int, int] | None:
+    """(ns on a CPU, ns runnable but waiting) summed over this process's threads; None if unavailable."""
+    ran = waited = 0
+    try:
+        tasks = os.listdir(task_dir)
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(os.path.join(task_dir, tid, "schedstat")) as f:
+                fields = f.read().split()
+            ran, waited = ran + int(fields[0]), waited + int(fields[1])
+        except (OSError, ValueError, IndexError):  # a thread that ended meanwhile
+            continue
+    return ran, waited
+
+
+def wait_share(start: tuple[int, int] | None, end: tuple[int, int] | None) -> float | None:
+    """Time this process's threads waited for a CPU per unit of time they ran, between two readings."""
+    if start is None or end is None:
+        return None
+    ran = end[0] - start[0]
+    return max(0.0, end[1] - start[1]) / ran if ran > 0 else None
+
+
 @dataclass
 class Contention:
     """What a window saw. Fields are None where the instrument is unavailable (no /proc, no NVML)."""
 
     cpu_other_share: float | None = None
     cpu_steal_share: float | None = None
+    cpu_wait_share: float | None = None
     gpu_other_processes: int | None = None
     gpu_sm_clock_mhz: int | None = None
     gpu_temperature_c: int | None = None
@@ -101,6 +130,7 @@ class Contention:
 
     def fields(self) -> dict:
         return dict(cpu_other_share=self.cpu_other_share, cpu_steal_share=self.cpu_steal_share,
+                    cpu_wait_share=self.cpu_wait_share,
                     gpu_other_processes=self.gpu_other_processes, gpu_sm_clock_mhz=self.gpu_sm_clock_mhz,
                     gpu_temperature_c=self.gpu_temperature_c, gpu_throttle_reasons=self.gpu_throttle_reasons)
 
@@ -173,9 +203,11 @@ class ContentionMonitor:
     gpu: GpuProbe | None = None
     read_stat: Callable[[], dict[int, list[int]]] = read_proc_stat
     own_cpu_s: Callable[[], float] = time.process_time
+    read_sched: Callable[[], tuple[int, int] | None] = read_own_schedstat
     cpus: set[int] | None = field(default_factory=_allowed_cpus)
     tick_s: float = field(default_factory=lambda: 1.0 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01)
     _start: CpuTicks | None = None
+    _sched: tuple[int, int] | None = None
     _began: float = 0.0
 
     def _reading(self) -> CpuTicks | None:
@@ -184,13 +216,16 @@ class ContentionMonitor:
     def start(self) -> "ContentionMonitor":
         self._began = time.perf_counter()
         self._start = self._reading()
+        self._sched = self.read_sched()
         return self
 
     def stop(self) -> Contention:
+        sched = self.read_sched()
         end = self._reading()
         ncpu = len(self.cpus) if self.cpus else max(1, len(self.read_stat()))
         other, steal = cpu_shares(self._start, end, self.tick_s, ncpu)
-        result = Contention(cpu_other_share=other, cpu_steal_share=steal, window_s=time.perf_counter() - self._began)
+        result = Contention(cpu_other_share=other, cpu_steal_share=steal, cpu_wait_share=wait_share(self._sched, sched),
+                            window_s=time.perf_counter() - self._began)
         if self.gpu is not None:
             for key, value in self.gpu.read().items():
                 setattr(result, key, value)

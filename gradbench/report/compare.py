@@ -140,12 +140,16 @@ def interval_kind(table: pd.DataFrame) -> str:
     if table.empty:
         return "no shared cases"
     kinds = table["interval"].value_counts()
+    if kinds.get("none", 0) == len(table):
+        return "no confidence intervals: no raw samples on a side (asv without --record-samples?)"
     if kinds.get(BETWEEN, 0) == len(table):
         return f"95% CI {BETWEEN} (runs resampled, then samples within runs)"
     text = f"95% CI {WITHIN} for {kinds.get(WITHIN, 0)} of {len(table)} cases (one run on a side: " \
            "variation between processes is not in it; measure with --repeat K)"
     if kinds.get(BETWEEN, 0):
         text += f"; {BETWEEN} for {kinds[BETWEEN]}"
+    if kinds.get("none", 0):
+        text += f"; no interval for {kinds['none']} (no raw samples)"
     return text
 
 

@@ -31,19 +31,22 @@ def _trust_blocks(df: pd.DataFrame) -> list[tuple]:
     judged = ok[ok["time_trusted"].notna()]
     bad = ok[[is_untrusted(v) for v in ok["time_trusted"]]]
     text = (f"Timing trust: {len(bad)} of {len(ok)} ok timings are untrusted, marked {UNTRUSTED_LEGEND[0]} in "
-            f"the tables below; {len(ok) - len(judged)} were not judged (asv, pytest-benchmark or older "
-            "files without contention measurements). A timing is untrusted when other processes used more "
-            "than 10% of the CPUs or the hypervisor stole more than 5% while it ran, another process used "
-            "its GPU or the GPU throttled for heat, or its median's 95% interval was wider than +-10% at "
-            "the time cap.")
+            f"the tables below; {len(ok) - len(judged)} were not judged (asv results, or files from before "
+            "gradbench 0.3, whose medians were precise but whose contention was not measured). A timing is "
+            "untrusted when, while it ran, other processes used more than 10% of the CPUs, its own threads "
+            "waited for a CPU more than 10% of the time they ran, the hypervisor stole more than 5%, another "
+            "process used its GPU or the GPU throttled for heat; or when its median's 95% interval was wider "
+            "than +-10% at the time cap.")
     blocks = [("p", text)]
     if not bad.empty:
         shown = bad.head(40)
+        several = shown["repeat"].fillna(1).astype(float).gt(1).any() if "repeat" in shown else False
         table = pd.DataFrame({
             "case": [f"{r['model']}/{r['size']} b{r['batch_size']} {r['device']} {r['dtype']} {r['step']}"
-                     for _, r in shown.iterrows()],
+                     + (f" (process {int(r['repeat'] or 1)})" if several else "") for _, r in shown.iterrows()],
             "mode": shown["mode"].values,
             "other CPU use": [f"{v:.0%}" if pd.notna(v) else "-" for v in shown["cpu_other_share"]],
+            "CPU wait": [f"{v:.0%}" if pd.notna(v) else "-" for v in shown["cpu_wait_share"]],
             "why": shown["time_distrust"].fillna("-").values,
         }).set_index("case")
         blocks += [("h3", "Untrusted timings" + (f" (first 40 of {len(bad)})" if len(bad) > 40 else "")),
@@ -62,16 +65,21 @@ def _behaviour_blocks(df: pd.DataFrame) -> list[tuple]:
     return blocks
 
 
-def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str) -> list[tuple]:
-    ok = int((df["status"] == "ok").sum())
+def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
+                 combined: pd.DataFrame | None = None) -> list[tuple]:
+    """``df``: the records as read (counted as such); ``combined``: one row per case (tables, findings)."""
+    raw, df = df, one_per_case(df) if combined is None else combined
+    ok = int((raw["status"] == "ok").sum())
+    repeats = (f" Cases measured in several processes (--repeat) are combined: {len(raw)} records make "
+               f"{len(df)} case results, each the median of its processes' medians.") if len(df) < len(raw) else ""
     blocks: list[tuple] = [
         ("h1", title),
-        ("p", f"{len(df)} records ({ok} ok) from {df['source_file'].nunique() if 'source_file' in df else 1} "
+        ("p", f"{len(raw)} records ({ok} ok) from {raw['source_file'].nunique() if 'source_file' in raw else 1} "
               f"source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
-              "Every number below is computed from those records."),
+              "Every number below is computed from those records." + repeats),
         ("h2", "Environment"),
-        ("table", _environment(df)),
-        *_trust_blocks(df),
+        ("table", _environment(raw)),
+        *_trust_blocks(raw),
         ("h2", "Findings"),
     ]
     found = findings(df)
@@ -148,9 +156,9 @@ def _html(blocks) -> str:
 def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report") -> dict:
     """Draw the figures and write report.md and report.html into out_dir; return their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    df = one_per_case(df)  # a --repeat run's processes combined
-    figures = draw_all(df, os.path.join(out_dir, "figures"))
-    blocks = build_blocks(df, figures, out_dir, title)
+    combined = one_per_case(df)  # a --repeat run's processes combined
+    figures = draw_all(combined, os.path.join(out_dir, "figures"))
+    blocks = build_blocks(df, figures, out_dir, title, combined)
     md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")
     with open(md_path, "w") as f:
         f.write(_md(blocks))

@@ -6,11 +6,13 @@ measures anything.
 from __future__ import annotations
 
 import math
+import statistics
 
 import numpy as np
 import pandas as pd
 
 from ..modes import MODES
+from ..measure.stats import median_ci
 from ..record import CASE_KEY_FIELDS
 
 GROUP = ["model", "size", "batch_size", "device", "dtype", "step"]
@@ -43,14 +45,7 @@ def one_per_case(df: pd.DataFrame) -> pd.DataFrame:
             continue
         trusted = done[[not is_untrusted(v) for v in done["time_trusted"]]]
         use = trusted if not trusted.empty else done
-        row = use.iloc[-1].copy()
-        for column in ("time_median_s", "peak_bytes", "saved_bytes", "held_bytes"):
-            values = pd.to_numeric(use[column], errors="coerce").dropna()
-            row[column] = float(values.median()) if not values.empty else row[column]
-        row["samples_s"] = [v for s in use["samples_s"] if isinstance(s, list) for v in s]
-        if trusted.empty:
-            row["time_distrust"] = "; ".join(dict.fromkeys(done["time_distrust"].dropna()))
-        rows.append(row)
+        rows.append(_combined(use, trusted.empty))
     return pd.DataFrame(rows).reset_index(drop=True)
 
 
@@ -71,6 +66,33 @@ def ratio_to_train(df: pd.DataFrame, metric: str, step: str = "forward") -> pd.D
 def case_label(index) -> str:
     model, size, batch, device, dtype = index
     return f"{model}/{size} b{batch} {device} {dtype}"
+
+
+def _combined(use: pd.DataFrame, untrusted: bool) -> pd.Series:
+    """Several processes' records of one case as one: medians over processes; the interval, IQR and
+    count of the pooled samples; the worst contention any of them saw; no single run or repeat."""
+    row = use.iloc[-1].copy()
+    for column in ("time_median_s", "peak_bytes", "saved_bytes", "held_bytes"):
+        values = pd.to_numeric(use[column], errors="coerce").dropna()
+        row[column] = float(values.median()) if not values.empty else row[column]
+    pooled = [v for s in use["samples_s"] if isinstance(s, list) for v in s if v is not None]
+    row["samples_s"] = pooled
+    if len(pooled) >= 2:
+        quartiles = statistics.quantiles(pooled, n=4, method="inclusive")
+        row["time_iqr_s"] = quartiles[2] - quartiles[0]
+        row["time_ci_low_s"], row["time_ci_high_s"] = median_ci(pooled)
+    row["n_samples"] = len(pooled)
+    row["time_converged"] = bool(use["time_converged"].eq(True).all())
+    for column in ("cpu_other_share", "cpu_steal_share", "cpu_wait_share"):
+        values = pd.to_numeric(use[column], errors="coerce").dropna()
+        row[column] = float(values.max()) if not values.empty else None
+    flops = pd.to_numeric(pd.Series([row["flops"]]), errors="coerce").iloc[0]
+    row["flops_per_s"] = flops / row["time_median_s"] if pd.notna(flops) and row["time_median_s"] else None
+    row["repeat"] = None
+    row["run_id"] = "; ".join(dict.fromkeys(use["run_id"].dropna().astype(str)))
+    row["time_trusted"] = False if untrusted else row["time_trusted"]
+    row["time_distrust"] = "; ".join(dict.fromkeys(use["time_distrust"].dropna())) if untrusted else None
+    return row
 
 
 def untrusted_ratios(df: pd.DataFrame, step: str = "forward") -> pd.DataFrame:
