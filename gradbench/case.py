@@ -18,7 +18,7 @@ STEPS = ("forward", "train_step")
 
 def validate_device(device: str) -> None:
     kind, _, index = str(device).partition(":")
-    if kind not in DEVICES or (index and not index.isdigit()):
+    if kind not in DEVICES or (index and not index.isdigit()) or (kind == "cpu" and index):
         raise ValueError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)} (or cuda:N)")
     if kind == "cuda":
         if not torch.cuda.is_available():

@@ -29,16 +29,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _list_arg(values) -> list[str] | None:
-    """Accept `--x a,b`, `--x a b` and mixes."""
+    """Accept `--x a,b`, `--x a b` and mixes; a value given twice counts once."""
     if values is None:
         return None
-    return [v for value in values for v in value.split(",") if v]
+    return list(dict.fromkeys(v.strip() for value in values for v in value.split(",") if v.strip()))
 
 
 # ---------------------------------------------------------------- run
 
 
 LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps")
+BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report")
+STRING_OPTIONS = ("out", "shard", "isolate")
+SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)  # what torch.manual_seed accepts
+MAX_THREADS = 4096
 RUN_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "threads", "quick",
                "out", "resume", "shard", "timeout", "isolate", "max_time", "seed", "cudnn_benchmark", "no_report",
                "repeat", "retry_untrusted")
@@ -91,19 +95,28 @@ def _load_config(path: str) -> dict:
             data = tomllib.load(f)
     except OSError as exc:
         raise BadInput(f"cannot read --config {path!r}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"malformed --config {path!r}: {exc}") from None
-    data = {k.replace("-", "_"): v for k, v in data.get("run", data).items()}
+    table = data.get("run", data)
+    if not isinstance(table, dict):
+        raise BadInput(f"bad [run] in --config {path!r}: expected a table of settings, got {table!r}")
+    data = {k.replace("-", "_"): v for k, v in table.items()}
     unknown = sorted(set(data) - set(RUN_OPTIONS))
     if unknown:
         raise BadInput(f"unknown key {unknown[0]!r} in --config {path!r}; valid keys: {', '.join(RUN_OPTIONS)}")
     for key, value in data.items():
+        if key in BOOL_OPTIONS and not isinstance(value, bool):
+            raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected true or false")
+        if key in STRING_OPTIONS and not isinstance(value, str):
+            raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a string")
         if key in LIST_OPTIONS:
             if isinstance(value, (str, int)):
                 value = [value]
             if not isinstance(value, list):
                 raise BadInput(f"bad value for {key!r} in --config {path!r}: expected a list")
-            data[key] = [str(v) for v in value]
+            if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+                raise BadInput(f"bad value for {key!r} in --config {path!r}: {value!r}; expected names or numbers")
+            data[key] = list(dict.fromkeys(str(v) for v in value))
     return data
 
 
@@ -125,7 +138,7 @@ def _batch_sizes(values: list[str]) -> tuple[int, ...]:
             out.append(int(v))
         except ValueError:
             raise BadInput(f"bad batch size {v!r}; batch sizes are integers >= 1") from None
-    return tuple(out)
+    return tuple(dict.fromkeys(out))
 
 
 def _number(settings: dict, key: str, kind, default=None, minimum=None, maximum=None):
@@ -165,7 +178,7 @@ def build_grid(settings: dict):
     if "max_time" in settings:
         fields["max_time_s"] = _number(settings, "max_time", float)
     if "seed" in settings:
-        fields["seed"] = _number(settings, "seed", int)
+        fields["seed"] = _number(settings, "seed", int, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
     if "cudnn_benchmark" in settings:
         if not isinstance(settings["cudnn_benchmark"], bool):
             raise BadInput(f"bad cudnn_benchmark {settings['cudnn_benchmark']!r}; expected true or false")
@@ -255,7 +268,7 @@ def cmd_run(args) -> int:
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     timeout = _number(settings, "timeout", float, default=600.0, minimum=1e-3)
-    threads = _number(settings, "threads", int, minimum=1)
+    threads = _number(settings, "threads", int, minimum=1, maximum=MAX_THREADS)
     repeat = _number(settings, "repeat", int, default=1, minimum=1, maximum=MAX_REPEAT)
     retry_untrusted = _number(settings, "retry_untrusted", int, default=0, minimum=0, maximum=MAX_REPEAT)
     isolate = settings.get("isolate", "worker")
@@ -380,7 +393,10 @@ def cmd_explain(args) -> int:
     from .report.tables import UNTRUSTED_LEGEND, behaviour_table, render
     from .workload import Workload
 
-    models = _list_arg(args.models) or ["mlp", "transformer"]
+    models = _list_arg(args.models)
+    if models == []:
+        raise BadInput("--models is empty; name built-in models (mlp cnn transformer) or MODULE:FUNCTION")
+    models = models or ["mlp", "transformer"]
     try:
         cases_by_model = {}
         for model in models:
@@ -498,7 +514,12 @@ def cmd_compare(args) -> int:
         for line in only:
             print(f"  {line}")
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise BadInput(f"--out {args.out!r} is a file; compare --out takes a folder for the table and figure")
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"cannot write --out {args.out!r}: {exc.strerror or exc}") from None
         table.to_csv(os.path.join(args.out, f"compare_by_{args.by}.csv"), index=False)
         for path in draw(df, args.by, args.out):
             print(f"figure: {path}")

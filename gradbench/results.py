@@ -327,7 +327,11 @@ def load(paths, warn=None):
     if isinstance(paths, (str, bytes)) or hasattr(paths, "__fspath__"):
         paths = [paths]
     records: list[dict] = []
+    seen: set[str] = set()
     for path in paths:
+        if os.path.realpath(str(path)) in seen:  # a file named twice is read once
+            continue
+        seen.add(os.path.realpath(str(path)))
         found, warnings = read_any(path)
         for w in warnings:
             (warn or (lambda m: print(f"gradbench: warning: {m}", file=sys.stderr)))(w)
