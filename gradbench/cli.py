@@ -253,9 +253,9 @@ class ProgressPrinter:
 
 
 def cmd_run(args) -> int:
-    from .record import DONE_STATUSES, case_key, new_run_id
-    from .results import JsonlWriter, ResultsFileError, chosen_per_case, load, read_jsonl
-    from .sweep import ISOLATION, parse_shard, run_sweep, shard, untrusted
+    from .record import new_run_id
+    from .results import ResultsLock, ResultsLocked
+    from .sweep import ISOLATION, parse_shard, shard
 
     settings = _settings(args)
     try:
@@ -276,6 +276,22 @@ def cmd_run(args) -> int:
         raise BadInput(f"bad --isolate {isolate!r}; valid: {', '.join(ISOLATION)}")
     run_id = new_run_id()
     out = settings.get("out") or _default_out(run_id)
+    try:
+        lock = ResultsLock(out)  # one run owns a results file: taken before it is read for --resume
+    except ResultsLocked as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(f"cannot write --out {out!r}: {exc.strerror or exc}") from None
+    with lock:
+        return _measure_into(out, settings, cases, run_id, timeout, threads, repeat, retry_untrusted, isolate)
+
+
+def _measure_into(out, settings, cases, run_id, timeout, threads, repeat, retry_untrusted, isolate) -> int:
+    """The sweep into ``out`` (its lock held): resume filtering, the sweep, the summary, the report."""
+    from .record import DONE_STATUSES, case_key
+    from .results import JsonlWriter, ResultsFileError, chosen_per_case, load, read_jsonl
+    from .sweep import run_sweep, untrusted
+
     skipped, done, untrusted_done = 0, set(), set()
     if settings.get("resume"):
         if not settings.get("out"):

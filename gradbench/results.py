@@ -73,6 +73,48 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
     return records, warnings
 
 
+class ResultsLocked(Exception):
+    """Another run is writing this results file."""
+
+
+class ResultsLock:
+    """An exclusive lock on a results file for one run, held on ``PATH.lock`` (which names its process),
+    so that two runs never both measure into one file. The kernel drops it when the process dies."""
+
+    def __init__(self, path):
+        import fcntl
+
+        self.path = str(path) + ".lock"
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise ResultsLocked(f"{str(path)!r} is being written by another gradbench run ({holder}); "
+                                "wait for it, or choose another --out") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()}")
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            try:
+                os.remove(self.path)
+            except OSError:
+                pass
+            self._file.close()  # closing drops the lock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 class JsonlWriter:
     """Appends records one line at a time, flushed and fsynced, so a kill loses at most the line in flight."""
 

@@ -87,3 +87,28 @@ def test_compare_out_naming_a_file_is_refused(capsys, tmp_path):
     existing.write_text("keep me\n")
     line = refused(capsys, ["compare", JSONL, str(other), "--by", "machine", "--out", str(existing)])
     assert "is a file" in line and existing.read_text() == "keep me\n"  # was: NotADirectoryError traceback
+
+
+def test_a_second_run_on_the_same_results_file_is_refused_naming_the_first(capsys, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "shared.jsonl"
+    erratic = f"{os.path.join(FIXTURES, 'user_models.py')}:erratic"
+    args = ["run", "--models", erratic, "--sizes", "default", "--batch-sizes", "2", "--modes", "eval",
+            "eval_no_grad", "--steps", "forward", "--max-time", "0.5", "--no-report", "--out", str(out)]
+    first = subprocess.Popen([sys.executable, "-m", "gradbench.cli", *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        lock = str(out) + ".lock"
+        while not (os.path.exists(lock) and open(lock).read().startswith("pid")) and time.time() < deadline:
+            time.sleep(0.05)
+        line = refused(capsys, [*args, "--resume"])  # was: both runs measured every case
+        assert "being written by another gradbench run" in line and f"pid {first.pid}" in line
+    finally:
+        assert first.wait(timeout=120) == 0
+    records = [json.loads(line) for line in open(out)]
+    assert sorted(r["mode"] for r in records) == ["eval", "eval_no_grad"]  # each case once
+    assert not os.path.exists(str(out) + ".lock")  # released when the run ended
