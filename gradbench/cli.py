@@ -286,6 +286,21 @@ def cmd_run(args) -> int:
         return _measure_into(out, settings, cases, run_id, timeout, threads, repeat, retry_untrusted, isolate)
 
 
+def _check_same_settings(out: str, previous: list[dict], cases, threads: int | None) -> None:
+    """Resuming must not mix records measured under other settings: a different seed or thread count
+    changes the weights, the inputs or the time, so the file would hold two experiments as one."""
+    import torch
+
+    if not cases:
+        return
+    wanted = {"seed": cases[0].seed, "threads": threads or torch.get_num_threads()}
+    for key, value in wanted.items():
+        found = sorted({r.get(key) for r in previous if r.get("status") == "ok" and r.get(key) is not None})
+        if found and found != [value]:
+            raise BadInput(f"cannot --resume {out!r} with --{key} {value}: its records were measured with "
+                           f"{key} {', '.join(map(str, found))}; resume with the same settings or choose another --out")
+
+
 def _measure_into(out, settings, cases, run_id, timeout, threads, repeat, retry_untrusted, isolate) -> int:
     """The sweep into ``out`` (its lock held): resume filtering, the sweep, the summary, the report."""
     from .record import DONE_STATUSES, case_key
@@ -303,6 +318,7 @@ def _measure_into(out, settings, cases, run_id, timeout, threads, repeat, retry_
                 raise BadInput(f"cannot --resume: {exc}") from None
             for w in warnings:
                 print(f"gradbench: warning: {w}", file=sys.stderr)
+            _check_same_settings(out, previous, cases, threads)
             done = {(case_key(r), r.get("repeat") or 1) for r in previous if r.get("status") in DONE_STATUSES}
             untrusted_done = {(case_key(r), r.get("repeat") or 1) for r in chosen_per_case(previous)
                               if untrusted(r)}

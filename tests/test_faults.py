@@ -112,3 +112,15 @@ def test_a_second_run_on_the_same_results_file_is_refused_naming_the_first(capsy
     records = [json.loads(line) for line in open(out)]
     assert sorted(r["mode"] for r in records) == ["eval", "eval_no_grad"]  # each case once
     assert not os.path.exists(str(out) + ".lock")  # released when the run ended
+
+
+@pytest.mark.parametrize("option, value, recorded", [("--seed", "1", "seed 0"), ("--threads", "1", "threads 2")])
+def test_resume_with_other_settings_is_refused(capsys, tmp_path, option, value, recorded):
+    out = tmp_path / "run.jsonl"
+    first = dict(json.loads(next(line for line in open(JSONL) if '"status": "ok"' in line)), seed=0, threads=2)
+    out.write_text(json.dumps(first) + "\n")
+    before = out.read_bytes()
+    base = ["run", *TINY, "--out", str(out), "--resume", "--seed", "0", "--threads", "2"]
+    line = refused(capsys, [*base, option, value])  # was: "0 cases to run", two experiments mixed in one file
+    assert f"with {option} {value}" in line and recorded in line
+    assert out.read_bytes() == before
