@@ -371,9 +371,10 @@ def load(paths, warn=None):
     records: list[dict] = []
     seen: set[str] = set()
     for path in paths:
-        if os.path.realpath(str(path)) in seen:  # a file named twice is read once
+        real = os.path.realpath(str(path))
+        if real in seen:  # a file named twice is read once
             continue
-        seen.add(os.path.realpath(str(path)))
+        seen.add(real)
         found, warnings = read_any(path)
         for w in warnings:
             (warn or (lambda m: print(f"gradbench: warning: {m}", file=sys.stderr)))(w)

@@ -273,8 +273,7 @@ def run_sweep(
             todo = [c for c in group if (case_key(c.identity()), r) not in done]
             if todo:
                 jobs.append((shuffled(todo, f"{seed}:{r}"), r, 1))
-    if isolate == "case":
-        jobs = [([c], r, a) for g, r, a in jobs for c in g]
+    jobs = _per_case(jobs) if isolate == "case" else jobs
     progress = Progress(total=sum(len(g) for g, _, _ in jobs))
     pool = WorkerPool(threads, record_rss=(isolate == "case"))
     retry: dict[int, list[Case]] = {}  # repeat -> cases whose newest attempt is untrusted
@@ -299,8 +298,7 @@ def run_sweep(
             if attempt > 1:
                 jobs = [(shuffled(g, f"{seed}:{r}:{attempt}"), r, attempt) for r, again in sorted(retry.items())
                         for g in group_by_workload(again)]
-                if isolate == "case":
-                    jobs = [([c], r, a) for g, r, a in jobs for c in g]
+                jobs = _per_case(jobs) if isolate == "case" else jobs
                 retry.clear()
                 progress.total += sum(len(g) for g, _, _ in jobs)
             for group, r, attempt_no in jobs:
@@ -314,6 +312,11 @@ def run_sweep(
     finally:
         pool.stop_all(kill=sys.exc_info()[0] is not None)
     return progress
+
+
+def _per_case(jobs: list[tuple]) -> list[tuple]:
+    """--isolate case: every case of a job a job of its own (so a fresh process)."""
+    return [([case], r, attempt) for group, r, attempt in jobs for case in group]
 
 
 def _run_group(pool: WorkerPool, slot: int, group: list[Case], run_id: str, timeout_s: float,

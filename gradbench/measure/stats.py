@@ -22,6 +22,14 @@ def median_ci(samples: list[float], z: float = Z95) -> tuple[float, float]:
     return xs[lo], xs[hi]
 
 
+def iqr(samples: list[float]) -> float:
+    """Interquartile range (inclusive quartiles); 0 for fewer than two samples."""
+    if len(samples) < 2:
+        return 0.0
+    q = statistics.quantiles(samples, n=4, method="inclusive")
+    return q[2] - q[0]
+
+
 def rel_halfwidth(median: float, low: float, high: float) -> float | None:
     """The larger side of an interval around the median, relative to it (None: no positive median)."""
     if not median > 0:

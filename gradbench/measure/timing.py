@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from .stats import median_ci, rel_halfwidth
+from .stats import iqr, median_ci, rel_halfwidth
 
 PRECISE = 0.10  # the interval half-width (relative) worth extra sampling time beyond the cap
 EXTEND = 3.0  # ... up to this many times the cap
@@ -43,10 +43,7 @@ class Timing:
 
     @property
     def iqr(self) -> float:
-        if len(self.samples_s) < 2:
-            return 0.0
-        q = statistics.quantiles(self.samples_s, n=4, method="inclusive")
-        return q[2] - q[0]
+        return iqr(self.samples_s)
 
     @property
     def ci(self) -> tuple[float, float]:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..record import CASE_KEY_FIELDS
+from .tables import is_untrusted
 
 BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device",
       "run": "run_id", "file": "source_file"}
@@ -68,7 +69,7 @@ def bootstrap_ratio_ci(base: list, other: list, resamples: int = 2000, seed: int
 
 def _side_runs(part: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     """A side's records of one case, one per run: the trusted ones if any (True), else all (False)."""
-    trusted = part[part["time_trusted"] != False]  # noqa: E712 (null: not judged, kept)
+    trusted = part[[not is_untrusted(v) for v in part["time_trusted"]]]  # null: not judged, kept
     return (trusted, True) if not trusted.empty else (part, False)
 
 

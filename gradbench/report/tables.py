@@ -6,13 +6,12 @@ measures anything.
 from __future__ import annotations
 
 import math
-import statistics
 
 import numpy as np
 import pandas as pd
 
 from ..modes import MODES
-from ..measure.stats import median_ci
+from ..measure.stats import iqr, median_ci
 from ..record import CASE_KEY_FIELDS
 
 GROUP = ["model", "size", "batch_size", "device", "dtype", "step"]
@@ -49,16 +48,26 @@ def one_per_case(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).reset_index(drop=True)
 
 
-def ratio_to_train(df: pd.DataFrame, metric: str, step: str = "forward") -> pd.DataFrame:
-    """Rows: model/size/batch/device/dtype; columns: modes; cells: metric / train's metric."""
+def _by_mode(df: pd.DataFrame, values, step: str, aggfunc: str) -> pd.DataFrame:
+    """Rows: model/size/batch/device/dtype of ok records of ``step``; columns: modes; empty without train.
+    ``values``: a column name, or a function of those records giving the column to spread."""
     ok = ok_records(df)
     ok = ok[ok["step"] == step]
     if ok.empty:
         return pd.DataFrame()
+    if callable(values):
+        ok = ok.assign(_value=values(ok))
+        values = "_value"
     keys = [k for k in GROUP if k != "step"]
-    wide = ok.pivot_table(index=keys, columns="mode", values=metric, aggfunc="median")
-    if "train" not in wide.columns:
-        return pd.DataFrame()
+    wide = ok.pivot_table(index=keys, columns="mode", values=values, aggfunc=aggfunc)
+    return wide if "train" in wide.columns else pd.DataFrame()
+
+
+def ratio_to_train(df: pd.DataFrame, metric: str, step: str = "forward") -> pd.DataFrame:
+    """Rows: model/size/batch/device/dtype; columns: modes; cells: metric / train's metric."""
+    wide = _by_mode(df, metric, step, "median")
+    if wide.empty:
+        return wide
     ratios = wide.div(wide["train"], axis=0).dropna(how="all")  # rows without a train baseline say nothing
     return ratios[[m for m in MODES if m in ratios.columns]]
 
@@ -78,8 +87,7 @@ def _combined(use: pd.DataFrame, untrusted: bool) -> pd.Series:
     pooled = [v for s in use["samples_s"] if isinstance(s, list) for v in s if v is not None]
     row["samples_s"] = pooled
     if len(pooled) >= 2:
-        quartiles = statistics.quantiles(pooled, n=4, method="inclusive")
-        row["time_iqr_s"] = quartiles[2] - quartiles[0]
+        row["time_iqr_s"] = iqr(pooled)
         row["time_ci_low_s"], row["time_ci_high_s"] = median_ci(pooled)
     row["n_samples"] = len(pooled)
     row["time_converged"] = bool(use["time_converged"].eq(True).all())
@@ -97,15 +105,9 @@ def _combined(use: pd.DataFrame, untrusted: bool) -> pd.Series:
 
 def untrusted_ratios(df: pd.DataFrame, step: str = "forward") -> pd.DataFrame:
     """Like ratio_to_train's table: True where the mode's or train's time is untrusted."""
-    ok = ok_records(df)
-    ok = ok[ok["step"] == step]
-    if ok.empty:
-        return pd.DataFrame()
-    ok = ok.assign(untrusted=[is_untrusted(v) for v in ok["time_trusted"]])
-    keys = [k for k in GROUP if k != "step"]
-    wide = ok.pivot_table(index=keys, columns="mode", values="untrusted", aggfunc="any")
-    if "train" not in wide.columns:
-        return pd.DataFrame()
+    wide = _by_mode(df, lambda ok: [is_untrusted(v) for v in ok["time_trusted"]], step, "any")
+    if wide.empty:
+        return wide
     return wide.astype(bool) | wide["train"].astype(bool).values[:, None]
 
 
