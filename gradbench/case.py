@@ -71,8 +71,9 @@ class Case:
         validate_step(self.step)
         if not isinstance(self.cudnn_benchmark, bool):
             raise ValueError(f"bad cudnn_benchmark {self.cudnn_benchmark!r}; it is true or false")
-        if not self.max_time_s > 0:
-            raise ValueError(f"bad max time {self.max_time_s!r}; it must be a number of seconds > 0")
+        if isinstance(self.max_time_s, bool) or not isinstance(self.max_time_s, (int, float)) \
+                or not 0 < self.max_time_s < float("inf"):
+            raise ValueError(f"bad max time {self.max_time_s!r}; it must be a finite number of seconds > 0")
         return self
 
     @property

@@ -144,12 +144,53 @@ def validate_size(model: str, size: str) -> None:
     raise ValueError(f"unknown size {size!r}; valid sizes: {', '.join(SIZES)}")
 
 
-def _load_factory(spec: str) -> Callable:
+def _split_spec(spec: str) -> tuple[str, str, bool]:
+    """'pkg.mod:fn' or 'path/to/file.py:fn' -> (target, function, is_file)."""
     target, _, func_name = spec.rpartition(":")
     if not target or not func_name:
         raise ValueError(f"bad model {spec!r}; expected MODULE:FUNCTION or path/to/file.py:FUNCTION")
+    return target, func_name, target.endswith(".py") or os.sep in target
+
+
+def check_user_model_spec(spec: str) -> None:
+    """Raise ValueError if a user model's file or module cannot be found, without running its code:
+    importing it is the workers' job, under the case timeout (its import may exit, hang or crash)."""
+    target, _, is_file = _split_spec(spec)
+    if is_file:
+        if not os.path.isfile(target):
+            raise ValueError(f"model file {target!r} does not exist")
+        return
+    top = target.split(".")[0]
     try:
-        if target.endswith(".py") or os.sep in target:
+        found = importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ValueError(f"cannot import model {spec!r}: no module named {top!r} (is it on PYTHONPATH, "
+                         "or did you mean path/to/file.py:FUNCTION?)")
+
+
+_FACTORIES: dict[str, Callable | ValueError] = {}  # per process: a module is imported (or fails) once
+
+
+def load_factory(spec: str) -> Callable:
+    """The user's model function; its module imported once per process. An import that raises, or
+    calls sys.exit, is a ValueError naming the model (and raised again for its later cases)."""
+    if spec not in _FACTORIES:
+        try:
+            _FACTORIES[spec] = _import_factory(spec)
+        except ValueError as exc:
+            _FACTORIES[spec] = exc
+    found = _FACTORIES[spec]
+    if isinstance(found, ValueError):
+        raise found
+    return found
+
+
+def _import_factory(spec: str) -> Callable:
+    target, func_name, is_file = _split_spec(spec)
+    try:
+        if is_file:
             if not os.path.isfile(target):
                 raise ValueError(f"model file {target!r} does not exist")
             name = "gradbench_user_" + os.path.splitext(os.path.basename(target))[0]
@@ -161,6 +202,9 @@ def _load_factory(spec: str) -> Callable:
             module = importlib.import_module(target)
     except ValueError:
         raise
+    except SystemExit as exc:  # a script's sys.exit() at import must not end the measuring process
+        raise ValueError(f"cannot import model {spec!r}: its module called sys.exit({exc.code!r}) at import") \
+            from None
     except Exception as exc:  # the user's module failed to import: say so in one line
         raise ValueError(f"cannot import model {spec!r}: {type(exc).__name__}: {exc}") from exc
     factory = getattr(module, func_name, None)
@@ -176,7 +220,7 @@ def build_model(name: str, size: str, seed: int = 0) -> tuple[nn.Module, Callabl
     torch.manual_seed(seed)
     if not is_user_model(name):
         return BUILTIN_MODELS[name](size)
-    factory = _load_factory(name)
+    factory = load_factory(name)
     try:
         result = factory(size=size)
     except Exception as exc:

@@ -42,7 +42,7 @@ class Prepared:
 def base_record(case: Case, workload: Workload | None = None, run_id: str | None = None) -> dict:
     """A case's record before anything is measured: identity, settings and provenance."""
     record = new_record(**case.identity(), **fingerprint(), run_id=run_id or new_run_id(), seed=case.seed,
-                        threads=torch.get_num_threads(), source="gradbench",
+                        threads=torch.get_num_threads(), source="gradbench", max_time_s=case.max_time_s,
                         cudnn_benchmark=case.cudnn_benchmark if case.device.startswith("cuda") else None)
     if workload is not None:
         record.update(params=workload.params, param_bytes=workload.param_bytes,

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field, fields
 STATUSES = ("ok", "error", "oom", "timeout", "crashed", "not_applicable")
 # A case recorded with one of these is done; resume re-runs the others (failures may be transient).
 DONE_STATUSES = ("ok", "not_applicable")
-CASE_KEY_FIELDS = ("model", "size", "batch_size", "device", "dtype", "mode", "step")
+# One case identity, used everywhere a case is keyed or named. A workload is what its modes share.
+WORKLOAD_FIELDS = ("model", "size", "batch_size", "device", "dtype")
+CASE_KEY_FIELDS = (*WORKLOAD_FIELDS, "mode", "step")
+# Settings that change what a case measures without changing which case it is: a results file holds
+# one value of each, so that --resume never mixes two experiments under one case key.
+MEASUREMENT_SETTINGS = ("seed", "threads", "max_time_s", "cudnn_benchmark")
 
 _KINDS = {"str": str, "int": int, "float": (float, int)}
 
@@ -41,6 +46,7 @@ class Record:
     threads: int = _f("identity", "int", "count", "torch intra-op threads of the measuring process")
     seed: int = _f("identity", "int", "", "seed of weights, input batch, behaviour probes and mode order")
     cudnn_benchmark: bool = _f("identity", "bool", "", "torch.backends.cudnn.benchmark during the case (null on cpu)")
+    max_time_s: float = _f("identity", "float", "s", "the time cap per case the run asked for (--max-time)")
     # outcome
     status: str = _f("outcome", "str", "", "ok, error, oom, timeout, crashed or not_applicable")
     error: str = _f("outcome", "str", "", "why the case did not complete (null when ok)")
@@ -165,14 +171,15 @@ def _is_kind(value, kind: str) -> bool:
     return isinstance(value, _KINDS[kind]) and not isinstance(value, bool)
 
 
+def kind_errors(record: dict) -> list[str]:
+    """Declared fields whose values are not of their kind (a reader skips such a record)."""
+    return [f"{name}={record[name]!r} is not {meta['kind']}" for name, meta in SCHEMA.items()
+            if record.get(name) is not None and not _is_kind(record[name], meta["kind"])]
+
+
 def type_errors(record: dict) -> list[str]:
     """What in ``record`` breaks the schema: undeclared names, wrong kinds. Empty when it conforms."""
-    problems = [f"undeclared field {name!r}" for name in record if name not in SCHEMA]
-    for name, meta in SCHEMA.items():
-        value = record.get(name)
-        if value is not None and not _is_kind(value, meta["kind"]):
-            problems.append(f"{name}={value!r} is not {meta['kind']}")
-    return problems
+    return [f"undeclared field {name!r}" for name in record if name not in SCHEMA] + kind_errors(record)
 
 
 def finite_or_none(value):
@@ -190,10 +197,12 @@ def case_key(record: dict) -> tuple:
     return tuple(record.get(k) for k in CASE_KEY_FIELDS)
 
 
-def case_text(record: dict) -> str:
-    """A case as one line for people: 'mlp/tiny b8 cpu float32 eval forward'."""
-    return (f"{record['model']}/{record['size']} b{record['batch_size']} {record['device']} {record['dtype']} "
-            f"{record['mode']} {record['step']}")
+def case_label(record, omit: tuple = ()) -> str:
+    """A case (a record, a row, or a Case's identity) as people read it: 'mlp/tiny b8 cpu float32 eval
+    forward'; ``omit`` drops identity fields a table shows elsewhere (its columns, the compared side)."""
+    parts = {"model": f"{record['model']}/{record['size']}", "batch_size": f"b{record['batch_size']}",
+             **{k: str(record[k]) for k in ("device", "dtype", "mode", "step") if k not in omit}}
+    return " ".join(v for k, v in parts.items() if k not in omit)
 
 
 def schema_markdown() -> str:

@@ -7,7 +7,9 @@ older files are kept.
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime as _dt
+import errno
 import glob
 import itertools
 import json
@@ -15,7 +17,9 @@ import math
 import os
 import sys
 
-from .record import BEHAVIOUR_FLAGS, RECORD_FIELDS, case_key, completed, finite_or_none, new_record, type_errors
+from .errors import WriteFailed
+from .record import (BEHAVIOUR_FLAGS, RECORD_FIELDS, case_key, completed, finite_or_none, kind_errors, new_record,
+                     type_errors)
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
 
@@ -37,16 +41,23 @@ def is_record(obj) -> bool:
     return isinstance(obj, dict) and all(k in obj for k in ("model", "mode", "step", "status"))
 
 
+def _null_constant(name: str):
+    return None  # a bare NaN or Infinity another tool wrote: JSON has neither; read as null, like ours
+
+
 def read_jsonl(path) -> tuple[list[dict], list[str]]:
-    """Records of a gradbench JSONL file, and warnings for lines that could not be read.
+    """Records of a gradbench JSONL file, and warnings for lines that could not be used.
 
-    A line cut short by a kill mid-write is skipped with a warning, never an error; a file
-    with lines but no gradbench record at all raises ResultsFileError.
+    A line cut short by a kill mid-write is skipped with a warning, never an error; so is a record
+    whose fields have the wrong types (one warning per file, naming the lines). An empty file is a
+    valid, empty result (a shard that received no cases); a file with lines but no gradbench record
+    at all raises ResultsFileError.
     """
-
     records: list[dict] = []
     warnings: list[str] = []
+    mistyped: list[tuple[int, str]] = []
     bad = 0
+    name = os.path.basename(str(path))
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().split("\n")
@@ -56,19 +67,28 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=_null_constant)
         except json.JSONDecodeError:
             obj = None
         if is_record(obj):
-            records.append(obj)
+            problems = kind_errors(obj)
+            if problems:
+                mistyped.append((number, problems[0]))
+            else:
+                records.append(obj)
         else:
             bad += 1
             last = number == len(lines) or (number == len(lines) - 1 and lines[-1] == "")
             warnings.append(
-                f"{os.path.basename(str(path))}:{number}: "
+                f"{name}:{number}: "
                 + ("truncated last line ignored (killed mid-write?)" if last else "not a gradbench record, ignored")
             )
-    if bad and not records:
+    if mistyped:
+        more = f" (and lines {', '.join(str(n) for n, _ in mistyped[1:6])}{', ...' if len(mistyped) > 6 else ''})" \
+            if len(mistyped) > 1 else ""
+        warnings.append(f"{name}:{mistyped[0][0]}: {len(mistyped)} record(s) with wrong-typed fields skipped"
+                        f"{more}; first: {mistyped[0][1]}")
+    if bad and not records and not mistyped:
         raise ResultsFileError(f"{str(path)!r} is not a gradbench JSONL results file (no line is a gradbench record)")
     return records, warnings
 
@@ -116,29 +136,45 @@ class ResultsLock:
 
 
 class JsonlWriter:
-    """Appends records one line at a time, flushed and fsynced, so a kill loses at most the line in flight."""
+    """Appends records one line at a time, each written whole and fsynced, so a kill loses at most the
+    line in flight. A line that cannot be written whole (disk full, quota, file size limit) is cut
+    back off the file and WriteFailed raised: every record before it is intact, no partial line left."""
 
     def __init__(self, path):
-
         self.path = str(path)
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        self._file = open(self.path, "a+b")
+        self.written = 0
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         # A previous run killed mid-write may have left a partial line: start on a fresh line.
-        self._file.seek(0, os.SEEK_END)
-        if self._file.tell() > 0:
-            self._file.seek(-1, os.SEEK_END)
-            if self._file.read(1) != b"\n":
-                self._file.write(b"\n")
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        if end > 0 and os.pread(self._fd, 1, end - 1) != b"\n":
+            self._append(b"\n")
+
+    def _append(self, data: bytes) -> None:
+        before = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            done = 0
+            while done < len(data):
+                n = os.write(self._fd, data[done:])
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += n
+            os.fsync(self._fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, before)
+            raise WriteFailed(f"cannot write results to {self.path!r}: {exc.strerror or exc}; the {self.written} "
+                              f"records this run wrote before it are intact; make room, then continue with "
+                              f"--out {self.path} --resume") from None
 
     def write(self, record: dict) -> None:
-
-        self._file.write((to_json_line(record) + "\n").encode())
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        self._append((to_json_line(record) + "\n").encode())
+        self.written += 1
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self):
         return self
@@ -213,11 +249,7 @@ def judged_on_reading(record: dict) -> None:
 
 
 def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
-    if os.path.getsize(path) == 0:
-        raise ResultsFileError(f"{str(path)!r} is empty")
     records, warnings = read_jsonl(path)
-    if not records:
-        raise ResultsFileError(f"{str(path)!r} has no gradbench records")
     records = [completed(r) for r in records]  # older files lack newer fields
     for r in records:
         r["source"] = r["source"] or "gradbench"
@@ -356,6 +388,13 @@ def read_any(path) -> tuple[list[dict], list[str]]:
             records, warnings = read_asv_results(os.path.dirname(os.path.abspath(path))), []
         else:  # perhaps JSONL under another name
             records, warnings = read_gradbench_jsonl(path)
+    if not path.endswith(".jsonl"):  # JSONL lines were checked as read, with their line numbers
+        mistyped = [(i, kind_errors(r)) for i, r in enumerate(records, 1)]
+        mistyped = [(i, p[0]) for i, p in mistyped if p]
+        if mistyped:
+            warnings = [*warnings, f"{os.path.basename(path)}: {len(mistyped)} record(s) with wrong-typed fields "
+                        f"skipped; first (record {mistyped[0][0]}): {mistyped[0][1]}"]
+            records = [r for r in records if not kind_errors(r)]
     for r in records:
         r["source_file"] = path
         judged_on_reading(r)
@@ -379,4 +418,7 @@ def load(paths, warn=None):
         for w in warnings:
             (warn or (lambda m: print(f"gradbench: warning: {m}", file=sys.stderr)))(w)
         records.extend(found)
+    if not records:
+        names = ", ".join(repr(str(p)) for p in paths)
+        raise ResultsFileError(f"no records in {names} (empty files: shards that received no cases?)")
     return to_frame(records)

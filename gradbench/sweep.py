@@ -9,6 +9,7 @@ goes on. Every record is appended to the JSONL file as soon as it arrives.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import multiprocessing
@@ -123,6 +124,21 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
     if threads:
         torch.set_num_threads(threads)
     expected = state.expected_state(seed=None)  # captured before any model's code runs here
+    imported: set[str] = set()  # user models whose module this process has imported (or failed to)
+
+    @contextlib.contextmanager
+    def importing(model: str):
+        """Around a user model's first import here: if it exits, crashes or hangs the process, the
+        manager knows it was the import, and records every case of that model so, not case by case."""
+        if model in imported:
+            yield
+            return
+        conn.send(("importing", model))
+        try:
+            yield
+        finally:
+            imported.add(model)
+            conn.send(("imported", model))
     last_model = None  # whose code ran last in this process: the suspect if global state has changed
     while True:
         try:
@@ -141,7 +157,7 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
                 if workload is None or workload.key != case.workload_key:
                     workload = None
                     last_model = case.model
-                    workload = Workload(*case.workload_key)
+                    workload = Workload(*case.workload_key, import_scope=importing)
                 record = measure_case(case, workload, run_id)
             except Exception as exc:  # the workload could not be built: every case of it says why
                 record = failure_record(case, run_id, "error", f"{type(exc).__name__}: {exc}".strip())
@@ -283,6 +299,8 @@ def run_sweep(
             if key in by_key and r <= repeat:
                 retry.setdefault(r, []).append(by_key[key])
 
+    broken: dict[str, tuple[str, str]] = {}  # user model -> (status, message) when its import failed
+
     def emit(record: dict, r: int, attempt: int, case: Case) -> None:
         record.update(repeat=r, attempt=attempt)
         write(record)
@@ -302,7 +320,8 @@ def run_sweep(
                 retry.clear()
                 progress.total += sum(len(g) for g, _, _ in jobs)
             for group, r, attempt_no in jobs:
-                _run_group(pool, r, group, run_id, timeout_s, lambda record, case: emit(record, r, attempt_no, case))
+                _run_group(pool, r, group, run_id, timeout_s, lambda record, case: emit(record, r, attempt_no, case),
+                           broken)
                 # A worker that has used a GPU keeps a CUDA context: idle beside the next process's
                 # measurement it would hold GPU memory and count as another process on the GPU.
                 if isolate == "case" or (repeat > 1 and group[0].device.startswith("cuda")):
@@ -320,14 +339,22 @@ def _per_case(jobs: list[tuple]) -> list[tuple]:
 
 
 def _run_group(pool: WorkerPool, slot: int, group: list[Case], run_id: str, timeout_s: float,
-               emit: Callable[[dict, Case], None]) -> None:
+               emit: Callable[[dict, Case], None], broken: dict | None = None) -> None:
     """Measure one group on the slot's worker; a case whose worker dies or overruns is recorded as such,
-    the worker replaced, and the group goes on."""
+    the worker replaced, and the group goes on. A user model whose import killed or hung its worker
+    is recorded for every one of its cases (here and in later groups, through ``broken``), once."""
+    broken = {} if broken is None else broken
     pending = list(group)
     while pending:
+        if pending[0].model in broken:
+            status, message = broken[pending[0].model]
+            for case in list(pending):
+                pending.remove(case)
+                emit(failure_record(case, run_id, status, message), case)
+            return
         worker = pool.get(slot)
         worker.conn.send((pending, run_id))
-        current, started = None, time.perf_counter()
+        current, importing, started = None, None, time.perf_counter()
         while True:
             left = timeout_s - (time.perf_counter() - started)
             if worker.conn.poll(max(0.0, min(left, 0.5))):
@@ -343,6 +370,10 @@ def _run_group(pool: WorkerPool, slot: int, group: list[Case], run_id: str, time
                 continue
             if kind == "start":
                 current, started = payload, time.perf_counter()
+            elif kind == "importing":
+                importing, started = payload, time.perf_counter()  # the import has a --timeout of its own
+            elif kind == "imported":
+                importing, started = None, time.perf_counter()
             elif kind == "record":
                 pending.remove(current)
                 emit(payload, current)
@@ -352,11 +383,18 @@ def _run_group(pool: WorkerPool, slot: int, group: list[Case], run_id: str, time
             else:  # the worker died or overran: record the case it was on, replace the worker
                 pool.stop(slot, kill=True)
                 exitcode = worker.process.exitcode
+                status = "timeout" if kind == "timeout" else "crashed"
+                if importing is not None:
+                    what = f"importing model {importing!r}"
+                    message = f"{what} exceeded --timeout {timeout_s:g} s; worker killed" if kind == "timeout" \
+                        else f"{what} ended its worker process (exit code {exitcode})"
+                    broken[importing] = (status, message)
+                    break  # the loop's top records every pending case of the model
                 victim = current or pending[0]
                 if kind == "timeout":
                     message = f"case exceeded --timeout {timeout_s:g} s; worker killed"
                 else:
                     message = f"worker process died (exit code {exitcode})"
                 pending.remove(victim)
-                emit(failure_record(victim, run_id, kind if kind == "timeout" else "crashed", message), victim)
+                emit(failure_record(victim, run_id, status, message), victim)
                 break

@@ -35,12 +35,18 @@ def resolved_device(device: str) -> torch.device:
 class Workload:
     """One model and one input batch on a device and dtype, shared by every mode run on it."""
 
-    def __init__(self, model: str, size: str, batch_size: int, device: str, dtype: str, seed: int = 0):
+    def __init__(self, model: str, size: str, batch_size: int, device: str, dtype: str, seed: int = 0,
+                 import_scope=contextlib.nullcontext):
+        """``import_scope(model)``: a context around a user model's first import in this process (the
+        sweep's workers tell their manager, which holds the import to the case timeout)."""
         self.key = (model, size, batch_size, device, dtype, seed)
         self.name = model
         self.device = resolved_device(device)
         guard = state.CleanState(state.expected_state(seed))
         with guard:  # a user module runs its own code here: at import and in its factory
+            if _models.is_user_model(model):
+                with import_scope(model):
+                    _models.load_factory(model)
             net, make_input = _models.build_model(model, size, seed)
             self.model: nn.Module = net.to(device=self.device, dtype=DTYPES[dtype])
             self.inputs = _models.make_inputs(make_input, batch_size, self.device, DTYPES[dtype], seed)

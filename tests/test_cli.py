@@ -46,7 +46,8 @@ def run_bad(capsys, existing, *args):
         (["--batch-sizes", "eight"], r"bad batch size 'eight'"),
         (["--shard", "3/2"], r"bad shard '3/2'"),
         (["--shard", "x"], r"bad shard 'x'"),
-        (["--models", "tests/fixtures/broken_import.py:model"], r"cannot import model"),
+        (["--models", "no_such_module_anywhere:model"], r"no module named 'no_such_module_anywhere'"),
+        (["--models", "tests/fixtures/no_such_file.py:model"], r"model file .* does not exist"),
         (["--repeat", "0"], r"bad --repeat 0; it must be >= 1"),
         (["--repeat", "1000000000"], r"bad --repeat 1000000000; it must be <= 100"),
         (["--retry-untrusted", "-1"], r"bad --retry-untrusted -1; it must be >= 0"),
@@ -124,18 +125,19 @@ def test_unknown_option_is_one_line_exit_2():
 
 
 def test_config_file_sets_grid_and_command_line_wins(tmp_path):
-    from gradbench.cli import _settings, build_grid, build_parser
+    from gradbench.cli import build_parser
+    from gradbench.settings import run_settings
 
     config = tmp_path / "sweep.toml"
     config.write_text('models = ["cnn"]\nsizes = ["tiny"]\nbatch_sizes = [2, 4]\nmodes = ["eval"]\n'
                       'max_time = 0.1\nquick = true\n')
     args = build_parser().parse_args(["run", "--config", str(config), "--batch-sizes", "16"])
-    grid = build_grid(_settings(args))
+    grid = run_settings(args).grid
     assert grid.models == ("cnn",) and grid.batch_sizes == (16,) and grid.modes == ("eval",)
     assert grid.max_time_s == 0.1
-    quick = build_grid(_settings(build_parser().parse_args(["run", "--quick"])))
+    quick = run_settings(build_parser().parse_args(["run", "--quick"])).grid
     assert quick.sizes == ("tiny",) and quick.max_time_s == 0.2
-    everything = build_grid(_settings(build_parser().parse_args(["run", "--modes", "all"])))
+    everything = run_settings(build_parser().parse_args(["run", "--modes", "all"])).grid
     assert len(everything.modes) == 9
 
 

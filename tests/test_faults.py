@@ -1,4 +1,5 @@
-"""Faults a new user meets (issue 11): each gets one line, exit status 2, and nothing run or lost.
+"""Faults a new user meets (issue 11): each gets one line and the right exit status (2 for bad input,
+1 for an output that cannot be written), and nothing run twice or lost.
 
 Each test here failed on gradbench 0.3's first cut (commit 324841f) in the way its comment says.
 """
@@ -63,10 +64,11 @@ def test_numbers_and_devices_out_of_range_are_refused(capsys, tmp_path, args, me
 
 
 def test_a_value_repeated_in_a_list_runs_once(tmp_path):
-    from gradbench.cli import _settings, build_grid, build_parser
+    from gradbench.cli import build_parser
+    from gradbench.settings import run_settings
 
     args = build_parser().parse_args(["run", "--models", "mlp", "mlp,cnn", "--batch-sizes", "8", "08", "8"])
-    grid = build_grid(_settings(args))  # was: the same cases twice
+    grid = run_settings(args).grid  # was: the same cases twice
     assert grid.models == ("mlp", "cnn") and grid.batch_sizes == (8,)
 
 
@@ -114,13 +116,215 @@ def test_a_second_run_on_the_same_results_file_is_refused_naming_the_first(capsy
     assert not os.path.exists(str(out) + ".lock")  # released when the run ended
 
 
-@pytest.mark.parametrize("option, value, recorded", [("--seed", "1", "seed 0"), ("--threads", "1", "threads 2")])
+@pytest.mark.parametrize("option, value, recorded", [
+    ("--seed", "1", "seed 0"), ("--threads", "1", "threads 2"),
+    ("--max-time", "0.3", "max_time_s 0.5"),  # was: resumed, two time caps mixed in one file
+])
 def test_resume_with_other_settings_is_refused(capsys, tmp_path, option, value, recorded):
     out = tmp_path / "run.jsonl"
-    first = dict(json.loads(next(line for line in open(JSONL) if '"status": "ok"' in line)), seed=0, threads=2)
+    first = dict(json.loads(next(line for line in open(JSONL) if '"status": "ok"' in line)), seed=0, threads=2,
+                 max_time_s=0.5)
     out.write_text(json.dumps(first) + "\n")
     before = out.read_bytes()
-    base = ["run", *TINY, "--out", str(out), "--resume", "--seed", "0", "--threads", "2"]
+    base = ["run", *TINY, "--out", str(out), "--resume", "--seed", "0", "--threads", "2", "--max-time", "0.5"]
     line = refused(capsys, [*base, option, value])  # was: "0 cases to run", two experiments mixed in one file
     assert f"with {option} {value}" in line and recorded in line
     assert out.read_bytes() == before
+
+
+# ---------------------------------------------------------------- numbers on the other commands
+
+
+@pytest.mark.parametrize("argv", [
+    ["explain", "--max-time", "inf"],  # was: timed forever
+    ["case", "--max-time", "nan"],
+    ["case", "--batch-size", "0"],
+    ["selfcheck", "--tolerance", "nan"],
+])
+def test_non_finite_or_out_of_range_numbers_on_other_commands_are_refused(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------- write errors
+
+
+def _limited(max_bytes: int):
+    """A child's file size limit: a write past it fails with EFBIG, as a full disk fails with ENOSPC
+    (a short write first, then an error), on any filesystem and without root."""
+    import resource
+
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return apply
+
+
+def _gradbench(args, max_bytes=None, timeout=300):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "gradbench.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=_limited(max_bytes) if max_bytes else None)
+
+
+def _one_error_line(result, code: int) -> str:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gradbench: error")]
+    assert result.returncode == code and "Traceback" not in result.stderr, result.stderr
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_results_that_cannot_be_written_stop_the_run_with_no_partial_line(tmp_path):
+    out = tmp_path / "full.jsonl"
+    args = ["run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes", "eval", "eval_no_grad",
+            "no_grad", "train", "--steps", "forward", "--max-time", "0.02", "--no-report", "--out", str(out)]
+    result = _gradbench(args, max_bytes=6000)  # room for a record or two of the four
+    line = _one_error_line(result, 1)  # was: a traceback, and a partial line left in the file
+    assert f"cannot write results to {str(out)!r}" in line and "--resume" in line
+    lines = out.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and 1 <= len(lines) - 1 < 4
+    records = [json.loads(x) for x in lines[:-1]]  # every line whole
+    assert all(r["status"] == "ok" for r in records)
+    assert f"the {len(records)} records this run wrote before it are intact" in line
+    assert not os.path.exists(str(out) + ".lock")
+
+
+def test_a_report_that_cannot_be_written_leaves_no_half_written_file(tmp_path):
+    out = tmp_path / "report"
+    result = _gradbench(["report", JSONL, "--out", str(out)], max_bytes=30_000)  # smaller than the figures
+    line = _one_error_line(result, 1)  # was: a traceback
+    assert "cannot write figure" in line and "File too large" in line
+    assert not os.path.exists(out / "report.html") and not os.path.exists(out / "report.md")
+    assert [f for f in os.listdir(out / "figures") if ".tmp" in f] == []  # temporaries removed
+    for name in os.listdir(out / "figures"):  # what was written is whole: a PNG ends with its IEND chunk
+        data = (out / "figures" / name).read_bytes()
+        assert data.endswith(b"IEND\xaeB`\x82") if name.endswith(".png") else data.rstrip().endswith(b"</svg>")
+
+
+def test_asv_machine_on_a_full_disk_keeps_the_old_file_whole(tmp_path):
+    machine_file = tmp_path / "asv-machine.json"
+    old = {"version": 1, "other-host": {"machine": "other-host", "notes": "x" * 2000}}
+    machine_file.write_text(json.dumps(old, indent=4))
+    size = machine_file.stat().st_size
+    result = _gradbench(["asv-machine", "--file", str(machine_file), "--machine", "new-host"], max_bytes=size + 20)
+    line = _one_error_line(result, 1)  # was: the file truncated to what fitted: invalid JSON, old machine lost
+    assert "cannot write asv machine file" in line
+    assert json.loads(machine_file.read_text()) == old
+    assert [f for f in os.listdir(tmp_path) if ".tmp" in f] == []
+
+
+def test_asv_machine_with_room_writes_the_new_machine_beside_the_old(tmp_path, capsys):
+    machine_file = tmp_path / "asv-machine.json"
+    machine_file.write_text(json.dumps({"version": 1, "other-host": {"machine": "other-host"}}))
+    assert main(["asv-machine", "--file", str(machine_file), "--machine", "new-host"]) == 0
+    data = json.loads(machine_file.read_text())
+    assert set(data) == {"version", "other-host", "new-host"} and data["new-host"]["machine"] == "new-host"
+
+
+# ---------------------------------------------------------------- user modules misbehaving at import
+
+
+@pytest.fixture
+def misbehaving(tmp_path):
+    def module(body: str) -> str:
+        path = tmp_path / f"m{abs(hash(body))}.py"
+        path.write_text("import torch\nfrom torch import nn\n" + body + "\n\ndef build(size='default'):\n"
+                        "    return nn.Linear(4, 4), lambda b: torch.randn(b, 4)\n")
+        return f"{path}:build"
+    return module
+
+
+def _sweep_with(model: str, tmp_path, *extra) -> tuple[int, list[dict]]:
+    out = tmp_path / "out.jsonl"
+    code = main(["run", "--models", model, "mlp", "--sizes", "tiny", "--batch-sizes", "2", "3", "--modes", "eval",
+                 "--steps", "forward", "--max-time", "0.02", "--no-report", "--out", str(out), *extra])
+    return code, [json.loads(line) for line in open(out)]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ("import sys\nsys.exit(0)", "error", "its module called sys.exit(0) at import"),  # was: gradbench ended, 0
+    ("import os\nos._exit(3)", "crashed", "ended its worker process (exit code 3)"),
+    ("raise ImportError('no such thing')", "error", "ImportError: no such thing"),  # was: exit 2, nothing run
+])
+def test_a_user_module_that_exits_or_crashes_at_import_becomes_records(tmp_path, misbehaving, body, status,
+                                                                        message):
+    model = misbehaving(body)
+    code, records = _sweep_with(model, tmp_path)
+    assert code == 0
+    theirs = [r for r in records if r["model"] == model]
+    assert len(theirs) == 2 and all(r["status"] == status and message in r["error"] for r in theirs)
+    assert [r["status"] for r in records if r["model"] == "mlp"] == ["ok", "ok"]  # the sweep went on
+
+
+def test_a_user_module_that_hangs_at_import_times_out_once_for_all_its_cases(tmp_path, misbehaving):
+    import time
+
+    model = misbehaving("import time\ntime.sleep(600)")
+    started = time.perf_counter()
+    code, records = _sweep_with(model, tmp_path, "--timeout", "3")  # was: hung forever, --timeout ignored
+    assert code == 0
+    theirs = [r for r in records if r["model"] == model]
+    assert len(theirs) == 2 and all(r["status"] == "timeout" and "importing model" in r["error"] for r in theirs)
+    assert [r["status"] for r in records if r["model"] == "mlp"] == ["ok", "ok"]
+    assert time.perf_counter() - started < 3 * 2 + 60  # one timeout for both batch sizes, not one each
+
+
+def test_explain_on_a_module_that_exits_at_import_is_one_line(capsys, misbehaving):
+    assert main(["explain", "--models", misbehaving("raise SystemExit(4)"), "--max-time", "0.02"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("gradbench: error")]
+    assert len(errors) == 1 and "called sys.exit(4) at import" in errors[0]  # was: gradbench exited 4, silently
+    assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- merging and reading
+
+
+def test_an_empty_shard_is_a_valid_empty_result(tmp_path, capsys):
+    empty = tmp_path / "shard-2.jsonl"
+    assert main(["run", *TINY, "--shard", "2/2", "--out", str(empty)]) == 0
+    assert empty.exists() and empty.stat().st_size == 0
+    capsys.readouterr()
+    assert main(["report", JSONL, str(empty), "--out", str(tmp_path / "r")]) == 0  # was: "is empty", exit 2
+    assert "gradbench: error" not in capsys.readouterr().err
+    line = refused(capsys, ["report", str(empty), "--out", str(tmp_path / "r2")])  # nothing at all to report
+    assert "no records in" in line
+
+
+def test_records_with_wrong_typed_fields_are_skipped_with_one_warning(tmp_path, capsys):
+    lines = open(JSONL).read().splitlines()
+    spoiled = [json.loads(line) for line in lines]
+    spoiled[2]["time_median_s"] = "fast"
+    spoiled[5]["batch_size"] = "8"
+    spoiled[6]["dropout_active"] = [1]
+    path = tmp_path / "spoiled.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in spoiled) + "\n")
+    assert main(["report", str(path), "--out", str(tmp_path / "r")]) == 0  # was: a traceback
+    warnings = [w for w in capsys.readouterr().err.splitlines() if "wrong-typed" in w]
+    assert warnings == ["gradbench: warning: spoiled.jsonl:3: 3 record(s) with wrong-typed fields skipped "
+                        "(and lines 6, 7); first: time_median_s='fast' is not float"]
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(json.dumps(dict(r, machine="other")) for r in spoiled) + "\n")
+    assert main(["compare", str(path), str(other), "--by", "machine"]) == 0
+    assert sum("wrong-typed" in w for w in capsys.readouterr().err.splitlines()) == 2  # one per file
+
+
+def test_a_bare_nan_from_another_tool_is_read_as_null_and_never_written(tmp_path):
+    from gradbench.results import JsonlWriter, read_jsonl
+
+    record = json.loads(next(line for line in open(JSONL) if '"status": "ok"' in line))
+    path = tmp_path / "nan.jsonl"
+    path.write_text(json.dumps(dict(record, flops_per_s=None)).replace('"flops_per_s": null',
+                                                                        '"flops_per_s": Infinity') + "\n")
+    records, warnings = read_jsonl(path)
+    assert records[0]["flops_per_s"] is None and not warnings
+    written = tmp_path / "written.jsonl"
+    with JsonlWriter(written) as writer:
+        writer.write(dict(record, flops_per_s=float("nan"), samples_s=[1e-3, float("inf")]))
+
+    def refuse(name):
+        raise ValueError(f"bare {name} in JSONL")
+    again = json.loads(written.read_text(), parse_constant=refuse)  # strict JSON: no NaN, no Infinity
+    assert again["flops_per_s"] is None and again["samples_s"] == [1e-3, None]

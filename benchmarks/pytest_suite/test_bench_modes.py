@@ -13,6 +13,7 @@ import pytest
 from gradbench.measure.contention import monitor_for
 from gradbench.measure.stats import samples_rel_halfwidth
 from gradbench.measure.trust import verdict_fields
+from gradbench.record import case_label
 
 ROUNDS_TIME_S = 0.3  # about this much timed work per benchmark
 
@@ -37,7 +38,7 @@ def _extra_info(case) -> dict:
 def test_mode(benchmark, prepared, gradbench_case, step):
     model, size, batch_size, device, dtype, mode = gradbench_case
     case = prepared(model, size, batch_size, device, mode, step, dtype)
-    benchmark.group = f"{model}/{size} b{batch_size} {device} {dtype} {step}"
+    benchmark.group = case_label(case.record, omit=("mode",))
     benchmark.name = mode
     benchmark.extra_info.update(_extra_info(case))
     monitor = monitor_for(device).start()

@@ -18,7 +18,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from ..record import CASE_KEY_FIELDS
+from ..record import CASE_KEY_FIELDS, case_label
 from .tables import is_untrusted
 
 BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device",
@@ -159,9 +159,8 @@ def text_table(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return table
     shown = pd.DataFrame({
-        "case": table["model"].astype(str) + "/" + table["size"].astype(str) + " b" + table["batch_size"].astype(str)
-        + " " + table.get("device", pd.Series("", index=table.index)).astype(str) + " " + table["dtype"].astype(str)
-        + " " + table["step"].astype(str),
+        "case": [case_label(r, omit=("mode", *[k for k in ("device",) if k not in table])) for r in
+                 table.to_dict("records")],
         "mode": table["mode"],
         "vs": table["other"] + " / " + table["baseline"],
         "baseline ms": table["baseline_ms"].map("{:.3f}".format),
@@ -186,9 +185,8 @@ def draw(df: pd.DataFrame, by: str, out_dir: str) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
     ok[by] = side_labels(ok, by)
     ok["time_ms"] = ok["time_median_s"].astype(float) * 1e3
-    ok["workload"] = ok["model"].astype(str) + "/" + ok["size"].astype(str) + " b" + ok["batch_size"].astype(str)
-    if by != "device":
-        ok["workload"] += " " + ok["device"].astype(str)
+    shown_elsewhere = ("dtype", "mode", "step", *(["device"] if by == "device" else []))
+    ok["workload"] = [case_label(r, omit=shown_elsewhere) for r in ok.to_dict("records")]
     grid = sns.catplot(data=ok, x="mode", y="time_ms", hue=by, col="workload", col_wrap=3, kind="bar",
                        height=3, aspect=1.4, sharey=False, errorbar=None)
     grid.set_axis_labels("", "forward time (ms)")
@@ -196,3 +194,45 @@ def draw(df: pd.DataFrame, by: str, out_dir: str) -> list[str]:
         ax.tick_params(axis="x", rotation=45)
     grid.figure.suptitle(f"Forward time by mode, compared by {by}", y=1.02)
     return _save(grid.figure, out_dir, f"compare_by_{by}")
+
+
+def print_comparison(table: pd.DataFrame, sides: list, only: list[str], by: str, fail_above: float | None) -> int:
+    """The comparison as printed by `gradbench compare`; with ``fail_above``, the gate: 1 when a trusted
+    case is slower by more than that percentage with its whole interval beyond, else 0."""
+    from .tables import render
+
+    print(f"compared by {by}: baseline {sides[0]!r} vs {', '.join(repr(s) for s in sides[1:])}; "
+          f"{len(table)} shared cases (time ratio = other / baseline; {interval_kind(table)})")
+    print(render(text_table(table)))
+    if only:
+        print(f"\n{len(only)} cases are not on both sides:")
+        for line in only:
+            print(f"  {line}")
+    if not table.empty and not table["trusted"].all():
+        print(f"\n{int((~table['trusted']).sum())} cases have only untrusted timings on a side (marked NO); "
+              "--fail-above does not fail on them")
+    if fail_above is None:
+        return 0
+    if not table.empty and (table["interval"] != BETWEEN).any():
+        print("\nnote: with one run a side the intervals miss the variation between processes, so this gate "
+              "also fails on noise; measure each side with --repeat K (README: Comparing)")
+    bad, doubtful = regressions(table, fail_above)
+    if not doubtful.empty:
+        print(f"\nnot judged: {len(doubtful)} untrusted cases look slower by more than {fail_above:g}%:")
+        for (_, row), case in zip(doubtful.iterrows(), text_table(doubtful).index):
+            print(f"  {case} {row['mode']}: {row['distrust']}")
+    if not bad.empty:
+        print(f"\nFAIL: {len(bad)} cases slower by more than {fail_above:g}% with the whole interval beyond:")
+        print(render(text_table(bad)))
+        return 1
+    print(f"\nOK: no trusted case slower by more than {fail_above:g}% with its whole interval beyond")
+    return 0
+
+
+def write_comparison(df: pd.DataFrame, table: pd.DataFrame, by: str, out_dir: str) -> list[str]:
+    """The table as CSV and the figure into ``out_dir``, each file whole or not at all."""
+    from ..atomic import write_text
+
+    path = os.path.join(out_dir, f"compare_by_{by}.csv")
+    write_text(path, table.to_csv(index=False), "table")
+    return [path, *draw(df, by, out_dir)]

@@ -10,6 +10,9 @@ import os
 import pandas as pd
 
 from .. import __version__
+from ..atomic import write_text
+from ..errors import cannot_write
+from ..record import case_label
 from .figures import draw_all
 from .findings import findings
 from .tables import UNTRUSTED_LEGEND, behaviour_table, is_untrusted, one_per_case, render, summary_tables
@@ -42,8 +45,8 @@ def _trust_blocks(df: pd.DataFrame) -> list[tuple]:
         shown = bad.head(40)
         several = shown["repeat"].fillna(1).astype(float).gt(1).any() if "repeat" in shown else False
         table = pd.DataFrame({
-            "case": [f"{r['model']}/{r['size']} b{r['batch_size']} {r['device']} {r['dtype']} {r['step']}"
-                     + (f" (process {int(r['repeat'] or 1)})" if several else "") for _, r in shown.iterrows()],
+            "case": [case_label(r, omit=("mode",)) + (f" (process {int(r['repeat'] or 1)})" if several else "")
+                     for _, r in shown.iterrows()],
             "mode": shown["mode"].values,
             "other CPU use": [f"{v:.0%}" if pd.notna(v) else "-" for v in shown["cpu_other_share"]],
             "CPU wait": [f"{v:.0%}" if pd.notna(v) else "-" for v in shown["cpu_wait_share"]],
@@ -60,7 +63,7 @@ def _behaviour_blocks(df: pd.DataFrame) -> list[tuple]:
     for (model, size, device, dtype), part in measured.groupby(["model", "size", "device", "dtype"]):
         batch = part["batch_size"].max()
         records = part[part["batch_size"] == batch].to_dict("records")
-        blocks.append(("h3", f"{model}/{size}, batch {batch}, {device} {dtype}"))
+        blocks.append(("h3", case_label(records[0], omit=("mode", "step"))))
         blocks.append(("table", behaviour_table(records)))
     return blocks
 
@@ -155,13 +158,14 @@ def _html(blocks) -> str:
 
 def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report") -> dict:
     """Draw the figures and write report.md and report.html into out_dir; return their paths."""
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
+    except OSError as exc:
+        raise cannot_write("report to", out_dir, exc) from None
     combined = one_per_case(df)  # a --repeat run's processes combined
     figures = draw_all(combined, os.path.join(out_dir, "figures"))
     blocks = build_blocks(df, figures, out_dir, title, combined)
     md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")
-    with open(md_path, "w") as f:
-        f.write(_md(blocks))
-    with open(html_path, "w") as f:
-        f.write(_html(blocks))
+    write_text(md_path, _md(blocks), "report")
+    write_text(html_path, _html(blocks), "report")
     return {"markdown": md_path, "html": html_path, "figures": figures}

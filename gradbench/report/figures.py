@@ -14,20 +14,25 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ..atomic import replaced  # noqa: E402
 from ..modes import MODES  # noqa: E402
-from .tables import case_label, ratio_to_train  # noqa: E402
+from .tables import ratio_to_train, workload_label  # noqa: E402
 
 PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
 MODE_ORDER = list(MODES)
 
 
 def _save(fig, out_dir: str, name: str) -> list[str]:
+    """The figure as PNG and SVG, each written whole or not at all (atomic.replaced)."""
     paths = []
-    for ext in ("png", "svg"):
-        path = os.path.join(out_dir, f"{name}.{ext}")
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
+    try:
+        for ext in ("png", "svg"):
+            path = os.path.join(out_dir, f"{name}.{ext}")
+            with replaced(path, "figure") as temporary:
+                fig.savefig(temporary, dpi=110, bbox_inches="tight", format=ext)
+            paths.append(path)
+    finally:
+        plt.close(fig)
     return paths
 
 
@@ -104,7 +109,7 @@ def ratio_heatmaps(df: pd.DataFrame, out_dir: str) -> list[str]:
     memory_ratio = ratio_to_train(df, "peak_bytes")
     if time_ratio.empty:
         return []
-    labels = [case_label(i) for i in time_ratio.index]
+    labels = [workload_label(i) for i in time_ratio.index]
     height = 1.2 + 0.28 * len(labels)
     fig, axes = plt.subplots(1, 2, figsize=(14, height), sharey=True)
     for ax, table, title in ((axes[0], time_ratio, "time / train"), (axes[1], memory_ratio, "peak memory / train")):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ..record import case_label
 from .tables import UNTRUSTED_MARK, is_untrusted
 
 WORKLOAD = ["model", "size", "device", "dtype"]
@@ -24,7 +25,7 @@ class Finding:
         """'run RUN_ID: model/size bN device dtype step, modes a, b' per run and case."""
         grouped: dict[tuple, list[str]] = {}
         for r in self.rows:
-            key = (r["run_id"], f"{r['model']}/{r['size']} b{r['batch_size']} {r['device']} {r['dtype']} {r['step']}")
+            key = (r["run_id"], case_label(r, omit=("mode",)))
             if r["mode"] not in grouped.setdefault(key, []):
                 grouped[key].append(r["mode"])
         return [f"run {run}: {case}, mode{'s' if len(m) > 1 else ''} {', '.join(m)}" for (run, case), m in grouped.items()]
@@ -37,7 +38,7 @@ def _doubt(*records) -> str:
 
 
 def _where(r) -> str:
-    return f"{r['model']}/{r['size']}, batch {r['batch_size']}, {r['device']} {r['dtype']}"
+    return case_label(r, omit=("mode", "step"))
 
 
 def findings(df: pd.DataFrame) -> list[Finding]:

@@ -12,9 +12,9 @@ import pandas as pd
 
 from ..modes import MODES
 from ..measure.stats import iqr, median_ci
-from ..record import CASE_KEY_FIELDS
+from ..record import CASE_KEY_FIELDS, WORKLOAD_FIELDS, case_label
 
-GROUP = ["model", "size", "batch_size", "device", "dtype", "step"]
+GROUP = [*WORKLOAD_FIELDS, "step"]
 UNTRUSTED_MARK = "\u2020"  # dagger, after a time that is not trusted
 UNTRUSTED_LEGEND = f"{UNTRUSTED_MARK}: the timing is untrusted (contention while it ran, or an imprecise median)"
 
@@ -72,9 +72,9 @@ def ratio_to_train(df: pd.DataFrame, metric: str, step: str = "forward") -> pd.D
     return ratios[[m for m in MODES if m in ratios.columns]]
 
 
-def case_label(index) -> str:
-    model, size, batch, device, dtype = index
-    return f"{model}/{size} b{batch} {device} {dtype}"
+def workload_label(index) -> str:
+    """A by-mode table's row index (GROUP less step) as the one case label, mode and step omitted."""
+    return case_label(dict(zip(WORKLOAD_FIELDS, index)), omit=("mode", "step"))
 
 
 def _combined(use: pd.DataFrame, untrusted: bool) -> pd.Series:
@@ -124,7 +124,7 @@ def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         if metric == "time_median_s":
             marks = untrusted_ratios(df).reindex(index=table.index, columns=table.columns, fill_value=False)
             text = text.where(~(marks.fillna(False).astype(bool) & table.notna()), text + UNTRUSTED_MARK)
-        text.index = pd.Index([case_label(i) for i in table.index], name="case")
+        text.index = pd.Index([workload_label(i) for i in table.index], name="case")
         text.columns.name = None
         out[title] = text
     return out

@@ -1,0 +1,85 @@
+"""What a run prints for people: progress as cases finish, and the summary at the end (ratio tables,
+failures, untrusted timings, harness overhead). Nothing here measures or writes results."""
+from __future__ import annotations
+
+import sys
+import time
+
+from .record import case_label
+
+
+class ProgressPrinter:
+    """A bar with ETA on a terminal; one line per case otherwise (CI logs)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr  # looked up now: tests and wrappers replace sys.stderr
+        self.tty = self.stream.isatty()
+
+    def __call__(self, record: dict, progress) -> None:
+        eta = progress.eta_s()
+        eta_text = "--:--" if eta is None else time.strftime("%M:%S", time.gmtime(eta)) if eta < 3600 else \
+            f"{eta / 3600:.1f} h"
+        what = case_label(record)
+        result = record["status"]
+        if record["status"] == "ok":
+            result = f"{record['time_median_s'] * 1e3:.3f} ms"
+            if record.get("time_trusted") is False:
+                result += " (untrusted)"
+        if (record.get("repeat") or 1) > 1 or (record.get("attempt") or 1) > 1:
+            what += f" [process {record['repeat']}, attempt {record['attempt']}]"
+        if self.tty:
+            width = 24
+            filled = int(width * progress.done / max(progress.total, 1))
+            line = f"\r[{'#' * filled}{'.' * (width - filled)}] {progress.done}/{progress.total} ETA {eta_text}  " \
+                   f"{what}: {result}"
+            self.stream.write(line[:160].ljust(160))
+            if progress.done == progress.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"[{progress.done}/{progress.total}] ETA {eta_text} {what}: {result}\n")
+        self.stream.flush()
+
+
+def print_summary(out: str, everything, records: list[dict], progress, wall: float, retries: int = 0) -> None:
+    """Ratio tables over the whole file; failures, untrusted timings and overhead of this run's records."""
+    from .report.tables import render, summary_tables
+
+    for title, table in (summary_tables(everything) if everything is not None else {}).items():
+        print(f"\nforward: {title}")
+        print(render(table))
+    failed = [r for r in records if r["status"] not in ("ok", "not_applicable")]
+    if failed:
+        print(f"\n{len(failed)} cases did not complete (they are results too):")
+        for r in failed[:10]:
+            print(f"  {case_label(r)}: {r['status']}: {(r['error'] or '').splitlines()[0][:120]}")
+        if len(failed) > 10:
+            print(f"  ... and {len(failed) - 10} more in {out}")
+    print_untrusted(records, retries)
+    measured = sum(r.get("measure_wall_s") or 0 for r in records)
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(progress.statuses.items()))
+    print(f"\n{progress.done} cases ({statuses or 'none'}) in {wall:.1f} s; "
+          f"{measured:.1f} s inside measurement ({(1 - measured / wall) * 100 if wall else 0:.0f}% harness overhead)")
+    print(f"results: {out}")
+
+
+def print_untrusted(records: list[dict], retries: int) -> None:
+    """The cases whose best attempt is still untrusted, with the reason; what retries recovered."""
+    from .results import chosen_per_case
+
+    standing = [r for r in chosen_per_case(records) if r["status"] == "ok"]
+    recovered = sum(1 for r in standing if (r.get("attempt") or 1) > 1 and r.get("time_trusted"))
+    bad = [r for r in standing if r.get("time_trusted") is False]
+    if recovered:
+        print(f"\n{recovered} untrusted timings were trusted when measured again (--retry-untrusted)")
+    if not bad:
+        return
+    print(f"\n{len(bad)} of {len(standing)} ok timings are untrusted (kept, and marked in the report):")
+    several = any((r.get("repeat") or 1) > 1 for r in standing)
+    for r in bad[:10]:
+        where = f" (process {r['repeat']})" if several else ""
+        print(f"  {case_label(r)}{where}: {r['time_distrust']}")
+    if len(bad) > 10:
+        print(f"  ... and {len(bad) - 10} more")
+    advice = "measure them again with --retry-untrusted N; " if not retries else \
+        f"they stayed untrusted through {retries} retries; "
+    print(f"  {advice}gradbench selfcheck says whether the machine is quiet")

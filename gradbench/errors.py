@@ -1,0 +1,25 @@
+"""The two errors a user sees as one line instead of a traceback, and their exit statuses."""
+from __future__ import annotations
+
+EXIT_BAD_INPUT = 2
+EXIT_WRITE_FAILED = 1
+
+
+class BadInput(Exception):
+    """A user error (a value, a file, a setting): one line, exit status 2, nothing written."""
+
+
+class WriteFailed(Exception):
+    """An output could not be written (disk full, read-only, too large): one line, exit status 1.
+    What was written before it is intact; no file is left half-written."""
+
+
+def cannot_write(what: str, path, exc: OSError, after: str = "") -> Exception:
+    """The error for an output that cannot be opened or written: a full disk (or quota, or file size
+    limit) or an I/O error is a write failure (exit 1); a path that cannot be written at all (no
+    permission, a folder, a missing drive) is bad input (exit 2)."""
+    import errno
+
+    failed = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+    message = f"cannot write {what} {str(path)!r}: {exc.strerror or exc}{after}"
+    return WriteFailed(message) if failed else BadInput(message)

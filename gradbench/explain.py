@@ -1,0 +1,57 @@
+"""`gradbench explain`: every mode measured on one workload per model, in this process, and shown as
+the behaviour table (what each mode really switched) with what failed, what is untrusted and what the
+model's code changed."""
+from __future__ import annotations
+
+import sys
+
+from .errors import BadInput
+
+
+def measure_modes(models: list[str], size: str, batch_size: int, device: str, dtype: str, max_time_s: float,
+                  cudnn_benchmark: bool) -> dict[str, list[dict]]:
+    """Each model's forward in every mode -> {model: records}; BadInput for a bad value or a model that
+    cannot be imported or built."""
+    from .case import Case
+    from .modes import MODES
+    from .pipeline import measure_case
+    from .settings import check_user_models
+    from .workload import Workload
+
+    try:
+        cases_by_model = {model: [Case(model, size, batch_size, device, dtype, mode, "forward",
+                                       max_time_s=max_time_s, cudnn_benchmark=cudnn_benchmark).validate()
+                                  for mode in MODES] for model in models}
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    check_user_models(models)
+    output = {}
+    for model, cases in cases_by_model.items():
+        print(f"gradbench: measuring {len(cases)} modes of {model}/{size} ...", file=sys.stderr)
+        try:
+            workload = Workload(*cases[0].workload_key)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        output[model] = [measure_case(c, workload) for c in cases]
+    return output
+
+
+def print_explanation(output: dict[str, list[dict]], fmt: str) -> None:
+    """``fmt``: table or markdown."""
+    from .record import case_label
+    from .report.tables import UNTRUSTED_LEGEND, behaviour_table, render
+
+    for model, records in output.items():
+        r = records[0]
+        title = f"{case_label(r, omit=('mode', 'step'))} ({r['params']:,} parameters; torch {r['torch']}, " \
+                f"{r['threads']} threads)"
+        print(f"\n## {title}\n" if fmt == "markdown" else f"\n{title}")
+        print(render(behaviour_table(records), fmt))
+        failed = [f"{x['mode']}: {x['error']}" for x in records if x["status"] not in ("ok", "not_applicable")]
+        doubted = [f"{x['mode']}: timing untrusted: {x['time_distrust']}" for x in records
+                   if x["status"] == "ok" and x.get("time_trusted") is False]
+        warned = dict.fromkeys(x["global_state_warning"] for x in records if x["global_state_warning"])
+        for line in [*failed, *doubted, *warned]:
+            print(f"  ! {line}")
+        if doubted:
+            print(f"  {UNTRUSTED_LEGEND}")

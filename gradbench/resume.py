@@ -1,0 +1,63 @@
+"""--resume: which of a sweep's cases a results file already holds, and whether it holds them measured
+under the same settings. A results file is one experiment: a case recorded under another seed, thread
+count, time cap or cudnn setting is not the same measurement, so resuming with other settings refuses."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .errors import BadInput
+from .record import DONE_STATUSES, MEASUREMENT_SETTINGS, case_key
+
+
+@dataclass
+class Previous:
+    """What the results file already holds of this sweep, as (case_key, repeat) pairs."""
+
+    done: set = field(default_factory=set)  # ok or not_applicable: not measured again
+    untrusted: set = field(default_factory=set)  # ok but untrusted: measured again with --retry-untrusted
+    skipped: int = 0  # of the sweep's cases x repeats
+    warnings: list = field(default_factory=list)
+
+
+def settings_of(cases, threads: int | None) -> dict:
+    """The MEASUREMENT_SETTINGS a sweep's records will carry (cudnn_benchmark only where CUDA runs)."""
+    import torch
+
+    case = cases[0]
+    cuda = any(c.device.startswith("cuda") for c in cases)
+    return {"seed": case.seed, "threads": threads or torch.get_num_threads(), "max_time_s": case.max_time_s,
+            "cudnn_benchmark": case.cudnn_benchmark if cuda else None}
+
+
+def check_same_settings(out: str, records: list[dict], wanted: dict) -> None:
+    """BadInput, in one line, if ok records in ``out`` were measured under another value of a setting.
+    Records that did not record a setting (older files; cudnn_benchmark on cpu) are not held against it."""
+    for key in MEASUREMENT_SETTINGS:
+        value = wanted.get(key)
+        if value is None:
+            continue
+        found = sorted({r.get(key) for r in records if r.get("status") == "ok" and r.get(key) is not None}, key=str)
+        if found and found != [value]:
+            option = {"max_time_s": "max-time", "cudnn_benchmark": "cudnn-benchmark"}.get(key, key)
+            raise BadInput(f"cannot --resume {out!r} with --{option} {value}: its records were measured with "
+                           f"{key} {', '.join(map(str, found))}; resume with the same settings or choose another --out")
+
+
+def previous_results(out: str, cases, repeat: int, threads: int | None) -> Previous:
+    """Read ``out`` for --resume (absent: nothing done yet)."""
+    from .results import ResultsFileError, chosen_per_case, read_jsonl
+    from .sweep import untrusted
+
+    previous = Previous()
+    if not os.path.exists(out) or not cases:
+        return previous
+    try:
+        records, previous.warnings = read_jsonl(out)
+    except ResultsFileError as exc:
+        raise BadInput(f"cannot --resume: {exc}") from None
+    check_same_settings(out, records, settings_of(cases, threads))
+    previous.done = {(case_key(r), r.get("repeat") or 1) for r in records if r.get("status") in DONE_STATUSES}
+    previous.untrusted = {(case_key(r), r.get("repeat") or 1) for r in chosen_per_case(records) if untrusted(r)}
+    previous.skipped = sum((case_key(c.identity()), k) in previous.done for c in cases for k in range(1, repeat + 1))
+    return previous

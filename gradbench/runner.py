@@ -1,0 +1,90 @@
+"""One `gradbench run`: take the results file (one run owns it), resume what it holds, sweep the
+rest into it, print the summary, write the report. Settings come validated (settings.py)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from .errors import BadInput, cannot_write
+from .settings import RunSettings
+
+
+def default_out(run_id: str) -> str:
+    return os.path.join("results", "runs", f"{run_id}.jsonl")
+
+
+def report_dir_for(results_path: str) -> str:
+    """results/runs/X.jsonl -> results/runs/X-report/"""
+    base = results_path[: -len(".jsonl")] if results_path.endswith(".jsonl") else results_path
+    return base + "-report"
+
+
+def execute(settings: RunSettings) -> int:
+    from .record import new_run_id
+    from .results import ResultsLock, ResultsLocked
+
+    run_id = new_run_id()
+    out = settings.out or default_out(run_id)
+    try:
+        lock = ResultsLock(out)  # taken before the file is read for --resume
+    except ResultsLocked as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise cannot_write("--out", out, exc) from None
+    with lock:
+        return _measure_into(out, settings, run_id)
+
+
+def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
+    """The sweep into ``out`` (its lock held): resume, sweep, summary, report."""
+    from .console import ProgressPrinter, print_summary
+    from .results import JsonlWriter, ResultsFileError, load
+    from .resume import Previous, previous_results
+    from .sweep import run_sweep
+
+    cases, repeat = list(settings.cases), settings.repeat
+    previous = Previous()
+    if settings.resume:
+        previous = previous_results(out, cases, repeat, settings.threads)
+        for w in previous.warnings:
+            print(f"gradbench: warning: {w}", file=sys.stderr)
+    elif os.path.exists(out) and os.path.getsize(out) > 0:
+        raise BadInput(f"--out {out!r} already has results; pass --resume to continue it, or choose another file")
+    try:
+        writer = JsonlWriter(out)
+    except OSError as exc:
+        raise cannot_write("--out", out, exc) from None
+    times = f" ({len(cases)} x {repeat} worker processes)" if repeat > 1 else ""
+    print(f"gradbench: {len(cases) * repeat - previous.skipped} cases{times} to run ({previous.skipped} already done)"
+          f" -> {out}", file=sys.stderr)
+    started = time.perf_counter()
+    records: list[dict] = []
+
+    def write(record):
+        writer.write(record)
+        records.append(record)
+
+    try:
+        with writer:
+            progress = run_sweep(cases, write, run_id=run_id, timeout_s=settings.timeout_s, isolate=settings.isolate,
+                                 threads=settings.threads, on_record=ProgressPrinter(), repeat=repeat,
+                                 retry_untrusted=settings.retry_untrusted, done=previous.done,
+                                 untrusted_done=previous.untrusted)
+    except KeyboardInterrupt:
+        print(f"\ngradbench: interrupted; {len(records)} records are in {out}; "
+              f"continue with: gradbench run ... --out {out} --resume", file=sys.stderr)
+        return 130
+    wall = time.perf_counter() - started
+    try:
+        everything = load([out], warn=lambda m: None)  # this run and any it resumed
+    except ResultsFileError:  # nothing recorded at all (an empty shard, say): no tables, no report
+        everything = None
+    print_summary(out, everything, records, progress, wall, settings.retry_untrusted)
+    if everything is not None and not settings.no_report:
+        from .report.document import write_report
+
+        paths = write_report(everything, report_dir_for(out), title=f"gradbench report: {out}")
+        print(f"report: {paths['html']} (and report.md, figures/)")
+        print(f"        report written {time.perf_counter() - started - wall:.1f} s after the sweep")
+    return 0

@@ -1,0 +1,241 @@
+"""`gradbench run`'s settings, from the command line and a TOML file, as one typed, validated value.
+
+Strict on purpose: a boolean only from a boolean (``resume = "no"`` is not false), an integer only from
+an integer (``threads = 1.9`` is not 1), numbers finite and within what torch accepts. Every refusal
+is BadInput: one line naming the key, the value and what is valid.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+
+from .errors import BadInput
+
+LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps")
+BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report")
+STRING_OPTIONS = ("out", "shard", "isolate")
+NUMBER_OPTIONS = ("threads", "timeout", "max_time", "seed", "repeat", "retry_untrusted")
+RUN_OPTIONS = (*LIST_OPTIONS, *BOOL_OPTIONS, *STRING_OPTIONS, *NUMBER_OPTIONS)
+SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)  # what torch.manual_seed accepts
+MAX_THREADS = 4096
+MAX_REPEAT = 100  # --repeat and --retry-untrusted: more is a typo, not a plan
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def list_arg(values) -> list[str] | None:
+    """Accept `--x a,b`, `--x a b` and mixes; a value given twice counts once."""
+    if values is None:
+        return None
+    return list(dict.fromkeys(v.strip() for value in values for v in value.split(",") if v.strip()))
+
+
+def option(key: str) -> str:
+    return f"--{key.replace('_', '-')}"
+
+
+def load_config(path: str) -> dict:
+    """A TOML file's settings (top level or a [run] table), each checked for its type."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise BadInput(f"cannot read --config {path!r}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"malformed --config {path!r}: {exc}") from None
+    table = data.get("run", data)
+    if not isinstance(table, dict):
+        raise BadInput(f"bad [run] in --config {path!r}: expected a table of settings, got {table!r}")
+    data = {k.replace("-", "_"): v for k, v in table.items()}
+    unknown = sorted(set(data) - set(RUN_OPTIONS))
+    if unknown:
+        raise BadInput(f"unknown key {unknown[0]!r} in --config {path!r}; valid keys: {', '.join(RUN_OPTIONS)}")
+    for key, value in data.items():
+        if key in BOOL_OPTIONS and not isinstance(value, bool):
+            raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected true or false")
+        if key in STRING_OPTIONS and not isinstance(value, str):
+            raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a string")
+        if key in LIST_OPTIONS:
+            if isinstance(value, (str, int)):
+                value = [value]
+            if not isinstance(value, list):
+                raise BadInput(f"bad value for {key!r} in --config {path!r}: expected a list")
+            if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
+                raise BadInput(f"bad value for {key!r} in --config {path!r}: {value!r}; expected names or numbers")
+            data[key] = list(dict.fromkeys(str(v) for v in value))
+    return data
+
+
+def merged(args: argparse.Namespace) -> dict:
+    """The TOML file's settings, then the command line's over them (the command line wins)."""
+    settings = load_config(args.config) if getattr(args, "config", None) else {}
+    for key in RUN_OPTIONS:
+        value = getattr(args, key, None)
+        if key in LIST_OPTIONS:
+            value = list_arg(value)
+        if value is not None:
+            settings[key] = value
+    return settings
+
+
+def number(settings: dict, key: str, kind, default=None, minimum=None, maximum=None):
+    """A numeric setting, or BadInput naming it. Strict: a config's true, "3" or 2.5 is not an
+    integer, and NaN or infinity is no number of seconds."""
+    value = settings.get(key, default)
+    if value is None:
+        return None
+    return checked_number(option(key), value, kind, minimum, maximum)
+
+
+def checked_number(name: str, value, kind, minimum=None, maximum=None):
+    what = "an integer" if kind is int else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise BadInput(f"bad {name} {value!r}; expected {what}")
+    if not math.isfinite(value):
+        raise BadInput(f"bad {name} {value!r}; expected a finite number")
+    result = kind(value)
+    if minimum is not None and not result >= minimum:
+        raise BadInput(f"bad {name} {value!r}; it must be >= {minimum:g}")
+    if maximum is not None and not result <= maximum:
+        raise BadInput(f"bad {name} {value!r}; it must be <= {maximum:g}")
+    return result
+
+
+def argument(kind, minimum=None, maximum=None, above=None):
+    """An argparse type for a finite number in range: `--max-time nan` is refused like `--max-time x`."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number")
+        if above is not None and not value > above:
+            raise argparse.ArgumentTypeError(f"{text!r}: it must be > {above:g}")
+        if minimum is not None and not value >= minimum:
+            raise argparse.ArgumentTypeError(f"{text!r}: it must be >= {minimum:g}")
+        if maximum is not None and not value <= maximum:
+            raise argparse.ArgumentTypeError(f"{text!r}: it must be <= {maximum:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def _batch_sizes(values: list[str]) -> tuple[int, ...]:
+    out = []
+    for v in values:
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise BadInput(f"bad batch size {v!r}; batch sizes are integers >= 1") from None
+    return tuple(dict.fromkeys(out))
+
+
+def build_grid(settings: dict):
+    """The Grid a run's settings describe (defaults filled in), every value validated once."""
+    from .case import Case
+    from .modes import MODES
+    from .sweep import QUICK, Grid, default_devices
+
+    base = dict(QUICK) if settings.get("quick") else {}
+    fields = {}
+    for key in ("models", "sizes", "devices", "dtypes", "modes", "steps"):
+        if key in settings:
+            fields[key] = tuple(settings[key])
+    if fields.get("modes") == ("all",):
+        fields["modes"] = tuple(MODES)
+    if "batch_sizes" in settings:
+        fields["batch_sizes"] = _batch_sizes(settings["batch_sizes"])
+    if "max_time" in settings:
+        fields["max_time_s"] = number(settings, "max_time", float)
+    if "seed" in settings:
+        fields["seed"] = number(settings, "seed", int, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
+    if "cudnn_benchmark" in settings:
+        if not isinstance(settings["cudnn_benchmark"], bool):
+            raise BadInput(f"bad cudnn_benchmark {settings['cudnn_benchmark']!r}; expected true or false")
+        fields["cudnn_benchmark"] = settings["cudnn_benchmark"]
+    grid = Grid(**{**base, "devices": default_devices(), **fields})
+    for name in LIST_OPTIONS:
+        if not getattr(grid, name):
+            raise BadInput(f"{option(name)} is empty")
+    try:
+        for model in grid.models:
+            for size in grid.sizes:
+                Case(model=model, size=size).validate()
+        for case in (Case(batch_size=b) for b in grid.batch_sizes):
+            case.validate()
+        for device in grid.devices:
+            for dtype in grid.dtypes:
+                Case(device=device, dtype=dtype).validate()
+        for mode in grid.modes:
+            Case(mode=mode).validate()
+        for step in grid.steps:
+            Case(step=step).validate()
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    if not grid.max_time_s > 0:
+        raise BadInput(f"bad --max-time {grid.max_time_s:g}; it must be > 0 seconds")
+    return grid
+
+
+def check_user_models(models) -> None:
+    """A user model whose module or file cannot be found is bad input. Its module is not imported
+    here: it may exit, hang or crash, which the sweep's workers turn into records."""
+    from .models import check_user_model_spec, is_user_model
+
+    for model in models:
+        if is_user_model(model):
+            try:
+                check_user_model_spec(model)
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything one `gradbench run` needs, validated."""
+
+    grid: object  # sweep.Grid
+    cases: tuple
+    out: str | None  # None: a new file under results/runs
+    resume: bool
+    timeout_s: float
+    threads: int | None
+    repeat: int
+    retry_untrusted: int
+    isolate: str
+    no_report: bool
+
+
+def run_settings(args: argparse.Namespace) -> RunSettings:
+    """`gradbench run`'s arguments (and --config) -> RunSettings, or BadInput naming what is wrong."""
+    from .sweep import ISOLATION, parse_shard, shard
+
+    settings = merged(args)
+    grid = build_grid(settings)
+    check_user_models(grid.models)
+    cases = grid.cases()
+    if "shard" in settings:
+        try:
+            i, n = parse_shard(settings["shard"])
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        cases = shard(cases, i, n)
+    isolate = settings.get("isolate", "worker")
+    if isolate not in ISOLATION:
+        raise BadInput(f"bad --isolate {isolate!r}; valid: {', '.join(ISOLATION)}")
+    if settings.get("resume") and not settings.get("out"):
+        raise BadInput("--resume needs --out FILE (the results file to resume)")
+    return RunSettings(
+        grid=grid, cases=tuple(cases), out=settings.get("out") or None, resume=bool(settings.get("resume")),
+        timeout_s=number(settings, "timeout", float, default=DEFAULT_TIMEOUT_S, minimum=1e-3),
+        threads=number(settings, "threads", int, minimum=1, maximum=MAX_THREADS),
+        repeat=number(settings, "repeat", int, default=1, minimum=1, maximum=MAX_REPEAT),
+        retry_untrusted=number(settings, "retry_untrusted", int, default=0, minimum=0, maximum=MAX_REPEAT),
+        isolate=isolate, no_report=bool(settings.get("no_report")),
+    )
