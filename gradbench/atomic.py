@@ -13,8 +13,8 @@ from .errors import cannot_write
 def replaced(path: str, what: str = "file"):
     """Yield a temporary path to write; on success it replaces ``path`` in one rename. An OSError while
     writing becomes one line naming ``path`` (errors.cannot_write), and the old file is left as it was."""
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
+    target = os.path.realpath(path)  # a symlink (~/.asv-machine.json in a dotfiles repo) stays a symlink
+    directory, base = os.path.dirname(target), os.path.basename(target)
     try:
         os.makedirs(directory, exist_ok=True)
         fd, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp" + os.path.splitext(base)[1], dir=directory)
@@ -23,8 +23,12 @@ def replaced(path: str, what: str = "file"):
         raise cannot_write(what, path, exc) from None
     try:
         yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())  # as open() would have made it, not mkstemp's 0600
-        os.replace(temporary, path)
+        try:  # the old file's permissions, or what open() would have given a new one (not mkstemp's 0600)
+            mode = os.stat(target).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
     except OSError as exc:
         raise cannot_write(what, path, exc) from None
     finally:

@@ -137,6 +137,8 @@ def cmd_report(args) -> int:
     from .report.document import write_report
     from .runner import report_dir_for
 
+    if args.out == "":
+        raise BadInput("--out is empty; name a folder for the report, or leave --out out")
     df = _load_inputs(args.results)
     out = args.out or (report_dir_for(args.results[0]) if len(args.results) == 1 and
                        args.results[0].endswith(".jsonl") else os.path.join("results", "report"))
@@ -149,6 +151,8 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     from .report.compare import compare, print_comparison, write_comparison
 
+    if args.out == "":
+        raise BadInput("--out is empty; name a folder for the table and figure, or leave --out out")
     df = _load_inputs(args.results)
     try:
         table, sides, only = compare(df, args.by)
@@ -165,22 +169,10 @@ def cmd_compare(args) -> int:
 
 def cmd_asv_machine(args) -> int:
     """Write this machine into asv's machine file, named by its GPU, with the GPU fields asv lacks."""
-    from .atomic import write_text
-    from .env import asv_machine_entry, default_asv_machine_name
+    from .env import default_asv_machine_name, update_asv_machine_file
 
-    path = os.path.expanduser(args.file)
-    name = args.machine or default_asv_machine_name()
-    data = {"version": 1}
-    if os.path.exists(path):
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise BadInput(f"cannot read asv machine file {path!r}: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadInput(f"cannot read asv machine file {path!r}: expected a JSON object, got {type(data).__name__}")
-    data[name] = {**data.get(name, {}), **asv_machine_entry(name)}
-    write_text(path, json.dumps(data, indent=4), "asv machine file")  # whole or not at all
+    path, name = os.path.expanduser(args.file), args.machine or default_asv_machine_name()
+    update_asv_machine_file(path, name)
     print(f"asv machine {name!r} written to {path}; run: asv run --machine {name}")
     return 0
 

@@ -57,8 +57,9 @@ def print_summary(out: str, everything, records: list[dict], progress, wall: flo
     print_untrusted(records, retries)
     measured = sum(r.get("measure_wall_s") or 0 for r in records)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(progress.statuses.items()))
-    print(f"\n{progress.done} cases ({statuses or 'none'}) in {wall:.1f} s; "
-          f"{measured:.1f} s inside measurement ({(1 - measured / wall) * 100 if wall else 0:.0f}% harness overhead)")
+    overhead = f"; {measured:.1f} s inside measurement ({(1 - measured / wall) * 100:.0f}% harness overhead)" \
+        if records and wall else ""
+    print(f"\n{progress.done} cases ({statuses or 'none'}) in {wall:.1f} s{overhead}")
     print(f"results: {out}")
 
 

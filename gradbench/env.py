@@ -97,3 +97,24 @@ def asv_machine_entry(name: str) -> dict:
         "cuda": info["cuda"] or "none",
         "torch": info["torch"],
     }
+
+
+def update_asv_machine_file(path: str, name: str) -> None:
+    """Add or refresh machine ``name`` in asv's machine file, keeping the others; the file is written
+    whole or not at all (atomic.replaced), never with NaN. BadInput if the file is not asv's."""
+    import json
+
+    from .atomic import write_text
+    from .errors import BadInput
+
+    data = {"version": 1}
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f, parse_constant=lambda constant: None)
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"cannot read asv machine file {path!r}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get(name, {}), dict):
+        raise BadInput(f"{path!r} is not an asv machine file: expected a JSON object of machine objects")
+    data[name] = {**data.get(name, {}), **asv_machine_entry(name)}
+    write_text(path, json.dumps(data, indent=4, allow_nan=False), "asv machine file")

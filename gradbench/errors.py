@@ -21,5 +21,6 @@ def cannot_write(what: str, path, exc: OSError, after: str = "") -> Exception:
     import errno
 
     failed = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
-    message = f"cannot write {what} {str(path)!r}: {exc.strerror or exc}{after}"
+    reason = "a part of its path is a file, not a folder" if exc.errno == errno.EEXIST else exc.strerror or exc
+    message = f"cannot write {what} {str(path)!r}: {reason}{after}"
     return WriteFailed(message) if failed else BadInput(message)

@@ -30,8 +30,9 @@ def measure_modes(models: list[str], size: str, batch_size: int, device: str, dt
         print(f"gradbench: measuring {len(cases)} modes of {model}/{size} ...", file=sys.stderr)
         try:
             workload = Workload(*cases[0].workload_key)
-        except ValueError as exc:
-            raise BadInput(str(exc)) from None
+        except Exception as exc:  # a model that cannot be built here (a bad factory, no memory for the batch)
+            raise BadInput(str(exc) if isinstance(exc, ValueError) else f"cannot build {model}/{size} with batch "
+                           f"{batch_size}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
         output[model] = [measure_case(c, workload) for c in cases]
     return output
 

@@ -223,6 +223,8 @@ def build_model(name: str, size: str, seed: int = 0) -> tuple[nn.Module, Callabl
     factory = load_factory(name)
     try:
         result = factory(size=size)
+    except SystemExit as exc:  # as at import: a script's sys.exit() must not end the measuring process
+        raise ValueError(f"model {name!r} called sys.exit({exc.code!r}) for size {size!r}") from None
     except Exception as exc:
         raise ValueError(f"model {name!r} failed for size {size!r}: {type(exc).__name__}: {exc}") from exc
     if (

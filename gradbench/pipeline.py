@@ -180,7 +180,13 @@ def run_case(
     """
     case = Case(model, size, batch_size, device, dtype, mode, step, seed, max_time_s, cudnn_benchmark).validate()
     if workload is None or workload.key != case.workload_key:
-        workload = Workload(*case.workload_key)
+        try:
+            workload = Workload(*case.workload_key)
+        except ValueError:
+            raise
+        except Exception as exc:  # the model or its batch could not be built (out of memory, say): a result
+            return workload_failure_record(case, run_id or new_run_id(), "oom" if is_oom(exc) else "error",
+                                           f"{type(exc).__name__}: {exc}".strip())
     return measure_case(case, workload, run_id)
 
 

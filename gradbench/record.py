@@ -168,13 +168,29 @@ def _is_kind(value, kind: str) -> bool:
         return isinstance(value, list) and all(v is None or _is_kind(v, kind[5:-1]) for v in value)
     if kind == "bool":
         return isinstance(value, bool)
-    return isinstance(value, _KINDS[kind]) and not isinstance(value, bool)
+    if not isinstance(value, _KINDS[kind]) or isinstance(value, bool):
+        return False
+    if kind == "int":  # what a DataFrame column (int64) holds
+        return -(2 ** 63) <= value < 2 ** 63
+    if kind == "float":  # finite, and an integer that a float can hold
+        return abs(value) < 2 ** 1023 if isinstance(value, int) else math.isfinite(value)
+    return True
 
 
 def kind_errors(record: dict) -> list[str]:
-    """Declared fields whose values are not of their kind (a reader skips such a record)."""
-    return [f"{name}={record[name]!r} is not {meta['kind']}" for name, meta in SCHEMA.items()
-            if record.get(name) is not None and not _is_kind(record[name], meta["kind"])]
+    """Declared fields whose values are not of their kind, or out of its range (a reader skips such a
+    record): an int beyond int64, a float that is not finite, a status that is not one of STATUSES."""
+    problems = [f"{name}={_short(record[name])} is not {meta['kind']}" for name, meta in SCHEMA.items()
+                if record.get(name) is not None and not _is_kind(record[name], meta["kind"])]
+    if record.get("status") is not None and record["status"] not in STATUSES:
+        problems.append(f"status={_short(record['status'])} is not one of {', '.join(STATUSES)}")
+    return problems
+
+
+def _short(value) -> str:
+    big = isinstance(value, int) and abs(value) >= 10 ** 30  # repr of a 5000-digit int raises
+    text = f"an integer of {value.bit_length()} bits" if big else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def type_errors(record: dict) -> list[str]:
@@ -200,7 +216,10 @@ def case_key(record: dict) -> tuple:
 def case_label(record, omit: tuple = ()) -> str:
     """A case (a record, a row, or a Case's identity) as people read it: 'mlp/tiny b8 cpu float32 eval
     forward'; ``omit`` drops identity fields a table shows elsewhere (its columns, the compared side)."""
-    parts = {"model": f"{record['model']}/{record['size']}", "batch_size": f"b{record['batch_size']}",
+    batch = record["batch_size"]
+    if isinstance(batch, float) and batch.is_integer():  # a DataFrame column with a null in it is float
+        batch = int(batch)
+    parts = {"model": f"{record['model']}/{record['size']}", "batch_size": f"b{batch}",
              **{k: str(record[k]) for k in ("device", "dtype", "mode", "step") if k not in omit}}
     return " ".join(v for k, v in parts.items() if k not in omit)
 

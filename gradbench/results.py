@@ -45,6 +45,24 @@ def _null_constant(name: str):
     return None  # a bare NaN or Infinity another tool wrote: JSON has neither; read as null, like ours
 
 
+def _finite_or_null(text: str):
+    value = float(text)
+    return value if math.isfinite(value) else None  # 1e999 overflows to infinity: null too
+
+
+def problems(record: dict) -> list[str]:
+    """Why a record read from a file cannot be used (empty when it can): fields of the wrong kind or
+    range, or a mode or step this gradbench does not know (its tables are keyed by them)."""
+    from .case import STEPS
+    from .modes import MODES
+
+    found = kind_errors(record)
+    for key, valid in (("mode", MODES), ("step", STEPS)):
+        if isinstance(record.get(key), str) and record[key] not in valid:
+            found.append(f"{key}={record[key]!r} is not one of {', '.join(valid)}")
+    return found
+
+
 def read_jsonl(path) -> tuple[list[dict], list[str]]:
     """Records of a gradbench JSONL file, and warnings for lines that could not be used.
 
@@ -67,13 +85,13 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, parse_constant=_null_constant)
-        except json.JSONDecodeError:
+            obj = json.loads(line, parse_constant=_null_constant, parse_float=_finite_or_null)
+        except ValueError:  # not JSON, or an integer of more digits than Python converts
             obj = None
         if is_record(obj):
-            problems = kind_errors(obj)
-            if problems:
-                mistyped.append((number, problems[0]))
+            wrong = problems(obj)
+            if wrong:
+                mistyped.append((number, wrong[0]))
             else:
                 records.append(obj)
         else:
@@ -98,27 +116,39 @@ class ResultsLocked(Exception):
 
 
 class ResultsLock:
-    """An exclusive lock on a results file for one run, held on ``PATH.lock`` (which names its process),
-    so that two runs never both measure into one file. The kernel drops it when the process dies."""
+    """An exclusive lock on a results file for one run, held on ``REALPATH.lock`` (which names its
+    process), so that two runs never both measure into one file, by whatever name or link they reach
+    it. The kernel drops the lock when the process dies; the file is removed when the run ends."""
 
     def __init__(self, path):
         import fcntl
 
-        self.path = str(path) + ".lock"
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._file = open(self.path, "a+")
-        try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
+        self.path = os.path.realpath(str(path)) + ".lock"
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        while True:
+            self._file = open(self.path, "a+")
+            try:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._file.seek(0)
+                holder = self._file.read().strip() or "another process"
+                self._file.close()
+                raise ResultsLocked(f"{str(path)!r} is being written by another gradbench run ({holder}); "
+                                    "wait for it, or choose another --out") from None
+            try:  # the lock counts only on the file still at that path (a run ending removes it)
+                if os.fstat(self._file.fileno()).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             self._file.close()
-            raise ResultsLocked(f"{str(path)!r} is being written by another gradbench run ({holder}); "
-                                "wait for it, or choose another --out") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()}")
-        self._file.flush()
+        try:
+            self._file.seek(0)
+            self._file.truncate()
+            self._file.write(f"pid {os.getpid()}")
+            self._file.flush()
+        except OSError:
+            self.release()
+            raise
 
     def release(self) -> None:
         if not self._file.closed:
@@ -160,9 +190,11 @@ class JsonlWriter:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 done += n
             os.fsync(self._fd)
-        except OSError as exc:
+        except BaseException as exc:  # a signal's exception mid-line too: the line goes, whole
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, before)
+            if not isinstance(exc, OSError):
+                raise
             raise WriteFailed(f"cannot write results to {self.path!r}: {exc.strerror or exc}; the {self.written} "
                               f"records this run wrote before it are intact; make room, then continue with "
                               f"--out {self.path} --resume") from None
@@ -361,11 +393,31 @@ def read_pytest_benchmark(path, data: dict) -> list[dict]:
 
 
 def read_any(path) -> tuple[list[dict], list[str]]:
-    """Records from one path of any supported kind, and warnings; ResultsFileError if it is none of them."""
-
+    """Records from one path of any supported kind, and warnings; ResultsFileError if it is none of them
+    (a foreign file whose structure is not what its kind promises, too)."""
     path = str(path)
     if not os.path.exists(path):
         raise ResultsFileError(f"{path!r} does not exist")
+    try:
+        records, warnings = _read_by_kind(path)
+    except ResultsFileError:
+        raise
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError, SyntaxError) as exc:
+        raise ResultsFileError(f"{path!r} is malformed: {type(exc).__name__}: {exc}") from None
+    if not path.endswith(".jsonl"):  # JSONL lines were checked as read, with their line numbers
+        mistyped = [(i, problems(r)) for i, r in enumerate(records, 1)]
+        mistyped = [(i, p[0]) for i, p in mistyped if p]
+        if mistyped:
+            warnings = [*warnings, f"{os.path.basename(path)}: {len(mistyped)} record(s) with wrong-typed fields "
+                        f"skipped; first (record {mistyped[0][0]}): {mistyped[0][1]}"]
+            records = [r for r in records if not problems(r)]
+    for r in records:
+        r["source_file"] = path
+        judged_on_reading(r)
+    return records, warnings
+
+
+def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
     if os.path.isdir(path):
         return read_asv_results(path), []
     if path.endswith(".jsonl"):
@@ -376,10 +428,10 @@ def read_any(path) -> tuple[list[dict], list[str]]:
                 text = f.read()
         except (OSError, UnicodeDecodeError) as exc:
             raise ResultsFileError(f"cannot read {path!r}: {exc}") from None
-        if not text.strip():
-            raise ResultsFileError(f"{path!r} is empty")
+        if not text.strip():  # an empty result (a shard that got no case), whatever its name
+            return [], []
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_null_constant, parse_float=_finite_or_null)
         except ValueError:
             data = None
         if isinstance(data, dict) and "benchmarks" in data and "machine_info" in data:
@@ -388,16 +440,6 @@ def read_any(path) -> tuple[list[dict], list[str]]:
             records, warnings = read_asv_results(os.path.dirname(os.path.abspath(path))), []
         else:  # perhaps JSONL under another name
             records, warnings = read_gradbench_jsonl(path)
-    if not path.endswith(".jsonl"):  # JSONL lines were checked as read, with their line numbers
-        mistyped = [(i, kind_errors(r)) for i, r in enumerate(records, 1)]
-        mistyped = [(i, p[0]) for i, p in mistyped if p]
-        if mistyped:
-            warnings = [*warnings, f"{os.path.basename(path)}: {len(mistyped)} record(s) with wrong-typed fields "
-                        f"skipped; first (record {mistyped[0][0]}): {mistyped[0][1]}"]
-            records = [r for r in records if not kind_errors(r)]
-    for r in records:
-        r["source_file"] = path
-        judged_on_reading(r)
     return records, warnings
 
 
@@ -408,12 +450,16 @@ def load(paths, warn=None):
     if isinstance(paths, (str, bytes)) or hasattr(paths, "__fspath__"):
         paths = [paths]
     records: list[dict] = []
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     for path in paths:
-        real = os.path.realpath(str(path))
-        if real in seen:  # a file named twice is read once
+        try:
+            stat = os.stat(path)
+            same = (stat.st_dev, stat.st_ino)  # one file by any name: ./x, a symlink, a hard link
+        except OSError:
+            same = (None, os.path.realpath(str(path)))
+        if same in seen:  # a file named twice is read once
             continue
-        seen.add(real)
+        seen.add(same)
         found, warnings = read_any(path)
         for w in warnings:
             (warn or (lambda m: print(f"gradbench: warning: {m}", file=sys.stderr)))(w)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .errors import BadInput
 from .record import DONE_STATUSES, MEASUREMENT_SETTINGS, case_key
+from .settings import option
 
 
 @dataclass
@@ -39,9 +40,9 @@ def check_same_settings(out: str, records: list[dict], wanted: dict) -> None:
             continue
         found = sorted({r.get(key) for r in records if r.get("status") == "ok" and r.get(key) is not None}, key=str)
         if found and found != [value]:
-            option = {"max_time_s": "max-time", "cudnn_benchmark": "cudnn-benchmark"}.get(key, key)
-            raise BadInput(f"cannot --resume {out!r} with --{option} {value}: its records were measured with "
-                           f"{key} {', '.join(map(str, found))}; resume with the same settings or choose another --out")
+            raise BadInput(f"cannot --resume {out!r} with {option(key.removesuffix('_s'))} {value}: its records were "
+                           f"measured with {key} {', '.join(map(str, found))}; resume with the same settings or "
+                           "choose another --out")
 
 
 def previous_results(out: str, cases, repeat: int, threads: int | None) -> Previous:

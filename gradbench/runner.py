@@ -2,8 +2,12 @@
 rest into it, print the summary, write the report. Settings come validated (settings.py)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import stat
 import sys
+import threading
 import time
 
 from .errors import BadInput, cannot_write
@@ -26,14 +30,35 @@ def execute(settings: RunSettings) -> int:
 
     run_id = new_run_id()
     out = settings.out or default_out(run_id)
+    if os.path.isdir(out):
+        raise BadInput(f"--out {out!r} is a folder; name a JSONL file (e.g. {os.path.join(out, run_id + '.jsonl')})")
+    if os.path.exists(out) and not stat.S_ISREG(os.stat(out).st_mode):
+        raise BadInput(f"--out {out!r} is not a regular file; name a JSONL file")
     try:
         lock = ResultsLock(out)  # taken before the file is read for --resume
     except ResultsLocked as exc:
         raise BadInput(str(exc)) from None
     except OSError as exc:
         raise cannot_write("--out", out, exc) from None
-    with lock:
+    with lock, _terminated_as_exit():
         return _measure_into(out, settings, run_id)
+
+
+@contextlib.contextmanager
+def _terminated_as_exit():
+    """SIGTERM (a scheduler, `kill`) ends the run like an exception: workers stopped, lock released."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
@@ -72,7 +97,7 @@ def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
                                  retry_untrusted=settings.retry_untrusted, done=previous.done,
                                  untrusted_done=previous.untrusted)
     except KeyboardInterrupt:
-        print(f"\ngradbench: interrupted; {len(records)} records are in {out}; "
+        print(f"\ngradbench: interrupted; this run wrote {len(records)} records to {out}; "
               f"continue with: gradbench run ... --out {out} --resume", file=sys.stderr)
         return 130
     wall = time.perf_counter() - started

@@ -13,6 +13,7 @@ import time
 import torch
 
 from .case import Case
+from .record import case_label
 from .measure.contention import ContentionMonitor, monitor_for
 from .measure.timing import time_step
 from .measure.trust import distrust_reasons
@@ -76,14 +77,13 @@ def grid_agreement(grid: Grid, tolerance: float) -> int:
                 workload = Workload(*case.workload_key)
             ours, theirs = agreement(case, workload)
         except Exception as exc:  # e.g. BatchNorm with a batch of one in train mode
-            print(f"[{i}/{len(cases)}] {case.model}/{case.size} b{case.batch_size} {case.mode} {case.step}: "
-                  f"skipped ({type(exc).__name__})")
+            print(f"[{i}/{len(cases)}] {case_label(case.identity())}: skipped ({type(exc).__name__})")
             skipped += 1
             continue
         diff = ours / theirs - 1
         within += abs(diff) <= tolerance
-        print(f"[{i}/{len(cases)}] {case.model}/{case.size} b{case.batch_size} {case.mode:20s} {case.step:10s} "
-              f"gradbench {ours * 1e6:10.1f} us  torch.utils.benchmark {theirs * 1e6:10.1f} us  {diff:+6.1%}")
+        print(f"[{i}/{len(cases)}] {case_label(case.identity()):48s} gradbench {ours * 1e6:10.1f} us  "
+              f"torch.utils.benchmark {theirs * 1e6:10.1f} us  {diff:+6.1%}")
     compared = len(cases) - skipped
     print(f"\n{within}/{compared} cases ({within / max(compared, 1):.0%}) agree within {tolerance:.0%}")
     return 0 if within == compared else 1

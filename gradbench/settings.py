@@ -17,10 +17,16 @@ BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report")
 STRING_OPTIONS = ("out", "shard", "isolate")
 NUMBER_OPTIONS = ("threads", "timeout", "max_time", "seed", "repeat", "retry_untrusted")
 RUN_OPTIONS = (*LIST_OPTIONS, *BOOL_OPTIONS, *STRING_OPTIONS, *NUMBER_OPTIONS)
-SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)  # what torch.manual_seed accepts
+# torch.manual_seed takes -2**63 .. 2**64 - 1, and the input batch is drawn under seed + 1
+SEED_RANGE = (-(2 ** 63), 2 ** 64 - 2)
 MAX_THREADS = 4096
 MAX_REPEAT = 100  # --repeat and --retry-untrusted: more is a typo, not a plan
 DEFAULT_TIMEOUT_S = 600.0
+# key: (kind, minimum, maximum); times are > 0 (checked with the grid and Case)
+NUMBER_RULES = {
+    "threads": (int, 1, MAX_THREADS), "seed": (int, *SEED_RANGE), "repeat": (int, 1, MAX_REPEAT),
+    "retry_untrusted": (int, 0, MAX_REPEAT), "timeout": (float, 1e-3, None), "max_time": (float, None, None),
+}
 
 
 def list_arg(values) -> list[str] | None:
@@ -50,7 +56,15 @@ def load_config(path: str) -> dict:
     table = data.get("run", data)
     if not isinstance(table, dict):
         raise BadInput(f"bad [run] in --config {path!r}: expected a table of settings, got {table!r}")
-    data = {k.replace("-", "_"): v for k, v in table.items()}
+    if table is not data and len(data) > 1:
+        outside = sorted(k for k in data if k != "run")[0]
+        raise BadInput(f"key {outside!r} in --config {path!r} is outside its [run] table; move it into [run]")
+    data = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name in data:
+            raise BadInput(f"key {key!r} in --config {path!r} repeats {name!r}; give it once")
+        data[name] = value
     unknown = sorted(set(data) - set(RUN_OPTIONS))
     if unknown:
         raise BadInput(f"unknown key {unknown[0]!r} in --config {path!r}; valid keys: {', '.join(RUN_OPTIONS)}")
@@ -66,13 +80,21 @@ def load_config(path: str) -> dict:
                 raise BadInput(f"bad value for {key!r} in --config {path!r}: expected a list")
             if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
                 raise BadInput(f"bad value for {key!r} in --config {path!r}: {value!r}; expected names or numbers")
-            data[key] = list(dict.fromkeys(str(v) for v in value))
+            data[key] = list_arg([str(v) for v in value])  # "mlp,cnn" as on the command line
+        if key in NUMBER_RULES:
+            try:
+                checked_number(option(key), value, *NUMBER_RULES[key])
+            except BadInput as exc:
+                raise BadInput(f"{exc} (in --config {path!r})") from None
     return data
 
 
 def merged(args: argparse.Namespace) -> dict:
     """The TOML file's settings, then the command line's over them (the command line wins)."""
-    settings = load_config(args.config) if getattr(args, "config", None) else {}
+    config = getattr(args, "config", None)
+    if config == "":
+        raise BadInput("--config is empty; name a TOML file")
+    settings = load_config(config) if config else {}
     for key in RUN_OPTIONS:
         value = getattr(args, key, None)
         if key in LIST_OPTIONS:
@@ -82,13 +104,13 @@ def merged(args: argparse.Namespace) -> dict:
     return settings
 
 
-def number(settings: dict, key: str, kind, default=None, minimum=None, maximum=None):
-    """A numeric setting, or BadInput naming it. Strict: a config's true, "3" or 2.5 is not an
-    integer, and NaN or infinity is no number of seconds."""
+def number(settings: dict, key: str, default=None):
+    """A numeric setting by its NUMBER_RULES, or BadInput naming it. Strict: a config's true, "3" or
+    2.5 is not an integer, and NaN or infinity is no number of seconds."""
     value = settings.get(key, default)
     if value is None:
         return None
-    return checked_number(option(key), value, kind, minimum, maximum)
+    return checked_number(option(key), value, *NUMBER_RULES[key])
 
 
 def checked_number(name: str, value, kind, minimum=None, maximum=None):
@@ -99,27 +121,26 @@ def checked_number(name: str, value, kind, minimum=None, maximum=None):
         raise BadInput(f"bad {name} {value!r}; expected a finite number")
     result = kind(value)
     if minimum is not None and not result >= minimum:
-        raise BadInput(f"bad {name} {value!r}; it must be >= {minimum:g}")
+        raise BadInput(f"bad {name} {value!r}; it must be >= {minimum:{'d' if kind is int else 'g'}}")
     if maximum is not None and not result <= maximum:
-        raise BadInput(f"bad {name} {value!r}; it must be <= {maximum:g}")
+        raise BadInput(f"bad {name} {value!r}; it must be <= {maximum:{'d' if kind is int else 'g'}}")
     return result
 
 
 def argument(kind, minimum=None, maximum=None, above=None):
-    """An argparse type for a finite number in range: `--max-time nan` is refused like `--max-time x`."""
+    """An argparse type for a finite number in range (checked_number's rules and words): `--max-time nan`
+    is refused like `--max-time x`."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number")
+        try:
+            checked_number("value", value, kind, minimum, maximum)
+        except BadInput as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
         if above is not None and not value > above:
-            raise argparse.ArgumentTypeError(f"{text!r}: it must be > {above:g}")
-        if minimum is not None and not value >= minimum:
-            raise argparse.ArgumentTypeError(f"{text!r}: it must be >= {minimum:g}")
-        if maximum is not None and not value <= maximum:
-            raise argparse.ArgumentTypeError(f"{text!r}: it must be <= {maximum:g}")
+            raise argparse.ArgumentTypeError(f"bad value {value!r}; it must be > {above:g}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
@@ -152,13 +173,11 @@ def build_grid(settings: dict):
     if "batch_sizes" in settings:
         fields["batch_sizes"] = _batch_sizes(settings["batch_sizes"])
     if "max_time" in settings:
-        fields["max_time_s"] = number(settings, "max_time", float)
+        fields["max_time_s"] = number(settings, "max_time")
     if "seed" in settings:
-        fields["seed"] = number(settings, "seed", int, minimum=SEED_RANGE[0], maximum=SEED_RANGE[1])
+        fields["seed"] = number(settings, "seed")
     if "cudnn_benchmark" in settings:
-        if not isinstance(settings["cudnn_benchmark"], bool):
-            raise BadInput(f"bad cudnn_benchmark {settings['cudnn_benchmark']!r}; expected true or false")
-        fields["cudnn_benchmark"] = settings["cudnn_benchmark"]
+        fields["cudnn_benchmark"] = settings["cudnn_benchmark"]  # a bool: store_true, or load_config checked
     grid = Grid(**{**base, "devices": default_devices(), **fields})
     for name in LIST_OPTIONS:
         if not getattr(grid, name):
@@ -229,13 +248,13 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     isolate = settings.get("isolate", "worker")
     if isolate not in ISOLATION:
         raise BadInput(f"bad --isolate {isolate!r}; valid: {', '.join(ISOLATION)}")
+    if settings.get("out") == "":
+        raise BadInput("--out is empty; name a JSONL file, or leave --out out for results/runs/RUN_ID.jsonl")
     if settings.get("resume") and not settings.get("out"):
         raise BadInput("--resume needs --out FILE (the results file to resume)")
     return RunSettings(
         grid=grid, cases=tuple(cases), out=settings.get("out") or None, resume=bool(settings.get("resume")),
-        timeout_s=number(settings, "timeout", float, default=DEFAULT_TIMEOUT_S, minimum=1e-3),
-        threads=number(settings, "threads", int, minimum=1, maximum=MAX_THREADS),
-        repeat=number(settings, "repeat", int, default=1, minimum=1, maximum=MAX_REPEAT),
-        retry_untrusted=number(settings, "retry_untrusted", int, default=0, minimum=0, maximum=MAX_REPEAT),
+        timeout_s=number(settings, "timeout", default=DEFAULT_TIMEOUT_S), threads=number(settings, "threads"),
+        repeat=number(settings, "repeat", default=1), retry_untrusted=number(settings, "retry_untrusted", default=0),
         isolate=isolate, no_report=bool(settings.get("no_report")),
     )

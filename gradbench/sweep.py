@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 
 from .case import STEPS, Case
 from .modes import DEFAULT_MODES
-from .record import case_key, new_run_id
+from .record import WORKLOAD_FIELDS, case_key, case_label, new_run_id
 
 ISOLATION = ("worker", "case")
 
@@ -118,7 +118,7 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
     import torch
 
     from . import state
-    from .pipeline import measure_case
+    from .pipeline import is_oom, measure_case
     from .workload import Workload
 
     if threads:
@@ -157,10 +157,15 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
                 if workload is None or workload.key != case.workload_key:
                     workload = None
                     last_model = case.model
-                    workload = Workload(*case.workload_key, import_scope=importing)
+                    conn.send(("building", case.workload_key))
+                    try:
+                        workload = Workload(*case.workload_key, import_scope=importing)
+                    finally:
+                        conn.send(("built", case.workload_key))
                 record = measure_case(case, workload, run_id)
             except Exception as exc:  # the workload could not be built: every case of it says why
-                record = failure_record(case, run_id, "error", f"{type(exc).__name__}: {exc}".strip())
+                status = "oom" if is_oom(exc) else "error"
+                record = failure_record(case, run_id, status, f"{type(exc).__name__}: {exc}".strip())
                 record["traceback"] = traceback.format_exc(limit=5)
             if leaked:
                 warning = state.describe(f"code that ran before this case (last model built: {last_model!r})",
@@ -338,28 +343,34 @@ def _per_case(jobs: list[tuple]) -> list[tuple]:
     return [([case], r, attempt) for group, r, attempt in jobs for case in group]
 
 
+WORKER_START_S = 120.0  # a fresh worker's spawn and torch import, not counted against its first case
+
+
 def _run_group(pool: WorkerPool, slot: int, group: list[Case], run_id: str, timeout_s: float,
                emit: Callable[[dict, Case], None], broken: dict | None = None) -> None:
     """Measure one group on the slot's worker; a case whose worker dies or overruns is recorded as such,
-    the worker replaced, and the group goes on. A user model whose import killed or hung its worker
-    is recorded for every one of its cases (here and in later groups, through ``broken``), once."""
+    the worker replaced, and the group goes on. If the worker dies or overruns while importing a user
+    model, or while building the group's workload, every case of that model (or workload) is recorded
+    so at once, here and in later groups (``broken``), instead of killing a worker per case."""
     broken = {} if broken is None else broken
     pending = list(group)
     while pending:
-        if pending[0].model in broken:
-            status, message = broken[pending[0].model]
+        known = broken.get(pending[0].model) or broken.get(pending[0].workload_key)
+        if known:
             for case in list(pending):
                 pending.remove(case)
-                emit(failure_record(case, run_id, status, message), case)
+                emit(failure_record(case, run_id, *known), case)
             return
         worker = pool.get(slot)
         worker.conn.send((pending, run_id))
-        current, importing, started = None, None, time.perf_counter()
+        current, stages, heard, started = None, [], False, time.perf_counter()  # stages: building > importing
         while True:
-            left = timeout_s - (time.perf_counter() - started)
+            limit = timeout_s if heard else timeout_s + WORKER_START_S
+            left = limit - (time.perf_counter() - started)
             if worker.conn.poll(max(0.0, min(left, 0.5))):
                 try:
                     kind, payload = worker.conn.recv()
+                    heard = True
                 except (EOFError, OSError):
                     kind, payload = "died", None
             elif not worker.process.is_alive():
@@ -368,12 +379,15 @@ def _run_group(pool: WorkerPool, slot: int, group: list[Case], run_id: str, time
                 kind, payload = "timeout", None
             else:
                 continue
-            if kind == "start":
-                current, started = payload, time.perf_counter()
-            elif kind == "importing":
-                importing, started = payload, time.perf_counter()  # the import has a --timeout of its own
-            elif kind == "imported":
-                importing, started = None, time.perf_counter()
+            if kind in ("start", "importing", "building"):  # each has a --timeout of its own
+                started = time.perf_counter()
+                if kind == "start":
+                    current = payload
+                else:
+                    stages.append((kind, payload))
+            elif kind in ("imported", "built"):
+                stages.pop()
+                started = time.perf_counter()
             elif kind == "record":
                 pending.remove(current)
                 emit(payload, current)
@@ -381,15 +395,19 @@ def _run_group(pool: WorkerPool, slot: int, group: list[Case], run_id: str, time
             elif kind == "done":
                 break
             else:  # the worker died or overran: record the case it was on, replace the worker
+                if kind == "died":
+                    worker.process.join(timeout=5)  # its own exit code, not the kill's
                 pool.stop(slot, kill=True)
                 exitcode = worker.process.exitcode
                 status = "timeout" if kind == "timeout" else "crashed"
-                if importing is not None:
-                    what = f"importing model {importing!r}"
+                if stages:
+                    stage = stages[-1]
+                    what = f"importing model {stage[1]!r}" if stage[0] == "importing" else \
+                        f"building {case_label(dict(zip(WORKLOAD_FIELDS, stage[1])), omit=('mode', 'step'))}"
                     message = f"{what} exceeded --timeout {timeout_s:g} s; worker killed" if kind == "timeout" \
                         else f"{what} ended its worker process (exit code {exitcode})"
-                    broken[importing] = (status, message)
-                    break  # the loop's top records every pending case of the model
+                    broken[stage[1] if stage[0] == "importing" else tuple(stage[1])] = (status, message)
+                    break  # the loop's top records every pending case of the model or workload
                 victim = current or pending[0]
                 if kind == "timeout":
                     message = f"case exceeded --timeout {timeout_s:g} s; worker killed"

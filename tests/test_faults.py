@@ -328,3 +328,161 @@ def test_a_bare_nan_from_another_tool_is_read_as_null_and_never_written(tmp_path
         raise ValueError(f"bare {name} in JSONL")
     again = json.loads(written.read_text(), parse_constant=refuse)  # strict JSON: no NaN, no Infinity
     assert again["flops_per_s"] is None and again["samples_s"] == [1e-3, None]
+
+
+# ---------------------------------------------------------------- found by the review of the above
+
+
+def test_the_lock_holds_by_any_name_of_the_file(tmp_path):
+    from gradbench.results import ResultsLock, ResultsLocked
+
+    out = tmp_path / "shared.jsonl"
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(out)
+    with ResultsLock(out):
+        for other in (link, tmp_path / "." / "shared.jsonl"):  # was: a symlink took a second lock
+            with pytest.raises(ResultsLocked, match="being written by another gradbench run"):
+                ResultsLock(other)
+    assert not os.path.exists(str(out) + ".lock")
+
+
+@pytest.mark.parametrize("seed, ok", [(2 ** 64 - 2, True), (2 ** 64 - 1, False)])
+def test_the_largest_seed_is_one_whose_input_seed_fits(seed, ok, capsys):
+    from gradbench.cli import build_parser
+    from gradbench.errors import BadInput
+    from gradbench.settings import run_settings
+
+    args = build_parser().parse_args(["run", *TINY, "--seed", str(seed)])
+    if ok:
+        assert run_settings(args).grid.seed == seed
+    else:  # was: accepted, then every case an error (seed + 1 overflowed)
+        with pytest.raises(BadInput, match="it must be <= 18446744073709551614"):
+            run_settings(args)
+
+
+@pytest.mark.parametrize("body, message", [
+    ('bogus = 1\n[run]\nmodels = ["mlp"]', "outside its [run] table"),  # was: silently ignored
+    ('max_time = 0.1\nmax-time = 0.2', "repeats 'max_time'"),           # was: one of them won
+    ("max_time = inf", "(in --config"),                                  # names the file
+])
+def test_config_keys_that_would_be_ignored_or_doubled_are_refused(capsys, tmp_path, body, message):
+    config = tmp_path / "c.toml"
+    config.write_text(body + "\n")
+    assert message in refused(capsys, ["run", "--config", str(config), "--out", str(tmp_path / "o.jsonl")])
+
+
+def test_bad_output_paths_are_named_for_what_they_are(capsys, tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert "is a folder" in refused(capsys, ["run", *TINY, "--out", str(folder)])  # was: "already has results"
+    assert "a part of its path is a file" in refused(capsys, ["run", *TINY, "--out", f"{a_file}/x.jsonl"])
+    assert "not a regular file" in refused(capsys, ["run", *TINY, "--out", os.devnull])  # was: exit 1, "make room"
+    assert "--out is empty" in refused(capsys, ["run", *TINY, "--out", ""])  # was: a default file
+    assert "--config is empty" in refused(capsys, ["run", *TINY, "--config", ""])
+    assert "--out is empty" in refused(capsys, ["report", JSONL, "--out", ""])
+
+
+def test_sigterm_ends_a_run_with_whole_lines_and_no_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "term.jsonl"
+    run = subprocess.Popen([sys.executable, "-m", "gradbench.cli", "run", "--models", "mlp", "--sizes", "tiny",
+                            "--batch-sizes", "2", "3", "4", "--modes", "eval", "train", "--steps", "forward",
+                            "--max-time", "0.05", "--no-report", "--out", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out.exists() and out.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 128 + signal.SIGTERM
+    data = out.read_bytes()  # a line being written when the signal came is cut back off, whole
+    assert (data == b"" or data.endswith(b"\n")) and all(json.loads(line) for line in data.splitlines())
+    assert not os.path.exists(str(out) + ".lock")  # was: left behind
+
+
+def test_a_factory_that_calls_sys_exit_is_one_line_in_case(capsys, tmp_path):
+    module = tmp_path / "exits_in_factory.py"
+    module.write_text("import sys\n\ndef build(size='default'):\n    sys.exit(0)\n")
+    assert "called sys.exit(0)" in refused(capsys, ["case", "--model", f"{module}:build", "--max-time", "0.02"])
+
+
+def test_a_factory_that_hangs_times_out_once_per_workload(tmp_path):
+    module = tmp_path / "hangs_in_factory.py"
+    module.write_text("import time\n\ndef build(size='default'):\n    time.sleep(600)\n")
+    model = f"{module}:build"
+    out = tmp_path / "out.jsonl"
+    assert main(["run", "--models", model, "--sizes", "tiny", "--batch-sizes", "2", "--modes", "eval", "train",
+                 "--steps", "forward", "--max-time", "0.02", "--no-report", "--timeout", "3", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in open(out)]
+    assert [r["status"] for r in records] == ["timeout", "timeout"]  # was: a timeout and a new worker per case
+    assert all(r["error"].startswith(f"building {model}/tiny b2 cpu float32 exceeded --timeout 3 s")
+               for r in records)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"m1": 5}', "not an asv machine file"),  # was: TypeError traceback
+    ("[1, 2]", "not an asv machine file"),
+])
+def test_asv_machine_file_of_another_shape_is_refused(capsys, tmp_path, content, message):
+    path = tmp_path / "m.json"
+    path.write_text(content)
+    assert message in refused(capsys, ["asv-machine", "--file", str(path), "--machine", "m1"])
+    assert path.read_text() == content
+
+
+def test_asv_machine_file_with_nan_is_rewritten_without_it(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text('{"version": 1, "old": {"ram": NaN}}')
+    assert main(["asv-machine", "--file", str(path), "--machine", "m1"]) == 0
+    assert json.loads(path.read_text())["old"] == {"ram": None}  # was: NaN written back
+
+
+@pytest.mark.parametrize("content", [
+    '{"benchmarks": [5], "machine_info": {}}',  # was: AttributeError traceback
+    '{"benchmarks": [], "machine_info": 3}',
+])
+def test_a_malformed_pytest_benchmark_file_is_one_line(capsys, tmp_path, content):
+    path = tmp_path / "pb.json"
+    path.write_text(content)
+    line = refused(capsys, ["report", str(path), "--out", str(tmp_path / "r")])
+    assert "is malformed" in line or "holds no gradbench pytest-benchmark results" in line
+
+
+def test_records_out_of_range_or_unknown_are_skipped_and_overflowing_floats_read_as_null(tmp_path, capsys):
+    lines = [json.loads(line) for line in open(JSONL)]
+    ok = [i for i, r in enumerate(lines) if r["status"] == "ok"]
+    lines[ok[0]]["mode"] = "bogus"  # was: KeyError in report
+    lines[ok[1]]["batch_size"] = 10 ** 30  # was: TypeError in report
+    text = [json.dumps(r) for r in lines]
+    text[ok[2]] = text[ok[2]].replace(f'"time_median_s": {lines[ok[2]]["time_median_s"]}', '"time_median_s": ' +
+                                      "1" * 5000)  # was: ValueError, the whole file refused
+    text[ok[3]] = text[ok[3]].replace('"flops_per_s": ', '"flops_per_s": 1e999, "x_": ')  # was: read as inf
+    path = tmp_path / "odd.jsonl"
+    path.write_text("\n".join(text) + "\n")
+    from gradbench.results import read_jsonl
+
+    records, warnings = read_jsonl(path)
+    assert len(records) == len(lines) - 3
+    assert any("2 record(s) with wrong-typed fields skipped" in w for w in warnings)
+    assert any(f"odd.jsonl:{ok[2] + 1}: not a gradbench record" in w for w in warnings)
+    assert [r["flops_per_s"] for r in records if "x_" in r] == [None]
+    assert main(["report", str(path), "--out", str(tmp_path / "r")]) == 0
+
+
+def test_an_empty_shard_under_any_name_is_an_empty_result(tmp_path, capsys):
+    empty = tmp_path / "shard-2.out"
+    empty.write_text("")
+    assert main(["report", JSONL, str(empty), "--out", str(tmp_path / "r")]) == 0  # was: "is empty", exit 2
+
+
+def test_a_hard_link_is_the_same_file(tmp_path):
+    from gradbench.results import load
+
+    link = tmp_path / "linked.jsonl"
+    os.link(JSONL, link) if os.stat(JSONL).st_dev == os.stat(tmp_path).st_dev else link.symlink_to(JSONL)
+    assert len(load([JSONL, str(link)], warn=lambda m: None)) == len(load([JSONL], warn=lambda m: None))

@@ -94,8 +94,9 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], list[st
     rows, only = [], []
     for side in sides[1:]:
         other = cases[side]
-        only += [f"only on {base_side}: " + " ".join(map(str, c)) for c in base if c not in other]
-        only += [f"only on {side}: " + " ".join(map(str, c)) for c in other if c not in base]
+        label = lambda c: case_label(dict(zip(key, c)), omit=(BY[by],))  # noqa: E731
+        only += [f"only on {base_side}: {label(c)}" for c in base if c not in other]
+        only += [f"only on {side}: {label(c)}" for c in other if c not in base]
         for case in (c for c in base if c in other):
             rows.append({**dict(zip(key, case)), "baseline": base_side, "other": side,
                          **_case_row(base[case], other[case])})

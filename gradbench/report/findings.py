@@ -89,7 +89,7 @@ def findings(df: pd.DataFrame) -> list[Finding]:
                            f"the next case): {warning[:200]}", [r for _, r in part.head(6).iterrows()]))
     failed = df[~df["status"].isin(["ok", "not_applicable"])]
     for (status, error), part in failed.groupby(["status", failed["error"].fillna("").str.split("\n").str[0]]):
-        cases = sorted({f"{r['model']}/{r['size']} b{r['batch_size']} {r['mode']}" for _, r in part.iterrows()})
+        cases = sorted({case_label(r) for _, r in part.iterrows()})
         shown = ", ".join(cases[:4]) + (f" and {len(cases) - 4} more" if len(cases) > 4 else "")
         out.append(Finding(f"{len(part)} case(s) ended with status {status}: {error[:140]} ({shown}).",
                            [r for _, r in part.head(6).iterrows()]))
