@@ -114,7 +114,10 @@ def update_asv_machine_file(path: str, name: str) -> None:
                 data = json.load(f, parse_constant=lambda constant: None)
         except (OSError, ValueError) as exc:
             raise BadInput(f"cannot read asv machine file {path!r}: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get(name, {}), dict):
-        raise BadInput(f"{path!r} is not an asv machine file: expected a JSON object of machine objects")
+    machines = {k: v for k, v in data.items() if k != "version"} if isinstance(data, dict) else None
+    if machines is None or not all(isinstance(m, dict) and all(isinstance(v, str) or v is None for v in m.values())
+                                   for m in machines.values()):
+        raise BadInput(f"{path!r} is not an asv machine file: expected a JSON object of machines, each an "
+                       "object of text fields")
     data[name] = {**data.get(name, {}), **asv_machine_entry(name)}
     write_text(path, json.dumps(data, indent=4, allow_nan=False), "asv machine file")

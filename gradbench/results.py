@@ -116,53 +116,46 @@ class ResultsLocked(Exception):
 
 
 class ResultsLock:
-    """An exclusive lock on a results file for one run, held on ``REALPATH.lock`` (which names its
-    process), so that two runs never both measure into one file, by whatever name or link they reach
-    it. The kernel drops the lock when the process dies; the file is removed when the run ends."""
+    """An exclusive lock on a results file for one run, so that two runs never both measure into one
+    file, by whatever name, symlink or hard link they reach it: the lock (flock) is on the file itself,
+    which is created if absent. The kernel drops it when the process ends, however it ends."""
 
     def __init__(self, path):
         import fcntl
 
-        self.path = os.path.realpath(str(path)) + ".lock"
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        while True:
-            self._file = open(self.path, "a+")
-            try:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._file.seek(0)
-                holder = self._file.read().strip() or "another process"
-                self._file.close()
-                raise ResultsLocked(f"{str(path)!r} is being written by another gradbench run ({holder}); "
-                                    "wait for it, or choose another --out") from None
-            try:  # the lock counts only on the file still at that path (a run ending removes it)
-                if os.fstat(self._file.fileno()).st_ino == os.stat(self.path).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            self._file.close()
+        self.path = str(path)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._file = open(self.path, "ab")
         try:
-            self._file.seek(0)
-            self._file.truncate()
-            self._file.write(f"pid {os.getpid()}")
-            self._file.flush()
-        except OSError:
-            self.release()
-            raise
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _flock_holder(os.fstat(self._file.fileno()))
+            self._file.close()
+            raise ResultsLocked(f"{self.path!r} is being written by another gradbench run ({holder}); "
+                                "wait for it, or choose another --out") from None
 
     def release(self) -> None:
-        if not self._file.closed:
-            try:
-                os.remove(self.path)
-            except OSError:
-                pass
-            self._file.close()  # closing drops the lock
+        self._file.close()  # closing drops the lock
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _flock_holder(stat: os.stat_result) -> str:
+    """'pid N' of the process holding a flock on the file (Linux /proc/locks), else 'another process'."""
+    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                parts = line.split()
+                if "FLOCK" in parts and device in parts:
+                    return f"pid {parts[parts.index(device) - 1]}"
+    except OSError:
+        pass
+    return "another process"
 
 
 class JsonlWriter:

@@ -17,8 +17,9 @@ BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report")
 STRING_OPTIONS = ("out", "shard", "isolate")
 NUMBER_OPTIONS = ("threads", "timeout", "max_time", "seed", "repeat", "retry_untrusted")
 RUN_OPTIONS = (*LIST_OPTIONS, *BOOL_OPTIONS, *STRING_OPTIONS, *NUMBER_OPTIONS)
-# torch.manual_seed takes -2**63 .. 2**64 - 1, and the input batch is drawn under seed + 1
-SEED_RANGE = (-(2 ** 63), 2 ** 64 - 2)
+# torch.manual_seed takes -2**63 .. 2**64 - 1; the record's seed is an int64 (as any JSON reader with
+# 64-bit integers, and a DataFrame, hold it), and the input batch is drawn under seed + 1
+SEED_RANGE = (-(2 ** 63), 2 ** 63 - 2)
 MAX_THREADS = 4096
 MAX_REPEAT = 100  # --repeat and --retry-untrusted: more is a typo, not a plan
 DEFAULT_TIMEOUT_S = 600.0
@@ -59,12 +60,13 @@ def load_config(path: str) -> dict:
     if table is not data and len(data) > 1:
         outside = sorted(k for k in data if k != "run")[0]
         raise BadInput(f"key {outside!r} in --config {path!r} is outside its [run] table; move it into [run]")
-    data = {}
+    data, given_as = {}, {}
     for key, value in table.items():
         name = key.replace("-", "_")
         if name in data:
-            raise BadInput(f"key {key!r} in --config {path!r} repeats {name!r}; give it once")
-        data[name] = value
+            raise BadInput(f"--config {path!r} gives {name!r} twice (as {given_as[name]!r} and {key!r}); "
+                           "give it once")
+        data[name], given_as[name] = value, key
     unknown = sorted(set(data) - set(RUN_OPTIONS))
     if unknown:
         raise BadInput(f"unknown key {unknown[0]!r} in --config {path!r}; valid keys: {', '.join(RUN_OPTIONS)}")
