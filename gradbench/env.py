@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import socket
 import subprocess
 
 import torch
@@ -59,7 +60,22 @@ def fingerprint() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        **launch_fields(),
     }
+
+
+def launch_fields(environ=None) -> dict:
+    """Where the measuring process ran: inside a Slurm job (its array's job id and task) or not, and on
+    which host. Read from Slurm's own environment, so `srun gradbench ...` counts as slurm too."""
+    environ = os.environ if environ is None else environ
+    job = environ.get("SLURM_ARRAY_JOB_ID") or environ.get("SLURM_JOB_ID")
+    task = environ.get("SLURM_ARRAY_TASK_ID")
+    return {"launcher": "slurm" if job else "local", "slurm_job_id": _integer(job),
+            "slurm_array_task_id": _integer(task), "host": socket.gethostname()}
+
+
+def _integer(text: str | None) -> int | None:
+    return int(text) if text is not None and text.strip().isdigit() else None
 
 
 def _total_ram_bytes() -> int | None:

@@ -136,6 +136,11 @@ class Record:
     cuda: str = _f("provenance", "str", "", "CUDA version torch was built with")
     torch: str = _f("provenance", "str", "", "torch version")
     python: str = _f("provenance", "str", "", "Python version")
+    launcher: str = _f("provenance", "str", "", "local, or slurm when the measuring process ran inside a Slurm job")
+    slurm_job_id: int = _f("provenance", "int", "", "the Slurm job (for a job array, the array's job id); null "
+                           "outside Slurm")
+    slurm_array_task_id: int = _f("provenance", "int", "", "the task of the Slurm job array; null outside one")
+    host: str = _f("provenance", "str", "", "host name of the node that measured (the asv machine name may differ)")
     source: str = _f("provenance", "str", "", "the front-end that measured it: gradbench, asv or pytest-benchmark")
     source_file: str = _f("provenance", "str", "", "the file it was read from (null in files; set when reading)")
 
