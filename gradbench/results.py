@@ -17,11 +17,13 @@ import math
 import os
 import sys
 
+from .case import STEPS
 from .errors import WriteFailed
 from .record import (BEHAVIOUR_FLAGS, RECORD_FIELDS, case_key, completed, finite_or_none, kind_errors, new_record,
                      type_errors)
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
+from .modes import MODES
 
 
 class ResultsFileError(ValueError):
@@ -53,14 +55,19 @@ def _finite_or_null(text: str):
 def problems(record: dict) -> list[str]:
     """Why a record read from a file cannot be used (empty when it can): fields of the wrong kind or
     range, or a mode or step this gradbench does not know (its tables are keyed by them)."""
-    from .case import STEPS
-    from .modes import MODES
-
     found = kind_errors(record)
     for key, valid in (("mode", MODES), ("step", STEPS)):
         if isinstance(record.get(key), str) and record[key] not in valid:
             found.append(f"{key}={record[key]!r} is not one of {', '.join(valid)}")
     return found
+
+
+def _skipped_warning(name: str, unit: str, mistyped: list[tuple[int, str]]) -> str:
+    """One warning for a file's skipped records: 'F:3: 3 record(s) ... (and lines 6, 7); first: ...'."""
+    where = f"{name}:{mistyped[0][0]}" if unit == "line" else f"{name}: {unit} {mistyped[0][0]}"
+    more = f" (and {unit}s {', '.join(str(n) for n, _ in mistyped[1:6])}{', ...' if len(mistyped) > 6 else ''})" \
+        if len(mistyped) > 1 else ""
+    return f"{where}: {len(mistyped)} record(s) with wrong-typed fields skipped{more}; first: {mistyped[0][1]}"
 
 
 def read_jsonl(path) -> tuple[list[dict], list[str]]:
@@ -102,10 +109,7 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
                 + ("truncated last line ignored (killed mid-write?)" if last else "not a gradbench record, ignored")
             )
     if mistyped:
-        more = f" (and lines {', '.join(str(n) for n, _ in mistyped[1:6])}{', ...' if len(mistyped) > 6 else ''})" \
-            if len(mistyped) > 1 else ""
-        warnings.append(f"{name}:{mistyped[0][0]}: {len(mistyped)} record(s) with wrong-typed fields skipped"
-                        f"{more}; first: {mistyped[0][1]}")
+        warnings.append(_skipped_warning(name, "line", mistyped))
     if bad and not records and not mistyped:
         raise ResultsFileError(f"{str(path)!r} is not a gradbench JSONL results file (no line is a gradbench record)")
     return records, warnings
@@ -398,12 +402,11 @@ def read_any(path) -> tuple[list[dict], list[str]]:
     except (AttributeError, TypeError, KeyError, IndexError, ValueError, SyntaxError) as exc:
         raise ResultsFileError(f"{path!r} is malformed: {type(exc).__name__}: {exc}") from None
     if not path.endswith(".jsonl"):  # JSONL lines were checked as read, with their line numbers
-        mistyped = [(i, problems(r)) for i, r in enumerate(records, 1)]
-        mistyped = [(i, p[0]) for i, p in mistyped if p]
+        found = [(i, problems(r)) for i, r in enumerate(records, 1)]
+        mistyped = [(i, wrong[0]) for i, wrong in found if wrong]
         if mistyped:
-            warnings = [*warnings, f"{os.path.basename(path)}: {len(mistyped)} record(s) with wrong-typed fields "
-                        f"skipped; first (record {mistyped[0][0]}): {mistyped[0][1]}"]
-            records = [r for r in records if not problems(r)]
+            warnings = [*warnings, _skipped_warning(os.path.basename(path), "record", mistyped)]
+            records = [r for r, (_, wrong) in zip(records, found) if not wrong]
     for r in records:
         r["source_file"] = path
         judged_on_reading(r)

@@ -15,8 +15,6 @@ from .errors import BadInput
 LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps")
 BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report")
 STRING_OPTIONS = ("out", "shard", "isolate")
-NUMBER_OPTIONS = ("threads", "timeout", "max_time", "seed", "repeat", "retry_untrusted")
-RUN_OPTIONS = (*LIST_OPTIONS, *BOOL_OPTIONS, *STRING_OPTIONS, *NUMBER_OPTIONS)
 # torch.manual_seed takes -2**63 .. 2**64 - 1; the record's seed is an int64 (as any JSON reader with
 # 64-bit integers, and a DataFrame, hold it), and the input batch is drawn under seed + 1
 SEED_RANGE = (-(2 ** 63), 2 ** 63 - 2)
@@ -28,6 +26,7 @@ NUMBER_RULES = {
     "threads": (int, 1, MAX_THREADS), "seed": (int, *SEED_RANGE), "repeat": (int, 1, MAX_REPEAT),
     "retry_untrusted": (int, 0, MAX_REPEAT), "timeout": (float, 1e-3, None), "max_time": (float, None, None),
 }
+RUN_OPTIONS = (*LIST_OPTIONS, *BOOL_OPTIONS, *STRING_OPTIONS, *NUMBER_RULES)
 
 
 def list_arg(values) -> list[str] | None:
