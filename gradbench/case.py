@@ -16,11 +16,12 @@ DEVICES = ("cpu", "cuda")
 STEPS = ("forward", "train_step")
 
 
-def validate_device(device: str) -> None:
+def validate_device(device: str, here: bool = True) -> None:
+    """``here``: the device must exist on this machine (not so for a Slurm submitter: the nodes measure)."""
     kind, _, index = str(device).partition(":")
     if kind not in DEVICES or (index and not index.isdigit()) or (kind == "cpu" and index):
         raise ValueError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)} (or cuda:N)")
-    if kind == "cuda":
+    if kind == "cuda" and here:
         if not torch.cuda.is_available():
             raise ValueError(
                 f"device {device!r} asked for, but no CUDA GPU is available "
@@ -60,12 +61,12 @@ class Case:
     max_time_s: float = 2.0
     cudnn_benchmark: bool = False
 
-    def validate(self) -> "Case":
-        """Raise ValueError naming the bad value and the valid ones."""
+    def validate(self, here: bool = True) -> "Case":
+        """Raise ValueError naming the bad value and the valid ones. ``here``: its device exists here."""
         _models.validate_model_name(self.model)
         _models.validate_size(self.model, self.size)
         validate_batch_size(self.batch_size)
-        validate_device(self.device)
+        validate_device(self.device, here)
         validate_dtype(self.dtype, self.device)
         get_mode(self.mode)
         validate_step(self.step)

@@ -61,6 +61,23 @@ def _add_run(sub):
                    "(contention, or an imprecise median) again at the end of the sweep, up to N times; every "
                    "attempt is kept (default 0)")
     p.add_argument("--no-report", action="store_true", default=None, help="do not write the report")
+    p.add_argument("--gpus", metavar="IDS", help="one worker per GPU at once, each pinned to its GPU: 0,1,2,3 or "
+                   "all (cuda cases only: concurrent workers on a CPU would disturb each other's timings)")
+    slurm = p.add_argument_group("Slurm", "--launcher slurm: the sweep as one job array, submitted through "
+                                 "submitit, merged into --out (README: Clusters)")
+    slurm.add_argument("--launcher", choices=("local", "slurm"), help="where workers run (default local)")
+    slurm.add_argument("--jobs", type=int, metavar="N", help="array tasks; each measures whole workloads (default 1)")
+    slurm.add_argument("--slurm-partition", metavar="NAME", help="partition (default: the cluster's)")
+    slurm.add_argument("--slurm-gpus-per-task", type=int, metavar="N", help="GPUs per task")
+    slurm.add_argument("--slurm-cpus-per-task", type=int, metavar="N", help="CPUs per task (also the torch threads "
+                       "unless --threads is given)")
+    slurm.add_argument("--slurm-time", type=int, metavar="MIN", help="time limit per task in minutes (default 60)")
+    slurm.add_argument("--slurm-parallel", type=int, metavar="K", help="at most K tasks at once (Slurm's %%K); 1 when "
+                       "tasks share a node and must not disturb each other's timings (default: all)")
+    slurm.add_argument("--slurm-constraint", metavar="FEATURE", help="node features, e.g. a GPU type (a100, h100) "
+                       "to compare GPUs")
+    slurm.add_argument("--slurm-option", dest="slurm_options", action="append", metavar="KEY=VALUE",
+                       help="any other submitit Slurm parameter (mem=16G, account=X, qos=Y, exclude=...); repeatable")
     return p
 
 

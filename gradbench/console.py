@@ -40,8 +40,11 @@ class ProgressPrinter:
         self.stream.flush()
 
 
-def print_summary(out: str, everything, records: list[dict], progress, wall: float, retries: int = 0) -> None:
-    """Ratio tables over the whole file; failures, untrusted timings and overhead of this run's records."""
+def print_summary(out: str, everything, records: list[dict], progress, wall: float, retries: int = 0,
+                  concurrent: bool = False) -> None:
+    """Ratio tables over the whole file; failures, untrusted timings and overhead of this run's records.
+    ``concurrent``: several workers measured at once (--gpus, Slurm), so the harness overhead is not
+    wall time minus measurement time."""
     from .report.tables import render, summary_tables
 
     for title, table in (summary_tables(everything) if everything is not None else {}).items():
@@ -59,6 +62,8 @@ def print_summary(out: str, everything, records: list[dict], progress, wall: flo
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(progress.statuses.items()))
     overhead = f"; {measured:.1f} s inside measurement ({(1 - measured / wall) * 100:.0f}% harness overhead)" \
         if records and wall else ""
+    if concurrent and records:
+        overhead = f"; {measured:.1f} s inside measurement, summed over workers that ran at once"
     print(f"\n{progress.done} cases ({statuses or 'none'}) in {wall:.1f} s{overhead}")
     print(f"results: {out}")
 

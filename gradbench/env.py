@@ -66,12 +66,14 @@ def fingerprint() -> dict:
 
 def launch_fields(environ=None) -> dict:
     """Where the measuring process ran: inside a Slurm job (its array's job id and task) or not, and on
-    which host. Read from Slurm's own environment, so `srun gradbench ...` counts as slurm too."""
+    which host, pinned to which one GPU (--gpus, or Slurm, set CUDA_VISIBLE_DEVICES). Read from the
+    environment, so `srun gradbench ...` counts as slurm too."""
     environ = os.environ if environ is None else environ
     job = environ.get("SLURM_ARRAY_JOB_ID") or environ.get("SLURM_JOB_ID")
     task = environ.get("SLURM_ARRAY_TASK_ID")
     return {"launcher": "slurm" if job else "local", "slurm_job_id": _integer(job),
-            "slurm_array_task_id": _integer(task), "host": socket.gethostname()}
+            "slurm_array_task_id": _integer(task), "host": socket.gethostname(),
+            "gpu_index": _integer(environ.get("CUDA_VISIBLE_DEVICES"))}
 
 
 def _integer(text: str | None) -> int | None:

@@ -140,7 +140,11 @@ class Record:
     slurm_job_id: int = _f("provenance", "int", "", "the Slurm job (for a job array, the array's job id); null "
                            "outside Slurm")
     slurm_array_task_id: int = _f("provenance", "int", "", "the task of the Slurm job array; null outside one")
+    slurm_state: str = _f("provenance", "str", "", "for a case its Slurm task ended without measuring: the task's "
+                          "Slurm state (CANCELLED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, ...); null otherwise")
     host: str = _f("provenance", "str", "", "host name of the node that measured (the asv machine name may differ)")
+    gpu_index: int = _f("provenance", "int", "", "the one GPU the measuring process saw, as CUDA_VISIBLE_DEVICES "
+                        "named it (set by --gpus; by Slurm, which may number a job's GPUs from 0); null otherwise")
     source: str = _f("provenance", "str", "", "the front-end that measured it: gradbench, asv or pytest-benchmark")
     source_file: str = _f("provenance", "str", "", "the file it was read from (null in files; set when reading)")
 

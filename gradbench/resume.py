@@ -21,13 +21,16 @@ class Previous:
     warnings: list = field(default_factory=list)
 
 
-def settings_of(cases, threads: int | None) -> dict:
-    """The MEASUREMENT_SETTINGS a sweep's records will carry (cudnn_benchmark only where CUDA runs)."""
+def settings_of(cases, threads: int | None, this_machine: bool = True) -> dict:
+    """The MEASUREMENT_SETTINGS a sweep's records will carry (cudnn_benchmark only where CUDA runs).
+    ``this_machine``: the records are measured here, so torch's default thread count is known; on
+    Slurm nodes it is not (None: not checked)."""
     import torch
 
     case = cases[0]
     cuda = any(c.device.startswith("cuda") for c in cases)
-    return {"seed": case.seed, "threads": threads or torch.get_num_threads(), "max_time_s": case.max_time_s,
+    threads = threads or (torch.get_num_threads() if this_machine else None)
+    return {"seed": case.seed, "threads": threads, "max_time_s": case.max_time_s,
             "cudnn_benchmark": case.cudnn_benchmark if cuda else None}
 
 
@@ -45,7 +48,7 @@ def check_same_settings(out: str, records: list[dict], wanted: dict) -> None:
                            "choose another --out")
 
 
-def previous_results(out: str, cases, repeat: int, threads: int | None) -> Previous:
+def previous_results(out: str, cases, repeat: int, threads: int | None, this_machine: bool = True) -> Previous:
     """Read ``out`` for --resume (absent: nothing done yet)."""
     from .results import ResultsFileError, chosen_per_case, read_jsonl
     from .sweep import untrusted
@@ -57,7 +60,7 @@ def previous_results(out: str, cases, repeat: int, threads: int | None) -> Previ
         records, previous.warnings = read_jsonl(out)
     except ResultsFileError as exc:
         raise BadInput(f"cannot --resume: {exc}") from None
-    check_same_settings(out, records, settings_of(cases, threads))
+    check_same_settings(out, records, settings_of(cases, threads, this_machine))
     previous.done = {(case_key(r), r.get("repeat") or 1) for r in records if r.get("status") in DONE_STATUSES}
     previous.untrusted = {(case_key(r), r.get("repeat") or 1) for r in chosen_per_case(records) if untrusted(r)}
     previous.skipped = sum((case_key(c.identity()), k) in previous.done for c in cases for k in range(1, repeat + 1))

@@ -62,27 +62,38 @@ def _terminated_as_exit():
 
 
 def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
-    """The sweep into ``out`` (its lock held): resume, sweep, summary, report."""
+    """The sweep into ``out`` (its lock held): resume, sweep (here, or as a Slurm job array), summary, report."""
     from .console import ProgressPrinter, print_summary
+    from .launch.slurm import slurm_dir, unmerged
     from .results import JsonlWriter, ResultsFileError, load
     from .resume import Previous, previous_results
     from .sweep import run_sweep
 
     cases, repeat = list(settings.cases), settings.repeat
+    on_slurm = settings.launcher == "slurm"
+    attached = unmerged(out)
+    if attached and not on_slurm:
+        raise BadInput(f"--out {out!r} belongs to Slurm job {attached[-1]['job_id']}, not yet merged "
+                       f"({slurm_dir(out)}); resume it with --launcher slurm --resume")
     previous = Previous()
     if settings.resume:
-        previous = previous_results(out, cases, repeat, settings.threads)
+        previous = previous_results(out, cases, repeat, settings.threads, this_machine=not on_slurm)
         for w in previous.warnings:
             print(f"gradbench: warning: {w}", file=sys.stderr)
-    elif os.path.exists(out) and os.path.getsize(out) > 0:
-        raise BadInput(f"--out {out!r} already has results; pass --resume to continue it, or choose another file")
+    elif (os.path.exists(out) and os.path.getsize(out) > 0) or attached:
+        raise BadInput(f"--out {out!r} already has results{' (or a Slurm job)' if attached else ''}; pass --resume "
+                       "to continue it, or choose another --out")
     try:
         writer = JsonlWriter(out)
     except OSError as exc:
         raise cannot_write("--out", out, exc) from None
-    times = f" ({len(cases)} x {repeat} worker processes)" if repeat > 1 else ""
-    print(f"gradbench: {len(cases) * repeat - previous.skipped} cases{times} to run ({previous.skipped} already done)"
-          f" -> {out}", file=sys.stderr)
+
+    def announce(previous) -> None:
+        times = f" ({len(cases)} x {repeat} worker processes)" if repeat > 1 else ""
+        where = f" on Slurm ({settings.slurm.jobs} tasks at most)" if on_slurm else ""
+        print(f"gradbench: {len(cases) * repeat - previous.skipped} cases{times} to run{where} ({previous.skipped} "
+              f"already done) -> {out}", file=sys.stderr)
+
     started = time.perf_counter()
     records: list[dict] = []
 
@@ -92,10 +103,18 @@ def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
 
     try:
         with writer:
-            progress = run_sweep(cases, write, run_id=run_id, timeout_s=settings.timeout_s, isolate=settings.isolate,
-                                 threads=settings.threads, on_record=ProgressPrinter(), repeat=repeat,
-                                 retry_untrusted=settings.retry_untrusted, done=previous.done,
-                                 untrusted_done=previous.untrusted)
+            if on_slurm:
+                from .launch.slurm import sweep_on_slurm
+
+                progress = sweep_on_slurm(
+                    out, settings, run_id, write, announce=announce,
+                    previous_for=lambda: previous_results(out, cases, repeat, settings.threads, this_machine=False))
+            else:
+                announce(previous)
+                progress = run_sweep(cases, write, run_id=run_id, timeout_s=settings.timeout_s,
+                                     isolate=settings.isolate, threads=settings.threads, on_record=ProgressPrinter(),
+                                     repeat=repeat, retry_untrusted=settings.retry_untrusted, done=previous.done,
+                                     untrusted_done=previous.untrusted, gpus=settings.gpus)
     except KeyboardInterrupt:
         print(f"\ngradbench: interrupted; this run wrote {len(records)} records to {out}; "
               f"continue with: gradbench run ... --out {out} --resume", file=sys.stderr)
@@ -105,7 +124,8 @@ def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
         everything = load([out], warn=lambda m: None)  # this run and any it resumed
     except ResultsFileError:  # nothing recorded at all (an empty shard, say): no tables, no report
         everything = None
-    print_summary(out, everything, records, progress, wall, settings.retry_untrusted)
+    print_summary(out, everything, records, progress, wall, settings.retry_untrusted,
+                  concurrent=on_slurm or bool(settings.gpus))
     if everything is not None and not settings.no_report:
         from .report.document import write_report
 

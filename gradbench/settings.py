@@ -14,19 +14,27 @@ from .errors import BadInput
 
 LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps")
 BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report")
-STRING_OPTIONS = ("out", "shard", "isolate")
+STRING_OPTIONS = ("out", "shard", "isolate", "launcher", "gpus", "slurm_partition", "slurm_constraint")
+PAIR_OPTIONS = ("slurm_options",)  # KEY=VALUE, given again for each (a value may hold commas)
+LAUNCHERS = ("local", "slurm")
 # torch.manual_seed takes -2**63 .. 2**64 - 1; the record's seed is an int64 (as any JSON reader with
 # 64-bit integers, and a DataFrame, hold it), and the input batch is drawn under seed + 1
 SEED_RANGE = (-(2 ** 63), 2 ** 63 - 2)
 MAX_THREADS = 4096
 MAX_REPEAT = 100  # --repeat and --retry-untrusted: more is a typo, not a plan
 DEFAULT_TIMEOUT_S = 600.0
+MAX_ARRAY = 10000  # Slurm's default MaxArraySize is 1001; clusters raise it
 # key: (kind, minimum, maximum); times are > 0 (checked with the grid and Case)
 NUMBER_RULES = {
     "threads": (int, 1, MAX_THREADS), "seed": (int, *SEED_RANGE), "repeat": (int, 1, MAX_REPEAT),
     "retry_untrusted": (int, 0, MAX_REPEAT), "timeout": (float, 1e-3, None), "max_time": (float, None, None),
+    # Slurm: array tasks, GPUs and CPUs per task, time limit in minutes (a year at most), array parallelism
+    "jobs": (int, 1, MAX_ARRAY), "slurm_gpus_per_task": (int, 0, 1024), "slurm_cpus_per_task": (int, 1, MAX_THREADS),
+    "slurm_time": (int, 1, 525600), "slurm_parallel": (int, 1, MAX_ARRAY),
 }
-RUN_OPTIONS = (*LIST_OPTIONS, *BOOL_OPTIONS, *STRING_OPTIONS, *NUMBER_RULES)
+SLURM_OPTIONS = ("jobs", "slurm_partition", "slurm_constraint", "slurm_gpus_per_task", "slurm_cpus_per_task",
+                 "slurm_time", "slurm_parallel", "slurm_options")
+RUN_OPTIONS = (*LIST_OPTIONS, *BOOL_OPTIONS, *STRING_OPTIONS, *PAIR_OPTIONS, *NUMBER_RULES)
 
 
 def list_arg(values) -> list[str] | None:
@@ -74,6 +82,13 @@ def load_config(path: str) -> dict:
             raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected true or false")
         if key in STRING_OPTIONS and not isinstance(value, str):
             raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a string")
+        if key in PAIR_OPTIONS:
+            if isinstance(value, dict):  # a [run.slurm_options] table
+                value = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a table, or a list of "
+                               "\"KEY=VALUE\" strings")
+            data[key] = value
         if key in LIST_OPTIONS:
             if isinstance(value, (str, int)):
                 value = [value]
@@ -100,6 +115,8 @@ def merged(args: argparse.Namespace) -> dict:
         value = getattr(args, key, None)
         if key in LIST_OPTIONS:
             value = list_arg(value)
+        if key in PAIR_OPTIONS and value is not None:  # the command line's pairs add to the file's
+            value = [*settings.get(key, []), *value]
         if value is not None:
             settings[key] = value
     return settings
@@ -159,11 +176,13 @@ def _batch_sizes(values: list[str]) -> tuple[int, ...]:
 
 
 def build_grid(settings: dict):
-    """The Grid a run's settings describe (defaults filled in), every value validated once."""
+    """The Grid a run's settings describe (defaults filled in), every value validated once. Under
+    --launcher slurm the nodes measure, so CUDA need not exist here."""
     from .case import Case
     from .modes import MODES
     from .sweep import QUICK, Grid, default_devices
 
+    here = settings.get("launcher", "local") == "local"
     base = dict(QUICK) if settings.get("quick") else {}
     fields = {}
     for key in ("models", "sizes", "devices", "dtypes", "modes", "steps"):
@@ -179,7 +198,7 @@ def build_grid(settings: dict):
         fields["seed"] = number(settings, "seed")
     if "cudnn_benchmark" in settings:
         fields["cudnn_benchmark"] = settings["cudnn_benchmark"]  # a bool: store_true, or load_config checked
-    grid = Grid(**{**base, "devices": default_devices(), **fields})
+    grid = Grid(**{**base, "devices": _default_devices(settings, here, default_devices), **fields})
     for name in LIST_OPTIONS:
         if not getattr(grid, name):
             raise BadInput(f"{option(name)} is empty")
@@ -191,7 +210,7 @@ def build_grid(settings: dict):
             case.validate()
         for device in grid.devices:
             for dtype in grid.dtypes:
-                Case(device=device, dtype=dtype).validate()
+                Case(device=device, dtype=dtype).validate(here)
         for mode in grid.modes:
             Case(mode=mode).validate()
         for step in grid.steps:
@@ -201,6 +220,15 @@ def build_grid(settings: dict):
     if not grid.max_time_s > 0:
         raise BadInput(f"bad --max-time {grid.max_time_s:g}; it must be > 0 seconds")
     return grid
+
+
+def _default_devices(settings: dict, here: bool, available) -> tuple[str, ...]:
+    """cpu, plus cuda where it is available; with --gpus, cuda only; on Slurm, cuda where the tasks get GPUs."""
+    if settings.get("gpus"):
+        return ("cuda",)
+    if not here:
+        return ("cpu", "cuda") if number(settings, "slurm_gpus_per_task") else ("cpu",)
+    return available()
 
 
 def check_user_models(models) -> None:
@@ -230,6 +258,9 @@ class RunSettings:
     retry_untrusted: int
     isolate: str
     no_report: bool
+    launcher: str = "local"
+    gpus: tuple | None = None  # GPU ids, or ("all",): one pinned worker per GPU (launch/gpus.py)
+    slurm: object = None  # launch.slurm.SlurmOptions under --launcher slurm
 
 
 def run_settings(args: argparse.Namespace) -> RunSettings:
@@ -253,9 +284,41 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         raise BadInput("--out is empty; name a JSONL file, or leave --out out for results/runs/RUN_ID.jsonl")
     if settings.get("resume") and not settings.get("out"):
         raise BadInput("--resume needs --out FILE (the results file to resume)")
+    launcher, gpus, slurm = _launch(settings, cases)
     return RunSettings(
         grid=grid, cases=tuple(cases), out=settings.get("out") or None, resume=bool(settings.get("resume")),
         timeout_s=number(settings, "timeout", default=DEFAULT_TIMEOUT_S), threads=number(settings, "threads"),
         repeat=number(settings, "repeat", default=1), retry_untrusted=number(settings, "retry_untrusted", default=0),
-        isolate=isolate, no_report=bool(settings.get("no_report")),
+        isolate=isolate, no_report=bool(settings.get("no_report")), launcher=launcher, gpus=gpus, slurm=slurm,
     )
+
+
+def _launch(settings: dict, cases) -> tuple:
+    """--launcher, --gpus and the Slurm options, checked together: (launcher, gpus, SlurmOptions | None)."""
+    from .launch import gpus as gpu_launch
+
+    launcher = settings.get("launcher", "local")
+    if launcher not in LAUNCHERS:
+        raise BadInput(f"bad --launcher {launcher!r}; valid: {', '.join(LAUNCHERS)}")
+    given = [key for key in SLURM_OPTIONS if settings.get(key) is not None]
+    if launcher != "slurm" and given:
+        raise BadInput(f"{option(given[0])} is a Slurm setting; it needs --launcher slurm")
+    gpus = gpu_launch.parse_gpus(settings["gpus"]) if settings.get("gpus") is not None else None
+    if gpus:
+        gpu_launch.check_cases(cases, gpus)
+    if launcher == "local":
+        if gpus:
+            import torch
+
+            gpus = gpu_launch.resolve(gpus, torch.cuda.device_count())
+        return launcher, gpus, None
+    from .launch import slurm
+
+    if "shard" in settings:
+        raise BadInput("--shard and --launcher slurm both split the sweep; give --jobs N instead of --shard")
+    if gpus and gpus != ("all",):
+        raise BadInput("under --launcher slurm, Slurm chooses each task's GPUs: give --gpus all with "
+                       "--slurm-gpus-per-task N, not GPU ids")
+    options = slurm.options_from(settings, number)
+    slurm.check_cluster()
+    return launcher, gpus, options

@@ -16,6 +16,7 @@ import multiprocessing
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -114,7 +115,10 @@ def _die_with_parent() -> None:
 def worker_main(conn, threads: int | None, record_rss: bool) -> None:
     """Receive groups of cases, measure them, send back ('start', key) then ('record', dict) per case."""
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the manager's to handle: it stops the workers
+    # Ctrl-C and SIGTERM (scancel, a time limit, `kill` of the process group) are the manager's to handle: it
+    # stops the workers, and the case in flight is not recorded as a crash of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import torch
 
     from . import state
@@ -210,10 +214,13 @@ class Progress:
 
 
 class Worker:
-    def __init__(self, context, threads, record_rss):
+    def __init__(self, context, threads, record_rss, gpu: str | None = None):
+        from .launch.gpus import pinned_environment
+
         self.conn, child = context.Pipe()
         self.process = context.Process(target=worker_main, args=(child, threads, record_rss), daemon=True)
-        self.process.start()
+        with pinned_environment(gpu):  # --gpus: the worker sees its GPU only
+            self.process.start()
         child.close()
 
     def stop(self, kill: bool = False) -> None:
@@ -234,14 +241,14 @@ class Worker:
 class WorkerPool:
     """One worker process per slot (the repeat index); a lost worker is replaced on its slot's next use."""
 
-    def __init__(self, threads: int | None, record_rss: bool):
+    def __init__(self, threads: int | None, record_rss: bool, gpu: str | None = None):
         self.context = multiprocessing.get_context("spawn")
-        self.threads, self.record_rss = threads, record_rss
+        self.threads, self.record_rss, self.gpu = threads, record_rss, gpu
         self.workers: dict[int, Worker] = {}
 
     def get(self, slot: int) -> Worker:
         if slot not in self.workers:
-            self.workers[slot] = Worker(self.context, self.threads, self.record_rss)
+            self.workers[slot] = Worker(self.context, self.threads, self.record_rss, self.gpu)
         return self.workers[slot]
 
     def stop(self, slot: int, kill: bool = False) -> None:
@@ -271,6 +278,7 @@ def run_sweep(
     retry_untrusted: int = 0,
     done: Iterable[tuple] = (),
     untrusted_done: Iterable[tuple] = (),
+    gpus: tuple[str, ...] | None = None,
 ) -> Progress:
     """Run ``cases`` (already validated) and write each record.
 
@@ -279,7 +287,8 @@ def run_sweep(
     ``retry_untrusted`` N: after the sweep, ok cases whose time is untrusted are measured again, in
     the same process slot, up to N more times; every attempt is written. ``done``: (case_key,
     repeat) pairs already in the results file (resume), not measured again; ``untrusted_done``:
-    those of them whose time is untrusted, measured again with the retries.
+    those of them whose time is untrusted, measured again with the retries. ``gpus``: GPU ids (as this
+    process sees them) to run one pinned worker on each, at once (launch/gpus.py); None: one worker at a time.
     """
     if isolate not in ISOLATION:
         raise ValueError(f"unknown isolation {isolate!r}; valid: {', '.join(ISOLATION)}")
@@ -296,7 +305,7 @@ def run_sweep(
                 jobs.append((shuffled(todo, f"{seed}:{r}"), r, 1))
     jobs = _per_case(jobs) if isolate == "case" else jobs
     progress = Progress(total=sum(len(g) for g, _, _ in jobs))
-    pool = WorkerPool(threads, record_rss=(isolate == "case"))
+    pools = {gpu: WorkerPool(threads, record_rss=(isolate == "case"), gpu=gpu) for gpu in (gpus or (None,))}
     retry: dict[int, list[Case]] = {}  # repeat -> cases whose newest attempt is untrusted
     if retry_untrusted:
         by_key = {case_key(c.identity()): c for c in cases}
@@ -306,15 +315,30 @@ def run_sweep(
 
     broken: dict[str, tuple[str, str]] = {}  # user model -> (status, message) when its import failed
 
+    emitting = threading.Lock()  # --gpus: records arrive from one thread per GPU
+    stopped = threading.Event()
+
     def emit(record: dict, r: int, attempt: int, case: Case) -> None:
-        record.update(repeat=r, attempt=attempt)
-        write(record)
-        progress.done += 1
-        progress.statuses[record["status"]] = progress.statuses.get(record["status"], 0) + 1
-        if untrusted(record):
-            retry.setdefault(r, []).append(case)
-        if on_record:
-            on_record(record, progress)
+        with emitting:
+            if stopped.is_set():  # the sweep was interrupted: a killed worker's "crash" is no result
+                return
+            record.update(repeat=r, attempt=attempt)
+            write(record)
+            progress.done += 1
+            progress.statuses[record["status"]] = progress.statuses.get(record["status"], 0) + 1
+            if untrusted(record):
+                retry.setdefault(r, []).append(case)
+            if on_record:
+                on_record(record, progress)
+
+    def run_job(gpu, job) -> None:
+        group, r, attempt_no = job
+        pool = pools[gpu]
+        _run_group(pool, r, group, run_id, timeout_s, lambda record, case: emit(record, r, attempt_no, case), broken)
+        # A worker that has used a GPU keeps a CUDA context: idle beside the next process's
+        # measurement it would hold GPU memory and count as another process on the GPU.
+        if isolate == "case" or (repeat > 1 and group[0].device.startswith("cuda")):
+            pool.stop(r)
 
     try:
         for attempt in range(1, retry_untrusted + 2):
@@ -324,17 +348,21 @@ def run_sweep(
                 jobs = _per_case(jobs) if isolate == "case" else jobs
                 retry.clear()
                 progress.total += sum(len(g) for g, _, _ in jobs)
-            for group, r, attempt_no in jobs:
-                _run_group(pool, r, group, run_id, timeout_s, lambda record, case: emit(record, r, attempt_no, case),
-                           broken)
-                # A worker that has used a GPU keeps a CUDA context: idle beside the next process's
-                # measurement it would hold GPU memory and count as another process on the GPU.
-                if isolate == "case" or (repeat > 1 and group[0].device.startswith("cuda")):
-                    pool.stop(r)
+            if gpus:
+                from .launch.gpus import run_on_gpus
+
+                run_on_gpus(jobs, gpus, run_job, stopped)
+            else:
+                for job in jobs:
+                    run_job(None, job)
             if not retry:
                 break
     finally:
-        pool.stop_all(kill=sys.exc_info()[0] is not None)
+        failed = sys.exc_info()[0] is not None
+        if failed:
+            stopped.set()
+        for pool in pools.values():
+            pool.stop_all(kill=failed)
     return progress
 
 

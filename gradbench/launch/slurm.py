@@ -1,0 +1,404 @@
+"""`gradbench run --launcher slurm --jobs N`: the sweep as one Slurm job array, submitted through submitit.
+
+The submitting command holds --out's lock. Each task measures whole workloads (every mode of a model is
+measured in one process on one node, so modes are compared on the same hardware) with the usual worker
+machinery, into a part file of its own in OUT-slurm/parts/. The submitter polls Slurm's queue (squeue,
+then scontrol for tasks that have left it; never accounting, which many clusters lack), prints progress,
+and when no task is left merges the parts into --out: every record once, and every case a task did not
+record as `crashed`, with the task's Slurm state. The job is kept in OUT-slurm/job.json, so a submitter
+that was killed is re-attached by `--resume`; a job that has ended meanwhile is merged, and only the
+cases still missing are submitted again.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from ..errors import BadInput, cannot_write
+from .slurm_task import part_path
+
+POLL_S = 2.0
+# The settings gradbench has options of its own for; submitit's other Slurm parameters are free KEY=VALUE.
+OWN_PARAMETERS = {"time": "--slurm-time", "partition": "--slurm-partition", "constraint": "--slurm-constraint",
+                  "gpus_per_task": "--slurm-gpus-per-task", "cpus_per_task": "--slurm-cpus-per-task",
+                  "array_parallelism": "--slurm-parallel"}
+# Parameters that would run the task function more than once per task, or that take lists and tables.
+REFUSED_PARAMETERS = {"nodes", "ntasks_per_node", "num_gpus", "additional_parameters", "setup", "teardown",
+                      "srun_args", "job_name"}
+DEFAULT_TIME_MIN = 60
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """How the job array is asked for."""
+
+    jobs: int = 1
+    partition: str | None = None
+    constraint: str | None = None  # a GPU type, to compare GPUs (e.g. a100, h100: the cluster's feature names)
+    gpus_per_task: int | None = None
+    cpus_per_task: int | None = None
+    time_min: int = DEFAULT_TIME_MIN
+    parallel: int | None = None  # Slurm's %K: at most K tasks at once (1: none disturbs another's timings)
+    extra: tuple = ()  # (key, value) pairs passed to submitit as they are
+
+    def executor_parameters(self, tasks: int) -> dict:
+        parameters = {"time": self.time_min, "signal_delay_s": signal_delay_s(self.time_min),
+                      "job_name": "gradbench", "array_parallelism": min(self.parallel or tasks, tasks)}
+        for key in ("partition", "constraint", "gpus_per_task", "cpus_per_task"):
+            if getattr(self, key) is not None:
+                parameters[key] = getattr(self, key)
+        parameters.update(dict(self.extra))
+        return parameters
+
+
+def signal_delay_s(time_min: int) -> int:
+    """submitit asks Slurm for USR2 this long before the time limit, and ends a task that gets it; Slurm
+    may send it up to 60 s early. Its 90 s would end short tasks at random: take a tenth of the limit."""
+    return max(10, min(90, time_min * 6))
+
+
+def _submitit_parameters() -> set[str]:
+    try:
+        import submitit
+    except ImportError:
+        raise BadInput("--launcher slurm needs submitit: pip install 'gradbench[slurm]' (or pip install submitit)") \
+            from None
+    return set(submitit.SlurmExecutor._valid_parameters())
+
+
+def parse_pairs(pairs) -> tuple:
+    """--slurm-option KEY=VALUE (repeated) -> ((key, value), ...): submitit's Slurm parameter names
+    (mem, account, qos, exclude, ...); a later pair for one key wins. Numbers become ints, true/false bools."""
+    valid = _submitit_parameters() - set(OWN_PARAMETERS) - REFUSED_PARAMETERS
+    chosen: dict = {}
+    for text in pairs or ():
+        key, sep, value = str(text).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not value.strip():
+            raise BadInput(f"bad --slurm-option {text!r}; expected KEY=VALUE, e.g. mem=16G or account=myproject")
+        if key in OWN_PARAMETERS:
+            raise BadInput(f"--slurm-option {text!r}: give it as {OWN_PARAMETERS[key]}")
+        if key not in valid:
+            raise BadInput(f"unknown --slurm-option key {key!r}; valid keys: {', '.join(sorted(valid))}")
+        value = value.strip()
+        chosen[key] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
+    return tuple(chosen.items())
+
+
+def options_from(settings: dict, number) -> SlurmOptions:
+    """SlurmOptions from a run's merged settings (``number``: settings.number, which checks ranges)."""
+    for key in ("slurm_partition", "slurm_constraint"):
+        if settings.get(key) is not None and not str(settings[key]).strip():
+            raise BadInput(f"--{key.replace('_', '-')} is empty")
+    return SlurmOptions(
+        jobs=number(settings, "jobs", default=1), partition=settings.get("slurm_partition"),
+        constraint=settings.get("slurm_constraint"), gpus_per_task=number(settings, "slurm_gpus_per_task"),
+        cpus_per_task=number(settings, "slurm_cpus_per_task"),
+        time_min=number(settings, "slurm_time", default=DEFAULT_TIME_MIN),
+        parallel=number(settings, "slurm_parallel"), extra=parse_pairs(settings.get("slurm_options")),
+    )
+
+
+def check_cluster(which=None) -> None:
+    """A one-line refusal where no Slurm commands are at hand (before anything is written)."""
+    import shutil
+
+    which = which or shutil.which
+    for command in ("sbatch", "squeue", "scontrol", "srun"):
+        if not which(command):
+            raise BadInput(f"--launcher slurm: {command!r} is not on PATH; run on a machine of the Slurm cluster "
+                           "(a login node), or use --launcher local")
+
+
+def split_among(cases: list, jobs: int) -> list[list]:
+    """Whole workloads to at most ``jobs`` tasks, largest first to the least loaded, so the tasks are
+    about even. Fewer workloads than jobs: fewer tasks (a workload is never split across nodes)."""
+    from ..sweep import group_by_workload
+
+    groups = sorted(group_by_workload(cases), key=len, reverse=True)
+    tasks: list[list] = [[] for _ in range(min(jobs, len(groups)))]
+    for group in groups:
+        min(tasks, key=len).extend(group)
+    return tasks
+
+
+# ---------------------------------------------------------------- the job kept beside --out
+
+
+def slurm_dir(out: str) -> str:
+    """results/x.jsonl -> results/x-slurm/ (job.json, parts/, logs/)"""
+    return (out[: -len(".jsonl")] if out.endswith(".jsonl") else out) + "-slurm"
+
+
+def _job_file(out: str) -> str:
+    return os.path.join(slurm_dir(out), "job.json")
+
+
+def load_jobs(out: str) -> list[dict]:
+    """The Slurm jobs submitted for ``out`` (newest last). JSON, written by gradbench; never unpickled."""
+    path = _job_file(out)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"cannot read the Slurm job file {path!r} ({exc}); move it away to start afresh") from None
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    if not isinstance(jobs, list) or not all(isinstance(j, dict) and {"job_id", "tasks", "merged"} <= set(j)
+                                             for j in jobs):
+        raise BadInput(f"the Slurm job file {path!r} is not one gradbench wrote; move it away to start afresh")
+    return jobs
+
+
+def save_jobs(out: str, jobs: list[dict]) -> None:
+    from ..atomic import write_text
+
+    write_text(_job_file(out), json.dumps({"jobs": jobs}, indent=1) + "\n", what="the Slurm job file")
+
+
+def unmerged(out: str) -> list[dict]:
+    return [job for job in load_jobs(out) if not job["merged"]]
+
+
+# ---------------------------------------------------------------- what Slurm says
+
+
+class SlurmQueue:
+    """squeue and scontrol, read-only. ``run``: (argv) -> (returncode, stdout, stderr), injectable."""
+
+    def __init__(self, run=None):
+        self._run = run or _run
+
+    def active(self, job_id: str) -> dict[int, str] | None:
+        """Array task -> state (PENDING, RUNNING, COMPLETING, ...) of the tasks still in the queue;
+        {} when none is; None when Slurm does not answer."""
+        code, out, err = self._run(["squeue", "-h", "-r", "-j", str(job_id), "-o", "%K|%T"])
+        if code != 0:
+            return {} if "invalid job id" in err.lower() else None
+        tasks = {}
+        for line in out.splitlines():
+            index, _, state = line.strip().partition("|")
+            if index.isdigit() or index == "N/A":  # N/A: a job of one task, which submitit submits as no array
+                tasks[int(index) if index.isdigit() else 0] = state.strip()
+        return tasks
+
+    def ended(self, job_id: str) -> dict[int, dict]:
+        """Array task -> {state, exit_code, node, reason} for the tasks Slurm still remembers (for
+        MinJobAge, 300 s by default, after they end). Pending tasks and forgotten ones are absent."""
+        code, out, _ = self._run(["scontrol", "show", "job", str(job_id), "-o"])
+        if code != 0:
+            return {}
+        tasks = {}
+        for line in out.splitlines():
+            fields = dict(re.findall(r"(?:^|\s)(ArrayTaskId|JobState|ExitCode|NodeList|Reason)=(\S*)", line))
+            index = fields.get("ArrayTaskId", "0")  # none: a job of one task, not an array
+            if index.isdigit():
+                tasks[int(index)] = {
+                    "state": fields.get("JobState"), "exit_code": fields.get("ExitCode"),
+                    "node": None if fields.get("NodeList") in (None, "", "(null)") else fields["NodeList"],
+                    "reason": None if fields.get("Reason") in (None, "None") else fields["Reason"]}
+        return tasks
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return 1, "", str(exc)
+    return done.returncode, done.stdout, done.stderr
+
+
+# ---------------------------------------------------------------- the submitting command
+
+
+def sweep_on_slurm(out: str, settings, run_id: str, write, previous_for, announce):
+    """Re-attach to this --out's unmerged jobs, then submit what is still missing (at most one new job
+    per call, so cases that crash every time are recorded, not resubmitted forever). ``write``: appends
+    a record to --out; ``previous_for()``: what --out holds now (resume.Previous); ``announce(previous)``:
+    prints what is to run."""
+    from ..record import case_key
+    from ..sweep import Progress
+
+    queue = SlurmQueue()
+    progress = Progress(total=0)
+    submitted = False
+    while True:
+        for job in unmerged(out):
+            _attach(out, job, queue, write, progress)
+        previous = previous_for()
+        todo = [c for c in settings.cases
+                if any((case_key(c.identity()), k) not in previous.done for k in range(1, settings.repeat + 1))]
+        if submitted or not todo:
+            return progress
+        announce(previous)
+        _submit(out, settings, run_id, todo)
+        submitted = True
+
+
+def _task_options(settings, run_id: str) -> dict:
+    slurm = settings.slurm
+    return {"run_id": run_id, "timeout_s": settings.timeout_s, "isolate": settings.isolate,
+            "threads": settings.threads or slurm.cpus_per_task, "repeat": settings.repeat,
+            "retry_untrusted": settings.retry_untrusted, "gpus": settings.gpus}
+
+
+def _submit(out: str, settings, run_id: str, cases: list) -> dict:
+    import submitit
+
+    from .slurm_task import run_part
+
+    folder = slurm_dir(out)
+    parts, logs = os.path.join(folder, "parts"), os.path.join(folder, "logs")
+    try:
+        os.makedirs(parts, exist_ok=True)
+        os.makedirs(logs, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write("the Slurm folder", folder, exc) from None
+    tasks = split_among(cases, settings.slurm.jobs)
+    options = _task_options(settings, run_id)
+    executor = submitit.SlurmExecutor(folder=os.path.join(logs, "%j"), max_num_timeout=0)
+    executor.update_parameters(**settings.slurm.executor_parameters(len(tasks)))
+    try:
+        jobs = executor.map_array(run_part, [os.path.abspath(parts)] * len(tasks), range(len(tasks)), tasks,
+                                  [options] * len(tasks))
+    except Exception as exc:  # sbatch refused it: a partition, constraint or option the cluster lacks
+        text = str(getattr(exc, "stderr", None) or getattr(exc, "output", None) or exc)
+        if isinstance(text, bytes):
+            text = text.decode(errors="replace")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        message = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else repr(exc))
+        raise BadInput(f"Slurm refused the job array: {message}") from None
+    job_id = str(jobs[0].job_id).split("_")[0]
+    job = {"job_id": job_id, "run_id": run_id, "tasks": len(tasks), "repeat": settings.repeat,
+           "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "parameters": {k: v for k, v in settings.slurm.executor_parameters(len(tasks)).items()},
+           "threads": options["threads"], "merged": False,
+           "cases": [[asdict(c) for c in task] for task in tasks]}
+    save_jobs(out, [*load_jobs(out), job])
+    parallel = job["parameters"]["array_parallelism"]
+    print(f"gradbench: submitted Slurm job array {job_id}: {len(cases)} cases in {len(tasks)} tasks, at most "
+          f"{parallel} at once; logs in {logs}", file=sys.stderr)
+    return job
+
+
+def _attach(out: str, job: dict, queue: SlurmQueue, write, progress, poll_s: float = POLL_S,
+            sleep=time.sleep) -> None:
+    """Wait for the job's tasks to leave the queue, printing progress, then merge its parts."""
+    job_id, tasks = job["job_id"], job["tasks"]
+    parts = os.path.join(slurm_dir(out), "parts")
+    expected = sum(len(cases) for cases in job["cases"]) * job.get("repeat", 1)
+    last, silent = None, False
+    try:
+        while True:
+            active = queue.active(job_id)
+            if active is None:
+                if not silent:
+                    print(f"gradbench: Slurm does not answer (squeue); still waiting for job {job_id}",
+                          file=sys.stderr)
+                silent = True
+                sleep(poll_s * 5)
+                continue
+            silent = False
+            pending = sum(1 for state in active.values() if state == "PENDING")
+            recorded = sum(_lines(part_path(parts, job_id, t)) for t in range(tasks))
+            line = (f"slurm job {job_id}: {pending} pending, {len(active) - pending} running, "
+                    f"{tasks - len(active)} ended of {tasks} tasks; {recorded}/{expected} records")
+            if line != last:
+                tty = sys.stderr.isatty()
+                sys.stderr.write(f"\r{line:<100}" if tty else line + "\n")
+                sys.stderr.flush()
+                last = line
+            if not active:
+                if sys.stderr.isatty():
+                    sys.stderr.write("\n")
+                break
+            sleep(poll_s)
+    except (KeyboardInterrupt, SystemExit):
+        print(f"\ngradbench: Slurm job {job_id} keeps running (squeue -j {job_id}); re-attach with the same "
+              f"command plus --resume (--out {out}), or cancel it with: scancel {job_id}", file=sys.stderr)
+        raise
+    merge(out, job, queue.ended(job_id), write, progress)
+
+
+def _lines(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except OSError:
+        return 0
+
+
+def merge(out: str, job: dict, ended: dict[int, dict], write, progress) -> None:
+    """Append the job's part files to --out, skipping records already there (a merge cut short and run
+    again); record every case a task did not reach as crashed, with its Slurm state; mark the job merged."""
+    from ..case import Case
+    from ..record import case_key
+    from ..results import ResultsFileError, read_jsonl
+
+    def key(record: dict) -> tuple:
+        return (record.get("run_id"), record.get("slurm_job_id"), record.get("slurm_array_task_id"),
+                case_key(record), record.get("repeat") or 1, record.get("attempt") or 1)
+
+    try:
+        present = {key(r) for r in read_jsonl(out)[0]} if os.path.exists(out) else set()
+    except ResultsFileError:
+        present = set()
+    parts = os.path.join(slurm_dir(out), "parts")
+
+    def emit(record: dict) -> None:
+        if key(record) in present:
+            return
+        write(record)
+        present.add(key(record))
+        progress.total += 1
+        progress.done += 1
+        progress.statuses[record["status"]] = progress.statuses.get(record["status"], 0) + 1
+
+    for task, cases in enumerate(job["cases"]):
+        path = part_path(parts, job["job_id"], task)
+        try:
+            records, warnings = read_jsonl(path) if os.path.exists(path) else ([], [])
+        except ResultsFileError as exc:
+            records, warnings = [], [str(exc)]
+        for warning in warnings:
+            print(f"gradbench: warning: task {job['job_id']}_{task}: {warning}", file=sys.stderr)
+        for record in records:
+            emit(record)
+        seen = {(case_key(r), r.get("repeat") or 1) for r in records}
+        for fields in cases:
+            case = Case(**fields)
+            for repeat in range(1, job.get("repeat", 1) + 1):
+                if (case_key(case.identity()), repeat) not in seen:
+                    emit(crashed_record(case, job, task, ended.get(task), repeat, out))
+    job["merged"] = True
+    jobs = load_jobs(out)
+    save_jobs(out, [job if j["job_id"] == job["job_id"] else j for j in jobs])
+
+
+def crashed_record(case, job: dict, task: int, info: dict | None, repeat: int, out: str) -> dict:
+    """A case whose task ended without recording it: crashed, with what Slurm says of the task. The
+    machine fields are the node's (where known), not this submitting machine's."""
+    from ..sweep import failure_record
+
+    name = f"{job['job_id']}_{task}" if job["tasks"] > 1 else job["job_id"]  # submitit: one task is no array
+    log = os.path.join(slurm_dir(out), "logs", name)
+    if info is None:
+        state, what = None, "Slurm no longer knows it (cancelled before it started, or forgotten after MinJobAge)"
+    else:
+        state = info["state"]
+        what = f"it ended {state}" + (f" (exit code {info['exit_code']})" if info.get("exit_code") else "") + \
+            (f", reason {info['reason']}" if info.get("reason") else "")
+    message = f"Slurm task {name} did not record this case: {what}" + (f"; its logs: {log}/" if os.path.isdir(log) else "")
+    record = failure_record(case, job["run_id"], "crashed", message)
+    node = info.get("node") if info else None
+    record.update(launcher="slurm", slurm_job_id=int(job["job_id"]), slurm_array_task_id=task, slurm_state=state,
+                  host=node, machine=node, cpu=None, cpu_count=None, gpu=None, gpu_count=None, driver=None,
+                  gpu_index=None, threads=job.get("threads"), repeat=repeat, attempt=1)
+    return record
