@@ -34,6 +34,7 @@ def execute(settings: RunSettings) -> int:
         raise BadInput(f"--out {out!r} is a folder; name a JSONL file (e.g. {os.path.join(out, run_id + '.jsonl')})")
     if os.path.exists(out) and not stat.S_ISREG(os.stat(out).st_mode):
         raise BadInput(f"--out {out!r} is not a regular file; name a JSONL file")
+    existed = os.path.exists(out)
     try:
         lock = ResultsLock(out)  # taken before the file is read for --resume
     except ResultsLocked as exc:
@@ -41,7 +42,12 @@ def execute(settings: RunSettings) -> int:
     except OSError as exc:
         raise cannot_write("--out", out, exc) from None
     with lock, _terminated_as_exit():
-        return _measure_into(out, settings, run_id)
+        try:
+            return _measure_into(out, settings, run_id)
+        except BadInput:  # refused before anything was measured (Slurm refused the job): leave no empty file
+            if not existed and os.path.exists(out) and os.path.getsize(out) == 0:
+                os.remove(out)
+            raise
 
 
 @contextlib.contextmanager
@@ -116,8 +122,9 @@ def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
                                      repeat=repeat, retry_untrusted=settings.retry_untrusted, done=previous.done,
                                      untrusted_done=previous.untrusted, gpus=settings.gpus)
     except KeyboardInterrupt:
+        again = "--launcher slurm --resume (the same command)" if on_slurm else "--resume"
         print(f"\ngradbench: interrupted; this run wrote {len(records)} records to {out}; "
-              f"continue with: gradbench run ... --out {out} --resume", file=sys.stderr)
+              f"continue with: gradbench run ... --out {out} {again}", file=sys.stderr)
         return 130
     wall = time.perf_counter() - started
     try:

@@ -77,6 +77,10 @@ def load_config(path: str) -> dict:
     unknown = sorted(set(data) - set(RUN_OPTIONS))
     if unknown:
         raise BadInput(f"unknown key {unknown[0]!r} in --config {path!r}; valid keys: {', '.join(RUN_OPTIONS)}")
+    if isinstance(data.get("gpus"), int) and not isinstance(data["gpus"], bool):
+        data["gpus"] = str(data["gpus"])
+    if isinstance(data.get("gpus"), list) and all(isinstance(v, int) and not isinstance(v, bool) for v in data["gpus"]):
+        data["gpus"] = ",".join(map(str, data["gpus"]))  # gpus = [0, 1]
     for key, value in data.items():
         if key in BOOL_OPTIONS and not isinstance(value, bool):
             raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected true or false")
@@ -84,6 +88,10 @@ def load_config(path: str) -> dict:
             raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a string")
         if key in PAIR_OPTIONS:
             if isinstance(value, dict):  # a [run.slurm_options] table
+                odd = next((k for k, v in value.items() if not isinstance(v, (str, int, bool))), None)
+                if odd is not None:
+                    raise BadInput(f"bad slurm_options.{odd} in --config {path!r}: {value[odd]!r}; expected a string, "
+                                   "an integer, true or false")
                 value = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a table, or a list of "
@@ -268,6 +276,10 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     from .sweep import ISOLATION, parse_shard, shard
 
     settings = merged(args)
+    if settings.get("gpus") is not None:  # its syntax before the devices it implies
+        from .launch.gpus import parse_gpus
+
+        parse_gpus(settings["gpus"])
     grid = build_grid(settings)
     check_user_models(grid.models)
     cases = grid.cases()
@@ -320,5 +332,9 @@ def _launch(settings: dict, cases) -> tuple:
         raise BadInput("under --launcher slurm, Slurm chooses each task's GPUs: give --gpus all with "
                        "--slurm-gpus-per-task N, not GPU ids")
     options = slurm.options_from(settings, number)
+    asked = options.gpus_per_task or any(key in ("gpus_per_node", "gres") for key, _ in options.extra)
+    if gpus and not asked:
+        raise BadInput("--gpus all under --launcher slurm means the GPUs Slurm gives each task, and none are asked "
+                       "for: give --slurm-gpus-per-task N")
     slurm.check_cluster()
     return launcher, gpus, options

@@ -119,6 +119,7 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
     # stops the workers, and the case in flight is not recorded as a crash of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # Slurm's time-limit warning (submitit asks it for one) too
     import torch
 
     from . import state
@@ -247,9 +248,16 @@ class WorkerPool:
         self.workers: dict[int, Worker] = {}
 
     def get(self, slot: int) -> Worker:
-        if slot not in self.workers:
-            self.workers[slot] = Worker(self.context, self.threads, self.record_rss, self.gpu)
-        return self.workers[slot]
+        """The slot's worker; a fresh one if it has none, or if its worker has died while idle (a worker
+        dies with the thread that started it: PR_SET_PDEATHSIG follows threads, and --gpus starts workers
+        from a thread per GPU)."""
+        worker = self.workers.get(slot)
+        if worker is not None and not worker.process.is_alive():
+            self.stop(slot)
+            worker = None
+        if worker is None:
+            worker = self.workers[slot] = Worker(self.context, self.threads, self.record_rss, self.gpu)
+        return worker
 
     def stop(self, slot: int, kill: bool = False) -> None:
         worker = self.workers.pop(slot, None)
@@ -334,7 +342,8 @@ def run_sweep(
     def run_job(gpu, job) -> None:
         group, r, attempt_no = job
         pool = pools[gpu]
-        _run_group(pool, r, group, run_id, timeout_s, lambda record, case: emit(record, r, attempt_no, case), broken)
+        _run_group(pool, r, group, run_id, timeout_s, lambda record, case: emit(record, r, attempt_no, case), broken,
+                   stopped)
         # A worker that has used a GPU keeps a CUDA context: idle beside the next process's
         # measurement it would hold GPU memory and count as another process on the GPU.
         if isolate == "case" or (repeat > 1 and group[0].device.startswith("cuda")):
@@ -352,6 +361,8 @@ def run_sweep(
                 from .launch.gpus import run_on_gpus
 
                 run_on_gpus(jobs, gpus, run_job, stopped)
+                for pool in pools.values():  # their threads have ended, and their workers with them
+                    pool.stop_all()
             else:
                 for job in jobs:
                     run_job(None, job)
@@ -375,14 +386,15 @@ WORKER_START_S = 120.0  # a fresh worker's spawn and torch import, not counted a
 
 
 def _run_group(pool: WorkerPool, slot: int, group: list[Case], run_id: str, timeout_s: float,
-               emit: Callable[[dict, Case], None], broken: dict | None = None) -> None:
+               emit: Callable[[dict, Case], None], broken: dict | None = None,
+               stopped: threading.Event | None = None) -> None:
     """Measure one group on the slot's worker; a case whose worker dies or overruns is recorded as such,
     the worker replaced, and the group goes on. If the worker dies or overruns while importing a user
     model, or while building the group's workload, every case of that model (or workload) is recorded
     so at once, here and in later groups (``broken``), instead of killing a worker per case."""
     broken = {} if broken is None else broken
     pending = list(group)
-    while pending:
+    while pending and not (stopped and stopped.is_set()):  # stopped: the sweep was interrupted (--gpus threads)
         known = broken.get(pending[0].model) or broken.get(pending[0].workload_key)
         if known:
             for case in list(pending):

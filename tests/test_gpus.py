@@ -123,6 +123,34 @@ def test_the_threaded_sweep_records_each_case_once_with_its_workers_gpu_index(mo
     assert set().union(*by_workload.values()) <= {0, 1}
 
 
+def test_retries_on_gpus_get_fresh_workers_after_the_first_rounds_threads_end(monkeypatch):
+    """A worker dies with the thread that started it (PR_SET_PDEATHSIG follows threads): the retry round's
+    threads must not be handed the first round's dead workers."""
+    from gradbench.record import case_key
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cases = Grid(models=("mlp",), sizes=("tiny",), batch_sizes=(2, 3), modes=("eval",), steps=("forward",),
+                 max_time_s=0.02).cases()
+    earlier = {(case_key(cases[0].identity()), 1)}  # in the file already, untrusted: measured again as a retry
+    records = []
+    run_sweep(cases, records.append, threads=1, gpus=("0", "1"), retry_untrusted=1, done=earlier,
+              untrusted_done=earlier)
+    assert sorted((r["batch_size"], r["attempt"]) for r in records) == [(2, 2), (3, 1)]
+    assert all(r["status"] == "ok" for r in records)
+
+
+def test_a_pool_replaces_a_worker_that_died_while_idle():
+    pool = WorkerPool(threads=1, record_rss=False)
+    try:
+        first = pool.get(1)
+        first.process.kill()
+        first.process.join()
+        second = pool.get(1)
+        assert second is not first and second.process.is_alive()
+    finally:
+        pool.stop_all()
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs (run on a multi-GPU machine)")
 def test_two_gpus_measure_at_once_each_on_its_own(tmp_path):
     out = tmp_path / "g.jsonl"

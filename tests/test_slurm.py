@@ -81,6 +81,7 @@ def test_slurm_options_name_submitits_parameters():
         launch.parse_pairs(["mem"])
     with pytest.raises(BadInput, match="unknown --slurm-option key 'nodes'"):  # would run a task twice
         launch.parse_pairs(["nodes=2"])
+    assert launch.parse_pairs(["exclusive=true", "exclusive=false"]) == ()  # sbatch has no --exclusive=False
     options = launch.SlurmOptions(jobs=4, partition="gpu", constraint="h100", gpus_per_task=1, time_min=5,
                                   parallel=2, extra=(("mem", "8G"),))
     assert options.executor_parameters(tasks=4) == {
@@ -92,14 +93,14 @@ def test_slurm_options_name_submitits_parameters():
 def test_queue_states_are_read_from_squeue_and_scontrol_only():
     def fake(argv):
         if argv[0] == "squeue":
-            return 0, "1|PENDING\n2|PENDING\n0|RUNNING\n", ""
+            return 0, "1|PENDING|JobArrayTaskLimit\n2|PENDING|None\n0|RUNNING|None\n", ""
         return 0, ("JobId=8 ArrayJobId=7 ArrayTaskId=0 JobState=CANCELLED Reason=None ExitCode=0:15 "
                    "ReqNodeList=(null) ExcNodeList=(null) NodeList=node3 BatchHost=node3\n"
                    "JobId=7 ArrayJobId=7 ArrayTaskId=1-2%1 JobState=PENDING Reason=JobArrayTaskLimit "
                    "NodeList=(null)\n"), ""
 
     queue = launch.SlurmQueue(fake)
-    assert queue.active("7") == {0: "RUNNING", 1: "PENDING", 2: "PENDING"}
+    assert queue.active("7") == {0: "RUNNING", 1: "PENDING JobArrayTaskLimit", 2: "PENDING"}
     assert queue.ended("7") == {0: {"state": "CANCELLED", "exit_code": "0:15", "node": "node3", "reason": None}}
     gone = launch.SlurmQueue(lambda argv: (1, "", "slurm_load_jobs error: Invalid job id specified"))
     assert gone.active("7") == {} and gone.ended("7") == {}
@@ -112,6 +113,7 @@ def test_queue_states_are_read_from_squeue_and_scontrol_only():
 
 
 def _job(out, cases_by_task, job_id="41"):
+    """A job file as _submit writes it."""
     job = {"job_id": job_id, "run_id": "r1", "tasks": len(cases_by_task), "repeat": 1, "merged": False,
            "threads": 1, "cases": [[c.__dict__ for c in task] for task in cases_by_task]}
     launch.save_jobs(str(out), [job])
@@ -158,6 +160,9 @@ def test_bad_slurm_settings_exit_2_with_one_line_and_touch_nothing(tmp_path, mon
         (["--launcher", "slurm", "--jobs", "0"], "bad --jobs 0; it must be >= 1"),
         (["--launcher", "slurm", "--slurm-option", "colour=blue"], "unknown --slurm-option key 'colour'"),
         (["--launcher", "slurm", "--gpus", "0,1", "--devices", "cuda"], "Slurm chooses each task's GPUs"),
+        (["--launcher", "slurm", "--gpus", "all", "--devices", "cuda"], "give --slurm-gpus-per-task N"),
+        (["--gpus", "0,0"], "GPU 0 given twice"),
+        (["--launcher", "slurm", "--slurm-option", "exclusive"], "expected KEY=VALUE"),
     ]
     for args, message in cases:
         result = subprocess.run([sys.executable, "-m", "gradbench.cli", *tiny, *args], capture_output=True,
@@ -187,6 +192,45 @@ def test_slurm_settings_come_from_the_config_file_too(tmp_path, monkeypatch):
                                                  time_min=20, parallel=1,
                                                  extra=(("mem", "16G"), ("account", "bench"), ("qos", "high")))
     assert {c.device for c in settings.cases} == {"cpu", "cuda"}  # the tasks get GPUs: cuda, though none is here
+    config.write_text('[run]\nlauncher = "slurm"\n[run.slurm_options]\nmem = {a = 1}\n')
+    with pytest.raises(BadInput, match=r"bad slurm_options.mem in --config .*: \{'a': 1\}; expected a string"):
+        run_settings(argparse.Namespace(config=str(config)))
+
+
+def test_a_job_file_gradbench_did_not_write_or_of_another_results_file_is_refused_in_one_line(tmp_path):
+    out = tmp_path / "j.jsonl"
+    folder = tmp_path / "j-slurm"
+    folder.mkdir()
+    good = {"job_id": "5", "run_id": "r", "tasks": 1, "merged": False, "cases": [[Grid(**SMALL).cases()[0].__dict__]]}
+    for jobs in ([{"job_id": "x", "tasks": 1, "merged": False}], [{**good, "cases": 5}], [{**good, "job_id": "x"}],
+                 [{**good, "cases": [[{"model": "mlp", "bogus": 1}]]}], [{**good, "tasks": 2}], "no list"):
+        (folder / "job.json").write_text(json.dumps({"jobs": jobs}))
+        with pytest.raises(BadInput, match="is not one gradbench wrote; move it away"):
+            launch.load_jobs(str(out))
+    (folder / "job.json").write_text("{")
+    with pytest.raises(BadInput, match="cannot read the Slurm job file"):
+        launch.load_jobs(str(out))
+    launch.save_jobs(str(out), [good])
+    assert launch.load_jobs(str(out)) == [good]
+    with pytest.raises(BadInput, match=r"belongs to the results file .*j.jsonl', not '.*j'; name another --out"):
+        launch.load_jobs(str(tmp_path / "j"))  # --out j and --out j.jsonl would share j-slurm/
+
+
+def test_resuming_a_job_under_other_settings_is_refused_before_waiting_for_it(tmp_path, monkeypatch):
+    import argparse
+
+    from gradbench.settings import run_settings
+
+    monkeypatch.setattr(launch, "check_cluster", lambda: None)
+    out = tmp_path / "o.jsonl"
+    job = _job(out, [Grid(**SMALL).cases()])  # measured with max_time 0.02
+    args = dict(models=["mlp"], sizes=["tiny"], batch_sizes=["2"], launcher="slurm", resume=True, out=str(out))
+    same = run_settings(argparse.Namespace(**args, max_time=0.02))
+    launch.check_job_settings(str(out), job, same)
+    other = run_settings(argparse.Namespace(**args, max_time=0.05))
+    with pytest.raises(BadInput, match=r"cannot --resume .* with --max-time 0.05: its records were measured with "
+                                       r"max_time_s 0.02"):
+        launch.check_job_settings(str(out), job, other)
 
 
 def test_a_results_file_with_an_unmerged_slurm_job_is_not_resumed_locally(tmp_path):
@@ -319,3 +363,44 @@ def test_resume_after_the_job_is_gone_submits_only_the_missing_cases(slurm, tmp_
     assert len(measured_by_first | resubmitted) == 6
     ok = _cases([r for r in records if r["status"] == "ok"])
     assert len(ok) == 6 and set(ok.values()) == {1}
+
+
+def test_a_job_slurm_refuses_is_one_line_and_leaves_nothing_behind(slurm, tmp_path):
+    out = tmp_path / "p.jsonl"
+    result = _gradbench(*SLURM_RUN, "--slurm-partition", "no_such_partition", "--out", str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "gradbench: error: Slurm refused the job array: invalid partition specified: no_such_partition; "
+        "Batch job submission failed: Invalid partition name specified"]
+    assert not (tmp_path / "p-slurm").exists() and not out.exists()
+
+
+SLOW_MODEL = '''
+import time
+import torch
+
+
+def build(size="tiny"):
+    class Slow(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            time.sleep(30)
+            return self.linear(x)
+
+    return Slow(), lambda batch: torch.randn(batch, 4)
+'''
+
+
+def test_a_task_past_its_time_limit_is_recorded_as_crashed_with_state_timeout(slurm, tmp_path):
+    (tmp_path / "slow_model.py").write_text(SLOW_MODEL)
+    out = tmp_path / "t.jsonl"
+    result = _gradbench("--models", f"{tmp_path}/slow_model.py:build", "--sizes", "tiny", "--batch-sizes", "1",
+                        "--modes", "eval", "--steps", "forward", "--launcher", "slurm", "--slurm-time", "1",
+                        "--out", str(out), "--no-report")
+    assert result.returncode == 0, result.stderr
+    [record] = _records(out)
+    assert (record["status"], record["slurm_state"]) == ("crashed", "TIMEOUT")
+    assert "it ended TIMEOUT" in record["error"] and "give --slurm-time more" in record["error"]

@@ -11,6 +11,7 @@ cases still missing are submitted again.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -32,6 +33,10 @@ OWN_PARAMETERS = {"time": "--slurm-time", "partition": "--slurm-partition", "con
 REFUSED_PARAMETERS = {"nodes", "ntasks_per_node", "num_gpus", "additional_parameters", "setup", "teardown",
                       "srun_args", "job_name"}
 DEFAULT_TIME_MIN = 60
+# squeue reasons for which a pending job waits for ever, until its request or the cluster changes
+NEVER_STARTS = {"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints",
+                "DependencyNeverSatisfied", "InvalidAccount", "InvalidQOS", "QOSMaxGRESPerJob",
+                "ReqNodeNotAvail", "AssocMaxJobsLimit", "AssocGrpCpuLimit", "Resources_Unavailable"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,9 @@ def parse_pairs(pairs) -> tuple:
             raise BadInput(f"unknown --slurm-option key {key!r}; valid keys: {', '.join(sorted(valid))}")
         value = value.strip()
         chosen[key] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
-    return tuple(chosen.items())
+    # submitit writes True as a bare flag (--exclusive) and False as "--exclusive=False", which sbatch
+    # refuses: false means leave the flag out
+    return tuple((k, v) for k, v in chosen.items() if v is not False)
 
 
 def options_from(settings: dict, number) -> SlurmOptions:
@@ -141,7 +148,8 @@ def _job_file(out: str) -> str:
 
 
 def load_jobs(out: str) -> list[dict]:
-    """The Slurm jobs submitted for ``out`` (newest last). JSON, written by gradbench; never unpickled."""
+    """The Slurm jobs submitted for ``out`` (newest last). JSON, written by gradbench; never unpickled.
+    One that is not gradbench's, or that belongs to another results file, is refused in one line."""
     path = _job_file(out)
     try:
         with open(path, encoding="utf-8") as f:
@@ -151,16 +159,39 @@ def load_jobs(out: str) -> list[dict]:
     except (OSError, ValueError) as exc:
         raise BadInput(f"cannot read the Slurm job file {path!r} ({exc}); move it away to start afresh") from None
     jobs = data.get("jobs") if isinstance(data, dict) else None
-    if not isinstance(jobs, list) or not all(isinstance(j, dict) and {"job_id", "tasks", "merged"} <= set(j)
-                                             for j in jobs):
+    if not isinstance(jobs, list) or not all(_is_job(j) for j in jobs):
         raise BadInput(f"the Slurm job file {path!r} is not one gradbench wrote; move it away to start afresh")
+    owner = data.get("out")
+    if owner is not None and owner != os.path.realpath(out):
+        raise BadInput(f"the Slurm folder {slurm_dir(out)!r} belongs to the results file {owner!r}, not {out!r}; "
+                       "name another --out")
     return jobs
+
+
+def _is_job(job) -> bool:
+    """job.json's entry as gradbench writes it, down to every case being a Case."""
+    from ..case import Case
+
+    if not isinstance(job, dict) or not {"job_id", "run_id", "tasks", "merged", "cases"} <= set(job):
+        return False
+    if not (isinstance(job["job_id"], str) and job["job_id"].isdigit() and isinstance(job["merged"], bool)
+            and isinstance(job["tasks"], int) and isinstance(job["cases"], list) and len(job["cases"]) == job["tasks"]
+            and isinstance(job.get("repeat", 1), int) and job.get("repeat", 1) >= 1):
+        return False
+    try:
+        for task in job["cases"]:
+            for fields in task:
+                Case(**fields)
+    except TypeError:
+        return False
+    return all(isinstance(task, list) for task in job["cases"])
 
 
 def save_jobs(out: str, jobs: list[dict]) -> None:
     from ..atomic import write_text
 
-    write_text(_job_file(out), json.dumps({"jobs": jobs}, indent=1) + "\n", what="the Slurm job file")
+    write_text(_job_file(out), json.dumps({"out": os.path.realpath(out), "jobs": jobs}, indent=1) + "\n",
+               what="the Slurm job file")
 
 
 def unmerged(out: str) -> list[dict]:
@@ -178,15 +209,18 @@ class SlurmQueue:
 
     def active(self, job_id: str) -> dict[int, str] | None:
         """Array task -> state (PENDING, RUNNING, COMPLETING, ...) of the tasks still in the queue;
-        {} when none is; None when Slurm does not answer."""
-        code, out, err = self._run(["squeue", "-h", "-r", "-j", str(job_id), "-o", "%K|%T"])
+        {} when none is; None when Slurm does not answer. A pending task's state carries Slurm's reason
+        after a space (PENDING Priority)."""
+        code, out, err = self._run(["squeue", "-h", "-r", "-j", str(job_id), "-o", "%K|%T|%r"])
         if code != 0:
             return {} if "invalid job id" in err.lower() else None
         tasks = {}
         for line in out.splitlines():
-            index, _, state = line.strip().partition("|")
+            index, _, rest = line.strip().partition("|")
+            state, _, reason = rest.partition("|")
             if index.isdigit() or index == "N/A":  # N/A: a job of one task, which submitit submits as no array
-                tasks[int(index) if index.isdigit() else 0] = state.strip()
+                pending = state.strip() == "PENDING" and reason.strip() not in ("", "None")
+                tasks[int(index) if index.isdigit() else 0] = f"PENDING {reason.strip()}" if pending else state.strip()
         return tasks
 
     def ended(self, job_id: str) -> dict[int, dict]:
@@ -228,6 +262,8 @@ def sweep_on_slurm(out: str, settings, run_id: str, write, previous_for, announc
 
     queue = SlurmQueue()
     progress = Progress(total=0)
+    for job in unmerged(out):  # before waiting on it: a job measured under other settings is refused now
+        check_job_settings(out, job, settings)
     submitted = False
     while True:
         for job in unmerged(out):
@@ -236,10 +272,27 @@ def sweep_on_slurm(out: str, settings, run_id: str, write, previous_for, announc
         todo = [c for c in settings.cases
                 if any((case_key(c.identity()), k) not in previous.done for k in range(1, settings.repeat + 1))]
         if submitted or not todo:
+            if not submitted:
+                announce(previous)
             return progress
-        announce(previous)
         _submit(out, settings, run_id, todo)
+        announce(previous)
         submitted = True
+
+
+def check_job_settings(out: str, job: dict, settings) -> None:
+    """resume.check_same_settings for a job not yet merged: its cases' seed, time cap and cudnn setting,
+    and its tasks' thread count, against this run's."""
+    from ..resume import check_same_settings, settings_of
+
+    if not job["cases"] or not job["cases"][0] or not settings.cases:
+        return
+    first = job["cases"][0][0]
+    cuda = any(c["device"].startswith("cuda") for task in job["cases"] for c in task)
+    measured = {"status": "ok", "seed": first["seed"], "max_time_s": first["max_time_s"], "threads": job.get("threads"),
+                "cudnn_benchmark": first["cudnn_benchmark"] if cuda else None}
+    wanted = settings_of(list(settings.cases), _task_options(settings, "")["threads"], this_machine=False)
+    check_same_settings(out, [measured], wanted)
 
 
 def _task_options(settings, run_id: str) -> dict:
@@ -250,11 +303,14 @@ def _task_options(settings, run_id: str) -> dict:
 
 
 def _submit(out: str, settings, run_id: str, cases: list) -> dict:
+    import shutil
+
     import submitit
 
     from .slurm_task import run_part
 
     folder = slurm_dir(out)
+    fresh = not os.path.exists(folder)
     parts, logs = os.path.join(folder, "parts"), os.path.join(folder, "logs")
     try:
         os.makedirs(parts, exist_ok=True)
@@ -266,19 +322,18 @@ def _submit(out: str, settings, run_id: str, cases: list) -> dict:
     executor = submitit.SlurmExecutor(folder=os.path.join(logs, "%j"), max_num_timeout=0)
     executor.update_parameters(**settings.slurm.executor_parameters(len(tasks)))
     try:
-        jobs = executor.map_array(run_part, [os.path.abspath(parts)] * len(tasks), range(len(tasks)), tasks,
-                                  [options] * len(tasks))
+        with _stderr_captured() as said:  # sbatch's own complaint goes into the one-line error
+            jobs = executor.map_array(run_part, [os.path.abspath(parts)] * len(tasks), range(len(tasks)), tasks,
+                                      [options] * len(tasks))
     except Exception as exc:  # sbatch refused it: a partition, constraint or option the cluster lacks
-        text = str(getattr(exc, "stderr", None) or getattr(exc, "output", None) or exc)
-        if isinstance(text, bytes):
-            text = text.decode(errors="replace")
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        message = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else repr(exc))
-        raise BadInput(f"Slurm refused the job array: {message}") from None
+        # submitit leaves its pickles and script in logs/%j (the job id never came): nothing to keep
+        shutil.rmtree(folder if fresh else os.path.join(logs, "%j"), ignore_errors=True)
+        text = str(getattr(exc, "stderr", None) or getattr(exc, "output", None) or "") + "\n" + said() + "\n" + str(exc)
+        raise BadInput(f"Slurm refused the job array: {_sbatch_complaint(text) or repr(exc)}") from None
     job_id = str(jobs[0].job_id).split("_")[0]
     job = {"job_id": job_id, "run_id": run_id, "tasks": len(tasks), "repeat": settings.repeat,
            "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "parameters": {k: v for k, v in settings.slurm.executor_parameters(len(tasks)).items()},
+           "parameters": settings.slurm.executor_parameters(len(tasks)),
            "threads": options["threads"], "merged": False,
            "cases": [[asdict(c) for c in task] for task in tasks]}
     save_jobs(out, [*load_jobs(out), job])
@@ -288,13 +343,42 @@ def _submit(out: str, settings, run_id: str, cases: list) -> dict:
     return job
 
 
+def _sbatch_complaint(text: str) -> str:
+    """sbatch's fatal line if it has one (a missing configuration), else its error lines joined, in one line."""
+    lines = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
+    fatal = [line for line in lines if "fatal" in line.lower()]
+    errors = [line.removeprefix("sbatch: error: ") for line in lines if line.startswith("sbatch: error: ")]
+    return fatal[-1] if fatal else "; ".join(errors) if errors else (lines[-1] if lines else "")
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+    """Route file descriptor 2 (where sbatch, run by submitit, writes) to a temporary file; yield a
+    function that returns what was written (also after the block, when sbatch has failed)."""
+    import tempfile
+
+    said: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lambda: "".join(said)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            said.append(capture.read().decode(errors="replace"))
+
+
 def _attach(out: str, job: dict, queue: SlurmQueue, write, progress, poll_s: float = POLL_S,
             sleep=time.sleep) -> None:
     """Wait for the job's tasks to leave the queue, printing progress, then merge its parts."""
     job_id, tasks = job["job_id"], job["tasks"]
     parts = os.path.join(slurm_dir(out), "parts")
     expected = sum(len(cases) for cases in job["cases"]) * job.get("repeat", 1)
-    last, silent = None, False
+    last, silent, warned = None, False, False
     try:
         while True:
             active = queue.active(job_id)
@@ -306,10 +390,17 @@ def _attach(out: str, job: dict, queue: SlurmQueue, write, progress, poll_s: flo
                 sleep(poll_s * 5)
                 continue
             silent = False
-            pending = sum(1 for state in active.values() if state == "PENDING")
+            waiting = [state.partition(" ")[2] for state in active.values() if state.startswith("PENDING")]
+            reasons = sorted({r for r in waiting if r})
             recorded = sum(_lines(part_path(parts, job_id, t)) for t in range(tasks))
-            line = (f"slurm job {job_id}: {pending} pending, {len(active) - pending} running, "
-                    f"{tasks - len(active)} ended of {tasks} tasks; {recorded}/{expected} records")
+            line = (f"slurm job {job_id}: {len(waiting)} pending" + (f" ({', '.join(reasons)})" if reasons else "")
+                    + f", {len(active) - len(waiting)} running, {tasks - len(active)} ended of {tasks} tasks; "
+                    f"{recorded}/{expected} records")
+            never = sorted(set(reasons) & NEVER_STARTS)
+            if never and not warned:
+                print(f"\ngradbench: warning: Slurm says job {job_id} cannot start as asked ({', '.join(never)}): "
+                      f"change its settings, or cancel it: scancel {job_id}", file=sys.stderr)
+                warned = True
             if line != last:
                 tty = sys.stderr.isatty()
                 sys.stderr.write(f"\r{line:<100}" if tty else line + "\n")
@@ -321,8 +412,8 @@ def _attach(out: str, job: dict, queue: SlurmQueue, write, progress, poll_s: flo
                 break
             sleep(poll_s)
     except (KeyboardInterrupt, SystemExit):
-        print(f"\ngradbench: Slurm job {job_id} keeps running (squeue -j {job_id}); re-attach with the same "
-              f"command plus --resume (--out {out}), or cancel it with: scancel {job_id}", file=sys.stderr)
+        print(f"\ngradbench: Slurm job {job_id} keeps running (squeue -j {job_id}); to stop it: scancel {job_id}",
+              file=sys.stderr)
         raise
     merge(out, job, queue.ended(job_id), write, progress)
 
@@ -395,10 +486,12 @@ def crashed_record(case, job: dict, task: int, info: dict | None, repeat: int, o
         state = info["state"]
         what = f"it ended {state}" + (f" (exit code {info['exit_code']})" if info.get("exit_code") else "") + \
             (f", reason {info['reason']}" if info.get("reason") else "")
+        if state == "TIMEOUT":
+            what += f"; its time limit was {job.get('parameters', {}).get('time', '?')} min: give --slurm-time more"
     message = f"Slurm task {name} did not record this case: {what}" + (f"; its logs: {log}/" if os.path.isdir(log) else "")
     record = failure_record(case, job["run_id"], "crashed", message)
     node = info.get("node") if info else None
     record.update(launcher="slurm", slurm_job_id=int(job["job_id"]), slurm_array_task_id=task, slurm_state=state,
-                  host=node, machine=node, cpu=None, cpu_count=None, gpu=None, gpu_count=None, driver=None,
+                  host=node, machine=node, cpu=None, cpu_count=None, gpu=None, gpu_count=None, driver=None, platform=None,
                   gpu_index=None, threads=job.get("threads"), repeat=repeat, attempt=1)
     return record
