@@ -84,6 +84,9 @@ def load_config(path: str) -> dict:
     for key, value in data.items():
         if key in BOOL_OPTIONS and not isinstance(value, bool):
             raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected true or false")
+        if key == "gpus" and not isinstance(value, str):
+            raise BadInput(f"bad 'gpus' in --config {path!r}: {value!r}; expected \"all\", a GPU index or a list "
+                           "of them")
         if key in STRING_OPTIONS and not isinstance(value, str):
             raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a string")
         if key in PAIR_OPTIONS:

@@ -3,7 +3,8 @@
 A manager (this process) hands one workload group at a time (the cases sharing a model, size,
 batch size, device and dtype) to a spawned worker, which imports torch and builds the model once
 and then measures the group's cases in a shuffled order, so slow drift of the machine favours no
-mode. Workers run one at a time: concurrent measurement would disturb the timings. A worker that
+mode. Workers run one at a time: concurrent measurement would disturb the timings (except with
+``gpus``: one worker per GPU, each on a device of its own, launch/gpus.py). A worker that
 dies or overruns --timeout is replaced, its case recorded as crashed or timeout, and the sweep
 goes on. Every record is appended to the JSONL file as soon as it arrives.
 """
@@ -112,14 +113,17 @@ def _die_with_parent() -> None:
             pass
 
 
+# Ctrl-C and SIGTERM (scancel, a time limit, `kill` of the process group) are the manager's to handle: it
+# stops the workers, and the case in flight is not recorded as a crash of its own.
+MANAGERS_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR2}
+
+
 def worker_main(conn, threads: int | None, record_rss: bool) -> None:
     """Receive groups of cases, measure them, send back ('start', key) then ('record', dict) per case."""
     _die_with_parent()
-    # Ctrl-C and SIGTERM (scancel, a time limit, `kill` of the process group) are the manager's to handle: it
-    # stops the workers, and the case in flight is not recorded as a crash of its own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # Slurm's time-limit warning (submitit asks it for one) too
+    for signum in MANAGERS_SIGNALS:  # Slurm's time-limit warning (USR2, which submitit asks for) too
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, MANAGERS_SIGNALS)  # held since the spawn (Worker.__init__)
     import torch
 
     from . import state
@@ -220,8 +224,14 @@ class Worker:
 
         self.conn, child = context.Pipe()
         self.process = context.Process(target=worker_main, args=(child, threads, record_rss), daemon=True)
-        with pinned_environment(gpu):  # --gpus: the worker sees its GPU only
-            self.process.start()
+        # The signals a worker leaves to its manager are held (blocked) from the fork on, until worker_main
+        # ignores them: a fresh worker still importing torch would otherwise die of one (Slurm's USR2 warning).
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGERS_SIGNALS)
+        try:
+            with pinned_environment(gpu):  # --gpus: the worker sees its GPU only
+                self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.close()
 
     def stop(self, kill: bool = False) -> None:

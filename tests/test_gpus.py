@@ -139,6 +139,27 @@ def test_retries_on_gpus_get_fresh_workers_after_the_first_rounds_threads_end(mo
     assert all(r["status"] == "ok" for r in records)
 
 
+def test_a_starting_worker_survives_the_signals_its_manager_handles():
+    """Slurm signals every process of a task (USR2 before the time limit, TERM on scancel): a worker still
+    importing torch must not die of them, nor a running one; the manager decides."""
+    import signal
+
+    pool = WorkerPool(threads=1, record_rss=False)
+    try:
+        worker = pool.get(1)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # from the fork on, through the interpreter's start and imports
+            for signum in (signal.SIGUSR2, signal.SIGTERM):
+                os.kill(worker.process.pid, signum)
+            time.sleep(0.01)
+        assert worker.process.is_alive()
+        worker.conn.send(None)  # and it still answers: asked to stop, it exits cleanly
+        worker.process.join(timeout=60)
+        assert worker.process.exitcode == 0
+    finally:
+        pool.stop_all()
+
+
 def test_a_pool_replaces_a_worker_that_died_while_idle():
     pool = WorkerPool(threads=1, record_rss=False)
     try:

@@ -202,8 +202,10 @@ def test_a_job_file_gradbench_did_not_write_or_of_another_results_file_is_refuse
     folder = tmp_path / "j-slurm"
     folder.mkdir()
     good = {"job_id": "5", "run_id": "r", "tasks": 1, "merged": False, "cases": [[Grid(**SMALL).cases()[0].__dict__]]}
+    case = good["cases"][0][0]
     for jobs in ([{"job_id": "x", "tasks": 1, "merged": False}], [{**good, "cases": 5}], [{**good, "job_id": "x"}],
-                 [{**good, "cases": [[{"model": "mlp", "bogus": 1}]]}], [{**good, "tasks": 2}], "no list"):
+                 [{**good, "cases": [[{"model": "mlp", "bogus": 1}]]}], [{**good, "tasks": 2}], "no list",
+                 [{**good, "cases": [[{**case, "batch_size": "abc"}]]}], [{**good, "cases": [[{**case, "mode": "x"}]]}]):
         (folder / "job.json").write_text(json.dumps({"jobs": jobs}))
         with pytest.raises(BadInput, match="is not one gradbench wrote; move it away"):
             launch.load_jobs(str(out))
@@ -212,8 +214,12 @@ def test_a_job_file_gradbench_did_not_write_or_of_another_results_file_is_refuse
         launch.load_jobs(str(out))
     launch.save_jobs(str(out), [good])
     assert launch.load_jobs(str(out)) == [good]
-    with pytest.raises(BadInput, match=r"belongs to the results file .*j.jsonl', not '.*j'; name another --out"):
+    with pytest.raises(BadInput, match=r"belongs to the results file 'j.jsonl', not '.*j'; name another --out"):
         launch.load_jobs(str(tmp_path / "j"))  # --out j and --out j.jsonl would share j-slurm/
+    import shutil
+
+    shutil.copytree(folder, tmp_path / "moved" / "j-slurm")  # a results folder moved or copied keeps its job
+    assert launch.load_jobs(str(tmp_path / "moved" / "j.jsonl")) == [good]
 
 
 def test_resuming_a_job_under_other_settings_is_refused_before_waiting_for_it(tmp_path, monkeypatch):

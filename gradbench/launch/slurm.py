@@ -161,8 +161,8 @@ def load_jobs(out: str) -> list[dict]:
     jobs = data.get("jobs") if isinstance(data, dict) else None
     if not isinstance(jobs, list) or not all(_is_job(j) for j in jobs):
         raise BadInput(f"the Slurm job file {path!r} is not one gradbench wrote; move it away to start afresh")
-    owner = data.get("out")
-    if owner is not None and owner != os.path.realpath(out):
+    owner = data.get("out")  # its file name: the folder may be moved or copied with its results file
+    if owner is not None and owner != os.path.basename(out):
         raise BadInput(f"the Slurm folder {slurm_dir(out)!r} belongs to the results file {owner!r}, not {out!r}; "
                        "name another --out")
     return jobs
@@ -181,8 +181,8 @@ def _is_job(job) -> bool:
     try:
         for task in job["cases"]:
             for fields in task:
-                Case(**fields)
-    except TypeError:
+                Case(**fields).validate(here=False)  # names and values: a hand-edited "abc" batch is refused
+    except (TypeError, ValueError, AttributeError):
         return False
     return all(isinstance(task, list) for task in job["cases"])
 
@@ -190,7 +190,7 @@ def _is_job(job) -> bool:
 def save_jobs(out: str, jobs: list[dict]) -> None:
     from ..atomic import write_text
 
-    write_text(_job_file(out), json.dumps({"out": os.path.realpath(out), "jobs": jobs}, indent=1) + "\n",
+    write_text(_job_file(out), json.dumps({"out": os.path.basename(out), "jobs": jobs}, indent=1) + "\n",
                what="the Slurm job file")
 
 
@@ -328,6 +328,10 @@ def _submit(out: str, settings, run_id: str, cases: list) -> dict:
     except Exception as exc:  # sbatch refused it: a partition, constraint or option the cluster lacks
         # submitit leaves its pickles and script in logs/%j (the job id never came): nothing to keep
         shutil.rmtree(folder if fresh else os.path.join(logs, "%j"), ignore_errors=True)
+        for name in () if fresh else os.listdir(logs):  # its submission script and pickles, left beside
+            if name.startswith(".submission_file_") or name.endswith(".pkl"):
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(logs, name))
         text = str(getattr(exc, "stderr", None) or getattr(exc, "output", None) or "") + "\n" + said() + "\n" + str(exc)
         raise BadInput(f"Slurm refused the job array: {_sbatch_complaint(text) or repr(exc)}") from None
     job_id = str(jobs[0].job_id).split("_")[0]
