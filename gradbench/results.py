@@ -259,11 +259,18 @@ def chosen_per_case(records: list[dict]) -> list[dict]:
     return list(chosen.values())
 
 
+SINGLE_SAMPLE = ("one sample (asv --quick, or a single round): the first call in a fresh process, with its lazy "
+                 "set-up, not a timing (judged on reading)")
+
+
 def judged_on_reading(record: dict) -> None:
     """A record without a trust verdict (asv, pytest-benchmark, files from before gradbench 0.3) is
     judged on what it still allows: the precision of its median, from its stored interval or raw
     samples. Contention was not measured, so a precise one stays unjudged (null), never trusted."""
     if record.get("status") != "ok" or record.get("time_trusted") is not None or record.get("time_converged"):
+        return
+    if record.get("n_samples") == 1:  # asv --quick (or one pytest-benchmark round): a first call, cold
+        record.update(time_trusted=False, time_distrust=SINGLE_SAMPLE)
         return
     med, low, high = (record.get(k) for k in ("time_median_s", "time_ci_low_s", "time_ci_high_s"))
     if all(isinstance(v, (int, float)) for v in (med, low, high)):
@@ -327,6 +334,7 @@ def read_asv_results(path) -> list[dict]:
                 combos = list(itertools.product(*row.get("params", [])))
                 q25, q75 = row.get("stats_q_25") or [], row.get("stats_q_75") or []
                 samples = row.get("samples") or []
+                repeats = row.get("stats_repeat") or []  # samples asv took, kept or not (--quick: 1)
                 for i, (combo, value) in enumerate(zip(combos, values)):
                     if value is None or (isinstance(value, float) and math.isnan(value)):
                         continue
@@ -337,6 +345,8 @@ def read_asv_results(path) -> list[dict]:
                     if field == "time_median_s":
                         if i < len(q25) and q25[i] is not None and q75[i] is not None:
                             record["time_iqr_s"] = q75[i] - q25[i]
+                        if i < len(repeats) and isinstance(repeats[i], int):
+                            record["n_samples"] = repeats[i]
                         if i < len(samples) and samples[i]:
                             record["samples_s"] = samples[i]
                             record["n_samples"] = len(samples[i])

@@ -130,6 +130,16 @@ def test_load_pytest_benchmark_json():
     assert df["torch"].notna().all() and df["machine"].notna().all()
 
 
+def test_asv_results_of_one_sample_are_read_as_untrusted_first_calls():
+    """The fixture is an `asv run --quick`: one sample per benchmark, a cold first call, not a timing."""
+    from gradbench.results import SINGLE_SAMPLE
+
+    df = gradbench.load(ASV_DIR)
+    timed = df[df["time_median_s"].notna()]
+    assert not timed.empty and set(timed["n_samples"]) == {1}
+    assert set(timed["time_trusted"]) == {False} and set(timed["time_distrust"]) == {SINGLE_SAMPLE}
+
+
 def test_load_asv_results_folder():
     df = gradbench.load(ASV_DIR)
     assert set(df["source"]) == {"asv"}

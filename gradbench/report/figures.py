@@ -145,6 +145,9 @@ def saved_bytes_by_mode(df: pd.DataFrame, out_dir: str) -> list[str]:
     return _save(fig, out_dir, "saved_bytes_by_mode")
 
 
+ONE_SAMPLE = "one sample (asv --quick): first call, not a timing"
+
+
 def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
     """asv results across commits: forward time per mode, one panel per model/size/batch/device."""
     asv = df[(df.get("source") == "asv") & (df["step"] == "forward") & df["time_median_s"].notna()].copy()
@@ -155,9 +158,13 @@ def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
     asv["panel"] = _label(asv) + " b" + asv["batch_size"].astype(str) + " " + asv["device"] + " " + \
         asv["machine"].astype(str)
     asv["time_ms"] = asv["time_median_s"].astype(float) * 1e3
+    # a one-sample result (asv --quick) times a cold first call: drawn apart, never joined to the timings
+    asv["timing"] = [ONE_SAMPLE if n == 1 else "timed" for n in asv["n_samples"]]
     grid = sns.relplot(data=asv.sort_values("commit"), x="commit", y="time_ms", hue="mode",
                        hue_order=_modes_in(asv), palette=PALETTE, col="panel", col_wrap=3, kind="line",
-                       marker="o", height=2.8, aspect=1.4, facet_kws={"sharey": False})
+                       style="timing", style_order=["timed", ONE_SAMPLE], markers={"timed": "o", ONE_SAMPLE: "X"},
+                       dashes={"timed": "", ONE_SAMPLE: (1, 3)}, height=2.8, aspect=1.4,
+                       facet_kws={"sharey": False})
     grid.set_axis_labels("commit (oldest first)", "forward time (ms)")
     for ax in grid.axes.flat:
         ax.tick_params(axis="x", rotation=45)
