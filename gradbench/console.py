@@ -60,10 +60,11 @@ def print_summary(out: str, everything, records: list[dict], progress, wall: flo
     print_untrusted(records, retries)
     measured = sum(r.get("measure_wall_s") or 0 for r in records)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(progress.statuses.items()))
-    overhead = f"; {measured:.1f} s inside measurement ({(1 - measured / wall) * 100:.0f}% harness overhead)" \
-        if records and wall else ""
-    if concurrent and records:
+    overhead = ""
+    if records and concurrent:
         overhead = f"; {measured:.1f} s inside measurement, summed over workers that ran at once"
+    elif records and wall:
+        overhead = f"; {measured:.1f} s inside measurement ({(1 - measured / wall) * 100:.0f}% harness overhead)"
     print(f"\n{progress.done} cases ({statuses or 'none'}) in {wall:.1f} s{overhead}")
     print(f"results: {out}")
 

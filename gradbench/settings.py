@@ -279,10 +279,11 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     from .sweep import ISOLATION, parse_shard, shard
 
     settings = merged(args)
+    gpus = None
     if settings.get("gpus") is not None:  # its syntax before the devices it implies
         from .launch.gpus import parse_gpus
 
-        parse_gpus(settings["gpus"])
+        gpus = parse_gpus(settings["gpus"])
     grid = build_grid(settings)
     check_user_models(grid.models)
     cases = grid.cases()
@@ -299,7 +300,7 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         raise BadInput("--out is empty; name a JSONL file, or leave --out out for results/runs/RUN_ID.jsonl")
     if settings.get("resume") and not settings.get("out"):
         raise BadInput("--resume needs --out FILE (the results file to resume)")
-    launcher, gpus, slurm = _launch(settings, cases)
+    launcher, gpus, slurm = _launch(settings, cases, gpus)
     return RunSettings(
         grid=grid, cases=tuple(cases), out=settings.get("out") or None, resume=bool(settings.get("resume")),
         timeout_s=number(settings, "timeout", default=DEFAULT_TIMEOUT_S), threads=number(settings, "threads"),
@@ -308,8 +309,8 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     )
 
 
-def _launch(settings: dict, cases) -> tuple:
-    """--launcher, --gpus and the Slurm options, checked together: (launcher, gpus, SlurmOptions | None)."""
+def _launch(settings: dict, cases, gpus: tuple | None) -> tuple:
+    """--launcher, --gpus (parsed) and the Slurm options, checked together: (launcher, gpus, SlurmOptions | None)."""
     from .launch import gpus as gpu_launch
 
     launcher = settings.get("launcher", "local")
@@ -318,7 +319,6 @@ def _launch(settings: dict, cases) -> tuple:
     given = [key for key in SLURM_OPTIONS if settings.get(key) is not None]
     if launcher != "slurm" and given:
         raise BadInput(f"{option(given[0])} is a Slurm setting; it needs --launcher slurm")
-    gpus = gpu_launch.parse_gpus(settings["gpus"]) if settings.get("gpus") is not None else None
     if gpus:
         gpu_launch.check_cases(cases, gpus)
     if launcher == "local":

@@ -371,7 +371,9 @@ def run_sweep(
                 from .launch.gpus import run_on_gpus
 
                 run_on_gpus(jobs, gpus, run_job, stopped)
-                for pool in pools.values():  # their threads have ended, and their workers with them
+                # Its threads have ended, and their workers die with them, asynchronously: stop them now,
+                # so the next round's threads never get a worker that is still dying.
+                for pool in pools.values():
                     pool.stop_all()
             else:
                 for job in jobs:

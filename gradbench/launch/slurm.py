@@ -291,14 +291,18 @@ def check_job_settings(out: str, job: dict, settings) -> None:
     cuda = any(c["device"].startswith("cuda") for task in job["cases"] for c in task)
     measured = {"status": "ok", "seed": first["seed"], "max_time_s": first["max_time_s"], "threads": job.get("threads"),
                 "cudnn_benchmark": first["cudnn_benchmark"] if cuda else None}
-    wanted = settings_of(list(settings.cases), _task_options(settings, "")["threads"], this_machine=False)
+    wanted = settings_of(list(settings.cases), _task_threads(settings), this_machine=False)
     check_same_settings(out, [measured], wanted)
 
 
+def _task_threads(settings) -> int | None:
+    """--threads, else the CPUs each task is given, else torch's choice on the node (None)."""
+    return settings.threads or settings.slurm.cpus_per_task
+
+
 def _task_options(settings, run_id: str) -> dict:
-    slurm = settings.slurm
     return {"run_id": run_id, "timeout_s": settings.timeout_s, "isolate": settings.isolate,
-            "threads": settings.threads or slurm.cpus_per_task, "repeat": settings.repeat,
+            "threads": _task_threads(settings), "repeat": settings.repeat,
             "retry_untrusted": settings.retry_untrusted, "gpus": settings.gpus}
 
 
@@ -320,7 +324,8 @@ def _submit(out: str, settings, run_id: str, cases: list) -> dict:
     tasks = split_among(cases, settings.slurm.jobs)
     options = _task_options(settings, run_id)
     executor = submitit.SlurmExecutor(folder=os.path.join(logs, "%j"), max_num_timeout=0)
-    executor.update_parameters(**settings.slurm.executor_parameters(len(tasks)))
+    parameters = settings.slurm.executor_parameters(len(tasks))
+    executor.update_parameters(**parameters)
     try:
         with _stderr_captured() as said:  # sbatch's own complaint goes into the one-line error
             jobs = executor.map_array(run_part, [os.path.abspath(parts)] * len(tasks), range(len(tasks)), tasks,
@@ -337,7 +342,7 @@ def _submit(out: str, settings, run_id: str, cases: list) -> dict:
     job_id = str(jobs[0].job_id).split("_")[0]
     job = {"job_id": job_id, "run_id": run_id, "tasks": len(tasks), "repeat": settings.repeat,
            "submitted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "parameters": settings.slurm.executor_parameters(len(tasks)),
+           "parameters": parameters,
            "threads": options["threads"], "merged": False,
            "cases": [[asdict(c) for c in task] for task in tasks]}
     save_jobs(out, [*load_jobs(out), job])
