@@ -1,8 +1,8 @@
 """What the asv and pytest-benchmark suites share: their grids, and one case prepared to time.
 
 Both harnesses time with their own timers (that is what they are for); everything else comes from
-gradbench's one pipeline (pipeline.prepare: state, behaviour, warm-up, memory, flops), so the
-numbers mean the same thing in every front-end.
+gradbench's one pipeline (pipeline.prepare: state, behaviour, memory, flops) and its warm-up rule
+(measure/timing.warm_up), so the numbers mean the same thing in every front-end.
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import torch
 
 from .case import Case
 from .modes import CORE_MODES, DEFAULT_MODES, MODES
-from .pipeline import prepare
+from .measure.timing import clock_for, steps_per_block, warm_up
+from .pipeline import WARMUP_STEPS, prepare
 from .sweep import Grid
 from .workload import Workload
 
@@ -59,7 +60,8 @@ class BenchmarkCase:
     """A case through gradbench's pipeline, every pass but the timing, which the harness does itself.
 
     ``record`` holds what the pipeline measured (memory, behaviour, flops), the same fields as
-    ``gradbench run`` records; ``step()`` is the warm step; ``close()`` undoes everything.
+    ``gradbench run`` records; ``step()`` is the step, already warmed (``per_step_s``: the fastest step
+    the warm-up saw), and ``block()`` a sample's worth of steps; ``close()`` undoes everything.
     """
 
     def __init__(self, model: str, size: str, batch_size: int, device: str, mode: str, step: str = "forward",
@@ -74,10 +76,23 @@ class BenchmarkCase:
         self._stack = contextlib.ExitStack()
         prepared = self._stack.enter_context(prepare(case, self.workload))
         self.record, self._step = prepared.record, prepared.step
+        # warm by gradbench's own rule, so that even a harness's first timed call (asv --quick, or asv's
+        # one call per sample after a fresh setup) is a warm step, as in `gradbench run`
+        self.per_step_s, self.warmup_s = warm_up(self._step, clock_for(self.device), warmup_steps=WARMUP_STEPS,
+                                                 max_time_s=case.max_time_s)
+        self.steps_per_block = steps_per_block(self.per_step_s)  # gradbench's sample: a block of >= 1 ms
 
     def step(self) -> None:
         """One step, synchronised on CUDA so that a harness's wall-clock timer sees all of it."""
         self._step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def block(self) -> None:
+        """``steps_per_block`` steps, synchronised once on CUDA: one sample as gradbench takes it, for a
+        harness whose timer divides by the step count (the asv suite's per-step timer)."""
+        for _ in range(self.steps_per_block):
+            self._step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 

@@ -31,6 +31,9 @@ from .state import CleanState, announce, describe, expected_state
 from .workload import Step, Workload, make_step
 
 
+WARMUP_STEPS = 1  # the warm-up's least count of steps after prepare, which has run the step three times
+
+
 @dataclass
 class Prepared:
     """A case after every untimed pass: its record so far, and its warm step."""
@@ -153,7 +156,7 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
         with prepare(case, workload, record, memory) as prepared:
             # 5. time: warm-up, then samples until the median is known or the cap is reached
             timing = time_step(prepared.step, workload.device, max_time_s=case.max_time_s, clock=clock,
-                               warmup_steps=1)
+                               warmup_steps=WARMUP_STEPS)
         contention = monitor.stop()
         record.update(timing_fields(timing), **contention.fields(),
                       **verdict_fields(timing.rel_halfwidth, timing.converged, contention))

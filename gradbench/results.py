@@ -259,8 +259,8 @@ def chosen_per_case(records: list[dict]) -> list[dict]:
     return list(chosen.values())
 
 
-SINGLE_SAMPLE = ("one sample (asv --quick, or a single round): the first call in a fresh process, with its lazy "
-                 "set-up, not a timing (judged on reading)")
+SINGLE_SAMPLE = ("one sample (asv --quick, or a single round): one call, with no spread to judge it by (before "
+                 "gradbench 0.3.1, a cold first call with its lazy set-up), not a timing (judged on reading)")
 
 
 def judged_on_reading(record: dict) -> None:
@@ -269,7 +269,7 @@ def judged_on_reading(record: dict) -> None:
     samples. Contention was not measured, so a precise one stays unjudged (null), never trusted."""
     if record.get("status") != "ok" or record.get("time_trusted") is not None or record.get("time_converged"):
         return
-    if record.get("n_samples") == 1:  # asv --quick (or one pytest-benchmark round): a first call, cold
+    if record.get("n_samples") == 1:  # asv --quick (or one pytest-benchmark round): one call, no spread
         record.update(time_trusted=False, time_distrust=SINGLE_SAMPLE)
         return
     med, low, high = (record.get(k) for k in ("time_median_s", "time_ci_low_s", "time_ci_high_s"))

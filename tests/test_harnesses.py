@@ -149,6 +149,70 @@ def test_benchmark_case_skips_and_restores():
     assert model.training is True
 
 
+def test_benchmark_case_is_warm_by_gradbenchs_own_rule(monkeypatch):
+    """A harness's first timed call (asv --quick's only one) comes after the warm-up gradbench run does."""
+    import gradbench.harness as harness
+    from gradbench.measure.timing import WARMUP_S, warm_up
+    from gradbench.pipeline import WARMUP_STEPS
+
+    calls = []
+
+    def spy(fn, clock, **kwargs):
+        calls.append(kwargs)
+        return warm_up(fn, clock, **kwargs)
+
+    monkeypatch.setattr(harness, "warm_up", spy)
+    case = BenchmarkCase("mlp", "tiny", 4, "cpu", "eval_no_grad")
+    try:
+        assert calls == [dict(warmup_steps=WARMUP_STEPS, max_time_s=2.0)]  # time_step's defaults otherwise
+        assert case.warmup_s >= WARMUP_S and 0 < case.per_step_s < case.warmup_s
+    finally:
+        case.close()
+
+
+def _asv_suite():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_modes_under_test", os.path.join(ROOT, "benchmarks",
+                                                                                         "bench_modes.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_asv_suite_reuses_its_prepared_case_and_closes_it_for_another(monkeypatch):
+    """asv re-runs setup before every sample: the warm case is reused, and another case closes it first."""
+    suite = _asv_suite()
+    params = ("mlp", "tiny", 4, "cpu")
+    forward = suite.Forward()
+    forward.setup(*params, "eval")
+    first = forward.case
+    forward.setup(*params, "eval")
+    assert forward.case is first and first.steps_per_block >= 1
+    model = harness_workload(*params).model
+    assert model.training is False  # eval applied, and still applied while the case is open
+    closed, close = [], first.close
+    monkeypatch.setattr(first, "close", lambda: (closed.append(True), close()))
+    forward.setup(*params, "train")
+    assert closed == [True] and forward.case is not first and model.training is True
+    suite._open.pop()[1].close()
+
+
+def test_asv_suite_times_a_block_and_counts_per_step(monkeypatch):
+    suite = _asv_suite()
+    forward = suite.Forward()
+    forward.setup("mlp", "tiny", 4, "cpu", "eval_no_grad")
+    try:
+        steps, calls = forward.case.steps_per_block, []
+        monkeypatch.setattr(forward.case, "_step", lambda: calls.append(1))
+        forward.time_forward()
+        assert len(calls) == steps  # one timed call is a block of steps, gradbench's sample
+        monkeypatch.setattr(suite.time, "perf_counter", lambda: 12.0)
+        assert forward.timer() == pytest.approx(12.0 / steps)  # and asv's clock counts per step
+    finally:
+        suite._open.pop()[1].close()
+
+
 def test_run_case_and_gradbench_run_write_the_same_fields(tmp_path):
     _same_fields_as_gradbench_run([_run_case_record("eval"), _run_case_record("train", "train_step")])
     out = tmp_path / "run.jsonl"

@@ -131,7 +131,7 @@ def test_load_pytest_benchmark_json():
 
 
 def test_asv_results_of_one_sample_are_read_as_untrusted_first_calls():
-    """The fixture is an `asv run --quick`: one sample per benchmark, a cold first call, not a timing."""
+    """The fixture is an `asv run --quick` of gradbench 0.3.0: one sample per benchmark, a cold first call."""
     from gradbench.results import SINGLE_SAMPLE
 
     df = gradbench.load(ASV_DIR)
@@ -303,3 +303,44 @@ def test_bootstrap_resamples_runs_first_so_between_process_variation_widens_the_
     assert hi - lo > 5 * (one_hi - one_lo)
     assert lo < 1.0 < hi  # the same code: the interval holds 1
     assert bootstrap_ratio_ci([[1.0, 1.0]], [[1.0, 1.0, 1.0]]) is None  # too few samples to resample
+
+
+def _as_harness(tmp_path, source, factor):
+    """The tiny run as if another harness had timed it, `factor` times slower (a JSONL keeps its source)."""
+    path = tmp_path / f"{source}.jsonl"
+    lines = [json.loads(line) for line in open(_slower_copy(tmp_path, factor))]
+    path.write_text("".join(json.dumps({**r, "source": source, "machine": "vm"}) + "\n" for r in lines))
+    return str(path)
+
+
+def test_compare_by_harness_puts_gradbench_first_whatever_the_input_order(tmp_path, capsys):
+    other = _as_harness(tmp_path, "pytest-benchmark", 2.0)
+    assert main(["compare", other, JSONL, "--by", "harness", "--out", str(tmp_path / "cmp")]) == 0
+    out = capsys.readouterr().out
+    assert "baseline 'gradbench' vs 'pytest-benchmark'" in out and "pytest-benchmark / gradbench" in out
+    table = pd.read_csv(tmp_path / "cmp" / "compare_by_harness.csv")
+    assert not table.empty and ((table["time_ratio"] - 2.0).abs() < 1e-9).all()
+
+
+def test_report_shows_harnesses_side_by_side_with_their_ratio(tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", _as_harness(tmp_path, "pytest-benchmark", 1.25), JSONL, ASV_DIR, "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "## The same cases from several harnesses" in md
+    section = md.split("## The same cases from several harnesses")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| mlp/tiny b8 cpu float32 forward")]
+    by_pair = {}
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        by_pair.setdefault(cells[2], []).append(cells)
+    # a known disagreement is shown, not averaged away: every pytest-benchmark time is 1.25x gradbench's
+    assert {c[5] for c in by_pair["pytest-benchmark / gradbench"]} == {"1.250"}
+    # asv's --quick results rest on one sample each: compared, but marked as untrusted
+    assert by_pair["asv / gradbench"] and {c[8] for c in by_pair["asv / gradbench"]} == {"NO"}
+
+
+def test_report_of_one_harness_has_no_side_by_side_section(report_dir, tmp_path):
+    out = tmp_path / "one"
+    assert main(["report", JSONL, "--out", str(out)]) == 0
+    assert "several harnesses" not in (out / "report.md").read_text()
+    assert "## The same cases from several harnesses" in (report_dir / "report.md").read_text()

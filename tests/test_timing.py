@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from gradbench.measure.timing import CudaClock, median_ci, time_step
+from gradbench.measure.timing import CudaClock, median_ci, time_step, warm_up
 
 from fake_cuda import FakeCuda
 
@@ -70,6 +70,19 @@ def test_calibration_sizes_blocks_from_the_fastest_warmup_step():
     clock = VirtualTime([5e-4, 1e-4, 1e-4, 1e-4])  # a slow first step, then 100 us steps
     timing = time_step(lambda: None, max_time_s=5, clock=clock, now=clock.now, warmup_s=0.0, warmup_steps=2)
     assert timing.steps_per_sample == 10  # 1 ms block / the fastest warm-up step (100 us), not the first
+
+
+def test_warm_up_steps_until_its_time_has_passed_not_just_its_count():
+    clock = VirtualTime([5e-3, 1e-3])  # slow steps first: a count alone would stop while they last
+    per_step, spent = warm_up(lambda: None, clock, warmup_s=0.15, warmup_steps=1, now=clock.now)
+    assert spent >= 0.15 and per_step == pytest.approx(1e-3)
+    assert len(clock.blocks) == 50  # 0.15 s of steps alternating 5 and 1 ms
+
+
+def test_warm_up_takes_at_most_a_quarter_of_the_cap_but_never_fewer_than_its_steps():
+    clock = VirtualTime([0.1])
+    _, spent = warm_up(lambda: None, clock, warmup_s=10, warmup_steps=3, max_time_s=0.4, now=clock.now)
+    assert len(clock.blocks) == 3 and spent == pytest.approx(0.3)  # 3 steps, though past 0.4 / 4
 
 
 def test_a_median_precise_to_10_percent_stops_at_the_cap():

@@ -6,8 +6,6 @@ extra_info carries the record gradbench's pipeline made in preparation (memory, 
 and the trust verdict on pytest-benchmark's own rounds: the contention seen while they ran, and the
 precision of their median (measure/trust.py), so that `gradbench compare` knows which to judge.
 """
-import time
-
 import pytest
 
 from gradbench.measure.contention import monitor_for
@@ -18,12 +16,9 @@ from gradbench.record import case_label
 ROUNDS_TIME_S = 0.3  # about this much timed work per benchmark
 
 
-def _rounds(step) -> int:
-    """Enough rounds for about ROUNDS_TIME_S of work: a one-step calibration, not a measurement."""
-    step()
-    started = time.perf_counter()
-    step()
-    return max(5, min(1000, int(ROUNDS_TIME_S / max(time.perf_counter() - started, 1e-6))))
+def _rounds(case) -> int:
+    """Enough rounds of a block of steps for about ROUNDS_TIME_S of work, from the case's warm-up."""
+    return max(5, min(1000, int(ROUNDS_TIME_S / max(case.per_step_s * case.steps_per_block, 1e-6))))
 
 
 def _extra_info(case) -> dict:
@@ -42,7 +37,10 @@ def test_mode(benchmark, prepared, gradbench_case, step):
     benchmark.name = mode
     benchmark.extra_info.update(_extra_info(case))
     monitor = monitor_for(device).start()
-    benchmark.pedantic(case.step, rounds=_rounds(case.step), iterations=1, warmup_rounds=2)
+    # warmed in preparation by gradbench's rule (harness.BenchmarkCase): no warm-up rounds of its own;
+    # a round is a block of steps as gradbench samples them (>= 1 ms), which pytest-benchmark counts per
+    # step (iterations). On CUDA each step synchronises: pytest-benchmark has no hook at a round's end.
+    benchmark.pedantic(case.step, rounds=_rounds(case), iterations=case.steps_per_block, warmup_rounds=0)
     benchmark.extra_info.update(_trust(monitor.stop(), benchmark.stats.stats.data))
 
 

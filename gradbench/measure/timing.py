@@ -21,6 +21,8 @@ import torch
 
 from .stats import iqr, median_ci, rel_halfwidth
 
+WARMUP_S = 0.15  # seconds of stepping before a step counts as warm (warm_up)
+MIN_BLOCK_S = 1e-3  # a sample is a block of steps at least this long (steps_per_block)
 PRECISE = 0.10  # the interval half-width (relative) worth extra sampling time beyond the cap
 EXTEND = 3.0  # ... up to this many times the cap
 
@@ -95,8 +97,8 @@ def time_step(
     max_time_s: float = 2.0,
     min_samples: int = 5,
     rel_ci: float = 0.02,
-    min_block_s: float = 1e-3,
-    warmup_s: float = 0.15,
+    min_block_s: float = MIN_BLOCK_S,
+    warmup_s: float = WARMUP_S,
     clock=None,
     warmup_steps: int = 2,
     now: Callable[[], float] = time.perf_counter,
@@ -108,9 +110,9 @@ def time_step(
     At the cap, a median wider than +-``precise`` is sampled on, up to ``extend`` x max_time_s.
     At least ``min_samples`` samples are always taken, even past the cap; the cap covers warm-up too.
     ``clock`` (default: the device's) and ``now`` (the wall clock behind the cap) are the seams where
-    tests put fakes. Warm-up: at least ``warmup_steps`` steps (a cold step's first call pays for lazy
-    initialisation; the pipeline's memory and counting passes have already run its step three times
-    and ask for one), then more until ``warmup_s``.
+    tests put fakes. Warm-up (``warm_up``): at least ``warmup_steps`` steps (a cold step's first call
+    pays for lazy initialisation; the pipeline's memory and counting passes have already run its step
+    three times and ask for one), then more until ``warmup_s``.
     """
     clock = clock or clock_for(device)
     gc_was_enabled = gc.isenabled()
@@ -123,14 +125,29 @@ def time_step(
             gc.enable()
 
 
-def _sample(fn, clock, max_time_s, min_samples, rel_ci, min_block_s, warmup_s, warmup_steps, now, precise,
-            extend) -> Timing:
+def warm_up(fn: Callable[[], None], clock, warmup_s: float = WARMUP_S, warmup_steps: int = 1,
+            max_time_s: float = math.inf, now: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+    """The one warm-up rule: at least ``warmup_steps`` steps, then more until ``warmup_s`` has passed (at
+    most a quarter of ``max_time_s``). The first steps after set-up are slow for a while (lazy
+    initialisation, cold caches and sleeping threads), so a count of steps is not enough: a step is
+    warm after a stretch of time spent stepping. Returns (fastest step seen, seconds spent)."""
     began = now()
     per_step = max(min(clock.block(fn, 1) for _ in range(max(1, warmup_steps))), 1e-9)
     while now() - began < min(warmup_s, max_time_s / 4):
         per_step = min(per_step, clock.block(fn, 1))
-    warm = now() - began
-    steps = max(1, math.ceil(min_block_s / per_step))
+    return per_step, now() - began
+
+
+def steps_per_block(per_step_s: float, min_block_s: float = MIN_BLOCK_S) -> int:
+    """Steps in one sample: enough for ``min_block_s``, so that a short step is not lost in timer overhead."""
+    return max(1, math.ceil(min_block_s / max(per_step_s, 1e-9)))
+
+
+def _sample(fn, clock, max_time_s, min_samples, rel_ci, min_block_s, warmup_s, warmup_steps, now, precise,
+            extend) -> Timing:
+    began = now()
+    per_step, warm = warm_up(fn, clock, warmup_s, warmup_steps, max_time_s, now)
+    steps = steps_per_block(per_step, min_block_s)
     timing = Timing(samples_s=[], steps_per_sample=steps, warmup_s=warm)
     started = now()
     while True:

@@ -1,8 +1,9 @@
-"""Compare the same cases across machines, GPUs, torch versions, commits, devices, runs or files.
+"""Compare the same cases across machines, GPUs, torch versions, commits, devices, runs, files or harnesses.
 
 For each case the inputs share, the ratio of median times (other / baseline) with a bootstrap
 confidence interval, and the ratio of peak memory. The baseline is the first value of --by in the
-order the inputs were given. Cases present on one side only are listed.
+order the inputs were given (by harness: gradbench's own timing, if present, then asv, then
+pytest-benchmark). Cases present on one side only are listed.
 
 A side's time for a case is the median over its runs (a run: one worker process, i.e. one
 ``run_id`` and ``repeat``) of each run's median. The interval resamples runs first and then the
@@ -22,7 +23,8 @@ from ..record import CASE_KEY_FIELDS, case_label
 from .tables import is_untrusted
 
 BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device",
-      "run": "run_id", "file": "source_file"}
+      "run": "run_id", "file": "source_file", "harness": "source"}
+HARNESS_ORDER = ("gradbench", "asv", "pytest-benchmark")  # the baseline first: gradbench's own timing
 RUN_KEY = ["source_file", "run_id", "repeat"]  # one worker process's records
 WITHIN = "within-process only"
 BETWEEN = "between and within processes"
@@ -67,6 +69,13 @@ def bootstrap_ratio_ci(base: list, other: list, resamples: int = 2000, seed: int
     return float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))
 
 
+def harnesses_first(df: pd.DataFrame) -> pd.DataFrame:
+    """Records ordered by harness (gradbench, asv, pytest-benchmark), so that gradbench's own timing is
+    the baseline of a comparison by harness; within a harness, the order they were read in."""
+    rank = {name: i for i, name in enumerate(HARNESS_ORDER)}
+    return df.sort_values("source", key=lambda s: s.map(lambda v: rank.get(v, len(rank))), kind="stable")
+
+
 def _side_runs(part: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     """A side's records of one case, one per run: the trusted ones if any (True), else all (False)."""
     trusted = part[[not is_untrusted(v) for v in part["time_trusted"]]]  # null: not judged, kept
@@ -77,7 +86,8 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], list[st
     """(table of shared cases, sides in order, cases present on one side only)."""
     if by not in BY:
         raise ValueError(f"unknown --by {by!r}; valid: {', '.join(BY)}")
-    ok = df[df["status"] == "ok"].copy()
+    ok = (harnesses_first(df) if by == "harness" else df)
+    ok = ok[ok["status"] == "ok"].copy()
     ok["side"] = side_labels(ok, by)
     sides = list(dict.fromkeys(ok["side"]))
     if len(sides) < 2:

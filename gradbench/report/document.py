@@ -13,6 +13,7 @@ from .. import __version__
 from ..atomic import write_text
 from ..errors import cannot_write
 from ..record import case_label
+from .compare import compare, interval_kind, text_table
 from .figures import draw_all
 from .findings import findings
 from .tables import UNTRUSTED_LEGEND, behaviour_table, is_untrusted, one_per_case, render, summary_tables
@@ -57,6 +58,33 @@ def _trust_blocks(df: pd.DataFrame) -> list[tuple]:
     return blocks
 
 
+def _harness_blocks(df: pd.DataFrame) -> list[tuple]:
+    """The same cases timed by several harnesses, their medians side by side with the ratio: each harness
+    times with its own timer, and a disagreement between them must be seen, not averaged away."""
+    ok = df[df["status"] == "ok"]
+    if ok["source"].nunique() < 2:
+        return []
+    table, sides, only = compare(ok, "harness")
+    blocks: list[tuple] = [("h2", "The same cases from several harnesses")]
+    if table.empty:
+        return blocks + [("p", f"Records come from {', '.join(sides)}, but no case was measured by two of them.")]
+    machines = "; ".join(f"{side} on {', '.join(sorted(ok.loc[ok['source'] == side, 'machine'].dropna().astype(str).unique())) or '?'}"
+                         for side in sides)
+    blocks.append(("p", (
+        f"Each harness times the same warm step with its own timer: gradbench run in blocks of steps until its "
+        f"median is known to +-2%, asv one call per sample (after a fresh setup, asv_runner 0.3 and later), "
+        f"pytest-benchmark one call per round. Time ratio = other / baseline ({sides[0]}), with the bootstrap "
+        f"95% interval of `gradbench compare --by harness` ({interval_kind(table)}); a harness's time is the "
+        f"median over its runs (asv: one per commit). Machines: {machines}. A ratio far from 1 whose interval "
+        f"excludes 1 is a real disagreement, of the harnesses or of the processes they ran in; 'NO' under "
+        f"trusted: a side has only untrusted timings (asv --quick's one sample, say).")))
+    blocks.append(("table", text_table(table)))
+    if only:
+        blocks.append(("p", f"{len(only)} case(s) measured by one harness only, not compared: "
+                            + "; ".join(only[:8]) + (" ..." if len(only) > 8 else "")))
+    return blocks
+
+
 def _behaviour_blocks(df: pd.DataFrame) -> list[tuple]:
     blocks = []
     measured = df[(df["step"] == "forward") & df["graph_recorded"].notna()]
@@ -83,6 +111,7 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
         ("h2", "Environment"),
         ("table", _environment(raw)),
         *_trust_blocks(raw),
+        *_harness_blocks(raw),
         ("h2", "Findings"),
     ]
     found = findings(df)

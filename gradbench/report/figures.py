@@ -145,7 +145,7 @@ def saved_bytes_by_mode(df: pd.DataFrame, out_dir: str) -> list[str]:
     return _save(fig, out_dir, "saved_bytes_by_mode")
 
 
-ONE_SAMPLE = "one sample (asv --quick): first call, not a timing"
+ONE_SAMPLE = "one sample (asv --quick): one call, not a timing"
 
 
 def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
@@ -158,7 +158,7 @@ def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
     asv["panel"] = _label(asv) + " b" + asv["batch_size"].astype(str) + " " + asv["device"] + " " + \
         asv["machine"].astype(str)
     asv["time_ms"] = asv["time_median_s"].astype(float) * 1e3
-    # a one-sample result (asv --quick) times a cold first call: drawn apart, never joined to the timings
+    # a one-sample result (asv --quick) is one call (cold, before 0.3.1): drawn apart, never joined to the timings
     asv["timing"] = [ONE_SAMPLE if n == 1 else "timed" for n in asv["n_samples"]]
     grid = sns.relplot(data=asv.sort_values("commit"), x="commit", y="time_ms", hue="mode",
                        hue_order=_modes_in(asv), palette=PALETTE, col="panel", col_wrap=3, kind="line",
