@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -211,6 +212,39 @@ def test_asv_suite_times_a_block_and_counts_per_step(monkeypatch):
         assert forward.timer() == pytest.approx(12.0 / steps)  # and asv's clock counts per step
     finally:
         suite._open.pop()[1].close()
+
+
+def test_asv_suite_warms_and_blocks_an_older_gradbench_case(monkeypatch):
+    """asv runs today's suite against gradbench installed from older commits: 0.2.0-0.3.0's BenchmarkCase
+    had only record, step() and close()."""
+    suite = _asv_suite()
+    steps, closed = [], []
+
+    class OlderCase:
+        def __init__(self, *key):
+            self.record = {"peak_bytes": 1, "saved_bytes": 2}
+
+        def step(self):
+            steps.append(1)
+            time.sleep(1e-4)
+
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(suite, "BenchmarkCase", OlderCase)
+    forward = suite.Forward()
+    began = time.perf_counter()
+    forward.setup("mlp", "tiny", 4, "cpu", "eval")
+    assert time.perf_counter() - began >= suite._OlderCase.WARMUP_S and len(steps) > 1  # warmed by time
+    block = forward.case.steps_per_block
+    assert 1 <= block <= 10  # >= 1 ms of steps that take at least 0.1 ms
+    del steps[:]
+    forward.time_forward()
+    assert len(steps) == block
+    memory = suite.ForwardMemory()
+    memory.setup("mlp", "tiny", 4, "cpu", "train")
+    assert closed == [True] and memory.track_peak_bytes() == 1
+    suite._open.clear()
 
 
 def test_run_case_and_gradbench_run_write_the_same_fields(tmp_path):

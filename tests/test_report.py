@@ -344,3 +344,26 @@ def test_report_of_one_harness_has_no_side_by_side_section(report_dir, tmp_path)
     assert main(["report", JSONL, "--out", str(out)]) == 0
     assert "several harnesses" not in (out / "report.md").read_text()
     assert "## The same cases from several harnesses" in (report_dir / "report.md").read_text()
+
+
+def test_ratio_tables_and_findings_never_mix_harnesses(tmp_path):
+    """Another harness whose train alone is 3x slower must not change gradbench's ratios to train."""
+    other = tmp_path / "other.jsonl"
+    lines = [json.loads(line) for line in open(JSONL)]
+    for r in lines:
+        r["source"] = "pytest-benchmark"
+        if r["mode"] == "train" and r["time_median_s"] is not None:
+            r["time_median_s"] *= 3
+            r["samples_s"] = [s * 3 for s in r["samples_s"]]
+    other.write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+    def section(md, title):
+        return md.split(title)[1].split("\n## ")[0]
+
+    alone, both = tmp_path / "alone", tmp_path / "both"
+    assert main(["report", JSONL, "--out", str(alone)]) == 0
+    assert main(["report", str(other), JSONL, "--out", str(both)]) == 0
+    md_alone, md_both = (alone / "report.md").read_text(), (both / "report.md").read_text()
+    for title in ("## Each mode as a ratio to train", "## Findings"):
+        assert section(md_alone, title) == section(md_both, title)
+    assert "use the records of the first of gradbench, pytest-benchmark that measured it" in md_both

@@ -20,11 +20,10 @@ import numpy as np
 import pandas as pd
 
 from ..record import CASE_KEY_FIELDS, case_label
-from .tables import is_untrusted
+from .tables import HARNESS_ORDER, is_untrusted
 
 BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device",
       "run": "run_id", "file": "source_file", "harness": "source"}
-HARNESS_ORDER = ("gradbench", "asv", "pytest-benchmark")  # the baseline first: gradbench's own timing
 RUN_KEY = ["source_file", "run_id", "repeat"]  # one worker process's records
 WITHIN = "within-process only"
 BETWEEN = "between and within processes"

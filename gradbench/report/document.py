@@ -16,7 +16,8 @@ from ..record import case_label
 from .compare import compare, interval_kind, text_table
 from .figures import draw_all
 from .findings import findings
-from .tables import UNTRUSTED_LEGEND, behaviour_table, is_untrusted, one_per_case, render, summary_tables
+from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, behaviour_table, is_untrusted, one_harness, one_per_case, render,
+                     summary_tables)
 
 ENV_FIELDS = ["source", "machine", "cpu", "gpu", "driver", "cuda", "torch", "python", "threads", "git_commit"]
 
@@ -68,8 +69,8 @@ def _harness_blocks(df: pd.DataFrame) -> list[tuple]:
     blocks: list[tuple] = [("h2", "The same cases from several harnesses")]
     if table.empty:
         return blocks + [("p", f"Records come from {', '.join(sides)}, but no case was measured by two of them.")]
-    machines = "; ".join(f"{side} on {', '.join(sorted(ok.loc[ok['source'] == side, 'machine'].dropna().astype(str).unique())) or '?'}"
-                         for side in sides)
+    machines = "; ".join(f"{side} on {', '.join(sorted(set(part['machine'].dropna().astype(str)))) or '?'}"
+                         for side, part in ok.groupby("source", sort=False))
     blocks.append(("p", (
         f"Each harness times the same warm step with its own timer: gradbench run in blocks of steps until its "
         f"median is known to +-2%, asv one call per sample (after a fresh setup, asv_runner 0.3 and later), "
@@ -103,11 +104,16 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
     ok = int((raw["status"] == "ok").sum())
     repeats = (f" Cases measured in several processes (--repeat) are combined: {len(raw)} records make "
                f"{len(df)} case results, each the median of its processes' medians.") if len(df) < len(raw) else ""
+    chosen = one_harness(df)
+    harnesses = (f" Where several harnesses measured a workload, its tables, findings and figures use the "
+                 f"records of the first of {', '.join(h for h in HARNESS_ORDER if h in set(df['source']))} that "
+                 f"measured it; the side-by-side table below has them all.") if len(chosen) < len(df) else ""
+    df = chosen  # modes are set against each other within one harness's records
     blocks: list[tuple] = [
         ("h1", title),
         ("p", f"{len(raw)} records ({ok} ok) from {raw['source_file'].nunique() if 'source_file' in raw else 1} "
               f"source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
-              "Every number below is computed from those records." + repeats),
+              "Every number below is computed from those records." + repeats + harnesses),
         ("h2", "Environment"),
         ("table", _environment(raw)),
         *_trust_blocks(raw),

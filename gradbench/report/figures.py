@@ -16,7 +16,7 @@ import seaborn as sns  # noqa: E402
 
 from ..atomic import replaced  # noqa: E402
 from ..modes import MODES  # noqa: E402
-from .tables import ratio_to_train, workload_label  # noqa: E402
+from .tables import one_harness, ratio_to_train, workload_label  # noqa: E402
 
 PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
 MODE_ORDER = list(MODES)
@@ -173,8 +173,11 @@ def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
 
 
 def draw_all(df: pd.DataFrame, out_dir: str) -> list[str]:
+    """Every figure; those by mode from one harness per workload (tables.one_harness), the asv history
+    from every asv record."""
     os.makedirs(out_dir, exist_ok=True)
     paths: list[str] = []
-    for draw in (latency_vs_batch, memory_vs_batch, ratio_heatmaps, saved_bytes_by_mode, asv_history):
-        paths += draw(df, out_dir)
-    return paths
+    one = one_harness(df)
+    for draw in (latency_vs_batch, memory_vs_batch, ratio_heatmaps, saved_bytes_by_mode):
+        paths += draw(one, out_dir)
+    return paths + asv_history(df, out_dir)
