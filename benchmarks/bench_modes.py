@@ -6,6 +6,7 @@ timed methods do nothing but a block of steps, which the suite's timer counts pe
 that cannot run here (cuda without a GPU, a train step where no graph exists) raise
 NotImplementedError in setup, which asv reports as skipped.
 """
+import atexit
 import math
 import time
 
@@ -28,13 +29,19 @@ def _prepared(key: tuple) -> BenchmarkCase:
     """
     if _open and _open[0][0] == key:
         return _open[0][1]
-    while _open:
-        _open.pop()[1].close()
+    _close_open()
     case = BenchmarkCase(*key)
     if not hasattr(case, "block"):  # gradbench 0.2.0-0.3.0, installed by asv from an older commit
         case = _OlderCase(case)
     _open.append((key, case))
     return case
+
+
+@atexit.register
+def _close_open() -> None:
+    """Close the prepared case; at exit too, before the interpreter tears down what closing needs."""
+    while _open:
+        _open.pop()[1].close()
 
 
 class _OlderCase:

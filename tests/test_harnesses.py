@@ -196,7 +196,7 @@ def test_asv_suite_reuses_its_prepared_case_and_closes_it_for_another(monkeypatc
     monkeypatch.setattr(first, "close", lambda: (closed.append(True), close()))
     forward.setup(*params, "train")
     assert closed == [True] and forward.case is not first and model.training is True
-    suite._open.pop()[1].close()
+    suite._close_open()
 
 
 def test_asv_suite_times_a_block_and_counts_per_step(monkeypatch):
@@ -211,7 +211,7 @@ def test_asv_suite_times_a_block_and_counts_per_step(monkeypatch):
         monkeypatch.setattr(suite.time, "perf_counter", lambda: 12.0)
         assert forward.timer() == pytest.approx(12.0 / steps)  # and asv's clock counts per step
     finally:
-        suite._open.pop()[1].close()
+        suite._close_open()
 
 
 def test_asv_suite_warms_and_blocks_an_older_gradbench_case(monkeypatch):

@@ -366,4 +366,38 @@ def test_ratio_tables_and_findings_never_mix_harnesses(tmp_path):
     md_alone, md_both = (alone / "report.md").read_text(), (both / "report.md").read_text()
     for title in ("## Each mode as a ratio to train", "## Findings"):
         assert section(md_alone, title) == section(md_both, title)
-    assert "use the records of the first of gradbench, pytest-benchmark that measured it" in md_both
+    assert "use the records of one harness, the first of gradbench, pytest-benchmark that measured it" in md_both
+
+
+def _asv_commit(folder, commit, date_ms, train_factor):
+    """The asv fixture's result file as if measured at another commit, its train forward slower."""
+    import shutil
+
+    if not os.path.exists(folder / "benchmarks.json"):
+        shutil.copytree(ASV_DIR, folder)
+    machine = folder / "vm-cpu"
+    [fixture] = [p for p in sorted(machine.iterdir()) if p.name not in ("machine.json",)][:1]
+    data = json.loads(fixture.read_text())
+    data.update(commit_hash=commit, date=date_ms)
+    for name, row in data["results"].items():
+        if name.endswith("time_forward"):
+            row[0][0] = row[0][0] * train_factor  # the first combination: train on cpu
+    (machine / f"{commit[:8]}-virtualenv-py3.11.json").write_text(json.dumps(data))
+
+
+def test_tables_use_the_newest_commit_and_commits_are_not_combined_as_repeats(tmp_path):
+    """asv results span commits: the ratio tables describe the newest, never a median across commits."""
+    newest_only, both = tmp_path / "newest-only", tmp_path / "both"
+    _asv_commit(both, "f" * 40, 4102444800000, 3.0)  # 2100-01-01, train 3x slower
+    _asv_commit(newest_only, "f" * 40, 4102444800000, 3.0)
+    for p in newest_only.glob("vm-cpu/*.json"):
+        if p.name != "machine.json" and not p.name.startswith("ffffffff"):
+            p.unlink()
+    assert len(list(both.glob("vm-cpu/*-virtualenv-*.json"))) == 2
+    alone, mixed = tmp_path / "alone", tmp_path / "mixed"
+    assert main(["report", str(newest_only), "--out", str(alone)]) == 0
+    assert main(["report", str(both), "--out", str(mixed)]) == 0
+    md_alone, md_mixed = (alone / "report.md").read_text(), (mixed / "report.md").read_text()
+    ratios = "## Each mode as a ratio to train"
+    assert md_alone.split(ratios)[1].split("\n## ")[0] == md_mixed.split(ratios)[1].split("\n## ")[0]
+    assert "--repeat" not in md_mixed and "at its newest commit" in md_mixed

@@ -11,13 +11,14 @@ import pandas as pd
 
 from .. import __version__
 from ..atomic import write_text
+from ..modes import MODES
 from ..errors import cannot_write
 from ..record import case_label
 from .compare import compare, interval_kind, text_table
 from .figures import draw_all
 from .findings import findings
-from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, behaviour_table, is_untrusted, one_harness, one_per_case, render,
-                     summary_tables)
+from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, behaviour_table, is_untrusted, one_per_case, one_source,
+                     render, summary_tables)
 
 ENV_FIELDS = ["source", "machine", "cpu", "gpu", "driver", "cuda", "torch", "python", "threads", "git_commit"]
 
@@ -72,13 +73,18 @@ def _harness_blocks(df: pd.DataFrame) -> list[tuple]:
     machines = "; ".join(f"{side} on {', '.join(sorted(set(part['machine'].dropna().astype(str)))) or '?'}"
                          for side, part in ok.groupby("source", sort=False))
     blocks.append(("p", (
-        f"Each harness times the same warm step with its own timer: gradbench run in blocks of steps until its "
-        f"median is known to +-2%, asv one call per sample (after a fresh setup, asv_runner 0.3 and later), "
-        f"pytest-benchmark one call per round. Time ratio = other / baseline ({sides[0]}), with the bootstrap "
-        f"95% interval of `gradbench compare --by harness` ({interval_kind(table)}); a harness's time is the "
-        f"median over its runs (asv: one per commit). Machines: {machines}. A ratio far from 1 whose interval "
-        f"excludes 1 is a real disagreement, of the harnesses or of the processes they ran in; 'NO' under "
-        f"trusted: a side has only untrusted timings (asv --quick's one sample, say).")))
+        f"Each harness times the same warm step with its own timer, in blocks of steps (at least 1 ms) counted "
+        f"per step: gradbench run until its median is known to +-2%, asv for 5 to 100 samples in about 2 s, "
+        f"pytest-benchmark for rounds of about 0.3 s (suites of gradbench 0.3.0 and before timed single, "
+        f"colder calls). Time ratio = other / baseline ({sides[0]}), with the bootstrap 95% interval of "
+        f"`gradbench compare --by harness` ({interval_kind(table)}); a harness's time is the median over its "
+        f"runs (asv: one per commit). Machines: {machines}. A ratio far from 1 whose interval excludes 1 is a "
+        f"real disagreement, of the harnesses or of the processes they ran in (on a shared machine whole "
+        f"processes run faster or slower); 'NO' under trusted: a side has only untrusted timings (asv "
+        f"--quick's one sample, say).")))
+    order = {m: i for i, m in enumerate(MODES)}
+    table = table.sort_values(["other", "step", "mode"], key=lambda c: c.map(order) if c.name == "mode" else c,
+                              kind="stable")
     blocks.append(("table", text_table(table)))
     if only:
         blocks.append(("p", f"{len(only)} case(s) measured by one harness only, not compared: "
@@ -104,11 +110,13 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
     ok = int((raw["status"] == "ok").sum())
     repeats = (f" Cases measured in several processes (--repeat) are combined: {len(raw)} records make "
                f"{len(df)} case results, each the median of its processes' medians.") if len(df) < len(raw) else ""
-    chosen = one_harness(df)
-    harnesses = (f" Where several harnesses measured a workload, its tables, findings and figures use the "
-                 f"records of the first of {', '.join(h for h in HARNESS_ORDER if h in set(df['source']))} that "
-                 f"measured it; the side-by-side table below has them all.") if len(chosen) < len(df) else ""
-    df = chosen  # modes are set against each other within one harness's records
+    chosen = one_source(df)
+    harnesses = (f" Where several harnesses or commits measured a workload, its tables, findings and figures "
+                 f"use the records of one harness, the first of "
+                 f"{', '.join(h for h in HARNESS_ORDER if h in set(df['source']))} that measured it, at its "
+                 f"newest commit ({len(chosen)} of {len(df)} case results); the side-by-side table and the asv "
+                 f"history have them all.") if len(chosen) < len(df) else ""
+    df = chosen  # modes are set against each other within one harness's records of one commit
     blocks: list[tuple] = [
         ("h1", title),
         ("p", f"{len(raw)} records ({ok} ok) from {raw['source_file'].nunique() if 'source_file' in raw else 1} "

@@ -16,7 +16,7 @@ import seaborn as sns  # noqa: E402
 
 from ..atomic import replaced  # noqa: E402
 from ..modes import MODES  # noqa: E402
-from .tables import one_harness, ratio_to_train, workload_label  # noqa: E402
+from .tables import one_source, ratio_to_train, workload_label  # noqa: E402
 
 PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
 MODE_ORDER = list(MODES)
@@ -161,7 +161,8 @@ def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
     # a one-sample result (asv --quick) is one call (cold, before 0.3.1): drawn apart, never joined to the timings
     asv["timing"] = [ONE_SAMPLE if n == 1 else "timed" for n in asv["n_samples"]]
     grid = sns.relplot(data=asv.sort_values("commit"), x="commit", y="time_ms", hue="mode",
-                       hue_order=_modes_in(asv), palette=PALETTE, col="panel", col_wrap=3, kind="line",
+                       hue_order=_modes_in(asv), palette=PALETTE, col="panel",
+                       col_wrap=min(3, asv["panel"].nunique()), kind="line",
                        style="timing", style_order=["timed", ONE_SAMPLE], markers={"timed": "o", ONE_SAMPLE: "X"},
                        dashes={"timed": "", ONE_SAMPLE: (1, 3)}, height=2.8, aspect=1.4,
                        facet_kws={"sharey": False})
@@ -173,11 +174,11 @@ def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
 
 
 def draw_all(df: pd.DataFrame, out_dir: str) -> list[str]:
-    """Every figure; those by mode from one harness per workload (tables.one_harness), the asv history
-    from every asv record."""
+    """Every figure; those by mode from one harness and commit per workload (tables.one_source), the
+    asv history from every asv record."""
     os.makedirs(out_dir, exist_ok=True)
     paths: list[str] = []
-    one = one_harness(df)
+    one = one_source(df)
     for draw in (latency_vs_batch, memory_vs_batch, ratio_heatmaps, saved_bytes_by_mode):
         paths += draw(one, out_dir)
     return paths + asv_history(df, out_dir)

@@ -31,7 +31,7 @@ def is_untrusted(value) -> bool:
 def one_per_case(df: pd.DataFrame) -> pd.DataFrame:
     """One row per case and input file: the processes of a --repeat run combined. Their trusted records
     stand if there are any; time and memory are the median over them, raw samples pooled."""
-    keys = ["source_file", *CASE_KEY_FIELDS]
+    keys = ["source_file", "git_commit", *CASE_KEY_FIELDS]  # commits are not repeats (asv results)
     keyed = df[keys].astype(object).where(df[keys].notna(), "-").astype(str)
     duplicated = keyed.duplicated(keep=False)
     if not duplicated.any():
@@ -51,16 +51,24 @@ def one_per_case(df: pd.DataFrame) -> pd.DataFrame:
 HARNESS_ORDER = ("gradbench", "asv", "pytest-benchmark")  # whose timing stands first: gradbench's own
 
 
-def one_harness(df: pd.DataFrame) -> pd.DataFrame:
-    """Each workload's records from one harness only, the first in HARNESS_ORDER that measured it: a ratio
-    or a finding never sets one timer's train against another timer's eval. (The report shows the
-    harnesses side by side in a table of their own.)"""
-    if df.empty or df["source"].nunique() < 2:
+def one_source(df: pd.DataFrame) -> pd.DataFrame:
+    """Each workload's records from one harness and one commit: the first harness in HARNESS_ORDER that
+    measured it, and that harness's newest commit (asv runs many). A ratio or a finding then never
+    sets one timer's train against another's eval, nor one commit's against another's. (The report
+    shows the harnesses side by side, and the asv history every commit.)"""
+    if df.empty:
         return df
-    rank = df["source"].map(lambda v: HARNESS_ORDER.index(v) if v in HARNESS_ORDER else len(HARNESS_ORDER))
-    keys = df[list(WORKLOAD_FIELDS)].astype(object).where(df[list(WORKLOAD_FIELDS)].notna(), "-").astype(str)
-    best = rank.groupby([keys[k] for k in WORKLOAD_FIELDS]).transform("min")
-    return df[rank == best]
+    keys = [df[k].astype(object).where(df[k].notna(), "-").astype(str) for k in WORKLOAD_FIELDS]
+    if df["source"].nunique() > 1:
+        rank = df["source"].map(lambda v: HARNESS_ORDER.index(v) if v in HARNESS_ORDER else len(HARNESS_ORDER))
+        df = df[rank == rank.groupby(keys).transform("min")]
+        keys = [k.loc[df.index] for k in keys]
+    commits = df["git_commit"].astype(object).where(df["git_commit"].notna(), "-").astype(str)
+    if commits.nunique() > 1:
+        stamp = df["timestamp"].astype(object).where(df["timestamp"].notna(), "").astype(str)
+        newest = stamp.groupby([*keys, commits]).transform("max")  # a commit's newest record
+        df = df[newest.groupby(keys).transform("max") == newest]
+    return df
 
 
 def _by_mode(df: pd.DataFrame, values, step: str, aggfunc: str) -> pd.DataFrame:
