@@ -401,3 +401,29 @@ def test_tables_use_the_newest_commit_and_commits_are_not_combined_as_repeats(tm
     ratios = "## Each mode as a ratio to train"
     assert md_alone.split(ratios)[1].split("\n## ")[0] == md_mixed.split(ratios)[1].split("\n## ")[0]
     assert "--repeat" not in md_mixed and "at its newest commit" in md_mixed
+
+
+@pytest.mark.parametrize("kept", ["time_forward", "track_peak_bytes"])
+def test_report_of_asv_results_narrowed_by_bench(tmp_path, kept):
+    """`asv run --bench time_forward` stores no memory benchmarks (and the reverse): the report still draws."""
+    import shutil
+
+    folder = tmp_path / "asv"
+    shutil.copytree(ASV_DIR, folder)
+    for path in (folder / "vm-cpu").glob("*-virtualenv-*.json"):
+        data = json.loads(path.read_text())
+        data["results"] = {k: v for k, v in data["results"].items() if k.endswith(kept)}
+        path.write_text(json.dumps(data))
+    assert main(["report", str(folder), "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "report.html").exists()
+
+
+def test_compare_of_three_sides_names_the_pair_a_case_is_missing_from(tmp_path, capsys):
+    asv_like = _as_harness(tmp_path, "asv", 1.0)
+    partial = tmp_path / "partial.jsonl"
+    lines = open(_as_harness(tmp_path, "pytest-benchmark", 1.0)).read().splitlines()
+    partial.write_text("\n".join(line for line in lines if '"transformer"' not in line) + "\n")
+    assert main(["compare", JSONL, asv_like, str(partial), "--by", "harness"]) == 0
+    out = capsys.readouterr().out
+    assert "on gradbench, not on pytest-benchmark: transformer/tiny" in out
+    assert "only on" not in out and "not on asv" not in out  # asv has every case

@@ -104,8 +104,10 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], list[st
     for side in sides[1:]:
         other = cases[side]
         label = lambda c: case_label(dict(zip(key, c)), omit=(BY[by],))  # noqa: E731
-        only += [f"only on {base_side}: {label(c)}" for c in base if c not in other]
-        only += [f"only on {side}: {label(c)}" for c in other if c not in base]
+        # with more than two sides, "only on" would be false of a case a third side has too
+        on = (lambda a, b: f"only on {a}") if len(sides) == 2 else (lambda a, b: f"on {a}, not on {b}")
+        only += [f"{on(base_side, side)}: {label(c)}" for c in base if c not in other]
+        only += [f"{on(side, base_side)}: {label(c)}" for c in other if c not in base]
         for case in (c for c in base if c in other):
             rows.append({**dict(zip(key, case)), "baseline": base_side, "other": side,
                          **_case_row(base[case], other[case])})
@@ -215,7 +217,7 @@ def print_comparison(table: pd.DataFrame, sides: list, only: list[str], by: str,
           f"{len(table)} shared cases (time ratio = other / baseline; {interval_kind(table)})")
     print(render(text_table(table)))
     if only:
-        print(f"\n{len(only)} cases are not on both sides:")
+        print(f"\n{len(only)} cases are not on both sides of a comparison:")
         for line in only:
             print(f"  {line}")
     if not table.empty and not table["trusted"].all():

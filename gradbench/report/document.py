@@ -87,7 +87,7 @@ def _harness_blocks(df: pd.DataFrame) -> list[tuple]:
                               kind="stable")
     blocks.append(("table", text_table(table)))
     if only:
-        blocks.append(("p", f"{len(only)} case(s) measured by one harness only, not compared: "
+        blocks.append(("p", f"{len(only)} case(s) missing on one side of a pair, not compared: "
                             + "; ".join(only[:8]) + (" ..." if len(only) > 8 else "")))
     return blocks
 

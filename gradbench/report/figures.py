@@ -76,7 +76,7 @@ def _vs_batch(df: pd.DataFrame, out_dir: str, name: str, y: str, ylabel: str, ti
               **line_kws) -> list[str]:
     """One figure per device and dtype: y against batch size, hue = mode, facets = model x size."""
     paths = []
-    for (device, dtype), part in df.groupby(["device", "dtype"]):
+    for (device, dtype), part in df[df[y].notna()].groupby(["device", "dtype"]):  # asv --bench: a field may be absent
         grid = sns.relplot(
             data=part, x="batch_size", y=y, hue="mode", hue_order=_modes_in(part), palette=PALETTE,
             row="model", col="size", kind="line", marker="o", height=2.6, aspect=1.3, facet_kws={"sharey": False},
@@ -105,15 +105,19 @@ def memory_vs_batch(df: pd.DataFrame, out_dir: str) -> list[str]:
 
 def ratio_heatmaps(df: pd.DataFrame, out_dir: str) -> list[str]:
     """Each mode's forward time and peak memory as a ratio to train, one row per case."""
-    time_ratio = ratio_to_train(df, "time_median_s")
-    memory_ratio = ratio_to_train(df, "peak_bytes")
-    if time_ratio.empty:
+    panels = [(table, title) for table, title in ((ratio_to_train(df, "time_median_s"), "time / train"),
+                                                  (ratio_to_train(df, "peak_bytes"), "peak memory / train"))
+              if not table.empty]  # asv --bench may have measured only one of them
+    if not panels:
         return []
-    labels = [workload_label(i) for i in time_ratio.index]
+    index = panels[0][0].index
+    for table, _ in panels[1:]:
+        index = index.union(table.index, sort=False)
+    labels = [workload_label(i) for i in index]
     height = 1.2 + 0.28 * len(labels)
-    fig, axes = plt.subplots(1, 2, figsize=(14, height), sharey=True)
-    for ax, table, title in ((axes[0], time_ratio, "time / train"), (axes[1], memory_ratio, "peak memory / train")):
-        table = table.reindex(time_ratio.index)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), height), sharey=True, squeeze=False)
+    for ax, (table, title) in zip(axes[0], panels):
+        table = table.reindex(index)
         sns.heatmap(table.astype(float), ax=ax, annot=True, fmt=".2f", cmap="RdYlGn_r", center=1.0, vmin=0, vmax=2,
                     cbar=False, yticklabels=labels, annot_kws={"size": 7})
         ax.set_title(title)

@@ -41,6 +41,21 @@ def _where(r) -> str:
     return case_label(r, omit=("mode", "step"))
 
 
+def _ratio(record, train, field) -> float | None:
+    """record's field over train's, where both were measured (asv --bench may leave one out)."""
+    if record is None or train is None:
+        return None
+    a, b = record.get(field), train.get(field)
+    return float(a) / float(b) if pd.notna(a) and pd.notna(b) and b else None
+
+
+def _used(record, train, memory_words: str, time_words: str) -> str:
+    """'0.13x <memory_words> and 0.33x <time_words>', of what was measured; '' when neither was."""
+    memory, time = _ratio(record, train, "peak_bytes"), _ratio(record, train, "time_median_s")
+    return " and ".join(f"{v:.2f}x {words}" for v, words in ((memory, memory_words), (time, time_words))
+                        if v is not None)
+
+
 def findings(df: pd.DataFrame) -> list[Finding]:
     out: list[Finding] = []
     ok = df[(df["status"] == "ok") & (df["step"] == "forward")]
@@ -48,13 +63,12 @@ def findings(df: pd.DataFrame) -> list[Finding]:
         part = part[part["batch_size"] == part["batch_size"].max()]  # the largest batch: where effects are biggest
         modes = {r["mode"]: r for _, r in part.iterrows()}
         train, evalm, nograd, evng = (modes.get(m) for m in ("train", "eval", "no_grad", "eval_no_grad"))
-        if train is not None and evng is not None and train["peak_bytes"]:
-            line = (f"eval_no_grad used {evng['peak_bytes'] / train['peak_bytes']:.2f}x train's peak memory "
-                    f"and {evng['time_median_s'] / train['time_median_s']:.2f}x its forward time on {_where(train)}")
-            refs = [evng, train]
-            if evalm is not None:
-                line += (f"; eval alone used {evalm['peak_bytes'] / train['peak_bytes']:.2f}x the memory "
-                         f"and {evalm['time_median_s'] / train['time_median_s']:.2f}x the time")
+        evng_said = _used(evng, train, "train's peak memory", "its forward time")
+        if evng_said:
+            line, refs = f"eval_no_grad used {evng_said} on {_where(train)}", [evng, train]
+            eval_said = _used(evalm, train, "the memory", "the time")
+            if eval_said:
+                line += f"; eval alone used {eval_said}"
                 refs.append(evalm)
             out.append(Finding(line + "." + _doubt(*refs), refs))
         if nograd is not None and nograd.get("dropout_active") is True:
@@ -70,10 +84,11 @@ def findings(df: pd.DataFrame) -> list[Finding]:
             out.append(Finding(f"PyTorch's transformer fast path ran only in {', '.join(sorted(fast))} on "
                                f"{_where(next(iter(modes.values())))}.", [modes[m] for m in sorted(fast)]))
         frozen = modes.get("frozen")
-        if frozen is not None and nograd is not None and train is not None and train["peak_bytes"]:
+        frozen_peak, nograd_peak = _ratio(frozen, train, "peak_bytes"), _ratio(nograd, train, "peak_bytes")
+        if frozen_peak is not None and nograd_peak is not None:
             out.append(Finding(
-                f"requires_grad=False on every parameter (frozen) used {frozen['peak_bytes'] / train['peak_bytes']:.2f}x "
-                f"train's peak memory, no_grad {nograd['peak_bytes'] / train['peak_bytes']:.2f}x, on {_where(frozen)}.",
+                f"requires_grad=False on every parameter (frozen) used {frozen_peak:.2f}x "
+                f"train's peak memory, no_grad {nograd_peak:.2f}x, on {_where(frozen)}.",
                 [frozen, nograd, train]))
         timed = {m: r for m, r in modes.items() if pd.notna(r.get("time_median_s"))}
         if len(timed) > 2:
