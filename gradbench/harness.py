@@ -76,8 +76,8 @@ class BenchmarkCase:
         self._stack = contextlib.ExitStack()
         prepared = self._stack.enter_context(prepare(case, self.workload))
         self.record, self._step = prepared.record, prepared.step
-        # warm by gradbench's own rule, so that even a harness's first timed call (asv --quick, or asv's
-        # one call per sample after a fresh setup) is a warm step, as in `gradbench run`
+        # warm by gradbench's own rule, so that even a harness's first timed call (asv --quick's only
+        # one) is a warm step, as in `gradbench run`
         self.per_step_s, self.warmup_s = warm_up(self._step, clock_for(self.device), warmup_steps=WARMUP_STEPS,
                                                  max_time_s=case.max_time_s)
         self.steps_per_block = steps_per_block(self.per_step_s)  # gradbench's sample: a block of >= 1 ms
