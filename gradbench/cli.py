@@ -8,6 +8,7 @@ exit status 1, with what was written before it intact (errors.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -184,6 +185,46 @@ def cmd_compare(args) -> int:
     return exit_status
 
 
+def cmd_capacity(args) -> int:
+    """The largest batch each mode fits in a memory budget, measured (gradbench/capacity.py)."""
+    from .capacity import capacity_of, capacity_table, default_budget, parse_size
+    from .case import Case
+    from .record import new_run_id
+    from .results import JsonlWriter
+    from .modes import MODES
+    from .report.tables import render
+    from .settings import check_user_models
+
+    modes = list(MODES) if args.modes == ["all"] else args.modes
+    combos = [(m, s, d, t, mode, step) for m in args.models for s in args.sizes for d in args.devices
+              for t in args.dtypes for step in args.steps for mode in modes]
+    try:
+        for m, s, d, t, mode, step in combos:
+            Case(m, s, 1, d, t, mode, step).validate()
+        budgets = {d: parse_size(args.memory_budget) if args.memory_budget is not None else default_budget(d)
+                   for d in args.devices}
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    if args.out is not None and (not args.out or os.path.isdir(args.out)):
+        raise BadInput(f"--out {args.out!r} is not a file name; give a JSONL file to append the records to")
+    check_user_models(args.models)
+    rows, run_id = [], new_run_id()
+    with (JsonlWriter(args.out) if args.out else contextlib.nullcontext()) as writer:
+        for i, (m, s, d, t, mode, step) in enumerate(combos, 1):
+            print(f"gradbench: capacity {i}/{len(combos)}: {m}/{s} {d} {t} {mode} {step} in {budgets[d]} bytes",
+                  file=sys.stderr)
+            rows.append(capacity_of(m, s, d, t, mode, step, budgets[d], args.time, args.max_time, run_id=run_id,
+                                    write=writer.write if writer else None))
+    if args.out:
+        print(f"gradbench: {writer.written} records appended to {args.out} (gradbench report reads them)",
+              file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(finite_or_none(rows), indent=1, allow_nan=False))
+    else:
+        print(render(capacity_table(rows), "markdown" if args.format == "markdown" else "table"))
+    return 0
+
+
 def cmd_asv_machine(args) -> int:
     """Write this machine into asv's machine file, named by its GPU, with the GPU fields asv lacks."""
     from .env import default_asv_machine_name, update_asv_machine_file
@@ -252,12 +293,29 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="the same cases side by side across machines, GPUs, versions")
     compare.add_argument("results", nargs="+", help="gradbench JSONL files, asv result folders, pytest-benchmark JSON")
     compare.add_argument("--by", choices=("machine", "gpu", "torch", "commit", "device", "run", "file", "harness"),
-                         required=True, help="what differs between the sides (run: run_id; file: input file; harness: gradbench "
-                              "run, asv or pytest-benchmark timing the same cases)")
+                         required=True, help="what differs between the sides (run: run_id; file: input file; "
+                                             "harness: gradbench run, asv or pytest-benchmark timing the same cases)")
     compare.add_argument("--fail-above", type=argument(float, minimum=0), metavar="PCT",
                          help="exit 1 when a case is slower by more than PCT percent, its whole CI beyond; "
                               "cases with untrusted timings are listed, never failed on")
     compare.add_argument("--out", help="also write the table (CSV) and a figure into this folder")
+
+    capacity = sub.add_parser("capacity", help="the largest batch each mode fits in a memory budget, measured")
+    capacity.add_argument("--models", nargs="+", default=["transformer"], help="default: transformer")
+    capacity.add_argument("--sizes", nargs="+", default=["small"], help="default: small")
+    capacity.add_argument("--modes", nargs="+", default=["train", "eval", "no_grad", "eval_no_grad", "frozen"],
+                          help="mode names, or 'all' (default: the five core modes)")
+    capacity.add_argument("--steps", nargs="+", default=["forward"], help="forward train_step (default: forward)")
+    capacity.add_argument("--devices", nargs="+", default=["cpu"], help="cpu cuda (default: cpu)")
+    capacity.add_argument("--dtypes", nargs="+", default=["float32"], help="default: float32")
+    capacity.add_argument("--memory-budget", metavar="SIZE", help="512MiB, 8GiB, 24GB or bytes; required on "
+                          "cpu; on cuda the default is the device's free memory at start")
+    capacity.add_argument("--time", action="store_true", help="also measure samples per second at the largest batch")
+    capacity.add_argument("--max-time", type=SECONDS, default=2.0, help="with --time: seconds of timing per case "
+                          "(default 2; a step at a large batch can take a second)")
+    capacity.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    capacity.add_argument("--out", metavar="FILE.jsonl", help="also append the record of every batch measured "
+                          "(gradbench report draws them: memory against batch, the budget, each mode's answer)")
 
     machine = sub.add_parser("asv-machine", help="name this machine for asv by its GPU, recording GPU, "
                              "driver, CUDA and torch in asv's machine file")
@@ -279,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"run": cmd_run, "explain": cmd_explain, "list": cmd_list, "env": cmd_env, "case": cmd_case,
             "selfcheck": cmd_selfcheck, "asv-machine": cmd_asv_machine, "report": cmd_report,
-            "compare": cmd_compare}
+            "compare": cmd_compare, "capacity": cmd_capacity}
 
 
 def main(argv: list[str] | None = None) -> int:

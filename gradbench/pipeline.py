@@ -58,11 +58,14 @@ def _device_scope(device: torch.device):
 
 
 @contextlib.contextmanager
-def prepare(case: Case, workload: Workload, record: dict | None = None, memory=None) -> Iterator[Prepared]:
+def prepare(case: Case, workload: Workload, record: dict | None = None, memory=None,
+            memory_only: bool = False) -> Iterator[Prepared]:
     """Run a case's untimed passes with its mode applied; yield the record and the warm step.
 
     Everything is undone on exit: the mode, the weights a train step changed, the global state.
     ``memory``: a memory backend (default: the device's allocator, measure/memory.py).
+    ``memory_only``: the reset and memory passes alone, no behaviour probes or counting (capacity
+    searches many batch sizes and needs only what a step holds and peaks at).
     """
     record = record if record is not None else base_record(case, workload)
     guard = CleanState(expected_state(case.seed, cudnn_benchmark=case.cudnn_benchmark))
@@ -72,7 +75,8 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
                 apply_mode(workload.model, case.mode) as applied:
             step = make_step(workload, applied, case.step)
             # 2. behaviour: what the mode does to a forward, observed in seeded probe forwards
-            record.update(workload.behaviour(applied))
+            if not memory_only:
+                record.update(workload.behaviour(applied))
             torch.manual_seed(case.seed)
             # 3. warm-up and memory: the backend runs the step once (lazy initialisation, such as oneDNN
             #    primitives or cuDNN autotuning, is not the step's cost), settles, and measures the
@@ -80,7 +84,8 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
             record.update(_allocator_peak(case, workload, step, memory or peak_backend(workload.device)))
             # 4. counting, in one instrumented step: the tensor-level cross-check of the peak, the bytes
             #    saved for backward and a train step's flops (a forward's are counted once per workload)
-            record.update(_counted_step(case, workload, step))
+            if not memory_only:
+                record.update(_counted_step(case, workload, step))
             torch.manual_seed(case.seed)
             yield Prepared(record, step.run)  # 5. time: the caller's clock (measure_case, or a harness)
     finally:

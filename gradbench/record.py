@@ -100,6 +100,10 @@ class Record:
                                       "measured step, absolute (null on cpu)")
     rss_peak_bytes: int = _f("memory", "int", "bytes", "peak resident set of the whole measuring process, "
                              "torch and the model included (--isolate case only)")
+    memory_budget_bytes: int = _f("memory", "int", "bytes", "the budget a `gradbench capacity` search measured "
+                                  "this batch for (null outside capacity)")
+    capacity_batch_size: int = _f("memory", "int", "count", "the largest batch that search found to fit this case "
+                                  "(0: not even the smallest); the same on every batch it measured")
     # behaviour: observed during real forwards, never inferred from module types
     dropout_active: bool = _f("behaviour", "bool", "", "the forward is stochastic in this mode: outputs differ "
                               "between two RNG seeds, and repeat under the same seed or an operator drew "
@@ -145,7 +149,8 @@ class Record:
     host: str = _f("provenance", "str", "", "host name of the node that measured (the asv machine name may differ)")
     gpu_index: int = _f("provenance", "int", "", "the one GPU the measuring process saw, as CUDA_VISIBLE_DEVICES "
                         "named it (set by --gpus; by Slurm, which may number a job's GPUs from 0); null otherwise")
-    source: str = _f("provenance", "str", "", "the front-end that measured it: gradbench, asv or pytest-benchmark")
+    source: str = _f("provenance", "str", "", "the front-end that measured it: gradbench, asv, pytest-benchmark, or "
+                     "capacity (a `gradbench capacity` search's memory passes, and its timing with --time)")
     source_file: str = _f("provenance", "str", "", "the file it was read from (null in files; set when reading)")
 
 

@@ -14,6 +14,7 @@ from ..atomic import write_text
 from ..modes import MODES
 from ..errors import cannot_write
 from ..record import case_label
+from .capacity import capacity_blocks, capacity_figure
 from .compare import compare, interval_kind, text_table
 from .figures import draw_all
 from .findings import findings
@@ -33,7 +34,7 @@ def _environment(df: pd.DataFrame) -> pd.DataFrame:
 
 def _trust_blocks(df: pd.DataFrame) -> list[tuple]:
     """How many timings are untrusted, and which, with the reason: a reader must see it before the numbers."""
-    ok = df[df["status"] == "ok"]
+    ok = df[(df["status"] == "ok") & df["time_median_s"].notna()]  # timings (capacity's memory passes have none)
     judged = ok[ok["time_trusted"].notna()]
     bad = ok[[is_untrusted(v) for v in ok["time_trusted"]]]
     text = (f"Timing trust: {len(bad)} of {len(ok)} ok timings are untrusted, marked {UNTRUSTED_LEGEND[0]} in "
@@ -105,11 +106,14 @@ def _behaviour_blocks(df: pd.DataFrame) -> list[tuple]:
 
 def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
                  combined: pd.DataFrame | None = None) -> list[tuple]:
-    """``df``: the records as read (counted as such); ``combined``: one row per case (tables, findings)."""
-    raw, df = df, one_per_case(df) if combined is None else combined
+    """``df``: the records as read (counted as such); ``combined``: one row per case (tables, findings).
+    Capacity records (`gradbench capacity --out`) have a section of their own and stay out of the rest."""
+    raw = df
+    cases = df[df["source"] != "capacity"]
+    df = one_per_case(cases) if combined is None else combined[combined["source"] != "capacity"]
     ok = int((raw["status"] == "ok").sum())
-    repeats = (f" Cases measured in several processes (--repeat) are combined: {len(raw)} records make "
-               f"{len(df)} case results, each the median of its processes' medians.") if len(df) < len(raw) else ""
+    repeats = (f" Cases measured in several processes (--repeat) are combined: {len(cases)} records make "
+               f"{len(df)} case results, each the median of its processes' medians.") if len(df) < len(cases) else ""
     chosen = one_source(df)
     harnesses = (f" Where several harnesses or commits measured a workload, its tables, findings and figures "
                  f"use the records of one harness, the first of "
@@ -125,9 +129,12 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
         ("h2", "Environment"),
         ("table", _environment(raw)),
         *_trust_blocks(raw),
-        *_harness_blocks(raw),
-        ("h2", "Findings"),
+        *_harness_blocks(cases),
+        *capacity_blocks(raw),
     ]
+    if df.empty:  # capacity records alone
+        return blocks + _figure_blocks(figures, out_dir)
+    blocks.append(("h2", "Findings"))
     found = findings(df)
     if found:
         blocks.append(("findings", found))
@@ -143,11 +150,12 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
     for name, table in summary_tables(df).items():
         blocks.append(("h3", name))
         blocks.append(("table", table))
-    blocks.append(("h2", "Figures"))
-    for path in figures:
-        if path.endswith(".png"):
-            blocks.append(("img", path, os.path.relpath(path, out_dir)))
-    return blocks
+    return blocks + _figure_blocks(figures, out_dir)
+
+
+def _figure_blocks(figures: list[str], out_dir: str) -> list[tuple]:
+    return [("h2", "Figures"), *(("img", path, os.path.relpath(path, out_dir)) for path in figures
+                                 if path.endswith(".png"))]
 
 
 def _md(blocks) -> str:
@@ -205,8 +213,9 @@ def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report"
         os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
     except OSError as exc:
         raise cannot_write("report to", out_dir, exc) from None
-    combined = one_per_case(df)  # a --repeat run's processes combined
-    figures = draw_all(combined, os.path.join(out_dir, "figures"))
+    combined = one_per_case(df[df["source"] != "capacity"])  # a --repeat run's processes combined
+    folder = os.path.join(out_dir, "figures")
+    figures = (draw_all(combined, folder) if not combined.empty else []) + capacity_figure(df, folder)
     blocks = build_blocks(df, figures, out_dir, title, combined)
     md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")
     write_text(md_path, _md(blocks), "report")

@@ -1,0 +1,257 @@
+"""`gradbench capacity`: the largest batch each mode fits in a memory budget, measured.
+
+What a case needs at batch B is the pipeline's own figure, ``held_bytes + peak_bytes`` (parameters,
+buffers, the input batch, gradients where the step makes them, and the step's peak). A line through a
+few small batches (memory passes only, no timing) predicts where the budget is reached; the search
+then measures around the prediction until B fits and B + 1 does not. Nothing is extrapolated: the
+answer rests on the two measurements either side of it. A batch that runs out of memory (CUDA) is a
+"does not fit" point, never a crash.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+PROBES = (1, 2, 4, 8)  # the small batches the line is fitted through (2 to 16 when batch 1 is refused)
+MAX_BATCH = 1 << 20  # a case whose memory does not grow with the batch stops here
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'512MiB', '8GiB', '24GB', '1000000' (bytes) -> bytes; ValueError naming the forms it takes."""
+    match = _SIZE.match(str(text))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"bad memory budget {text!r}; give a size such as 512MiB, 8GiB or 24GB (or bytes)")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+
+
+@dataclass
+class Capacity:
+    """The answer for one case: the largest batch that fits, and the measurements it rests on."""
+
+    budget_bytes: int
+    max_batch_size: int  # 0: not even batch 1 fits
+    fixed_bytes: float | None
+    bytes_per_sample: float | None
+    bytes_at_max: int | None
+    bytes_at_next: int | None  # None: batch max + 1 ran out of memory, or the search stopped at MAX_BATCH
+    measured: dict[int, int | None] = field(default_factory=dict)  # batch -> bytes (None: out of memory)
+    capped: bool = False  # memory did not reach the budget by MAX_BATCH
+
+
+def _line(measured: dict[int, int | None]) -> tuple[float, float] | None:
+    """fixed + per_sample x B, least squares through the batches that ran; None with fewer than two."""
+    points = sorted((b, v) for b, v in measured.items() if v is not None)
+    if len(points) < 2:
+        return None
+    per_sample, fixed = np.polyfit([b for b, _ in points], [v for _, v in points], 1)
+    return float(fixed), float(per_sample)
+
+
+def small_line(measured: dict[int, int | None]) -> tuple[float, float] | None:
+    """fixed + per_sample x B through the small batches (the probes, 2 to 16 when batch 1 was refused):
+    the prediction, and the bytes per sample reported."""
+    return _line({b: v for b, v in measured.items() if b in (*PROBES, *(2 * p for p in PROBES))})
+
+
+def find_capacity(needed: Callable[[int], int | None], budget_bytes: int, probes=PROBES,
+                  max_batch: int = MAX_BATCH) -> Capacity:
+    """The largest B with ``needed(B) <= budget`` and ``needed(B + 1) > budget`` (or out of memory).
+
+    ``needed(B)``: the bytes the case needs at batch B, None when it ran out of memory. It is called
+    once per batch size; the search is bisection steered by the fitted line's prediction.
+    """
+    measured: dict[int, int | None] = {}
+
+    def fits(batch: int) -> bool:
+        if batch not in measured:
+            measured[batch] = needed(batch)
+        value = measured[batch]
+        return value is not None and value <= budget_bytes
+
+    low, high = 0, None  # the largest batch known to fit, the smallest known not to (no batch between)
+    for batch in probes:
+        if fits(batch):
+            low = batch
+        else:
+            high = batch
+            break
+    if low == 0:
+        return Capacity(budget_bytes, 0, None, None, None, measured.get(probes[0]), measured)
+    probed = _line(measured)  # the line through the small batches: the prediction, and what is reported
+    first = True
+    while (high is None and low < max_batch) or (high is not None and high - low > 1):
+        upper = high if high is not None else max_batch + 1
+        guess = None
+        if first and probed and probed[1] > 0:
+            guess = math.floor((budget_bytes - probed[0]) / probed[1])
+        elif measured.get(high) is not None and measured[high] > measured[low]:  # between two measured points
+            guess = low + math.floor((budget_bytes - measured[low]) * (high - low) / (measured[high] - measured[low]))
+        elif high is None:  # above every point: the secant through the two largest batches that fit
+            fitting = sorted(b for b, v in measured.items() if v is not None and v <= budget_bytes)[-2:]
+            a, b = fitting if len(fitting) == 2 else (None, None)
+            if a is not None and measured[b] > measured[a]:
+                guess = b + math.floor((budget_bytes - measured[b]) * (b - a) / (measured[b] - measured[a]))
+        first = False
+        if guess is None or not low < guess < upper:  # no usable prediction: bisect, or double upwards
+            guess = (low + upper) // 2 if high is not None else min(low * 2, max_batch)
+        # measure the prediction and its neighbour: when the prediction is right, that brackets the answer
+        neighbour = guess + 1 if fits(guess) else guess - 1
+        if measured[guess] is not None and measured[guess] <= budget_bytes:
+            low = guess
+        else:
+            high = guess
+        if low < neighbour < (high if high is not None else max_batch + 1):
+            if fits(neighbour):
+                low = neighbour
+            else:
+                high = neighbour
+    line = small_line(measured)
+    return Capacity(
+        budget_bytes, low, line[0] if line else None, line[1] if line else None, measured.get(low),
+        measured.get(high) if high is not None else None, measured, capped=high is None,
+    )
+
+
+def case_needs(model: str, size: str, device: str, dtype: str, mode: str, step: str, seed: int = 0,
+               run_id: str | None = None):
+    """needed(B) for find_capacity: one case's held_bytes + peak_bytes at batch B, from the pipeline's
+    memory passes (None: out of memory). Other failures (a model that refuses the batch) propagate.
+    ``needed.records`` keeps the record of every batch measured, out-of-memory ones included."""
+    from .case import Case
+    from .pipeline import base_record, is_oom, prepare, workload_failure_record
+    from .record import new_run_id
+    from .workload import Workload
+
+    records: dict[int, dict] = {}
+    run_id = run_id or new_run_id()
+
+    def needed(batch: int) -> int | None:
+        case = Case(model, size, batch, device, dtype, mode, step, seed).validate()
+        try:
+            workload = Workload(*case.workload_key)
+            with prepare(case, workload, base_record(case, workload, run_id), memory_only=True) as prepared:
+                record = prepared.record
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            _release(device)
+            records[batch] = workload_failure_record(case, run_id, "oom", f"{type(exc).__name__}: {exc}".strip())
+            return None
+        records[batch] = {**record, "status": "ok"}
+        return int(record["held_bytes"] + record["peak_bytes"])
+
+    needed.records = records  # batch -> the pipeline's record at that batch
+    return needed
+
+
+def _release(device: str) -> None:
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step: str, budget_bytes: int,
+                time_it: bool = False, max_time_s: float = 2.0, write=None, run_id: str | None = None) -> dict:
+    """One case's answer as a JSON-ready object (the fields of `gradbench capacity --format json`).
+
+    ``write(record)``, if given, receives the record of every batch measured (source "capacity",
+    with the budget and the answer), and with ``time_it`` the timed record at the answer."""
+    from .modes import MODES
+    from .record import new_run_id
+
+    run_id = run_id or new_run_id()
+
+    out = dict(model=model, size=size, mode=mode, step=step, device=device, dtype=dtype,
+               memory_budget_bytes=budget_bytes, max_batch_size=None, fixed_bytes=None, bytes_per_sample=None,
+               bytes_at_max=None, bytes_at_next=None, samples_per_s=None, time_trusted=None, capped=False,
+               measured_batches=[], error=None)
+    if step == "train_step" and not MODES[mode].records_graph:
+        out["error"] = f"mode {mode!r} records no autograd graph, so there is no train step"
+        return out
+    needed = case_needs(model, size, device, dtype, mode, step, run_id=run_id)
+    note = None
+    try:
+        try:
+            found = find_capacity(needed, budget_bytes)
+        except Exception as exc:
+            if needed.records:  # it failed past batch 1: nothing to retry
+                raise
+            # BatchNorm in a train-flag mode refuses a batch of one: the line starts at two
+            note = f"batch 1 refused: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:60]}"
+            found = find_capacity(needed, budget_bytes, probes=tuple(2 * p for p in PROBES))
+    except Exception as exc:  # the model refused a batch size: a result, and the other cases go on
+        out["error"] = f"{type(exc).__name__}: {exc}".strip()
+        return out
+    timed = None
+    out.update(max_batch_size=found.max_batch_size, fixed_bytes=found.fixed_bytes,
+               bytes_per_sample=found.bytes_per_sample, bytes_at_max=found.bytes_at_max,
+               bytes_at_next=found.bytes_at_next, capped=found.capped, measured_batches=sorted(found.measured))
+    out["error"] = note
+    if found.max_batch_size == 0:
+        first = min(found.measured)
+        out["error"] = (f"batch {first} does not fit: it needs {found.measured[first]} bytes, the budget is "
+                        f"{budget_bytes}" if found.measured[first] is not None else
+                        f"batch {first} ran out of memory")
+    elif time_it:
+        from .pipeline import run_case
+
+        record = timed = run_case(model, size, found.max_batch_size, device, dtype, mode, step,
+                                  max_time_s=max_time_s, run_id=run_id)
+        if record["status"] == "ok":
+            out.update(samples_per_s=found.max_batch_size / record["time_median_s"],
+                       time_trusted=record["time_trusted"])
+        else:
+            out["error"] = f"timing at batch {found.max_batch_size}: {record['status']}: {record['error']}"
+    if write is not None:
+        for record in [*needed.records.values(), *([timed] if timed else [])]:
+            write({**record, "source": "capacity", "memory_budget_bytes": budget_bytes,
+                   "capacity_batch_size": found.max_batch_size})
+    return out
+
+
+def default_budget(device: str) -> int:
+    """CUDA: the device's free memory now. CPU has no safe default: probing RAM exhaustion is not an answer."""
+    if not str(device).startswith("cuda"):
+        raise ValueError(f"--memory-budget is required on {device} (say 512MiB, 8GiB or 24GB); only CUDA "
+                         "defaults to the device's free memory")
+    import torch
+
+    return int(torch.cuda.mem_get_info(torch.device(device))[0])
+
+
+def capacity_table(rows: list[dict]):
+    """mode -> max batch, bytes per sample and the ratio to train's batch, per model/size/step/device/dtype."""
+    import pandas as pd
+
+    from .report.tables import human_bytes
+
+    shown = []
+    for r in rows:
+        group = [x for x in rows if (x["model"], x["size"], x["step"], x["device"], x["dtype"]) ==
+                 (r["model"], r["size"], r["step"], r["device"], r["dtype"])]
+        train = next((x for x in group if x["mode"] == "train" and x["max_batch_size"]), None)
+        line = {
+            "case": f"{r['model']}/{r['size']} {r['device']} {r['dtype']} {r['step']}", "mode": r["mode"],
+            "max batch": "-" if r["max_batch_size"] is None else
+            f"{r['max_batch_size']}{'+' if r['capped'] else ''}",
+            "bytes/sample": "-" if r["bytes_per_sample"] is None else human_bytes(r["bytes_per_sample"]),
+            "fixed": "-" if r["fixed_bytes"] is None else human_bytes(r["fixed_bytes"]),
+            "x train": f"{r['max_batch_size'] / train['max_batch_size']:.2f}x" if train and r["max_batch_size"]
+            else "-",
+        }
+        if any(x["samples_per_s"] is not None for x in rows):
+            line["samples/s"] = "-" if r["samples_per_s"] is None else \
+                f"{r['samples_per_s']:,.0f}{'' if r['time_trusted'] is not False else chr(0x2020)}"
+            line["samples/s x train"] = (f"{r['samples_per_s'] / train['samples_per_s']:.2f}x"
+                                         if train and train["samples_per_s"] and r["samples_per_s"] else "-")
+        line["note"] = r["error"] or ""
+        shown.append(line)
+    return pd.DataFrame(shown).set_index("case")

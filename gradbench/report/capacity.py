@@ -1,0 +1,99 @@
+"""The report's capacity section: `gradbench capacity --out` records back into its answer, table and figure.
+
+Each record is one batch size a capacity search measured (source "capacity"); the answer is re-derived
+from them (the largest batch, the batch after it, the fitted line), so the report says nothing the
+records do not hold.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..capacity import capacity_table, small_line
+
+CASE = ["model", "size", "device", "dtype", "step"]
+
+
+def capacity_records(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["source"] == "capacity"] if "source" in df else df.iloc[:0]
+
+
+def _needed(record) -> int | None:
+    if record["status"] != "ok" or pd.isna(record["held_bytes"]) or pd.isna(record["peak_bytes"]):
+        return None
+    return int(record["held_bytes"] + record["peak_bytes"])
+
+
+def capacity_rows(df: pd.DataFrame) -> list[dict]:
+    """One answer per case, mode and budget (the newest search of each), as `capacity --format json` gives it."""
+    rows = []
+    keys = [*CASE, "mode", "memory_budget_bytes"]
+    for key, part in capacity_records(df).groupby(keys, sort=False):
+        part = part[part["run_id"] == part["run_id"].iloc[-1]]
+        # every record holds its batch's memory, the timed one at the answer too (reading keeps one a batch)
+        measured = {int(r["batch_size"]): _needed(r) for _, r in part.iterrows()}
+        best = int(part["capacity_batch_size"].iloc[-1])
+        line = small_line(measured)
+        timed = part[part["time_median_s"].notna() & (part["batch_size"] == best)]
+        row = dict(zip(keys, key), memory_budget_bytes=int(key[-1]), max_batch_size=best,
+                   fixed_bytes=line[0] if line else None, bytes_per_sample=line[1] if line else None,
+                   bytes_at_max=measured.get(best), bytes_at_next=measured.get(best + 1), samples_per_s=None,
+                   time_trusted=None, capped=best > 0 and (best + 1) not in measured, error=None,
+                   measured_batches=sorted(measured))
+        if not timed.empty:
+            row.update(samples_per_s=best / float(timed["time_median_s"].iloc[-1]),
+                       time_trusted=timed["time_trusted"].iloc[-1])
+        if best == 0:
+            row["error"] = "not even the smallest batch measured fits"
+        rows.append(row)
+    return rows
+
+
+def capacity_blocks(df: pd.DataFrame) -> list[tuple]:
+    rows = capacity_rows(df)
+    if not rows:
+        return []
+    budgets = sorted({r["memory_budget_bytes"] for r in rows})
+    text = ("The largest batch each mode fits in the memory budget "
+            f"({', '.join(f'{b / 2**20:.0f} MiB' for b in budgets)}): what a case needs is held_bytes + "
+            "peak_bytes, measured at that batch (it fits) and at the next (it does not); bytes per sample and "
+            "fixed bytes are the line through the small batches (1 to 8, or 2 to 16) that predicted it; "
+            "'x train' is the ratio of largest batches; samples/s (with --time) is timed at the largest batch.")
+    return [("h2", "Capacity: the largest batch in a memory budget"), ("p", text),
+            ("table", capacity_table(rows))]
+
+
+def capacity_figure(df: pd.DataFrame, out_dir: str) -> list[str]:
+    """Memory needed against batch size per mode, the budget as a line, each mode's largest batch marked."""
+    from .figures import PALETTE, _save, plt
+
+    records = capacity_records(df)
+    records = records[records["status"] == "ok"]
+    if records.empty:
+        return []
+    records = records.assign(needed_mib=(records["held_bytes"] + records["peak_bytes"]) / 2**20)
+    panels = list(records.groupby(CASE, sort=False))
+    columns = min(3, len(panels))
+    rows_ = (len(panels) + columns - 1) // columns
+    fig, axes = plt.subplots(rows_, columns, figsize=(5.2 * columns, 3.8 * rows_), squeeze=False)
+    for ax, (case, part) in zip(axes.flat, panels):
+        for mode, points in part.groupby("mode", sort=False):
+            points = points.sort_values("batch_size").drop_duplicates("batch_size", keep="last")
+            ax.plot(points["batch_size"], points["needed_mib"], "o-", color=PALETTE.get(mode), label=mode,
+                    markersize=3, linewidth=1)
+            best = int(points["capacity_batch_size"].iloc[-1])
+            at = points[points["batch_size"] == best]
+            if not at.empty:
+                ax.plot(best, at["needed_mib"].iloc[0], "*", color=PALETTE.get(mode), markersize=12)
+        for budget in part["memory_budget_bytes"].dropna().unique():
+            ax.axhline(budget / 2**20, color="black", linestyle="--", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("held + peak (MiB)")
+        ax.set_title(f"{case[0]}/{case[1]} {case[2]} {case[3]} {case[4]}", fontsize=9)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("Capacity: memory needed vs batch size (dashed: the budget; star: each mode's largest batch)")
+    fig.tight_layout()
+    return _save(fig, out_dir, "capacity")
