@@ -238,10 +238,11 @@ ASV_PARAM_NAMES = ["model", "size", "batch_size", "device", "mode"]
 
 
 def _standing(record: dict) -> int:
-    """How well a record of a case stands for it: a trusted timing, an untrusted one, then a failure."""
+    """How well a record of a case stands for it: a trusted timing; an untrusted one, or none (a capacity
+    search's memory pass, which its timing at the same batch must replace); then a failure."""
     if record.get("status") != "ok":
         return 0
-    return 1 if record.get("time_trusted") is False else 2
+    return 1 if record.get("time_trusted") is False or record.get("time_median_s") is None else 2
 
 
 def chosen_per_case(records: list[dict]) -> list[dict]:

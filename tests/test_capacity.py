@@ -171,3 +171,17 @@ def test_running_out_of_memory_is_a_does_not_fit_point(monkeypatch):
     found = find_capacity(needed, 2**40)  # a budget nothing reaches: out of memory decides
     assert found.max_batch_size == 40 and found.bytes_at_next is None
     assert needed.records[41]["status"] == "oom" and "out of memory" in needed.records[41]["error"]
+
+
+def test_the_timed_record_at_the_answer_is_read_even_when_untrusted(tmp_path):
+    """--time writes a timed record at the answer after its memory-only one: reading keeps the timing."""
+    from gradbench.results import read_gradbench_jsonl
+    from gradbench.record import new_record
+
+    base = dict(model="mlp", size="tiny", batch_size=64, device="cpu", dtype="float32", mode="train",
+                step="forward", status="ok", source="capacity", held_bytes=10, peak_bytes=20)
+    path = tmp_path / "cap.jsonl"
+    path.write_text(json.dumps(new_record(**base)) + "\n" + json.dumps(new_record(
+        **base, time_median_s=0.01, samples_s=[0.01] * 5, time_trusted=False, time_distrust="imprecise")) + "\n")
+    [record], _ = read_gradbench_jsonl(path)
+    assert record["time_median_s"] == 0.01
