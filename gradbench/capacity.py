@@ -26,14 +26,16 @@ _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 def parse_size(text: str) -> int:
     """'512MiB', '8GiB', '24GB', '1000000' (bytes) -> bytes; ValueError naming the forms it takes."""
     match = _SIZE.match(str(text))
-    if not match or float(match.group(1)) <= 0:
+    size = int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()]) if match else 0
+    if size < 1:
         raise ValueError(f"bad memory budget {text!r}; give a size such as 512MiB, 8GiB or 24GB (or bytes)")
-    return int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+    return size
 
 
 @dataclass
 class Capacity:
-    """The answer for one case: the largest batch that fits, and the measurements it rests on."""
+    """The answer for one case: a batch that fits whose next does not (the largest, where memory grows
+    with the batch), and the measurements it rests on."""
 
     budget_bytes: int
     max_batch_size: int  # 0: not even batch 1 fits
@@ -85,11 +87,14 @@ def find_capacity(needed: Callable[[int], int | None], budget_bytes: int, probes
     if low == 0:
         return Capacity(budget_bytes, 0, None, None, None, measured.get(probes[0]), measured)
     probed = _line(measured)  # the line through the small batches: the prediction, and what is reported
-    first = True
+    first, bisect = True, False
     while (high is None and low < max_batch) or (high is not None and high - low > 1):
         upper = high if high is not None else max_batch + 1
+        width = upper - low
         guess = None
-        if first and probed and probed[1] > 0:
+        if bisect:  # interpolation crept (memory far from linear): halve the interval instead
+            pass
+        elif first and probed and probed[1] > 0:
             guess = math.floor((budget_bytes - probed[0]) / probed[1])
         elif measured.get(high) is not None and measured[high] > measured[low]:  # between two measured points
             guess = low + math.floor((budget_bytes - measured[low]) * (high - low) / (measured[high] - measured[low]))
@@ -99,10 +104,15 @@ def find_capacity(needed: Callable[[int], int | None], budget_bytes: int, probes
             if a is not None and measured[b] > measured[a]:
                 guess = b + math.floor((budget_bytes - measured[b]) * (b - a) / (measured[b] - measured[a]))
         first = False
+        leap = guess is not None and high is None and guess > 4 * low
+        if leap:
+            guess = 4 * low  # never leap far past what was measured: RAM is not probed to exhaustion
         if guess is None or not low < guess < upper:  # no usable prediction: bisect, or double upwards
             guess = (low + upper) // 2 if high is not None else min(low * 2, max_batch)
         # measure the prediction and its neighbour: when the prediction is right, that brackets the answer
         neighbour = guess + 1 if fits(guess) else guess - 1
+        if leap:  # a step on the way, not a prediction of the answer: its neighbour says nothing
+            neighbour = low
         if measured[guess] is not None and measured[guess] <= budget_bytes:
             low = guess
         else:
@@ -112,6 +122,8 @@ def find_capacity(needed: Callable[[int], int | None], budget_bytes: int, probes
                 low = neighbour
             else:
                 high = neighbour
+        # a step that did not halve the bracket is followed by a bisection: the search stays logarithmic
+        bisect = high is not None and not bisect and (high - low) > width // 2
     line = small_line(measured)
     return Capacity(
         budget_bytes, low, line[0] if line else None, line[1] if line else None, measured.get(low),
@@ -172,7 +184,7 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
     out = dict(model=model, size=size, mode=mode, step=step, device=device, dtype=dtype,
                memory_budget_bytes=budget_bytes, max_batch_size=None, fixed_bytes=None, bytes_per_sample=None,
                bytes_at_max=None, bytes_at_next=None, samples_per_s=None, time_trusted=None, capped=False,
-               measured_batches=[], error=None)
+               measured_batches=[], note=None, error=None)
     if step == "train_step" and not MODES[mode].records_graph:
         out["error"] = f"mode {mode!r} records no autograd graph, so there is no train step"
         return out
@@ -185,7 +197,7 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
             if needed.records:  # it failed past batch 1: nothing to retry
                 raise
             # BatchNorm in a train-flag mode refuses a batch of one: the line starts at two
-            note = f"batch 1 refused: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:60]}"
+            note = f"batch 1 refused, probed from 2: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
             found = find_capacity(needed, budget_bytes, probes=tuple(2 * p for p in PROBES))
     except Exception as exc:  # the model refused a batch size: a result, and the other cases go on
         out["error"] = f"{type(exc).__name__}: {exc}".strip()
@@ -194,7 +206,7 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
     out.update(max_batch_size=found.max_batch_size, fixed_bytes=found.fixed_bytes,
                bytes_per_sample=found.bytes_per_sample, bytes_at_max=found.bytes_at_max,
                bytes_at_next=found.bytes_at_next, capped=found.capped, measured_batches=sorted(found.measured))
-    out["error"] = note
+    out["note"] = note
     if found.max_batch_size == 0:
         first = min(found.measured)
         out["error"] = (f"batch {first} does not fit: it needs {found.measured[first]} bytes, the budget is "
@@ -235,11 +247,13 @@ def capacity_table(rows: list[dict]):
 
     shown = []
     for r in rows:
-        group = [x for x in rows if (x["model"], x["size"], x["step"], x["device"], x["dtype"]) ==
-                 (r["model"], r["size"], r["step"], r["device"], r["dtype"])]
+        same = ("model", "size", "step", "device", "dtype", "memory_budget_bytes")
+        group = [x for x in rows if all(x[k] == r[k] for k in same)]
         train = next((x for x in group if x["mode"] == "train" and x["max_batch_size"]), None)
         line = {
             "case": f"{r['model']}/{r['size']} {r['device']} {r['dtype']} {r['step']}", "mode": r["mode"],
+            **({"budget": human_bytes(r["memory_budget_bytes"])}
+               if len({x["memory_budget_bytes"] for x in rows}) > 1 else {}),
             "max batch": "-" if r["max_batch_size"] is None else
             f"{r['max_batch_size']}{'+' if r['capped'] else ''}",
             "bytes/sample": "-" if r["bytes_per_sample"] is None else human_bytes(r["bytes_per_sample"]),
@@ -252,6 +266,6 @@ def capacity_table(rows: list[dict]):
                 f"{r['samples_per_s']:,.0f}{'' if r['time_trusted'] is not False else chr(0x2020)}"
             line["samples/s x train"] = (f"{r['samples_per_s'] / train['samples_per_s']:.2f}x"
                                          if train and train["samples_per_s"] and r["samples_per_s"] else "-")
-        line["note"] = r["error"] or ""
+        line["note"] = r["error"] or r.get("note") or ""
         shown.append(line)
     return pd.DataFrame(shown).set_index("case")

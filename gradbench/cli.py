@@ -14,7 +14,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, BadInput, WriteFailed
+from .errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, BadInput, WriteFailed, cannot_write
 from .record import finite_or_none
 from .settings import argument, list_arg
 
@@ -209,7 +209,11 @@ def cmd_capacity(args) -> int:
         raise BadInput(f"--out {args.out!r} is not a file name; give a JSONL file to append the records to")
     check_user_models(args.models)
     rows, run_id = [], new_run_id()
-    with (JsonlWriter(args.out) if args.out else contextlib.nullcontext()) as writer:
+    try:
+        opened = JsonlWriter(args.out) if args.out else contextlib.nullcontext()
+    except OSError as exc:
+        raise cannot_write("--out", args.out, exc) from None
+    with opened as writer:
         for i, (m, s, d, t, mode, step) in enumerate(combos, 1):
             print(f"gradbench: capacity {i}/{len(combos)}: {m}/{s} {d} {t} {mode} {step} in {budgets[d]} bytes",
                   file=sys.stderr)

@@ -251,7 +251,8 @@ def chosen_per_case(records: list[dict]) -> list[dict]:
     attempts a trusted one stands, else an ok one: a failed retry never hides a measurement."""
     chosen: dict[tuple, dict] = {}
     for r in records:
-        key = (case_key(r), r.get("repeat") or 1)
+        # a capacity search's records (per budget) never stand for, or displace, a run's record of a case
+        key = (case_key(r), r.get("repeat") or 1, r.get("source"), r.get("memory_budget_bytes"))
         old = chosen.get(key)
         if old is not None and _standing(old) > _standing(r):
             continue

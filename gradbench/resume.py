@@ -60,6 +60,7 @@ def previous_results(out: str, cases, repeat: int, threads: int | None, this_mac
         records, previous.warnings = read_jsonl(out)
     except ResultsFileError as exc:
         raise BadInput(f"cannot --resume: {exc}") from None
+    records = [r for r in records if r.get("source") != "capacity"]  # a capacity search's passes are not cases
     check_same_settings(out, records, settings_of(cases, threads, this_machine))
     previous.done = {(case_key(r), r.get("repeat") or 1) for r in records if r.get("status") in DONE_STATUSES}
     previous.untrusted = {(case_key(r), r.get("repeat") or 1) for r in chosen_per_case(records) if untrusted(r)}

@@ -135,7 +135,9 @@ def test_retries_on_gpus_get_fresh_workers_after_the_first_rounds_threads_end(mo
     records = []
     run_sweep(cases, records.append, threads=1, gpus=("0", "1"), retry_untrusted=1, done=earlier,
               untrusted_done=earlier)
-    assert sorted((r["batch_size"], r["attempt"]) for r in records) == [(2, 2), (3, 1)]
+    fresh = next(r for r in records if (r["batch_size"], r["attempt"]) == (3, 1))
+    retried = [(3, 2)] if fresh["time_trusted"] is False else []  # on a busy machine it is untrusted too
+    assert sorted((r["batch_size"], r["attempt"]) for r in records) == [(2, 2), (3, 1), *retried]
     assert all(r["status"] == "ok" for r in records)
 
 

@@ -86,7 +86,7 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], list[st
     if by not in BY:
         raise ValueError(f"unknown --by {by!r}; valid: {', '.join(BY)}")
     ok = (harnesses_first(df) if by == "harness" else df)
-    ok = ok[ok["status"] == "ok"].copy()
+    ok = ok[(ok["status"] == "ok") & (ok["source"] != "capacity")].copy()  # capacity: memory passes, not cases
     ok["side"] = side_labels(ok, by)
     sides = list(dict.fromkeys(ok["side"]))
     if len(sides) < 2:
