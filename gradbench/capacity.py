@@ -62,6 +62,22 @@ def small_line(measured: dict[int, int | None]) -> tuple[float, float] | None:
     return _line({b: v for b, v in measured.items() if b in (*PROBES, *(2 * p for p in PROBES))})
 
 
+def _predict(measured: dict[int, int | None], low: int, high: int | None, budget_bytes: int,
+             probed: tuple[float, float] | None) -> int | None:
+    """Where the budget is reached: on the probes' line at first, then between the two measurements
+    around the answer, or, with none above it yet, on the secant through the two largest that fit."""
+    if probed and probed[1] > 0:
+        return math.floor((budget_bytes - probed[0]) / probed[1])
+    if measured.get(high) is not None and measured[high] > measured[low]:
+        return low + math.floor((budget_bytes - measured[low]) * (high - low) / (measured[high] - measured[low]))
+    if high is None:
+        fitting = sorted(b for b, v in measured.items() if v is not None and v <= budget_bytes)[-2:]
+        if len(fitting) == 2 and measured[fitting[1]] > measured[fitting[0]]:
+            a, b = fitting
+            return b + math.floor((budget_bytes - measured[b]) * (b - a) / (measured[b] - measured[a]))
+    return None
+
+
 def find_capacity(needed: Callable[[int], int | None], budget_bytes: int, probes=PROBES,
                   max_batch: int = MAX_BATCH) -> Capacity:
     """The largest B with ``needed(B) <= budget`` and ``needed(B + 1) > budget`` (or out of memory).
@@ -86,23 +102,13 @@ def find_capacity(needed: Callable[[int], int | None], budget_bytes: int, probes
             break
     if low == 0:
         return Capacity(budget_bytes, 0, None, None, None, measured.get(probes[0]), measured)
-    probed = _line(measured)  # the line through the small batches: the prediction, and what is reported
+    probed = small_line(measured)  # the prediction, and (at the end) what is reported
     first, bisect = True, False
     while (high is None and low < max_batch) or (high is not None and high - low > 1):
         upper = high if high is not None else max_batch + 1
         width = upper - low
-        guess = None
-        if bisect:  # interpolation crept (memory far from linear): halve the interval instead
-            pass
-        elif first and probed and probed[1] > 0:
-            guess = math.floor((budget_bytes - probed[0]) / probed[1])
-        elif measured.get(high) is not None and measured[high] > measured[low]:  # between two measured points
-            guess = low + math.floor((budget_bytes - measured[low]) * (high - low) / (measured[high] - measured[low]))
-        elif high is None:  # above every point: the secant through the two largest batches that fit
-            fitting = sorted(b for b, v in measured.items() if v is not None and v <= budget_bytes)[-2:]
-            a, b = fitting if len(fitting) == 2 else (None, None)
-            if a is not None and measured[b] > measured[a]:
-                guess = b + math.floor((budget_bytes - measured[b]) * (b - a) / (measured[b] - measured[a]))
+        # after a step that crept (memory far from linear) there is no prediction: halve instead
+        guess = None if bisect else _predict(measured, low, high, budget_bytes, probed if first else None)
         first = False
         leap = guess is not None and high is None and guess > 4 * low
         if leap:
@@ -110,10 +116,10 @@ def find_capacity(needed: Callable[[int], int | None], budget_bytes: int, probes
         if guess is None or not low < guess < upper:  # no usable prediction: bisect, or double upwards
             guess = (low + upper) // 2 if high is not None else min(low * 2, max_batch)
         # measure the prediction and its neighbour: when the prediction is right, that brackets the answer
-        neighbour = guess + 1 if fits(guess) else guess - 1
-        if leap:  # a step on the way, not a prediction of the answer: its neighbour says nothing
-            neighbour = low
-        if measured[guess] is not None and measured[guess] <= budget_bytes:
+        fitted = fits(guess)
+        # a leap is a step on the way, not a prediction of the answer: its neighbour says nothing
+        neighbour = low if leap else guess + 1 if fitted else guess - 1
+        if fitted:
             low = guess
         else:
             high = guess
