@@ -16,11 +16,14 @@ STATUSES = ("ok", "error", "oom", "timeout", "crashed", "not_applicable")
 # A case recorded with one of these is done; resume re-runs the others (failures may be transient).
 DONE_STATUSES = ("ok", "not_applicable")
 # One case identity, used everywhere a case is keyed or named. A workload is what its modes share.
-WORKLOAD_FIELDS = ("model", "size", "batch_size", "device", "dtype")
+# compile and autocast belong to the workload: under torch.compile a workload's modes share one compiled model.
+WORKLOAD_FIELDS = ("model", "size", "batch_size", "device", "dtype", "compile", "autocast")
 CASE_KEY_FIELDS = (*WORKLOAD_FIELDS, "mode", "step")
+# What a record from before a field existed means by its null: files from before gradbench 0.4 ran eager.
+IDENTITY_DEFAULTS = {"compile": "none", "autocast": "none"}
 # Settings that change what a case measures without changing which case it is: a results file holds
 # one value of each, so that --resume never mixes two experiments under one case key.
-MEASUREMENT_SETTINGS = ("seed", "threads", "max_time_s", "cudnn_benchmark")
+MEASUREMENT_SETTINGS = ("seed", "threads", "max_time_s", "cudnn_benchmark", "compile_cold")
 
 _KINDS = {"str": str, "int": int, "float": (float, int)}
 
@@ -43,10 +46,16 @@ class Record:
     dtype: str = _f("identity", "str", "", "float32, bfloat16 or float16: parameters and floating-point inputs")
     mode: str = _f("identity", "str", "", "one of the nine modes (README: Modes)")
     step: str = _f("identity", "str", "", "forward or train_step")
+    compile: str = _f("identity", "str", "", "torch.compile mode the model ran under: none (eager), default, "
+                      "max-autotune or reduce-overhead (null in files from before gradbench 0.4: none)")
+    autocast: str = _f("identity", "str", "", "torch.autocast dtype around the forward: none, bfloat16 or float16 "
+                       "(null in files from before gradbench 0.4: none)")
     threads: int = _f("identity", "int", "count", "torch intra-op threads of the measuring process")
     seed: int = _f("identity", "int", "", "seed of weights, input batch, behaviour probes and mode order")
     cudnn_benchmark: bool = _f("identity", "bool", "", "torch.backends.cudnn.benchmark during the case (null on cpu)")
     max_time_s: float = _f("identity", "float", "s", "the time cap per case the run asked for (--max-time)")
+    compile_cold: bool = _f("identity", "bool", "", "the compiler's caches were reset before this case "
+                            "(--compile-cold; null when eager)")
     # outcome
     status: str = _f("outcome", "str", "", "ok, error, oom, timeout, crashed or not_applicable")
     error: str = _f("outcome", "str", "", "why the case did not complete (null when ok)")
@@ -64,6 +73,18 @@ class Record:
     time_converged: bool = _f("time", "bool", "", "the median's interval reached +-2% before the time cap")
     time_measured_s: float = _f("time", "float", "s", "wall time of the sampling loop (warm-up excluded)")
     measure_wall_s: float = _f("time", "float", "s", "wall time of the whole case, every pass included")
+    # compile: what torch.compile did for this case (null when eager)
+    compile_time_s: float = _f("compile", "float", "s", "the case's first call minus the median step: the "
+                               "compilation it triggered, kept out of the samples (about 0 when it compiled "
+                               "nothing)")
+    compiles: int = _f("compile", "int", "count", "dynamo compilations during the case (its callbacks), "
+                       "recompilations included")
+    recompiles: int = _f("compile", "int", "count", "of those, recompilations: a frame compiled before was "
+                         "compiled again because a guard failed (this mode's switch of training flag, grad "
+                         "mode or requires_grad)")
+    recompile_reasons: list = _f("compile", "list[str]", "", "the guards that failed, as dynamo words them")
+    graph_breaks: int = _f("compile", "int", "count", "graph breaks in what this mode runs, counted while it "
+                           "compiled (or when an earlier case of its group compiled the same mode)")
     # trust: was the machine quiet and the median precise while the case ran (measure/trust.py)
     time_trusted: bool = _f("trust", "bool", "", "the time can be trusted: precise, and no contention seen "
                             "(null where not judged: asv results, files from before gradbench 0.3)")
@@ -112,6 +133,8 @@ class Record:
                               "dispatched (under inference_mode composite ones such as aten::dropout)")
     bn_batch_stats: bool = _f("behaviour", "bool", "", "BatchNorm normalised by batch statistics (null: no BatchNorm)")
     bn_stats_updated: bool = _f("behaviour", "bool", "", "BatchNorm running statistics changed (null: no BatchNorm)")
+    output_dtype: str = _f("behaviour", "str", "", "dtype of the forward's first floating-point output (autocast "
+                           "shows here)")
     graph_recorded: bool = _f("behaviour", "bool", "", "the output has an autograd graph")
     grads_computed: int = _f("behaviour", "int", "count", "parameters a backward reaches (train_step: that got a "
                              "gradient)")
@@ -223,8 +246,14 @@ def finite_or_none(value):
     return value
 
 
+def identity_value(record, name: str):
+    """An identity field's value, with a null read as what files from before the field meant."""
+    value = record.get(name)
+    return IDENTITY_DEFAULTS.get(name) if value is None else value
+
+
 def case_key(record: dict) -> tuple:
-    return tuple(record.get(k) for k in CASE_KEY_FIELDS)
+    return tuple(identity_value(record, k) for k in CASE_KEY_FIELDS)
 
 
 def case_label(record, omit: tuple = ()) -> str:
@@ -234,7 +263,10 @@ def case_label(record, omit: tuple = ()) -> str:
     if isinstance(batch, float) and batch.is_integer():  # a DataFrame column with a null in it is float
         batch = int(batch)
     parts = {"model": f"{record['model']}/{record['size']}", "batch_size": f"b{batch}",
-             **{k: str(record[k]) for k in ("device", "dtype", "mode", "step") if k not in omit}}
+             **{k: str(record[k]) for k in ("device", "dtype") if k not in omit},
+             **{k: f"{k}={v}" for k in IDENTITY_DEFAULTS if k not in omit
+                for v in [identity_value(record, k)] if v != IDENTITY_DEFAULTS[k] and v == v},
+             **{k: str(record[k]) for k in ("mode", "step") if k not in omit}}
     return " ".join(v for k, v in parts.items() if k not in omit)
 
 

@@ -19,7 +19,7 @@ import sys
 
 from .case import STEPS
 from .errors import WriteFailed
-from .record import (BEHAVIOUR_FLAGS, RECORD_FIELDS, case_key, completed, finite_or_none, kind_errors, new_record,
+from .record import (BEHAVIOUR_FLAGS, IDENTITY_DEFAULTS, RECORD_FIELDS, case_key, completed, finite_or_none, kind_errors, new_record,
                      type_errors)
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
@@ -220,6 +220,8 @@ def to_frame(records: list[dict]):
     for column in RECORD_FIELDS:
         if column not in df.columns:
             df[column] = None
+    for column, meant in IDENTITY_DEFAULTS.items():  # an old file's null: it ran eager
+        df[column] = df[column].astype(object).where(df[column].notna(), meant)
     return df
 
 
