@@ -15,13 +15,16 @@ from gradbench.harness import BenchmarkCase, grid_from_env
 GRID = grid_from_env()
 PARAMS = [list(GRID.models), list(GRID.sizes), list(GRID.batch_sizes), list(GRID.devices), list(GRID.modes)]
 PARAM_NAMES = ["model", "size", "batch_size", "device", "mode"]
+if (GRID.compile, GRID.autocast) != (("none",), ("none",)):  # asked for ($GRADBENCH_COMPILE, $GRADBENCH_AUTOCAST):
+    PARAMS += [list(GRID.compile), list(GRID.autocast)]    # eager suites keep the parameters of their history
+    PARAM_NAMES += ["compile", "autocast"]
 
 
 _open: list[tuple[tuple, BenchmarkCase]] = []  # the case this process has prepared, with its key
 
 
 def _prepared(key: tuple) -> BenchmarkCase:
-    """The prepared, warm case for ``key`` (model, size, batch, device, mode, step).
+    """The prepared, warm case for ``key`` (model, size, batch, device, mode, step[, compile, autocast]).
 
     asv_runner >= 0.3 re-runs teardown and setup before every sample (asv#966), for benchmarks that
     consume what setup made. A step consumes nothing, and preparing a case again costs 0.1-0.5 s, so
@@ -30,7 +33,8 @@ def _prepared(key: tuple) -> BenchmarkCase:
     if _open and _open[0][0] == key:
         return _open[0][1]
     _close_open()
-    case = BenchmarkCase(*key)
+    base, axes = key[:6], dict(zip(("compile", "autocast"), key[6:]))
+    case = BenchmarkCase(*base, **axes) if axes else BenchmarkCase(*base)
     if not hasattr(case, "block"):  # gradbench 0.2.0-0.3.0, installed by asv from an older commit
         case = _OlderCase(case)
     _open.append((key, case))
@@ -86,9 +90,11 @@ class _Suite:
     repeat = (5, 100, 2.0)
     warmup_time = 0
 
-    def setup(self, model, size, batch_size, device, mode):
+    def setup(self, *params):
         # no teardown: the case stays prepared for asv's next sample, and the next case closes it
-        self.case = _prepared((model, size, batch_size, device, mode, self.step))
+        named = dict(zip(PARAM_NAMES, params))
+        key = tuple(named[k] for k in ("model", "size", "batch_size", "device", "mode"))
+        self.case = _prepared((*key, self.step, *params[len(key):]))
 
     def timer(self) -> float:
         """asv's clock, per step. A timed call is a block of steps (gradbench's sample, >= 1 ms): one call
@@ -126,10 +132,10 @@ class ForwardMemory(_Suite):
 class CudaMemory(_Suite):
     """The CUDA allocator's own peak: there is none to ask on cpu, so those combinations are skipped."""
 
-    def setup(self, model, size, batch_size, device, mode):
-        if device != "cuda":
+    def setup(self, *params):
+        if dict(zip(PARAM_NAMES, params))["device"] != "cuda":
             raise NotImplementedError("max_memory_allocated exists on cuda only")
-        super().setup(model, size, batch_size, device, mode)
+        super().setup(*params)
 
     def track_cuda_max_memory_allocated(self, *params):
         return self.case.record["cuda_max_allocated_bytes"]

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from . import models as _models
+from .compiled import validate_setting
 from .modes import get_mode
 from .workload import DTYPES
 
@@ -60,6 +61,9 @@ class Case:
     seed: int = 0
     max_time_s: float = 2.0
     cudnn_benchmark: bool = False
+    compile: str = "none"
+    autocast: str = "none"
+    compile_cold: bool = False
 
     def validate(self, here: bool = True) -> "Case":
         """Raise ValueError naming the bad value and the valid ones. ``here``: its device exists here."""
@@ -70,8 +74,11 @@ class Case:
         validate_dtype(self.dtype, self.device)
         get_mode(self.mode)
         validate_step(self.step)
-        if not isinstance(self.cudnn_benchmark, bool):
-            raise ValueError(f"bad cudnn_benchmark {self.cudnn_benchmark!r}; it is true or false")
+        validate_setting("compile", self.compile, self.device)
+        validate_setting("autocast", self.autocast, self.device)
+        for name in ("cudnn_benchmark", "compile_cold"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"bad {name} {getattr(self, name)!r}; it is true or false")
         if isinstance(self.max_time_s, bool) or not isinstance(self.max_time_s, (int, float)) \
                 or not 0 < self.max_time_s < float("inf"):
             raise ValueError(f"bad max time {self.max_time_s!r}; it must be a finite number of seconds > 0")
@@ -81,6 +88,12 @@ class Case:
     def workload_key(self) -> tuple:
         return (self.model, self.size, self.batch_size, self.device, self.dtype, self.seed)
 
+    @property
+    def group_key(self) -> tuple:
+        """What a group of modes shares: the workload, and under compile one compiled model."""
+        return (*self.workload_key, self.compile, self.autocast)
+
     def identity(self) -> dict:
         """The record's identity fields (settings such as seed and cudnn_benchmark are recorded apart)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("seed", "max_time_s", "cudnn_benchmark")}
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("seed", "max_time_s", "cudnn_benchmark", "compile_cold")}

@@ -39,6 +39,13 @@ def _add_run(sub):
     p.add_argument("--modes", nargs="+", help="mode names, or 'all' for the nine (default: the five core "
                    "modes plus eval_inference_mode)")
     p.add_argument("--steps", nargs="+", help="forward train_step (default: both)")
+    p.add_argument("--compile", nargs="+", help="torch.compile modes: none default max-autotune, and "
+                   "reduce-overhead on cuda (default: none, eager); a workload's modes share one compiled model")
+    p.add_argument("--autocast", nargs="+", help="torch.autocast dtypes around the forward: none bfloat16, and "
+                   "float16 on cuda (default: none)")
+    p.add_argument("--compile-cold", action="store_true", default=None,
+                   help="reset the compiler's caches (and skip inductor's on-disk cache) before every mode, "
+                        "for cold compile times (default: modes share what earlier modes compiled)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
     p.add_argument("--quick", action="store_true", default=None,
                    help="a sweep of about half a minute: tiny models, batch 8 and 64")
@@ -99,7 +106,7 @@ def cmd_explain(args) -> int:
     if models == []:
         raise BadInput("--models is empty; name built-in models (mlp cnn transformer) or MODULE:FUNCTION")
     output = measure_modes(models or ["mlp", "transformer"], args.size, args.batch_size, args.device, args.dtype,
-                           args.max_time, args.cudnn_benchmark)
+                           args.max_time, args.cudnn_benchmark, args.compile, args.autocast)
     if args.format == "json":
         print(json.dumps(finite_or_none(output), indent=1, allow_nan=False))
     else:
@@ -245,7 +252,8 @@ def cmd_case(args) -> int:
     try:
         record = run_case(model=args.model, size=args.size, batch_size=args.batch_size, device=args.device,
                           dtype=args.dtype, mode=args.mode, step=args.step, max_time_s=args.max_time,
-                          cudnn_benchmark=args.cudnn_benchmark)
+                          cudnn_benchmark=args.cudnn_benchmark, compile=args.compile, autocast=args.autocast,
+                          compile_cold=args.compile_cold)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     print(json.dumps(finite_or_none(record), indent=1, allow_nan=False))
@@ -279,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--max-time", type=SECONDS, default=0.3, help="seconds of timing per mode (default 0.3)")
     explain.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     explain.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark on (CUDA)")
+    explain.add_argument("--compile", default="none", help="torch.compile mode: none default max-autotune "
+                         "reduce-overhead (cuda) (default: none)")
+    explain.add_argument("--autocast", default="none", help="autocast dtype: none bfloat16 float16 (cuda) "
+                         "(default: none)")
 
     sub.add_parser("list", help="models with sizes and parameter counts; modes with their definitions")
     env = sub.add_parser("env", help="the machine fingerprint stored with every record")
@@ -336,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("--step", default="forward")
     case.add_argument("--max-time", type=SECONDS, default=2.0, help="seconds of timing (default 2)")
     case.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark on (CUDA)")
+    case.add_argument("--compile", default="none", help="none default max-autotune reduce-overhead (cuda)")
+    case.add_argument("--autocast", default="none", help="none bfloat16 float16 (cuda)")
+    case.add_argument("--compile-cold", action="store_true", help="reset the compiler's caches first")
     return parser
 
 

@@ -9,9 +9,9 @@ from .errors import BadInput
 
 
 def measure_modes(models: list[str], size: str, batch_size: int, device: str, dtype: str, max_time_s: float,
-                  cudnn_benchmark: bool) -> dict[str, list[dict]]:
+                  cudnn_benchmark: bool, compile: str = "none", autocast: str = "none") -> dict[str, list[dict]]:
     """Each model's forward in every mode -> {model: records}; BadInput for a bad value or a model that
-    cannot be imported or built."""
+    cannot be imported or built. Under ``compile`` the modes share one compiled model, in MODES order."""
     from .case import Case
     from .modes import MODES
     from .pipeline import measure_case
@@ -20,14 +20,16 @@ def measure_modes(models: list[str], size: str, batch_size: int, device: str, dt
 
     try:
         cases_by_model = {model: [Case(model, size, batch_size, device, dtype, mode, "forward",
-                                       max_time_s=max_time_s, cudnn_benchmark=cudnn_benchmark).validate()
+                                       max_time_s=max_time_s, cudnn_benchmark=cudnn_benchmark, compile=compile,
+                                       autocast=autocast).validate()
                                   for mode in MODES] for model in models}
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     check_user_models(models)
     output = {}
     for model, cases in cases_by_model.items():
-        print(f"gradbench: measuring {len(cases)} modes of {model}/{size} ...", file=sys.stderr)
+        slow = " (compiling: tens of seconds per mode on a CPU)" if compile != "none" else ""
+        print(f"gradbench: measuring {len(cases)} modes of {model}/{size}{slow} ...", file=sys.stderr)
         try:
             workload = Workload(*cases[0].workload_key)
         except Exception as exc:  # a model that cannot be built here (a bad factory, no memory for the batch)
@@ -52,7 +54,18 @@ def print_explanation(output: dict[str, list[dict]], fmt: str) -> None:
         doubted = [f"{x['mode']}: timing untrusted: {x['time_distrust']}" for x in records
                    if x["status"] == "ok" and x.get("time_trusted") is False]
         warned = dict.fromkeys(x["global_state_warning"] for x in records if x["global_state_warning"])
+        compiled = [f"{x['mode']}: {x['recompiles']} recompilation(s), first call {x['compile_time_s']:.2f} s "
+                    f"longer than a step{_first_reason(x)}" for x in records
+                    if x["status"] == "ok" and x.get("compile_time_s") is not None]
+        if compiled:
+            print("  torch.compile, modes in this order on one compiled model:")
+            print("\n".join(f"    {line}" for line in compiled))
         for line in [*failed, *doubted, *warned]:
             print(f"  ! {line}")
         if doubted:
             print(f"  {UNTRUSTED_LEGEND}")
+
+
+def _first_reason(record: dict) -> str:
+    reasons = record.get("recompile_reasons") or []
+    return f" ({reasons[0].splitlines()[0][:120]})" if reasons else ""

@@ -7,6 +7,7 @@ gradbench's one pipeline (pipeline.prepare: state, behaviour, memory, flops) and
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 import torch
@@ -19,6 +20,8 @@ from .sweep import Grid
 from .workload import Workload
 
 GRID_VARIABLE = "GRADBENCH_ASV_GRID"
+# torch.compile and autocast axes, off unless asked for (lists as on the command line: "none,default")
+AXIS_VARIABLES = {"compile": "GRADBENCH_COMPILE", "autocast": "GRADBENCH_AUTOCAST"}
 GRIDS = {
     # CI and a first look: a few processes' worth
     "quick": Grid(models=("mlp",), sizes=("tiny",), batch_sizes=(8,), devices=("cpu", "cuda"), modes=CORE_MODES),
@@ -31,11 +34,27 @@ GRIDS = {
 }
 
 
-def grid_from_env(default: str = "quick") -> Grid:
+def grid_from_env(default: str = "quick", compile: str | None = None, autocast: str | None = None) -> Grid:
+    """The named grid, with the compile and autocast axes from the arguments, else the environment."""
     name = os.environ.get(GRID_VARIABLE, default) or default
     if name not in GRIDS:
         raise ValueError(f"unknown {GRID_VARIABLE} {name!r}; valid grids: {', '.join(GRIDS)}")
-    return GRIDS[name]
+    return with_axes(GRIDS[name], compile, autocast)
+
+
+def with_axes(grid: Grid, compile: str | None = None, autocast: str | None = None) -> Grid:
+    """``grid`` with compile and autocast settings ("none,default"); unset: $GRADBENCH_COMPILE and
+    $GRADBENCH_AUTOCAST, else eager. Names are checked here; a CUDA-only one is skipped on cpu."""
+    from .compiled import validate_setting
+
+    axes = {}
+    for axis, given in (("compile", compile), ("autocast", autocast)):
+        text = given if given is not None else os.environ.get(AXIS_VARIABLES[axis], "")
+        values = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip())) or ("none",)
+        for value in values:
+            validate_setting(axis, value, "cuda")
+        axes[axis] = values
+    return dataclasses.replace(grid, **axes)
 
 
 class NotApplicable(NotImplementedError):
@@ -65,12 +84,20 @@ class BenchmarkCase:
     """
 
     def __init__(self, model: str, size: str, batch_size: int, device: str, mode: str, step: str = "forward",
-                 dtype: str = "float32"):
+                 dtype: str = "float32", compile: str = "none", autocast: str = "none"):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise NotApplicable("no CUDA GPU on this machine")
         if step == "train_step" and not MODES[mode].records_graph:
             raise NotApplicable(f"mode {mode!r} records no graph: no train step")
-        case = Case(model, size, batch_size, device, dtype, mode, step).validate()
+        if autocast != "none" and dtype != "float32":
+            raise NotApplicable(f"autocast applies to float32 models, not {dtype}")
+        try:
+            case = Case(model, size, batch_size, device, dtype, mode, step, compile=compile,
+                        autocast=autocast).validate()
+        except ValueError as exc:
+            if "needs a CUDA device" in str(exc):  # reduce-overhead or float16 autocast, asked of cpu
+                raise NotApplicable(str(exc)) from None
+            raise
         self.workload = workload(model, size, batch_size, device, dtype)
         self.device = self.workload.device
         self._stack = contextlib.ExitStack()
@@ -81,6 +108,8 @@ class BenchmarkCase:
         self.per_step_s, self.warmup_s = warm_up(self._step, clock_for(self.device), warmup_steps=WARMUP_STEPS,
                                                  max_time_s=case.max_time_s)
         self.steps_per_block = steps_per_block(self.per_step_s)  # gradbench's sample: a block of >= 1 ms
+        if prepared.first_call_s is not None:  # compiled: the first call's extra time, as gradbench run has it
+            self.record["compile_time_s"] = prepared.first_call_s - self.per_step_s
 
     def step(self) -> None:
         """One step, synchronised on CUDA so that a harness's wall-clock timer sees all of it."""

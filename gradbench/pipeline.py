@@ -19,11 +19,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .case import Case
+from .compiled import CompileWatch, compiler_settings, forward_for
 from .env import fingerprint
 from .measure.contention import ContentionMonitor, monitor_for
 from .measure.memory import peak_backend
 from .measure.tensors import SavedTensorsCounter, TensorMemoryTracker, gradient_bytes, storage_nbytes
-from .measure.timing import Timing, time_step
+from .measure.timing import Timing, clock_for, time_step
 from .measure.trust import verdict_fields
 from .modes import MODES, apply_mode
 from .record import new_record, new_run_id
@@ -40,13 +41,15 @@ class Prepared:
 
     record: dict
     step: Callable[[], None]
+    first_call_s: float | None = None  # under compile: the first call, which compiled what the mode needed
 
 
 def base_record(case: Case, workload: Workload | None = None, run_id: str | None = None) -> dict:
     """A case's record before anything is measured: identity, settings and provenance."""
     record = new_record(**case.identity(), **fingerprint(), run_id=run_id or new_run_id(), seed=case.seed,
                         threads=torch.get_num_threads(), source="gradbench", max_time_s=case.max_time_s,
-                        cudnn_benchmark=case.cudnn_benchmark if case.device.startswith("cuda") else None)
+                        cudnn_benchmark=case.cudnn_benchmark if case.device.startswith("cuda") else None,
+                        compile_cold=case.compile_cold if case.compile != "none" else None)
     if workload is not None:
         record.update(params=workload.params, param_bytes=workload.param_bytes,
                       global_state_warning=workload.state_warning)
@@ -69,14 +72,22 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
     """
     record = record if record is not None else base_record(case, workload)
     guard = CleanState(expected_state(case.seed, cudnn_benchmark=case.cudnn_benchmark))
+    compiled = case.compile != "none"
+    watch = CompileWatch() if compiled else contextlib.nullcontext()
+    forward = forward_for(workload, case.compile, case.autocast, case.compile_cold)
     try:
         # 1. reset state: torch's switches as every case expects them; the model's changes are named
         with guard, _device_scope(workload.device), workload.parameters_restored(), \
-                apply_mode(workload.model, case.mode) as applied:
-            step = make_step(workload, applied, case.step)
+                compiler_settings(case.compile, case.compile_cold), apply_mode(workload.model, case.mode) as applied, \
+                watch:
+            step = make_step(workload, applied, case.step, forward)
+            first_call_s = None
+            if compiled:  # 1b. compile: the first call, alone and timed; it compiles what this mode needs
+                torch.manual_seed(case.seed)
+                first_call_s = clock_for(workload.device).block(step.run, 1)
             # 2. behaviour: what the mode does to a forward, observed in seeded probe forwards
             if not memory_only:
-                record.update(workload.behaviour(applied))
+                record.update(workload.behaviour(applied, forward, (case.compile, case.autocast)))
             torch.manual_seed(case.seed)
             # 3. warm-up and memory: the backend runs the step once (lazy initialisation, such as oneDNN
             #    primitives or cuDNN autotuning, is not the step's cost), settles, and measures the
@@ -85,10 +96,16 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
             # 4. counting, in one instrumented step: the tensor-level cross-check of the peak, the bytes
             #    saved for backward and a train step's flops (a forward's are counted once per workload)
             if not memory_only:
-                record.update(_counted_step(case, workload, step))
+                eager = make_step(workload, applied, case.step, forward_for(workload, "none", case.autocast)) \
+                    if compiled else None
+                record.update(_counted_step(case, workload, step, eager))
             torch.manual_seed(case.seed)
-            yield Prepared(record, step.run)  # 5. time: the caller's clock (measure_case, or a harness)
+            if compiled:
+                record.update(watch.fields(case.mode))  # and again at exit, the harness's timing included
+            yield Prepared(record, step.run, first_call_s)  # 5. time: the caller's clock (measure_case, or a harness)
     finally:
+        if compiled and hasattr(watch, "_events"):
+            record.update(watch.fields(case.mode))
         inside = workload.forward_state_changes(case.mode)
         warnings = [describe(f"model {case.model!r}", f"inside its forward in mode {case.mode!r}", inside),
                     describe(f"model {case.model!r}", f"while running mode {case.mode!r}",
@@ -115,9 +132,27 @@ def _allocator_peak(case: Case, workload: Workload, step: Step, backend) -> dict
     return out
 
 
-def _counted_step(case: Case, workload: Workload, step: Step) -> dict:
-    """The tracker is innermost: it passes every operator on to the flop counter below it."""
+def _counted_step(case: Case, workload: Workload, step: Step, eager: Step | None = None) -> dict:
+    """The tracker is innermost: it passes every operator on to the flop counter below it.
+
+    ``eager``: under compile, the same step run eagerly. The compiled graph's kernels are opaque to the
+    dispatch-level tracker and flop counter, so the tracker is not run (null) and a train step's flops
+    are counted on the eager step (compiling changes kernels, not the arithmetic counted); the bytes
+    saved for backward are what the compiled graph saves.
+    """
     step.settle()
+    if eager is not None:
+        saved = SavedTensorsCounter(workload.held_tensors())
+        with saved:
+            step.run()
+        step.settle()
+        flops = FlopCounterMode(display=False) if case.step == "train_step" else None
+        if flops:
+            with flops:
+                eager.run()
+            eager.settle()
+        return dict(tracked_peak_bytes=None, saved_bytes=saved.nbytes,
+                    flops=int(flops.get_total_flops()) if flops else workload.forward_flops())
     tracker, saved = TensorMemoryTracker(), SavedTensorsCounter(workload.held_tensors())
     flops = FlopCounterMode(display=False) if case.step == "train_step" else None
     with flops or contextlib.nullcontext(), saved, tracker:
@@ -155,6 +190,10 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
         record.update(status="not_applicable",
                       error=f"mode {mode.name!r} records no autograd graph, so there is no train step")
         return record
+    if case.autocast != "none" and case.dtype != "float32":
+        record.update(status="not_applicable", error=f"autocast {case.autocast!r} lowers float32 work; the model "
+                      f"is already {case.dtype} (autocast applies to float32 models)")
+        return record
     began = time.perf_counter()
     monitor = (monitor or monitor_for(workload.device)).start()
     try:
@@ -163,6 +202,8 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
             timing = time_step(prepared.step, workload.device, max_time_s=case.max_time_s, clock=clock,
                                warmup_steps=WARMUP_STEPS)
         contention = monitor.stop()
+        if prepared.first_call_s is not None:
+            record["compile_time_s"] = prepared.first_call_s - timing.median
         record.update(timing_fields(timing), **contention.fields(),
                       **verdict_fields(timing.rel_halfwidth, timing.converged, contention))
         record["flops_per_s"] = record["flops"] / timing.median if record["flops"] and timing.median > 0 else None
@@ -179,14 +220,15 @@ def run_case(
     model: str = "mlp", size: str = "small", batch_size: int = 32, device: str = "cpu",
     dtype: str = "float32", mode: str = "eval_no_grad", step: str = "forward", seed: int = 0,
     max_time_s: float = 2.0, cudnn_benchmark: bool = False, workload: Workload | None = None,
-    run_id: str | None = None,
+    run_id: str | None = None, compile: str = "none", autocast: str = "none", compile_cold: bool = False,
 ) -> dict:
     """Measure one case and return its record (a dict with every schema field, gradbench.record).
 
     Bad arguments raise ValueError naming the valid values; a case that fails while running
     returns a record with status error or oom instead.
     """
-    case = Case(model, size, batch_size, device, dtype, mode, step, seed, max_time_s, cudnn_benchmark).validate()
+    case = Case(model, size, batch_size, device, dtype, mode, step, seed, max_time_s, cudnn_benchmark,
+                compile, autocast, compile_cold).validate()
     if workload is None or workload.key != case.workload_key:
         try:
             workload = Workload(*case.workload_key)

@@ -30,8 +30,10 @@ def settings_of(cases, threads: int | None, this_machine: bool = True) -> dict:
     case = cases[0]
     cuda = any(c.device.startswith("cuda") for c in cases)
     threads = threads or (torch.get_num_threads() if this_machine else None)
+    compiled = any(c.compile != "none" for c in cases)
     return {"seed": case.seed, "threads": threads, "max_time_s": case.max_time_s,
-            "cudnn_benchmark": case.cudnn_benchmark if cuda else None}
+            "cudnn_benchmark": case.cudnn_benchmark if cuda else None,
+            "compile_cold": case.compile_cold if compiled else None}
 
 
 def check_same_settings(out: str, records: list[dict], wanted: dict) -> None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from .errors import BadInput
 
-LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps")
-BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report")
+LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "compile", "autocast")
+BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report", "compile_cold")
 STRING_OPTIONS = ("out", "shard", "isolate", "launcher", "gpus", "slurm_partition", "slurm_constraint")
 PAIR_OPTIONS = ("slurm_options",)  # KEY=VALUE, given again for each (a value may hold commas)
 LAUNCHERS = ("local", "slurm")
@@ -196,7 +196,7 @@ def build_grid(settings: dict):
     here = settings.get("launcher", "local") == "local"
     base = dict(QUICK) if settings.get("quick") else {}
     fields = {}
-    for key in ("models", "sizes", "devices", "dtypes", "modes", "steps"):
+    for key in ("models", "sizes", "devices", "dtypes", "modes", "steps", "compile", "autocast"):
         if key in settings:
             fields[key] = tuple(settings[key])
     if fields.get("modes") == ("all",):
@@ -209,6 +209,8 @@ def build_grid(settings: dict):
         fields["seed"] = number(settings, "seed")
     if "cudnn_benchmark" in settings:
         fields["cudnn_benchmark"] = settings["cudnn_benchmark"]  # a bool: store_true, or load_config checked
+    if "compile_cold" in settings:
+        fields["compile_cold"] = settings["compile_cold"]
     grid = Grid(**{**base, "devices": _default_devices(settings, here, default_devices), **fields})
     for name in LIST_OPTIONS:
         if not getattr(grid, name):
@@ -222,6 +224,10 @@ def build_grid(settings: dict):
         for device in grid.devices:
             for dtype in grid.dtypes:
                 Case(device=device, dtype=dtype).validate(here)
+            for compile in grid.compile:
+                Case(device=device, compile=compile).validate(here)
+            for autocast in grid.autocast:
+                Case(device=device, autocast=autocast).validate(here)
         for mode in grid.modes:
             Case(mode=mode).validate()
         for step in grid.steps:

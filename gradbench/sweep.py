@@ -1,7 +1,7 @@
 """Expand a grid into cases and run them in worker processes: resumable, shardable, crash-proof.
 
 A manager (this process) hands one workload group at a time (the cases sharing a model, size,
-batch size, device and dtype) to a spawned worker, which imports torch and builds the model once
+batch size, device and dtype, and a compile and autocast setting) to a spawned worker, which imports torch and builds the model once
 and then measures the group's cases in a shuffled order, so slow drift of the machine favours no
 mode. Workers run one at a time: concurrent measurement would disturb the timings (except with
 ``gpus``: one worker per GPU, each on a device of its own, launch/gpus.py). A worker that
@@ -44,13 +44,17 @@ class Grid:
     max_time_s: float = 0.5
     seed: int = 0
     cudnn_benchmark: bool = False
+    compile: tuple[str, ...] = ("none",)
+    autocast: tuple[str, ...] = ("none",)
+    compile_cold: bool = False
 
     def cases(self) -> list[Case]:
-        """All cases in a fixed order: grouped by workload, modes and steps innermost."""
+        """All cases in a fixed order: grouped by workload, compile and autocast, modes and steps innermost."""
         return [
-            Case(model, size, batch, device, dtype, mode, step, self.seed, self.max_time_s, self.cudnn_benchmark)
-            for model, size, batch, device, dtype in itertools.product(
-                self.models, self.sizes, self.batch_sizes, self.devices, self.dtypes
+            Case(model, size, batch, device, dtype, mode, step, self.seed, self.max_time_s, self.cudnn_benchmark,
+                 compile, autocast, self.compile_cold)
+            for model, size, batch, device, dtype, compile, autocast in itertools.product(
+                self.models, self.sizes, self.batch_sizes, self.devices, self.dtypes, self.compile, self.autocast
             )
             for mode in self.modes
             for step in self.steps
@@ -86,16 +90,19 @@ def shard(cases: list[Case], i: int, n: int) -> list[Case]:
 
 
 def group_by_workload(cases: Iterable[Case]) -> list[list[Case]]:
+    """Cases sharing a model and input batch, and under compile or autocast one compiled model."""
     groups: dict[tuple, list[Case]] = {}
     for case in cases:
-        groups.setdefault(case.workload_key, []).append(case)
+        groups.setdefault(case.group_key, []).append(case)
     return list(groups.values())
 
 
 def shuffled(group: list[Case], seed: int) -> list[Case]:
-    """The group's cases in an order drawn from the seed and the workload, reproducible per sweep."""
+    """The group's cases in an order drawn from the seed and the group, reproducible per sweep."""
     order = list(group)
-    random.Random(f"{seed}:{group[0].workload_key}").shuffle(order)
+    first = group[0]
+    key = first.workload_key if first.group_key[-2:] == ("none", "none") else first.group_key  # eager: as before 0.4
+    random.Random(f"{seed}:{key}").shuffle(order)
     return order
 
 
@@ -455,7 +462,7 @@ def _run_group(pool: WorkerPool, slot: int, group: list[Case], run_id: str, time
                 if stages:
                     stage = stages[-1]
                     what = f"importing model {stage[1]!r}" if stage[0] == "importing" else \
-                        f"building {case_label(dict(zip(WORKLOAD_FIELDS, stage[1])), omit=('mode', 'step'))}"
+                        f"building {case_label(dict(zip(WORKLOAD_FIELDS[:5], stage[1])), omit=('mode', 'step'))}"
                     message = f"{what} exceeded --timeout {timeout_s:g} s; worker killed" if kind == "timeout" \
                         else f"{what} ended its worker process (exit code {exitcode})"
                     broken[stage[1] if stage[0] == "importing" else tuple(stage[1])] = (status, message)

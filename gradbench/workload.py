@@ -91,26 +91,29 @@ class Workload:
                 return count_flops(lambda: applied.run(self.forward))
         return self._computed_once("forward flops", compute)
 
-    def behaviour(self, applied: AppliedMode) -> dict:
-        """What the applied mode does to a forward, observed once per mode; global state the forward
-        changes inside itself is noted too (``forward_state_changes``), even where the step's own
-        grad-mode scope undoes it."""
+    def behaviour(self, applied: AppliedMode, forward: Callable[[], object] | None = None,
+                  variant: tuple = ("none", "none")) -> dict:
+        """What the applied mode does to a forward, observed once per mode and variant (compile,
+        autocast: ``forward`` runs it); global state the forward changes inside itself is noted too
+        (``forward_state_changes``), even where the step's own grad-mode scope undoes it."""
         name = applied.mode.name
-        if name not in self._behaviour:
+        forward = forward or self.forward
+        key = (name, *variant)
+        if key not in self._behaviour:
             changes: list[str] = []
 
             def watched_forward():
                 before = state.snapshot()
-                out = self.forward()
+                out = forward()
                 changes.extend(c for c in state.differences(state.snapshot(), before) if c not in changes)
                 return out
 
-            self._behaviour[name] = probe_behaviour(self.model, lambda: applied.run(watched_forward),
+            self._behaviour[key] = probe_behaviour(self.model, lambda: applied.run(watched_forward),
                                                     self.reference_outputs(), self.seed,
-                                                    default_generators(self.device))
+                                                    default_generators(self.device), instrumented=variant[0] == "none")
             self._forward_changes[name] = changes
             state.announce(state.describe(f"model {self.name!r}", f"inside its forward in mode {name!r}", changes))
-        return dict(self._behaviour[name])
+        return dict(self._behaviour[key])
 
     def forward_state_changes(self, mode: str) -> list[str]:
         return self._forward_changes.get(mode, [])
@@ -157,18 +160,21 @@ class Step:
         return grads + state
 
 
-def make_step(workload: Workload, applied: AppliedMode, step: str) -> Step:
-    """The step every pass runs, under the mode's explicit grad context."""
+def make_step(workload: Workload, applied: AppliedMode, step: str,
+              forward: Callable[[], object] | None = None) -> Step:
+    """The step every pass runs, under the mode's explicit grad context. ``forward``: what runs the model
+    (default the eager forward; compiled.forward_for for compile and autocast, the loss outside autocast)."""
+    forward = forward or workload.forward
     if step == "forward":
         def forward_step():
             with applied.grad_context():
-                workload.forward()  # output released at once
+                forward()  # output released at once
         return Step(forward_step)
     optimizer = torch.optim.SGD(applied.trainable_parameters(), lr=1e-4)
 
     def train_step():
         with applied.grad_context():
             optimizer.zero_grad(set_to_none=True)
-            loss_of(workload.forward()).backward()
+            loss_of(forward()).backward()
             optimizer.step()
     return Step(train_step, optimizer)

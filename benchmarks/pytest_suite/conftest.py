@@ -1,20 +1,25 @@
 """pytest-benchmark suite set-up: the grid option and the machine information pytest-benchmark lacks."""
 import pytest
 
-from gradbench.harness import GRIDS, grid_from_env
+from gradbench.harness import GRIDS, grid_from_env, with_axes
 
 
 def pytest_generate_tests(metafunc):
     if "gradbench_case" not in metafunc.fixturenames:
         return
     name = metafunc.config.getoption("--gradbench-grid")
-    grid = GRIDS[name] if name else grid_from_env()
+    try:
+        grid = with_axes(GRIDS[name] if name else grid_from_env(), metafunc.config.getoption("--gradbench-compile"),
+                         metafunc.config.getoption("--gradbench-autocast"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     cases = [
-        (model, size, batch, device, grid.dtypes[0], mode)
+        (model, size, batch, device, grid.dtypes[0], mode, compile, autocast)
         for model in grid.models for size in grid.sizes for batch in grid.batch_sizes
-        for device in grid.devices for mode in grid.modes
+        for device in grid.devices for compile in grid.compile for autocast in grid.autocast for mode in grid.modes
     ]
-    ids = [f"{m}-{s}-b{b}-{d}-{t}-{mode}" for m, s, b, d, t, mode in cases]
+    ids = [f"{m}-{s}-b{b}-{d}-{t}" + "".join(f"-{a}" for a in (c, ac) if a != "none") + f"-{mode}"
+           for m, s, b, d, t, mode, c, ac in cases]
     metafunc.parametrize("gradbench_case", cases, ids=ids)
 
 

@@ -31,8 +31,8 @@ def _extra_info(case) -> dict:
 
 @pytest.mark.parametrize("step", ["forward", "train_step"])
 def test_mode(benchmark, prepared, gradbench_case, step):
-    model, size, batch_size, device, dtype, mode = gradbench_case
-    case = prepared(model, size, batch_size, device, mode, step, dtype)
+    model, size, batch_size, device, dtype, mode, compile, autocast = gradbench_case
+    case = prepared(model, size, batch_size, device, mode, step, dtype, compile=compile, autocast=autocast)
     benchmark.group = case_label(case.record, omit=("mode",))
     benchmark.name = mode
     benchmark.extra_info.update(_extra_info(case))

@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import sys
@@ -131,11 +132,14 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 
 
 def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: list[torch.Tensor] | None,
-                    seed: int, generators: list[torch.Generator]) -> dict:
+                    seed: int, generators: list[torch.Generator], instrumented: bool = True) -> dict:
     """Forwards through ``forward()`` under seed, seed + 1 and, if they differ, seed again; what the mode did.
 
     ``reference``: outputs of the same input under eval_no_grad, for max_abs_diff_vs_eval_no_grad.
     Buffers are restored after each forward; the caller's mode undo restores everything else.
+    ``instrumented=False`` (a compiled forward): no operator trace or module hooks. A compiled graph's
+    kernels are invisible to both, and a dispatch mode around a compiled call leaves dynamo
+    intercepting nothing afterwards (torch 2.13): what only they observe is null.
     """
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
 
@@ -146,9 +150,10 @@ def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: 
 
     norm_buffers = [b for m in model.modules() if isinstance(m, _BATCHNORM) for b in m.buffers()]
     norms_before = [b.detach().clone() for b in norm_buffers]
-    trace = OpTrace(generators)
+    trace = OpTrace(generators) if instrumented else contextlib.nullcontext()
+    probes = _BatchNormProbes(model) if instrumented else contextlib.nullcontext()
     seed_everything(seed)
-    with _BatchNormProbes(model) as probes, trace:
+    with probes, trace:
         out = forward()
     outputs = output_tensors(out)
     first = _detached(out)
@@ -174,7 +179,7 @@ def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: 
         seed_everything(seed)
         again = _detached(forward())
         restore_buffers()
-        stochastic = _same(first, again) or bool(trace.rng_ops)
+        stochastic = _same(first, again) or bool(instrumented and trace.rng_ops)
     diff = None
     if reference is not None and len(reference) == len(first):
         diff = max(
@@ -184,11 +189,12 @@ def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: 
     has_transformer = any(isinstance(m, _TRANSFORMER_LAYERS) for m in model.modules())
     return {
         "dropout_active": stochastic,
-        "stochastic_ops": list(trace.rng_ops),
-        "bn_batch_stats": any(probes.batch_stats) if probes.norms else None,
-        "bn_stats_updated": bn_updated if probes.norms else None,
+        "stochastic_ops": list(trace.rng_ops) if instrumented else None,
+        "bn_batch_stats": any(probes.batch_stats) if instrumented and probes.norms else None,
+        "bn_stats_updated": bn_updated if norm_buffers else None,
+        "output_dtype": next((str(t.dtype) for t in first if t.is_floating_point()), None),
         "graph_recorded": graph_recorded,
         "grads_computed": grads,
-        "fastpath": bool(_FASTPATH_OPS & trace.ops) if has_transformer else None,
+        "fastpath": bool(_FASTPATH_OPS & trace.ops) if instrumented and has_transformer else None,
         "max_abs_diff_vs_eval_no_grad": diff,
     }

@@ -101,6 +101,10 @@ class TensorMemoryTracker(TorchDispatchMode):
         return out
 
 
+def _unpacked(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
 class SavedTensorsCounter:
     """Bytes of the tensors autograd saves for backward, excluding storages held anyway.
 
@@ -111,7 +115,8 @@ class SavedTensorsCounter:
     def __init__(self, exclude: Iterable[torch.Tensor] = ()):
         self.exclude = {k for k in (_storage_key(t) for t in exclude) if k is not None}
         self.saved: dict[int, int] = {}
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        # dynamo must not trace the hook into a compiled graph (it recompiled it per tensor stride)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(torch.compiler.disable(self._pack), _unpacked)
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
         s = _storage(t)

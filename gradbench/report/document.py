@@ -15,6 +15,7 @@ from ..modes import MODES
 from ..errors import cannot_write
 from ..record import case_label
 from .capacity import capacity_blocks, capacity_figure
+from .compiled import compiled_blocks, compiled_figure
 from .compare import compare, interval_kind, text_table
 from .figures import draw_all
 from .findings import findings
@@ -96,7 +97,8 @@ def _harness_blocks(df: pd.DataFrame) -> list[tuple]:
 def _behaviour_blocks(df: pd.DataFrame) -> list[tuple]:
     blocks = []
     measured = df[(df["step"] == "forward") & df["graph_recorded"].notna()]
-    for (model, size, device, dtype), part in measured.groupby(["model", "size", "device", "dtype"]):
+    # a compiled workload's modes are not its eager modes: one table each
+    for _, part in measured.groupby(["model", "size", "device", "dtype", "compile", "autocast"], dropna=False):
         batch = part["batch_size"].max()
         records = part[part["batch_size"] == batch].to_dict("records")
         blocks.append(("h3", case_label(records[0], omit=("mode", "step"))))
@@ -150,7 +152,7 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
     for name, table in summary_tables(df).items():
         blocks.append(("h3", name))
         blocks.append(("table", table))
-    return blocks + _figure_blocks(figures, out_dir)
+    return blocks + compiled_blocks(cases, df) + _figure_blocks(figures, out_dir)
 
 
 def _figure_blocks(figures: list[str], out_dir: str) -> list[tuple]:
@@ -162,7 +164,7 @@ def _md(blocks) -> str:
     lines = []
     for block in blocks:
         kind = block[0]
-        if kind in ("h1", "h2", "h3"):
+        if kind in ("h1", "h2", "h3", "h4"):
             lines += ["#" * int(kind[1]) + " " + block[1], ""]
         elif kind == "p":
             lines += [block[1], ""]
@@ -189,7 +191,7 @@ def _html(blocks) -> str:
              f"<style>{_CSS}</style></head><body>"]
     for block in blocks:
         kind = block[0]
-        if kind in ("h1", "h2", "h3"):
+        if kind in ("h1", "h2", "h3", "h4"):
             parts.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
         elif kind == "p":
             parts.append(f"<p>{html.escape(block[1])}</p>")
@@ -215,7 +217,8 @@ def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report"
         raise cannot_write("report to", out_dir, exc) from None
     combined = one_per_case(df[df["source"] != "capacity"])  # a --repeat run's processes combined
     folder = os.path.join(out_dir, "figures")
-    figures = (draw_all(combined, folder) if not combined.empty else []) + capacity_figure(df, folder)
+    figures = ((draw_all(combined, folder) + compiled_figure(combined, folder) if not combined.empty else [])
+               + capacity_figure(df, folder))
     blocks = build_blocks(df, figures, out_dir, title, combined)
     md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")
     write_text(md_path, _md(blocks), "report")

@@ -16,6 +16,7 @@ import seaborn as sns  # noqa: E402
 
 from ..atomic import replaced  # noqa: E402
 from ..modes import MODES  # noqa: E402
+from ..record import IDENTITY_DEFAULTS, case_label  # noqa: E402
 from .tables import one_source, ratio_to_train, workload_label  # noqa: E402
 
 PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
@@ -72,11 +73,20 @@ def _tidy_axes(grid, batch_sizes, log_y: bool) -> None:
             ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _eager_first(group: tuple) -> tuple:
+    """A (device, dtype, compile, autocast) group's place: eager and no autocast before their variants."""
+    (device, dtype, *chosen), _ = group
+    return device, dtype, *((v != IDENTITY_DEFAULTS[k], v) for k, v in zip(IDENTITY_DEFAULTS, chosen))
+
+
 def _vs_batch(df: pd.DataFrame, out_dir: str, name: str, y: str, ylabel: str, title: str, log_y: bool,
               **line_kws) -> list[str]:
-    """One figure per device and dtype: y against batch size, hue = mode, facets = model x size."""
+    """One figure per device, dtype and compile/autocast setting: y against batch size, hue = mode, facets =
+    model x size (a compiled run's lines are never drawn into the eager ones)."""
     paths = []
-    for (device, dtype), part in df[df[y].notna()].groupby(["device", "dtype"]):  # asv --bench: a field may be absent
+    settings = [*IDENTITY_DEFAULTS]
+    measured = df[df[y].notna()]  # asv --bench: a field may be absent
+    for (device, dtype, *chosen), part in sorted(measured.groupby(["device", "dtype", *settings]), key=_eager_first):
         grid = sns.relplot(
             data=part, x="batch_size", y=y, hue="mode", hue_order=_modes_in(part), palette=PALETTE,
             row="model", col="size", kind="line", marker="o", height=2.6, aspect=1.3, facet_kws={"sharey": False},
@@ -84,8 +94,9 @@ def _vs_batch(df: pd.DataFrame, out_dir: str, name: str, y: str, ylabel: str, ti
         )
         _tidy_axes(grid, part["batch_size"].unique(), log_y=log_y)
         grid.set_axis_labels("batch size", ylabel)
-        grid.figure.suptitle(f"{title} ({device}, {dtype})", y=1.02)
-        paths += _save(grid.figure, out_dir, f"{name}_{device}_{dtype}")
+        changed = [(k, v) for k, v in zip(settings, chosen) if v != IDENTITY_DEFAULTS[k]]
+        grid.figure.suptitle(f"{title} ({', '.join([device, dtype, *(f'{k}={v}' for k, v in changed)])})", y=1.02)
+        paths += _save(grid.figure, out_dir, "_".join([name, device, dtype, *(f"{k}-{v}" for k, v in changed)]))
     return paths
 
 
@@ -134,9 +145,9 @@ def saved_bytes_by_mode(df: pd.DataFrame, out_dir: str) -> list[str]:
     ok = ok[ok["saved_bytes"].notna()]
     if ok.empty:
         return []
-    largest = ok.groupby(["model", "size", "device"])["batch_size"].transform("max")
+    largest = ok.groupby(["model", "size", "device", *IDENTITY_DEFAULTS])["batch_size"].transform("max")
     ok = ok[ok["batch_size"] == largest]
-    ok["case"] = _label(ok) + " b" + ok["batch_size"].astype(str) + " " + ok["device"]
+    ok["case"] = [case_label(r, omit=("dtype", "mode", "step")) for r in ok.to_dict("records")]
     ok["saved_mib"] = ok["saved_bytes"].astype(float) / 2**20
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * ok["case"].nunique() + 3), 4))
     sns.barplot(data=ok, x="case", y="saved_mib", hue="mode", hue_order=_modes_in(ok), palette=PALETTE, ax=ax,

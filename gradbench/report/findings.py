@@ -12,7 +12,8 @@ import pandas as pd
 from ..record import case_label
 from .tables import UNTRUSTED_MARK, is_untrusted
 
-WORKLOAD = ["model", "size", "device", "dtype"]
+# a workload across its batch sizes; compiled and autocast runs are workloads of their own, never mixed with eager
+WORKLOAD = ["model", "size", "device", "dtype", "compile", "autocast"]
 
 
 @dataclass
@@ -59,7 +60,7 @@ def _used(record, train, memory_words: str, time_words: str) -> str:
 def findings(df: pd.DataFrame) -> list[Finding]:
     out: list[Finding] = []
     ok = df[(df["status"] == "ok") & (df["step"] == "forward")]
-    for _, part in ok.groupby(WORKLOAD):
+    for _, part in ok.groupby(WORKLOAD, dropna=False):
         part = part[part["batch_size"] == part["batch_size"].max()]  # the largest batch: where effects are biggest
         modes = {r["mode"]: r for _, r in part.iterrows()}
         train, evalm, nograd, evng = (modes.get(m) for m in ("train", "eval", "no_grad", "eval_no_grad"))

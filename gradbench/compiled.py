@@ -1,0 +1,173 @@
+"""torch.compile and torch.autocast around a workload's forward, and what the compiler did for a case.
+
+Dynamo keeps its compiled code per Python code object, for the whole process, guarded by what it
+assumed while tracing (training flags, grad mode, requires_grad, autocast state). So one compiled
+model serves a workload's group of modes in the order they run, as it would for a user switching
+modes, and a mode whose switch breaks a guard recompiles. A new group (another workload, compile or
+autocast setting) starts from ``torch.compiler.reset()``, so that no group inherits another's code;
+``cold`` resets before every case, and keeps inductor's on-disk caches out of it too.
+
+What happened is read from dynamo's own instruments: its compile callbacks (a compile id 'F/N'
+with N > 0 is frame F compiled again: a recompilation), its graph-break counters, and its log of
+failed guards. Nothing is inferred from the mode.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from typing import Callable
+
+import torch
+
+COMPILE_SETTINGS = ("none", "default", "max-autotune", "reduce-overhead")
+AUTOCAST_SETTINGS = ("none", "bfloat16", "float16")
+CUDA_ONLY = {"compile": ("reduce-overhead",), "autocast": ("float16",)}
+RECOMPILE_LIMIT = 64  # dynamo's default (8) is less than a group's nine modes with two steps each
+
+
+def validate_setting(axis: str, value: str, device: str) -> None:
+    """One-line errors naming the valid values (those valid on this device)."""
+    valid = COMPILE_SETTINGS if axis == "compile" else AUTOCAST_SETTINGS
+    if value not in valid:
+        raise ValueError(f"unknown {axis} {value!r}; valid {axis} settings: {', '.join(valid)}")
+    if value in CUDA_ONLY[axis] and not str(device).startswith("cuda"):
+        here = ", ".join(v for v in valid if v not in CUDA_ONLY[axis])
+        raise ValueError(f"{axis} {value!r} needs a CUDA device (it is used with {device!r}); "
+                         f"valid {axis} settings on cpu: {here}")
+
+
+def autocast_scope(device: torch.device, autocast: str):
+    if autocast == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, autocast))
+
+
+class _Compiler:
+    """The process's one compiled model and the callbacks that count dynamo's work."""
+
+    def __init__(self):
+        self.group: tuple | None = None
+        self.module: Callable | None = None
+        self.events: list[str] = []  # compile ids, in order
+        self.compile_s = 0.0  # summed from start/end callbacks: dynamo's own account of compile time
+        self.breaks_by_mode: dict[str, int] = {}
+        self._started: dict[str, float] = {}
+        self._registered = False
+
+    def _register(self) -> None:
+        if self._registered:
+            return
+        from torch._dynamo.callback import CallbackTrigger, callback_handler
+
+        def started(args):
+            if args.callback_trigger == CallbackTrigger.DYNAMO:
+                self.events.append(args.compile_id)
+            self._started[f"{args.callback_trigger}:{args.compile_id}"] = time.perf_counter()
+
+        def ended(args):
+            began = self._started.pop(f"{args.callback_trigger}:{args.compile_id}", None)
+            if began is not None:
+                self.compile_s += time.perf_counter() - began
+
+        callback_handler.register_start_callback(started)
+        callback_handler.register_end_callback(ended)
+        self._registered = True
+
+    def module_for(self, model: torch.nn.Module, group: tuple, compile: str, cold: bool) -> Callable:
+        """The compiled model of ``group``; a new group, or a cold case, starts from empty caches."""
+        if cold or self.group != group or self.module is None:
+            torch.compiler.reset()  # which also drops dynamo's callbacks, its guard-failure log and counters
+            self._registered = False
+            self.module = torch.compile(model, mode=None if compile == "default" else compile)
+            self.group, self.breaks_by_mode = group, {}
+        self._register()
+        return self.module
+
+
+COMPILER = _Compiler()
+
+
+def forward_for(workload, compile: str, autocast: str, cold: bool = False) -> Callable[[], object]:
+    """The forward a case runs: the workload's model, compiled as asked, under autocast as asked."""
+    if compile == "none":
+        run = workload.forward
+    else:
+        module = COMPILER.module_for(workload.model, (id(workload), workload.key, compile, autocast), compile, cold)
+
+        def run():
+            return module(*workload.inputs)
+    if autocast == "none":
+        return run
+
+    def autocast_run():
+        with autocast_scope(workload.device, autocast):
+            return run()
+    return autocast_run
+
+
+@contextlib.contextmanager
+def compiler_settings(compile: str, cold: bool):
+    """Recompiling past dynamo's limit falls back to eager in silence; here it is an error, and the limit
+    is above what a group needs. Cold cases read and write no on-disk cache."""
+    if compile == "none":
+        yield
+        return
+    import torch._dynamo
+    import torch._inductor.config
+
+    patches = [torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT, accumulated_recompile_limit=1024,
+                                          fail_on_recompile_limit_hit=True)]
+    if cold:
+        patches.append(torch._inductor.config.patch(force_disable_caches=True))
+    with contextlib.ExitStack() as stack:
+        for patch in patches:
+            stack.enter_context(patch)
+        yield
+
+
+def _graph_breaks() -> int:
+    from torch._dynamo.utils import counters
+
+    return sum(counters["graph_break"].values())
+
+
+def _guard_failures() -> list[str]:
+    from torch._dynamo.utils import guard_failures
+
+    return [reason for reasons in guard_failures.values() for reason in reasons]
+
+
+_COMPILE_ID = re.compile(r"(\d+)/(\d+)")
+
+
+class CompileWatch:
+    """Dynamo's compilations, graph breaks and failed guards between enter and exit (entered after
+    ``forward_for``, whose reset would clear what it counts)."""
+
+    def __enter__(self):
+        COMPILER._register()
+        self._events, self._breaks = len(COMPILER.events), _graph_breaks()
+        self._failures, self._compile_s = len(_guard_failures()), COMPILER.compile_s
+        return self
+
+    def __exit__(self, *exc):
+        self.read()
+
+    def read(self) -> None:
+        """Count what happened since enter (again at exit: compilations while a harness times are counted)."""
+        ids = [_COMPILE_ID.search(e) for e in COMPILER.events[self._events:]]
+        self.compiles = len(ids)
+        self.recompiles = sum(1 for m in ids if m and int(m.group(2)) > 0)
+        self.graph_breaks = _graph_breaks() - self._breaks
+        self.reasons = list(dict.fromkeys(_guard_failures()[self._failures:]))
+        self.compile_s = COMPILER.compile_s - self._compile_s
+
+    def fields(self, mode: str) -> dict:
+        self.read()
+        """The record's compile fields; a mode that compiled nothing has the graph breaks its group's
+        earlier compile of the same mode met (the graphs it runs are those)."""
+        if self.compiles:
+            COMPILER.breaks_by_mode[mode] = self.graph_breaks
+        return dict(compiles=self.compiles, recompiles=self.recompiles, recompile_reasons=self.reasons,
+                    graph_breaks=COMPILER.breaks_by_mode.get(mode, self.graph_breaks if self.compiles else None))
