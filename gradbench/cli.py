@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="the same cases side by side across machines, GPUs, versions")
     compare.add_argument("results", nargs="+", help="gradbench JSONL files, asv result folders, pytest-benchmark JSON")
-    compare.add_argument("--by", choices=("machine", "gpu", "torch", "commit", "device", "run", "file", "harness"),
+    compare.add_argument("--by", choices=("machine", "gpu", "torch", "commit", "device", "run", "file", "harness",
+                                          "compile", "autocast"),
                          required=True, help="what differs between the sides (run: run_id; file: input file; "
                                              "harness: gradbench run, asv or pytest-benchmark timing the same cases)")
     compare.add_argument("--fail-above", type=argument(float, minimum=0), metavar="PCT",

@@ -139,6 +139,12 @@ def _guard_failures() -> list[str]:
 
 
 _COMPILE_ID = re.compile(r"(\d+)/(\d+)")
+_ENTRY = re.compile(r"^\s*\d+/\d+:\s*")  # which cache entry the guard belonged to: each entry fails its own
+
+
+def _reason(text: str) -> str:
+    """A failed guard as one line: the first (dynamo adds the user's stack below), no entry prefix."""
+    return _ENTRY.sub("", str(text).strip().splitlines()[0] if str(text).strip() else "").strip()
 
 
 class CompileWatch:
@@ -160,7 +166,7 @@ class CompileWatch:
         self.compiles = len(ids)
         self.recompiles = sum(1 for m in ids if m and int(m.group(2)) > 0)
         self.graph_breaks = _graph_breaks() - self._breaks
-        self.reasons = list(dict.fromkeys(_guard_failures()[self._failures:]))
+        self.reasons = list(dict.fromkeys(_reason(r) for r in _guard_failures()[self._failures:]))
         self.compile_s = COMPILER.compile_s - self._compile_s
 
     def fields(self, mode: str) -> dict:

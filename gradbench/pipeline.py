@@ -62,13 +62,16 @@ def _device_scope(device: torch.device):
 
 @contextlib.contextmanager
 def prepare(case: Case, workload: Workload, record: dict | None = None, memory=None,
-            memory_only: bool = False) -> Iterator[Prepared]:
+            memory_only: bool = False, before_timing: Callable[[], object] | None = None) -> Iterator[Prepared]:
     """Run a case's untimed passes with its mode applied; yield the record and the warm step.
 
     Everything is undone on exit: the mode, the weights a train step changed, the global state.
     ``memory``: a memory backend (default: the device's allocator, measure/memory.py).
     ``memory_only``: the reset and memory passes alone, no behaviour probes or counting (capacity
     searches many batch sizes and needs only what a step holds and peaks at).
+    ``before_timing``: called, for a compiled case, when every pass but the timing is done (the contention
+    monitor restarts there: inductor compiles in worker processes, on the first call and on a probe's
+    first backward, and they are not other work disturbing the step).
     """
     record = record if record is not None else base_record(case, workload)
     guard = CleanState(expected_state(case.seed, cudnn_benchmark=case.cudnn_benchmark))
@@ -102,6 +105,8 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
             torch.manual_seed(case.seed)
             if compiled:
                 record.update(watch.fields(case.mode))  # and again at exit, the harness's timing included
+                if before_timing is not None:
+                    before_timing()
             yield Prepared(record, step.run, first_call_s)  # 5. time: the caller's clock (measure_case, or a harness)
     finally:
         if compiled and hasattr(watch, "_events"):
@@ -197,7 +202,7 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
     began = time.perf_counter()
     monitor = (monitor or monitor_for(workload.device)).start()
     try:
-        with prepare(case, workload, record, memory) as prepared:
+        with prepare(case, workload, record, memory, before_timing=monitor.start) as prepared:
             # 5. time: warm-up, then samples until the median is known or the cap is reached
             timing = time_step(prepared.step, workload.device, max_time_s=case.max_time_s, clock=clock,
                                warmup_steps=WARMUP_STEPS)

@@ -82,7 +82,8 @@ class Record:
     recompiles: int = _f("compile", "int", "count", "of those, recompilations: a frame compiled before was "
                          "compiled again because a guard failed (this mode's switch of training flag, grad "
                          "mode or requires_grad)")
-    recompile_reasons: list = _f("compile", "list[str]", "", "the guards that failed, as dynamo words them")
+    recompile_reasons: list = _f("compile", "list[str]", "", "the guards that failed, as dynamo words them (first "
+                                "line; each compiled entry checked fails its own, so one recompilation can list several)")
     graph_breaks: int = _f("compile", "int", "count", "graph breaks in what this mode runs, counted while it "
                            "compiled (or when an earlier case of its group compiled the same mode)")
     # trust: was the machine quiet and the median precise while the case ran (measure/trust.py)

@@ -63,8 +63,10 @@ def test_a_mode_switch_on_a_compiled_model_is_counted_as_a_recompilation(compile
     assert any("grad_mode" in r or "training" in r for r in train["recompile_reasons"]), train["recompile_reasons"]
     # the compiled train forward still behaves as train mode: dropout on, statistics updated, a graph
     assert train["dropout_active"] and train["bn_stats_updated"] and train["graph_recorded"]
+    assert train["grads_computed"] is None  # no probe backward: it would compile the train step's backward
     step, graphs, _ = compiled_group[2]  # the train step reuses the train forward's graph
     assert step["status"] == "ok" and step["compiles"] == graphs == 0 and step["saved_bytes"] > 0
+    assert step["grads_computed"] > 0
     assert step["flops"] > train["flops"]  # counted on the eager step: forward, backward
     again, graphs, _ = compiled_group[3]  # back to eval_no_grad: its code is still cached
     assert again["compiles"] == again["recompiles"] == graphs == 0
@@ -177,3 +179,27 @@ def test_the_harnesses_case_records_its_compile_and_refuses_cuda_only_settings_h
     monkeypatch.setenv("GRADBENCH_COMPILE", "fast")
     with pytest.raises(ValueError, match="unknown compile 'fast'"):
         grid_from_env()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: reduce-overhead and float16 autocast "
+                    "are CUDA-only (run on a GPU machine)")
+def test_reduce_overhead_with_float16_autocast_on_cuda():
+    workload = Workload("mlp", "tiny", 8, "cuda", "float32")
+    for mode in ("eval_no_grad", "train"):
+        record = run_case("mlp", "tiny", 8, device="cuda", mode=mode, workload=workload, compile="reduce-overhead",
+                          autocast="float16", max_time_s=0.2)
+        assert record["status"] == "ok", record["error"]
+        assert record["output_dtype"] == "torch.float16" and record["compiles"] >= 1
+        assert record["cuda_max_allocated_bytes"] is not None and record["time_median_s"] > 0
+    assert record["recompiles"] >= 1  # train after eval_no_grad
+
+
+def test_graph_breaks_are_counted_and_carried_to_the_cases_that_reuse_the_code():
+    workload = Workload("user_models:graph_break", "x", 4, "cpu", "float32")
+    first = run_case("user_models:graph_break", "x", 4, mode="eval_no_grad", workload=workload, compile="default",
+                     max_time_s=0.05)
+    again = run_case("user_models:graph_break", "x", 4, mode="eval_no_grad", workload=workload, compile="default",
+                     max_time_s=0.05)
+    assert first["status"] == "ok" and first["graph_breaks"] >= 1 and first["compiles"] >= 2  # two frames
+    assert first["max_abs_diff_vs_eval_no_grad"] < 1e-5
+    assert again["compiles"] == 0 and again["graph_breaks"] == first["graph_breaks"]

@@ -14,8 +14,11 @@ from gradbench.report.findings import findings
 from gradbench.report.tables import UNTRUSTED_MARK
 from gradbench.results import to_frame
 
-RECOMPILE_REASON = "tensor 'L['x']' requires_grad mismatch. expected requires_grad=0"
-GLOBAL_STATE = "___check_global_state()"
+# as torch 2.13's dynamo words them (gradbench.compiled keeps the first line, without the entry's "0/1: ")
+RECOMPILE_REASON = ("tensor 'self._modules['head']._parameters['bias']' requires_grad mismatch. expected "
+                    "requires_grad=1. Guard failed on a parameter, consider using "
+                    "torch._dynamo.config.force_parameter_static_shapes = False to allow dynamism on parameters.")
+GLOBAL_STATE = "GLOBAL_STATE changed: grad_mode"
 
 
 def _case(mode, compile="none", step="forward", time=2e-3, peak=1000, second=0, **fields):
@@ -119,20 +122,20 @@ def test_recompile_table_is_in_the_order_the_group_ran_with_its_reasons():
     assert table["mode"].tolist() == ["train", "eval", "eval_no_grad", "frozen"]  # a tie keeps file order
     assert table["time"].tolist() == ["10:00:10", "10:00:20", "10:00:30", "10:00:30"]
     eval_row = table[table["mode"] == "eval"].iloc[0]
-    assert eval_row["recompile reasons"] == GLOBAL_STATE  # repeats dropped
+    assert eval_row["guards failed"] == "grad mode"  # the switch, once
     assert eval_row["recompiles"] == "1" and eval_row["compiles"] == "1" and eval_row["compile s"] == "2.00"
     assert "cold" not in table  # shown only when a case ran cold
 
 
-def test_recompile_table_shortens_long_reasons_and_shows_cold_cases():
+def test_recompile_table_names_the_switches_shortens_unknown_guards_and_shows_cold_cases():
     reason = "guard failed: " + "x" * 200
     records = [_case("train", "default", compiles=1, compile_cold=True, second=1),
                _case("eval", "default", compiles=1, recompiles=1, recompile_reasons=[reason, RECOMPILE_REASON],
                      compile_cold=True, second=2)]
     table = recompile_table(compiled_groups(to_frame(records))[0]).set_index("mode")
-    shown = table.loc["eval", "recompile reasons"]
-    assert shown.startswith("guard failed: xxx") and "...; " in shown and shown.endswith(RECOMPILE_REASON)
-    assert len(shown.split("; ")[0]) == 80
+    shown = table.loc["eval", "guards failed"]
+    assert shown.startswith("guard failed: xxx") and "..., " in shown and shown.endswith(", requires_grad")
+    assert len(shown.split(", ")[0]) == 80
     assert table["cold"].tolist() == ["yes", "yes"]
 
 
@@ -146,8 +149,7 @@ def test_findings_name_the_switch_that_recompiled_and_not_the_ones_that_did_not(
     df = to_frame(_compiled_group())
     found = _findings(compiled_blocks(df, df))
     [recompiled] = [f for f in found if "recompiled" in f]
-    assert re.search(r"\beval forward \(in 1 of 1 group\(s\); after train forward: ___check_global_state\(\)\)",
-                     recompiled)
+    assert re.search(r"\beval forward \(in 1 of 1 group\(s\); guards on grad mode\)", recompiled)
     assert "eval_no_grad" not in recompiled and not re.search(r"\btrain forward \(", recompiled)
     [reused] = [f for f in found if "reused" in f]
     assert "eval_no_grad forward" in reused and not re.search(r"\beval forward|\btrain forward", reused)
@@ -233,7 +235,7 @@ def test_report_files_hold_the_compiled_section(tmp_path):
                         "Autocast vs no autocast (eager)", "Compile and recompile, in the order each group ran",
                         "mlp/tiny b8 cpu float32 compile=default, run r1"):
             assert heading in text, heading
-        assert "___check_global_state()" in text and "time compiled/eager" in text
+        assert "guards on grad mode" in text and "time compiled/eager" in text
     assert "#### mlp/tiny b8 cpu float32 compile=default, run r1" in md
     assert "<h4>mlp/tiny b8 cpu float32 compile=default, run r1</h4>" in page
     assert "| mlp/tiny b8 cpu float32 | default | forward | eval | 2 | 1.5 | 0.75x |" in md
@@ -248,3 +250,13 @@ def test_groups_name_their_process_only_when_a_run_had_several(several):
     labels = [b[1] for b in compiled_blocks(df, df) if b[0] == "h4"]
     label = "mlp/tiny b8 cpu float32 compile=default, run r1"
     assert labels == ([f"{label}, process 1", f"{label}, process 2"] if several else [label])
+
+
+def test_compare_by_compile_sets_each_compiled_case_against_eager_whatever_the_order():
+    from gradbench.report.compare import compare
+
+    records = _compiled_group()
+    table, sides, only = compare(to_frame(records[3:] + records[:3]), "compile")  # compiled read first
+    assert sides == ["none", "default"]
+    ratios = dict(zip(table["mode"], table["time_ratio"]))
+    assert ratios == pytest.approx({"train": 0.5, "eval": 0.75, "eval_no_grad": 0.5})

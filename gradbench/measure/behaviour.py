@@ -139,7 +139,8 @@ def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: 
     Buffers are restored after each forward; the caller's mode undo restores everything else.
     ``instrumented=False`` (a compiled forward): no operator trace or module hooks. A compiled graph's
     kernels are invisible to both, and a dispatch mode around a compiled call leaves dynamo
-    intercepting nothing afterwards (torch 2.13): what only they observe is null.
+    intercepting nothing afterwards (torch 2.13): what only they observe is null. No backward
+    either (grads_computed null; a train step counts its own).
     """
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
 
@@ -159,8 +160,8 @@ def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: 
     first = _detached(out)
     bn_updated = any(not torch.equal(a, b) for a, b in zip(norms_before, norm_buffers))
     graph_recorded = any(t.requires_grad and t.grad_fn is not None for t in outputs)
-    grads = 0
-    if graph_recorded:
+    grads = 0 if instrumented else None  # compiled: a probe's backward would compile the backward graph
+    if graph_recorded and instrumented:  # before the case's own first train step, hiding its compile time
         # Count the parameters a backward would reach, then leave no gradient behind.
         before = {id(p): p.grad for p in model.parameters()}
         for p in model.parameters():

@@ -19,11 +19,11 @@ import os
 import numpy as np
 import pandas as pd
 
-from ..record import CASE_KEY_FIELDS, case_label
+from ..record import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, case_label
 from .tables import HARNESS_ORDER, is_untrusted
 
 BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device",
-      "run": "run_id", "file": "source_file", "harness": "source"}
+      "run": "run_id", "file": "source_file", "harness": "source", "compile": "compile", "autocast": "autocast"}
 RUN_KEY = ["source_file", "run_id", "repeat"]  # one worker process's records
 WITHIN = "within-process only"
 BETWEEN = "between and within processes"
@@ -85,7 +85,12 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], list[st
     """(table of shared cases, sides in order, cases present on one side only)."""
     if by not in BY:
         raise ValueError(f"unknown --by {by!r}; valid: {', '.join(BY)}")
-    ok = (harnesses_first(df) if by == "harness" else df)
+    if by == "harness":
+        ok = harnesses_first(df)
+    elif by in IDENTITY_DEFAULTS:  # eager, or no autocast, is the baseline whatever the input order
+        ok = df.sort_values(by, key=lambda s: s.ne(IDENTITY_DEFAULTS[by]), kind="stable")
+    else:
+        ok = df
     ok = ok[(ok["status"] == "ok") & (ok["source"] != "capacity")].copy()  # capacity: memory passes, not cases
     ok["side"] = side_labels(ok, by)
     sides = list(dict.fromkeys(ok["side"]))

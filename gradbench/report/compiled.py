@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..modes import MODES
 from ..record import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, WORKLOAD_FIELDS, case_label
-from .findings import Finding, _doubt
+from .findings import Finding, untrusted_note
 from .tables import UNTRUSTED_LEGEND, UNTRUSTED_MARK, human_bytes, is_untrusted, one_source
 
 EAGER = IDENTITY_DEFAULTS["compile"]  # "none"
@@ -134,15 +134,22 @@ def versus_table(pairs: list[tuple], axis: str = "compile") -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("workload") if rows else pd.DataFrame()
 
 
-def _short_reasons(reasons) -> str:
-    """Dynamo's guard failures, each on one line and cut short, repeats dropped."""
-    if not isinstance(reasons, (list, tuple)) or not reasons:
-        return "-"
-    short = []
+# dynamo's wording of a failed guard -> the switch it guarded (report/compiled.py names switches, not guards)
+GUARD_KINDS = (("grad_mode", "grad mode"), ("dispatch key set mismatch", "inference mode"),
+               (".training ==", "training flag"), ("requires_grad mismatch", "requires_grad"),
+               ("autocast", "autocast"))
+
+
+def guard_kinds(reasons) -> list[str]:
+    """The switches whose guards failed, in the order first met; an unknown guard by its own words."""
+    if not isinstance(reasons, (list, tuple)):
+        return []
+    kinds = []
     for reason in reasons:
         text = " ".join(str(reason).split())
-        short.append(text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 3] + "...")
-    return "; ".join(dict.fromkeys(short))
+        kind = next((name for needle, name in GUARD_KINDS if needle in text), None)
+        kinds.append(kind or (text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 3] + "..."))
+    return list(dict.fromkeys(kinds))
 
 
 def _count(value) -> str:
@@ -184,7 +191,8 @@ def recompile_table(group: pd.DataFrame) -> pd.DataFrame:
         row = {"#": position, "time": _clock(r["timestamp"]), "mode": r["mode"],
                "step": r["step"], "compiles": _count(r["compiles"]), "recompiles": _count(r["recompiles"]),
                "compile s": "-" if pd.isna(r["compile_time_s"]) else f"{r['compile_time_s']:.2f}",
-               "graph breaks": _count(r["graph_breaks"]), "recompile reasons": _short_reasons(r["recompile_reasons"])}
+               "graph breaks": _count(r["graph_breaks"]),
+               "guards failed": ", ".join(guard_kinds(r["recompile_reasons"])) or "-"}
         if group["compile_cold"].eq(True).any():
             row["cold"] = "yes" if pd.notna(r["compile_cold"]) and bool(r["compile_cold"]) else "-"
         if (group["status"] != "ok").any():
@@ -207,29 +215,25 @@ def recompile_findings(groups: list[pd.DataFrame]) -> list[Finding]:
     the group's compiled code in every group they ran in."""
     by_setting: dict[str, dict[str, dict]] = {}
     for group in groups:
-        previous = None
         for r in group.to_dict("records"):
             if r["status"] == "ok" and pd.notna(r["compiles"]):
                 seen = by_setting.setdefault(_setting_words(r), {}).setdefault(
-                    _case_name(r), {"ran": [], "recompiled": [], "compiled": 0, "after": [], "reasons": []})
+                    _case_name(r), {"ran": [], "recompiled": [], "compiled": 0, "reasons": []})
                 seen["ran"].append(r)
                 seen["compiled"] += int(r["compiles"] > 0)
                 if pd.notna(r["recompiles"]) and r["recompiles"] > 0:
                     seen["recompiled"].append(r)
-                    seen["after"].append(_case_name(previous) if previous is not None else "nothing")
-                    reasons = r["recompile_reasons"]
-                    seen["reasons"] += reasons if isinstance(reasons, list) else []
-            previous = r
+                    seen["reasons"] += guard_kinds(r["recompile_reasons"])
     out = []
     for setting, cases in by_setting.items():
         switched = {name: seen for name, seen in cases.items() if seen["recompiled"]}
         if switched:
-            parts = [f"{name} (in {len(seen['recompiled'])} of {len(seen['ran'])} group(s); after "
-                     f"{', '.join(dict.fromkeys(seen['after']))}"
-                     + (f": {_short_reasons(seen['reasons'])})" if seen["reasons"] else ")")
+            parts = [f"{name} (in {len(seen['recompiled'])} of {len(seen['ran'])} group(s)"
+                     + (f"; guards on {', '.join(dict.fromkeys(seen['reasons']))})" if seen["reasons"] else ")")
                      for name, seen in switched.items()]
             refs = [r for seen in switched.values() for r in seen["recompiled"]][:6]
-            out.append(Finding(f"Under {setting}, switching to these cases recompiled the shared model: "
+            out.append(Finding(f"Under {setting}, switching to these cases recompiled the shared model (the "
+                               "switches whose guards failed, as dynamo reported them): "
                                + "; ".join(parts) + ".", refs))
         reused = {name: seen for name, seen in cases.items() if seen["compiled"] == 0}
         if reused:
@@ -292,7 +296,7 @@ def time_range_findings(pairs: list[tuple]) -> list[Finding]:
             parts.append(f"{mode} {span} (over {len(ratios)} workload{'s' if len(ratios) > 1 else ''})")
             refs += [r for _, c, e in modes[mode] for r in (c, e)]
         out.append(Finding(f"{step} time under {setting} as a ratio to eager: " + ", ".join(parts) + "."
-                           + _doubt(*refs), refs))
+                           + untrusted_note(*refs), refs))
     return out
 
 
@@ -334,8 +338,9 @@ def compiled_blocks(runs: pd.DataFrame, cases: pd.DataFrame) -> list[tuple]:
         blocks += [("h3", "Compile and recompile, in the order each group ran"),
                    ("p", "One table per compiled group (one workload, compile and autocast setting in one "
                          "process): its cases in the order they ran. compiles: dynamo compilations during the "
-                         "case, recompiles: those of a frame compiled before, because a guard failed (the "
-                         "reasons, as dynamo words them); compile s: the first call minus the median step "
+                         "case, recompiles: those of a frame compiled before, because a guard failed; guards "
+                         "failed: the switches those guards were on (the records keep dynamo's words, in "
+                         "recompile_reasons); compile s: the first call minus the median step "
                          "(about 0 when nothing compiled); cold: compiler caches reset before the case.")]
         for group in groups:
             blocks += [("h4", _group_label(group, several)), ("table", recompile_table(group))]

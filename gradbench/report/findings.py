@@ -33,7 +33,7 @@ class Finding:
 
 
 
-def _doubt(*records) -> str:
+def untrusted_note(*records) -> str:
     """A note for a sentence resting on a timing that is not trusted."""
     return f" ({UNTRUSTED_MARK} timing untrusted)" if any(is_untrusted(r.get("time_trusted")) for r in records) else ""
 
@@ -71,7 +71,7 @@ def findings(df: pd.DataFrame) -> list[Finding]:
             if eval_said:
                 line += f"; eval alone used {eval_said}"
                 refs.append(evalm)
-            out.append(Finding(line + "." + _doubt(*refs), refs))
+            out.append(Finding(line + "." + untrusted_note(*refs), refs))
         if nograd is not None and nograd.get("dropout_active") is True:
             extra = " and updated BatchNorm running statistics" if nograd.get("bn_stats_updated") is True else ""
             diff = nograd.get("max_abs_diff_vs_eval_no_grad")
@@ -98,7 +98,7 @@ def findings(df: pd.DataFrame) -> list[Finding]:
             if evng is not None and fastest["mode"] != "eval_no_grad":
                 line += f"; eval_no_grad {evng['time_median_s'] * 1e3:.3g} ms"
             refs = [fastest] + ([evng] if evng is not None else [])
-            out.append(Finding(line + ")." + _doubt(*refs), refs))
+            out.append(Finding(line + ")." + untrusted_note(*refs), refs))
     warned = df[df["global_state_warning"].notna()] if "global_state_warning" in df else df.iloc[:0]
     for warning, part in warned.groupby("global_state_warning"):
         out.append(Finding(f"{len(part)} case(s) record that a model changed global torch state (undone before "
