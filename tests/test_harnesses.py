@@ -261,7 +261,7 @@ def test_run_case_and_gradbench_run_write_the_same_fields(tmp_path):
 
 def test_grid_from_env(monkeypatch):
     monkeypatch.setenv("GRADBENCH_ASV_GRID", "default")
-    assert grid_from_env() is GRIDS["default"]
+    assert grid_from_env() == GRIDS["default"]  # eager: no compile or autocast asked for
     monkeypatch.setenv("GRADBENCH_ASV_GRID", "huge")
     with pytest.raises(ValueError, match="unknown GRADBENCH_ASV_GRID 'huge'; valid grids: quick, default, full"):
         grid_from_env()

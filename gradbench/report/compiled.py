@@ -79,7 +79,8 @@ def paired(df: pd.DataFrame, axis: str = "compile") -> list[tuple[dict, dict | N
 
 def _case_order(record) -> tuple:
     """A workload's rows together, its compile settings side by side, modes in the house order."""
-    return (*(str(record[k]) for k in ("model", "size", "device", "dtype", "autocast")), record["batch_size"],
+    return (*(str(record[k]) for k in ("model", "size", "device", "dtype")), record["autocast"] != NO_AUTOCAST,
+            str(record["autocast"]), record["batch_size"],
             str(record["compile"]), STEP_ORDER.get(record["step"], 9), MODE_ORDER.get(record["mode"], 99))
 
 
