@@ -12,7 +12,10 @@ import time
 
 from gradbench.harness import BenchmarkCase, grid_from_env
 
-GRID = grid_from_env()
+try:
+    GRID = grid_from_env()
+except ValueError as exc:  # a bad GRADBENCH_ASV_GRID, GRADBENCH_COMPILE or GRADBENCH_AUTOCAST: one line
+    raise SystemExit(f"gradbench: {exc}") from None
 PARAMS = [list(GRID.models), list(GRID.sizes), list(GRID.batch_sizes), list(GRID.devices), list(GRID.modes)]
 PARAM_NAMES = ["model", "size", "batch_size", "device", "mode"]
 if (GRID.compile, GRID.autocast) != (("none",), ("none",)):  # asked for ($GRADBENCH_COMPILE, $GRADBENCH_AUTOCAST):

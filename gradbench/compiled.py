@@ -44,25 +44,24 @@ def autocast_scope(device: torch.device, autocast: str):
 
 
 class _Compiler:
-    """The process's one compiled model and the callbacks that count dynamo's work."""
+    """The process's one compiled model and the callbacks that count the compiler's work."""
 
     def __init__(self):
         self.group: tuple | None = None
         self.module: Callable | None = None
-        self.events: list[str] = []  # compile ids, in order
-        self.compile_s = 0.0  # summed from start/end callbacks: dynamo's own account of compile time
-        self.breaks_by_mode: dict[str, int] = {}
+        self.events: list[tuple[str, str]] = []  # (trigger, compile id), in order
+        self.compile_s = 0.0  # summed from start/end callbacks: the compiler's own account of its time
+        self.breaks_by_mode: dict[str, int] = {}  # graph breaks a mode's compile in this group met
         self._started: dict[str, float] = {}
         self._registered = False
 
     def _register(self) -> None:
         if self._registered:
             return
-        from torch._dynamo.callback import CallbackTrigger, callback_handler
+        from torch._dynamo.callback import callback_handler
 
         def started(args):
-            if args.callback_trigger == CallbackTrigger.DYNAMO:
-                self.events.append(args.compile_id)
+            self.events.append((args.callback_trigger.name, args.compile_id))
             self._started[f"{args.callback_trigger}:{args.compile_id}"] = time.perf_counter()
 
         def ended(args):
@@ -93,7 +92,7 @@ def forward_for(workload, compile: str, autocast: str, cold: bool = False) -> Ca
     if compile == "none":
         run = workload.forward
     else:
-        module = COMPILER.module_for(workload.model, (id(workload), workload.key, compile, autocast), compile, cold)
+        module = COMPILER.module_for(workload.model, (workload.serial, compile, autocast), compile, cold)
 
         def run():
             return module(*workload.inputs)
@@ -126,16 +125,19 @@ def compiler_settings(compile: str, cold: bool):
         yield
 
 
-def _graph_breaks() -> int:
-    from torch._dynamo.utils import counters
-
-    return sum(counters["graph_break"].values())
-
-
 def _guard_failures() -> list[str]:
     from torch._dynamo.utils import guard_failures
 
     return [reason for reasons in guard_failures.values() for reason in reasons]
+
+
+def last_guard_failure() -> str | None:
+    """The most recent guard dynamo found failing, as one line (what made it compile again)."""
+    try:
+        failures = _guard_failures()
+    except ImportError:
+        return None
+    return _reason(failures[-1]) if failures else None
 
 
 _COMPILE_ID = re.compile(r"(\d+)/(\d+)")
@@ -147,13 +149,36 @@ def _reason(text: str) -> str:
     return _ENTRY.sub("", str(text).strip().splitlines()[0] if str(text).strip() else "").strip()
 
 
+class NotCompiled(Exception):
+    """No compiled code runs in the model's step in this mode: it runs eager."""
+
+
+def compiled_graphs_run(step: Callable[[], None]) -> int:
+    """Compiled graphs one call of ``step`` ran, as torch.profiler sees inductor call them. An instrument
+    of its own, apart from the compile callbacks: dynamo can compile a frame and capture nothing in it
+    (an LSTM; a torch._dynamo.disable'd forward runs inside a compiled frame, eager), or reuse one
+    mode's code for another."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(1 for event in prof.events() if event.name.startswith("## Call CompiledFxGraph"))
+
+
+def compilations() -> int:
+    """Compilations so far in this process (to see whether any happened while a step was timed)."""
+    return len(COMPILER.events)
+
+
 class CompileWatch:
-    """Dynamo's compilations, graph breaks and failed guards between enter and exit (entered after
-    ``forward_for``, whose reset would clear what it counts)."""
+    """The compiler's work between enter and exit (entered after ``forward_for``, whose reset would clear
+    what it counts): dynamo's compilations of frames (a frame compiled again is a recompilation), the
+    backward graphs AOTAutograd compiles at a graph's first backward, and the guards that failed. A graph break makes dynamo compile the rest of the function as a frame of its
+    own, so a mode's frames beyond the first are its graph breaks."""
 
     def __enter__(self):
         COMPILER._register()
-        self._events, self._breaks = len(COMPILER.events), _graph_breaks()
+        self._events = len(COMPILER.events)
         self._failures, self._compile_s = len(_guard_failures()), COMPILER.compile_s
         return self
 
@@ -162,18 +187,20 @@ class CompileWatch:
 
     def read(self) -> None:
         """Count what happened since enter (again at exit: compilations while a harness times are counted)."""
-        ids = [_COMPILE_ID.search(e) for e in COMPILER.events[self._events:]]
-        self.compiles = len(ids)
-        self.recompiles = sum(1 for m in ids if m and int(m.group(2)) > 0)
-        self.graph_breaks = _graph_breaks() - self._breaks
+        events = COMPILER.events[self._events:]
+        frames = [_COMPILE_ID.search(i) for t, i in events if t == "DYNAMO"]
+        self.frames_compiled = len(frames)
+        self.compiles = len(frames) + sum(1 for t, _ in events if t == "LAZY_BACKWARD")
+        self.recompiles = sum(1 for m in frames if m and int(m.group(2)) > 0)
+        self.distinct_frames = len({m.group(1) for m in frames if m})
         self.reasons = list(dict.fromkeys(_reason(r) for r in _guard_failures()[self._failures:]))
         self.compile_s = COMPILER.compile_s - self._compile_s
 
     def fields(self, mode: str) -> dict:
+        """The record's compile fields. Graph breaks are counted when the mode compiles and kept for the
+        group's later cases of the mode, which run the same frames."""
         self.read()
-        """The record's compile fields; a mode that compiled nothing has the graph breaks its group's
-        earlier compile of the same mode met (the graphs it runs are those)."""
-        if self.compiles:
-            COMPILER.breaks_by_mode[mode] = self.graph_breaks
+        if self.frames_compiled and mode not in COMPILER.breaks_by_mode:
+            COMPILER.breaks_by_mode[mode] = max(0, self.distinct_frames - 1)
         return dict(compiles=self.compiles, recompiles=self.recompiles, recompile_reasons=self.reasons,
-                    graph_breaks=COMPILER.breaks_by_mode.get(mode, self.graph_breaks if self.compiles else None))
+                    graph_breaks=COMPILER.breaks_by_mode.get(mode))

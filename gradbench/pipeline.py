@@ -19,7 +19,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .case import Case
-from .compiled import CompileWatch, compiler_settings, forward_for
+from .compiled import (CompileWatch, NotCompiled, compilations, compiled_graphs_run, compiler_settings, forward_for,
+                       last_guard_failure)
 from .env import fingerprint
 from .measure.contention import ContentionMonitor, monitor_for
 from .measure.memory import peak_backend
@@ -86,8 +87,17 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
             step = make_step(workload, applied, case.step, forward)
             first_call_s = None
             if compiled:  # 1b. compile: the first call, alone and timed; it compiles what this mode needs
-                torch.manual_seed(case.seed)
-                first_call_s = clock_for(workload.device).block(step.run, 1)
+                if not memory_only:
+                    workload.reference_outputs()  # eager, from the buffers as they are before any step
+                with workload.buffers_restored():  # the behaviour probes start from them, as in eager
+                    torch.manual_seed(case.seed)
+                    first_call_s = clock_for(workload.device).block(step.run, 1)
+                    graphs = compiled_graphs_run(step.run)  # and is compiled code what runs now?
+                step.settle()
+                if not graphs:
+                    raise NotCompiled(f"no compiled graph runs in {case.model!r}'s {case.step} in mode {case.mode!r}: "
+                                      "dynamo skipped its forward, which runs eager (torch._dynamo.explain says why)")
+                record["compiled_graphs"] = graphs
             # 2. behaviour: what the mode does to a forward, observed in seeded probe forwards
             if not memory_only:
                 record.update(workload.behaviour(applied, forward, (case.compile, case.autocast)))
@@ -204,17 +214,27 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
     try:
         with prepare(case, workload, record, memory, before_timing=monitor.start) as prepared:
             # 5. time: warm-up, then samples until the median is known or the cap is reached
+            before = compilations()
             timing = time_step(prepared.step, workload.device, max_time_s=case.max_time_s, clock=clock,
                                warmup_steps=WARMUP_STEPS)
+            recompiled_while_timed = compilations() - before
         contention = monitor.stop()
         if prepared.first_call_s is not None:
             record["compile_time_s"] = prepared.first_call_s - timing.median
         record.update(timing_fields(timing), **contention.fields(),
                       **verdict_fields(timing.rel_halfwidth, timing.converged, contention))
         record["flops_per_s"] = record["flops"] / timing.median if record["flops"] and timing.median > 0 else None
+        if recompiled_while_timed:  # the samples hold compilations: a guard fails on every step or so
+            record.update(time_trusted=False, time_distrust="; ".join(filter(None, (
+                f"compiled {recompiled_while_timed} time(s) while timed, so the samples include compilation "
+                f"(a guard failed: {last_guard_failure() or 'not named'})", record.get("time_distrust")))))
         record["status"] = "ok"
+    except NotCompiled as exc:
+        record.update(status="not_applicable", error=str(exc))
     except Exception as exc:  # a failing case is a result: record it and let the sweep go on
-        record.update(status="oom" if is_oom(exc) else "error", error=f"{type(exc).__name__}: {exc}".strip())
+        reason = last_guard_failure() if type(exc).__name__ == "FailOnRecompileLimitHit" else None
+        record.update(status="oom" if is_oom(exc) else "error", error=f"{type(exc).__name__}: {exc}".strip()
+                      + (f" (the last guard that failed: {reason})" if reason else ""))
         if workload.device.type == "cuda":
             torch.cuda.empty_cache()
     record["measure_wall_s"] = time.perf_counter() - began

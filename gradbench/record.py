@@ -75,17 +75,22 @@ class Record:
     measure_wall_s: float = _f("time", "float", "s", "wall time of the whole case, every pass included")
     # compile: what torch.compile did for this case (null when eager)
     compile_time_s: float = _f("compile", "float", "s", "the case's first call minus the median step: the "
-                               "compilation it triggered, kept out of the samples (about 0 when it compiled "
-                               "nothing)")
-    compiles: int = _f("compile", "int", "count", "dynamo compilations during the case (its callbacks), "
-                       "recompilations included")
+                               "compilation it triggered, kept out of the samples (about 0, noise either way, "
+                               "when it compiled nothing)")
+    compiles: int = _f("compile", "int", "count", "compilations during the case, from the compiler's callbacks: "
+                       "dynamo's of frames, recompilations included, and AOTAutograd's of a backward graph at "
+                       "its first backward")
     recompiles: int = _f("compile", "int", "count", "of those, recompilations: a frame compiled before was "
                          "compiled again because a guard failed (this mode's switch of training flag, grad "
                          "mode or requires_grad)")
     recompile_reasons: list = _f("compile", "list[str]", "", "the guards that failed, as dynamo words them (first "
                                 "line; each compiled entry checked fails its own, so one recompilation can list several)")
-    graph_breaks: int = _f("compile", "int", "count", "graph breaks in what this mode runs, counted while it "
-                           "compiled (or when an earlier case of its group compiled the same mode)")
+    graph_breaks: int = _f("compile", "int", "count", "graph breaks in what this mode runs: the frames dynamo "
+                           "compiled for it beyond the first (a break resumes in a frame of its own), counted "
+                           "when the mode compiled, here or earlier in its group")
+    compiled_graphs: int = _f("compile", "int", "count", "compiled graphs one step ran, forward and backward, as "
+                              "torch.profiler saw inductor call them (with no compiled frame run either, the "
+                              "step ran eager and the case is not_applicable)")
     # trust: was the machine quiet and the median precise while the case ran (measure/trust.py)
     time_trusted: bool = _f("trust", "bool", "", "the time can be trusted: precise, and no contention seen "
                             "(null where not judged: asv results, files from before gradbench 0.3)")

@@ -19,7 +19,7 @@ import sys
 
 from .case import STEPS
 from .errors import WriteFailed
-from .record import (BEHAVIOUR_FLAGS, IDENTITY_DEFAULTS, RECORD_FIELDS, case_key, completed, finite_or_none, kind_errors, new_record,
+from .record import (IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, case_key, completed, finite_or_none, kind_errors, new_record,
                      type_errors)
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
@@ -372,6 +372,9 @@ def read_asv_results(path) -> list[dict]:
     return records
 
 
+BOOL_FIELDS = tuple(name for name, meta in SCHEMA.items() if meta["kind"] == "bool")
+
+
 def read_pytest_benchmark(path, data: dict) -> list[dict]:
     """pytest-benchmark's --benchmark-json output of gradbench's suite -> records."""
     machine = data.get("machine_info", {})
@@ -383,8 +386,8 @@ def read_pytest_benchmark(path, data: dict) -> list[dict]:
             continue
         stats = bench.get("stats", {})
         record = completed(info)  # the pipeline's record, less its timing
-        for flag in BEHAVIOUR_FLAGS:  # stored as 0/1 for pytest-benchmark's own tables
-            if record.get(flag) is not None:
+        for flag in BOOL_FIELDS:  # the record's booleans are stored as 0/1 for pytest-benchmark's own tables
+            if record.get(flag) in (0, 1):
                 record[flag] = bool(record[flag])
         provenance = dict(
             machine=machine.get("node"), cpu=(machine.get("cpu") or {}).get("brand_raw"), gpu=machine.get("gpu"),

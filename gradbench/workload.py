@@ -8,6 +8,7 @@ behaviour does not depend on whether a train step follows it).
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,6 +23,7 @@ from .modes import AppliedMode, apply_mode
 from . import state
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_SERIALS = itertools.count(1)  # one per Workload built in this process: a compiled model is one workload's
 
 
 def resolved_device(device: str) -> torch.device:
@@ -40,6 +42,7 @@ class Workload:
         """``import_scope(model)``: a context around a user model's first import in this process (the
         sweep's workers tell their manager, which holds the import to the case timeout)."""
         self.key = (model, size, batch_size, device, dtype, seed)
+        self.serial = next(_SERIALS)  # never reused, unlike id() of a freed workload
         self.name = model
         self.device = resolved_device(device)
         guard = state.CleanState(state.expected_state(seed))
@@ -117,6 +120,17 @@ class Workload:
 
     def forward_state_changes(self, mode: str) -> list[str]:
         return self._forward_changes.get(mode, [])
+
+    @contextlib.contextmanager
+    def buffers_restored(self):
+        """Undo what a step does to buffers (BatchNorm running statistics), as the mode's undo does."""
+        saved = [(b, b.detach().clone()) for b in self.model.buffers()]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for b, s in saved:
+                    b.copy_(s)
 
     @contextlib.contextmanager
     def parameters_restored(self):

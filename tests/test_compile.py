@@ -203,3 +203,36 @@ def test_graph_breaks_are_counted_and_carried_to_the_cases_that_reuse_the_code()
     assert first["status"] == "ok" and first["graph_breaks"] >= 1 and first["compiles"] >= 2  # two frames
     assert first["max_abs_diff_vs_eval_no_grad"] < 1e-5
     assert again["compiles"] == 0 and again["graph_breaks"] == first["graph_breaks"]
+
+
+def test_the_eager_reference_is_taken_before_a_compiled_train_step_moves_batchnorm_statistics():
+    workload = Workload("mlp", "tiny", 8, "cpu", "float32")  # BatchNorm: train mode updates its statistics
+    train = run_case("mlp", "tiny", 8, mode="train", workload=workload, compile="default", max_time_s=0.05)
+    inference = run_case("mlp", "tiny", 8, mode="eval_no_grad", workload=workload, compile="default",
+                         max_time_s=0.05)
+    assert train["status"] == inference["status"] == "ok"
+    assert inference["max_abs_diff_vs_eval_no_grad"] < 1e-5 and train["max_abs_diff_vs_eval_no_grad"] > 1e-3
+
+
+def test_each_run_case_compiles_its_own_model():
+    """A freed workload's id() is often the next one's: the compiled model must not be taken for it."""
+    train = run_case("mlp", "tiny", 4, mode="train", compile="default", max_time_s=0.05)
+    inference = run_case("mlp", "tiny", 4, mode="eval_no_grad", compile="default", max_time_s=0.05)
+    assert train["dropout_active"] is True and inference["dropout_active"] is False
+    assert inference["max_abs_diff_vs_eval_no_grad"] < 1e-5 and inference["compiled_graphs"] >= 1
+
+
+def test_a_model_dynamo_does_not_compile_is_not_applicable_never_eager_labelled_compiled():
+    record = run_case("user_models:compile_disabled", "x", 4, mode="eval_no_grad", compile="default",
+                      max_time_s=0.05)
+    assert record["status"] == "not_applicable" and "no compiled graph runs" in record["error"]
+    assert record["time_median_s"] is None
+
+
+def test_compilation_while_timed_makes_the_time_untrusted_and_names_the_guard():
+    record = run_case("user_models:value_guarded", "x", 4, mode="train", step="train_step", compile="default",
+                      max_time_s=0.05)
+    assert record["status"] == "ok", record["error"]
+    assert record["time_trusted"] is False and "while timed" in record["time_distrust"]
+    assert " == " in record["time_distrust"]  # the value the graph was specialised on
+    assert record["recompiles"] >= 2

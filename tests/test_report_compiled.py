@@ -260,3 +260,21 @@ def test_compare_by_compile_sets_each_compiled_case_against_eager_whatever_the_o
     assert sides == ["none", "default"]
     ratios = dict(zip(table["mode"], table["time_ratio"]))
     assert ratios == pytest.approx({"train": 0.5, "eval": 0.75, "eval_no_grad": 0.5})
+
+
+def test_guards_on_computed_numbers_read_as_one_kind():
+    from gradbench.report.compiled import guard_kinds
+
+    reasons = ["s == 0.2328774333000183  # (_dynamo/output_graph.py:3375 in x)", "s == -1e-05", GLOBAL_STATE]
+    assert guard_kinds(reasons) == ["a number the forward computed", "grad mode"]
+
+
+def test_pytest_benchmark_booleans_stored_as_0_1_are_read_back_as_booleans():
+    from gradbench.results import read_pytest_benchmark
+
+    info = dict(model="mlp", size="tiny", batch_size=8, device="cpu", dtype="float32", mode="eval", step="forward",
+                compile="default", autocast="none", compile_cold=0, dropout_active=1, time_trusted=False)
+    data = {"machine_info": {"node": "box"}, "commit_info": {}, "datetime": "2026-01-01T00:00:00",
+            "benchmarks": [{"extra_info": info, "stats": {"median": 1e-3, "rounds": 5, "data": [1e-3] * 5}}]}
+    [record] = read_pytest_benchmark("x.json", data)
+    assert record["compile_cold"] is False and record["dropout_active"] is True and record["time_trusted"] is False

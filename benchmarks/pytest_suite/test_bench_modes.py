@@ -8,6 +8,7 @@ precision of their median (measure/trust.py), so that `gradbench compare` knows 
 """
 import pytest
 
+from gradbench.compiled import compilations
 from gradbench.measure.contention import monitor_for
 from gradbench.measure.stats import samples_rel_halfwidth
 from gradbench.measure.trust import verdict_fields
@@ -36,12 +37,17 @@ def test_mode(benchmark, prepared, gradbench_case, step):
     benchmark.group = case_label(case.record, omit=("mode",))
     benchmark.name = mode
     benchmark.extra_info.update(_extra_info(case))
-    monitor = monitor_for(device).start()
+    monitor, compiled_before = monitor_for(device).start(), compilations()
     # warmed in preparation by gradbench's rule (harness.BenchmarkCase): no warm-up rounds of its own;
     # a round is a block of steps as gradbench samples them (>= 1 ms), which pytest-benchmark counts per
     # step (iterations). On CUDA each step synchronises: pytest-benchmark has no hook at a round's end.
     benchmark.pedantic(case.step, rounds=_rounds(case), iterations=case.steps_per_block, warmup_rounds=0)
     benchmark.extra_info.update(_trust(monitor.stop(), benchmark.stats.stats.data))
+    recompiled = compilations() - compiled_before
+    if recompiled:  # the rounds hold compilations (a guard failing on every step or so): as gradbench run says
+        benchmark.extra_info.update(time_trusted=False, time_distrust="; ".join(filter(None, (
+            f"compiled {recompiled} time(s) while timed, so the samples include compilation",
+            benchmark.extra_info.get("time_distrust")))))
 
 
 def _trust(contention, samples) -> dict:

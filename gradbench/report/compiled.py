@@ -8,6 +8,8 @@ The section appears only when some ok record ran compiled.
 """
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from ..modes import MODES
@@ -141,6 +143,10 @@ GUARD_KINDS = (("grad_mode", "grad mode"), ("dispatch key set mismatch", "infere
                ("autocast", "autocast"))
 
 
+# a Python number the forward computed (x.item()), specialised into the graph: "s == 0.2328  # ..."
+VALUE_GUARD = re.compile(r"^\S+ == -?\d+(\.\d*)?(e[-+]?\d+)?(\s|$)")
+
+
 def guard_kinds(reasons) -> list[str]:
     """The switches whose guards failed, in the order first met; an unknown guard by its own words."""
     if not isinstance(reasons, (list, tuple)):
@@ -148,7 +154,8 @@ def guard_kinds(reasons) -> list[str]:
     kinds = []
     for reason in reasons:
         text = " ".join(str(reason).split())
-        kind = next((name for needle, name in GUARD_KINDS if needle in text), None)
+        kind = next((name for needle, name in GUARD_KINDS if needle in text), None) or \
+            ("a number the forward computed" if VALUE_GUARD.match(text) else None)
         kinds.append(kind or (text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 3] + "..."))
     return list(dict.fromkeys(kinds))
 
@@ -339,9 +346,10 @@ def compiled_blocks(runs: pd.DataFrame, cases: pd.DataFrame) -> list[tuple]:
         blocks += [("h3", "Compile and recompile, in the order each group ran"),
                    ("p", "One table per compiled group (one workload, compile and autocast setting in one "
                          "process): its cases in the order they ran. compiles: dynamo compilations during the "
-                         "case, recompiles: those of a frame compiled before, because a guard failed; guards "
-                         "failed: the switches those guards were on (the records keep dynamo's words, in "
-                         "recompile_reasons); compile s: the first call minus the median step "
+                         "case (frames, and backward graphs at their first backward), recompiles: frames "
+                         "compiled again because a guard failed; guards failed: the switches those guards were "
+                         "on, for each compiled entry dynamo checked the first guard that failed (the records "
+                         "keep dynamo's words, in recompile_reasons); compile s: the first call minus the median step "
                          "(about 0 when nothing compiled); cold: compiler caches reset before the case.")]
         for group in groups:
             blocks += [("h4", _group_label(group, several)), ("table", recompile_table(group))]
