@@ -84,13 +84,13 @@ class Record:
                          "compiled again because a guard failed (this mode's switch of training flag, grad "
                          "mode or requires_grad)")
     recompile_reasons: list = _f("compile", "list[str]", "", "the guards that failed, as dynamo words them (first "
-                                "line; each compiled entry checked fails its own, so one recompilation can list several)")
+                                 "line): the first failing guard of each compiled entry it checked")
     graph_breaks: int = _f("compile", "int", "count", "graph breaks in what this mode runs: the frames dynamo "
                            "compiled for it beyond the first (a break resumes in a frame of its own), counted "
                            "when the mode compiled, here or earlier in its group")
     compiled_graphs: int = _f("compile", "int", "count", "compiled graphs one step ran, forward and backward, as "
-                              "torch.profiler saw inductor call them (with no compiled frame run either, the "
-                              "step ran eager and the case is not_applicable)")
+                              "torch.profiler saw inductor call them (0: the step ran eager, and the case is "
+                              "not_applicable)")
     # trust: was the machine quiet and the median precise while the case ran (measure/trust.py)
     time_trusted: bool = _f("trust", "bool", "", "the time can be trusted: precise, and no contention seen "
                             "(null where not judged: asv results, files from before gradbench 0.3)")
