@@ -160,7 +160,9 @@ def compiled_graphs_run(step: Callable[[], None]) -> int:
     mode's code for another."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    from .measure.memory import stderr_silenced
+
+    with stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     return sum(1 for event in prof.events() if event.name.startswith("## Call CompiledFxGraph"))
 

@@ -39,7 +39,7 @@ class Peak:
 
 
 @contextlib.contextmanager
-def _stderr_silenced():
+def stderr_silenced():
     """Kineto prints a line to file descriptor 2 each time a profiler starts and stops; keep sweeps readable."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -65,7 +65,7 @@ class CpuAllocatorPeak:
     def measure(self, step: Step, settle: Callable[[], None]) -> Peak:
         settle()  # frees of blocks allocated before profiling are not reported (and c10 warns of each)
         profile = self.profiler.profile(profile_memory=True)
-        with _stderr_silenced():
+        with stderr_silenced():
             profile.__enter__()
         try:
             step()
@@ -73,7 +73,7 @@ class CpuAllocatorPeak:
             with self.profiler.record_function(self.MARK):
                 step()
         finally:
-            with _stderr_silenced():
+            with stderr_silenced():
                 profile.__exit__(None, None, None)
         return Peak(peak_above_mark(profile.kineto_results.events(), self.MARK), self.source)
 
