@@ -51,7 +51,6 @@ class _Compiler:
         self.module: Callable | None = None
         self.events: list[tuple[str, str]] = []  # (trigger, compile id), in order
         self.compile_s = 0.0  # summed from start/end callbacks: the compiler's own account of its time
-        self.breaks_by_mode: dict[str, int] = {}  # graph breaks a mode's compile in this group met
         self._started: dict[str, float] = {}
         self._registered = False
 
@@ -79,7 +78,7 @@ class _Compiler:
             torch.compiler.reset()  # which also drops dynamo's callbacks, its guard-failure log and counters
             self._registered = False
             self.module = torch.compile(model, mode=None if compile == "default" else compile)
-            self.group, self.breaks_by_mode = group, {}
+            self.group = group
         self._register()
         return self.module
 
@@ -153,18 +152,21 @@ class NotCompiled(Exception):
     """No compiled code runs in the model's step in this mode: it runs eager."""
 
 
-def compiled_graphs_run(step: Callable[[], None]) -> int:
-    """Compiled graphs one call of ``step`` ran, as torch.profiler sees inductor call them. An instrument
-    of its own, apart from the compile callbacks: dynamo can compile a frame and capture nothing in it
-    (an LSTM; a torch._dynamo.disable'd forward runs inside a compiled frame, eager), or reuse one
-    mode's code for another."""
+def compiled_code_run(step: Callable[[], None]) -> tuple[int, int]:
+    """(compiled frames, compiled graphs) one call of ``step`` ran, as torch.profiler sees dynamo enter
+    them ("Torch-Compiled Region") and inductor call them. An instrument of its own, apart from the
+    compile callbacks: dynamo can compile a frame and capture nothing in it (an LSTM; a
+    torch._dynamo.disable'd forward runs eager inside a compiled frame), or reuse one mode's code for
+    another. A graph break resumes in a frame of its own: frames beyond the first are breaks."""
     from torch.profiler import ProfilerActivity, profile
 
     from .measure.memory import stderr_silenced
 
     with stderr_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
-    return sum(1 for event in prof.events() if event.name.startswith("## Call CompiledFxGraph"))
+    names = [event.name for event in prof.events()]
+    return (sum(1 for n in names if n.startswith("Torch-Compiled Region")),
+            sum(1 for n in names if n.startswith("## Call CompiledFxGraph")))
 
 
 def compilations() -> int:
@@ -194,15 +196,10 @@ class CompileWatch:
         self.frames_compiled = len(frames)
         self.compiles = len(frames) + sum(1 for t, _ in events if t == "LAZY_BACKWARD")
         self.recompiles = sum(1 for m in frames if m and int(m.group(2)) > 0)
-        self.distinct_frames = len({m.group(1) for m in frames if m})
         self.reasons = list(dict.fromkeys(_reason(r) for r in _guard_failures()[self._failures:]))
         self.compile_s = COMPILER.compile_s - self._compile_s
 
-    def fields(self, mode: str) -> dict:
-        """The record's compile fields. Graph breaks are counted when the mode compiles and kept for the
-        group's later cases of the mode, which run the same frames."""
+    def fields(self) -> dict:
+        """The record's compile fields."""
         self.read()
-        if self.frames_compiled and mode not in COMPILER.breaks_by_mode:
-            COMPILER.breaks_by_mode[mode] = max(0, self.distinct_frames - 1)
-        return dict(compiles=self.compiles, recompiles=self.recompiles, recompile_reasons=self.reasons,
-                    graph_breaks=COMPILER.breaks_by_mode.get(mode))
+        return dict(compiles=self.compiles, recompiles=self.recompiles, recompile_reasons=self.reasons)

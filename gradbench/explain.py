@@ -67,5 +67,8 @@ def print_explanation(output: dict[str, list[dict]], fmt: str) -> None:
 
 
 def _first_reason(record: dict) -> str:
-    reasons = record.get("recompile_reasons") or []
-    return f" ({reasons[0].splitlines()[0][:120]})" if reasons else ""
+    """The switches whose guards failed, named as the report names them."""
+    from .report.compiled import guard_kinds
+
+    kinds = guard_kinds(record.get("recompile_reasons"))
+    return f" (guards on {', '.join(kinds)})" if kinds else ""

@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .case import Case
-from .compiled import (CompileWatch, NotCompiled, compilations, compiled_graphs_run, compiler_settings, forward_for,
+from .compiled import (CompileWatch, NotCompiled, compilations, compiled_code_run, compiler_settings, forward_for,
                        last_guard_failure)
 from .env import fingerprint
 from .measure.contention import ContentionMonitor, monitor_for
@@ -89,15 +89,17 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
             if compiled:  # 1b. compile: the first call, alone and timed; it compiles what this mode needs
                 if not memory_only:
                     workload.reference_outputs()  # eager, from the buffers as they are before any step
-                with workload.buffers_restored():  # the behaviour probes start from them, as in eager
+                # the behaviour probes start from the weights and buffers as they were, as in eager
+                with workload.parameters_restored(), workload.buffers_restored():
                     torch.manual_seed(case.seed)
                     first_call_s = clock_for(workload.device).block(step.run, 1)
-                    graphs = compiled_graphs_run(step.run)  # and is compiled code what runs now?
+                    frames, graphs = compiled_code_run(step.run)  # and is compiled code what runs now?
                 step.settle()
                 if not graphs:
-                    raise NotCompiled(f"no compiled graph runs in {case.model!r}'s {case.step} in mode {case.mode!r}: "
-                                      "dynamo skipped its forward, which runs eager (torch._dynamo.explain says why)")
-                record["compiled_graphs"] = graphs
+                    raise NotCompiled(f"no compiled graph runs in the {case.step} of {case.model} in mode "
+                                      f"{case.mode!r}: dynamo skipped its forward, which runs eager "
+                                      "(torch._dynamo.explain says why)")
+                record.update(compiled_graphs=graphs, graph_breaks=max(0, frames - 1))
             # 2. behaviour: what the mode does to a forward, observed in seeded probe forwards
             if not memory_only:
                 record.update(workload.behaviour(applied, forward, (case.compile, case.autocast)))
@@ -114,13 +116,13 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
                 record.update(_counted_step(case, workload, step, eager))
             torch.manual_seed(case.seed)
             if compiled:
-                record.update(watch.fields(case.mode))  # and again at exit, the harness's timing included
+                record.update(watch.fields())  # and again at exit, the harness's timing included
                 if before_timing is not None:
                     before_timing()
             yield Prepared(record, step.run, first_call_s)  # 5. time: the caller's clock (measure_case, or a harness)
     finally:
         if compiled and hasattr(watch, "_events"):
-            record.update(watch.fields(case.mode))
+            record.update(watch.fields())
         inside = workload.forward_state_changes(case.mode)
         warnings = [describe(f"model {case.model!r}", f"inside its forward in mode {case.mode!r}", inside),
                     describe(f"model {case.model!r}", f"while running mode {case.mode!r}",

@@ -85,9 +85,9 @@ class Record:
                          "mode or requires_grad)")
     recompile_reasons: list = _f("compile", "list[str]", "", "the guards that failed, as dynamo words them (first "
                                  "line): the first failing guard of each compiled entry it checked")
-    graph_breaks: int = _f("compile", "int", "count", "graph breaks in what this mode runs: the frames dynamo "
-                           "compiled for it beyond the first (a break resumes in a frame of its own), counted "
-                           "when the mode compiled, here or earlier in its group")
+    graph_breaks: int = _f("compile", "int", "count", "graph breaks in one step: the compiled frames it entered "
+                           "beyond the first, as torch.profiler saw dynamo enter them (a break resumes in a "
+                           "frame of its own)")
     compiled_graphs: int = _f("compile", "int", "count", "compiled graphs one step ran, forward and backward, as "
                               "torch.profiler saw inductor call them (0: the step ran eager, and the case is "
                               "not_applicable)")

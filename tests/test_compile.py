@@ -65,7 +65,8 @@ def test_a_mode_switch_on_a_compiled_model_is_counted_as_a_recompilation(compile
     assert train["dropout_active"] and train["bn_stats_updated"] and train["graph_recorded"]
     assert train["grads_computed"] is None  # no probe backward: it would compile the train step's backward
     step, graphs, _ = compiled_group[2]  # the train step reuses the train forward's graph
-    assert step["status"] == "ok" and step["compiles"] == graphs == 0 and step["saved_bytes"] > 0
+    assert step["status"] == "ok" and step["recompiles"] == graphs == 0 and step["saved_bytes"] > 0
+    assert step["compiles"] <= 1  # the backward graph, compiled at the first backward unless a cache held it
     assert step["grads_computed"] > 0
     assert step["flops"] > train["flops"]  # counted on the eager step: forward, backward
     again, graphs, _ = compiled_group[3]  # back to eval_no_grad: its code is still cached
@@ -236,3 +237,11 @@ def test_compilation_while_timed_makes_the_time_untrusted_and_names_the_guard():
     assert record["time_trusted"] is False and "while timed" in record["time_distrust"]
     assert " == " in record["time_distrust"]  # the value the graph was specialised on
     assert record["recompiles"] >= 2
+
+
+def test_a_compiled_train_step_first_leaves_the_weights_for_its_behaviour_probes():
+    workload = Workload("mlp", "tiny", 8, "cpu", "float32")
+    step = run_case("mlp", "tiny", 8, mode="eval", step="train_step", workload=workload, compile="default",
+                    max_time_s=0.05)
+    assert step["status"] == "ok" and step["max_abs_diff_vs_eval_no_grad"] < 1e-6  # eval: no dropout, same weights
+    assert step["compiled_graphs"] >= 2 and step["graph_breaks"] == 0  # a forward graph and a backward one

@@ -8,7 +8,7 @@ precision of their median (measure/trust.py), so that `gradbench compare` knows 
 """
 import pytest
 
-from gradbench.compiled import compilations
+from gradbench.compiled import compilations, last_guard_failure
 from gradbench.measure.contention import monitor_for
 from gradbench.measure.stats import samples_rel_halfwidth
 from gradbench.measure.trust import verdict_fields
@@ -41,12 +41,19 @@ def test_mode(benchmark, prepared, gradbench_case, step):
     # warmed in preparation by gradbench's rule (harness.BenchmarkCase): no warm-up rounds of its own;
     # a round is a block of steps as gradbench samples them (>= 1 ms), which pytest-benchmark counts per
     # step (iterations). On CUDA each step synchronises: pytest-benchmark has no hook at a round's end.
-    benchmark.pedantic(case.step, rounds=_rounds(case), iterations=case.steps_per_block, warmup_rounds=0)
+    try:
+        benchmark.pedantic(case.step, rounds=_rounds(case), iterations=case.steps_per_block, warmup_rounds=0)
+    except Exception as exc:
+        if type(exc).__name__ != "FailOnRecompileLimitHit":
+            raise
+        pytest.fail(f"recompiled past dynamo's limit while timed (the last guard that failed: "
+                    f"{last_guard_failure()})", pytrace=False)
     benchmark.extra_info.update(_trust(monitor.stop(), benchmark.stats.stats.data))
     recompiled = compilations() - compiled_before
     if recompiled:  # the rounds hold compilations (a guard failing on every step or so): as gradbench run says
         benchmark.extra_info.update(time_trusted=False, time_distrust="; ".join(filter(None, (
-            f"compiled {recompiled} time(s) while timed, so the samples include compilation",
+            f"compiled {recompiled} time(s) while timed, so the samples include compilation (a guard failed: "
+            f"{last_guard_failure() or 'not named'})",
             benchmark.extra_info.get("time_distrust")))))
 
 
