@@ -7,15 +7,15 @@ modes, and a mode whose switch breaks a guard recompiles. A new group (another w
 autocast setting) starts from ``torch.compiler.reset()``, so that no group inherits another's code;
 ``cold`` resets before every case, and keeps inductor's on-disk caches out of it too.
 
-What happened is read from dynamo's own instruments: its compile callbacks (a compile id 'F/N'
-with N > 0 is frame F compiled again: a recompilation), its graph-break counters, and its log of
-failed guards. Nothing is inferred from the mode.
+What happened is read from the compiler's own instruments: its compile callbacks (a compile id
+'F/N' with N > 0 is frame F compiled again: a recompilation) and dynamo's log of failed guards; and
+what runs, from torch.profiler (compiled frames entered, compiled graphs called). Nothing is
+inferred from the mode.
 """
 from __future__ import annotations
 
 import contextlib
 import re
-import time
 from typing import Callable
 
 import torch
@@ -37,6 +37,19 @@ def validate_setting(axis: str, value: str, device: str) -> None:
                          f"valid {axis} settings on cpu: {here}")
 
 
+def cuda_only(compile: str, autocast: str) -> bool:
+    """The settings ask for something that exists on CUDA only (a cpu case of them cannot run)."""
+    return compile in CUDA_ONLY["compile"] or autocast in CUDA_ONLY["autocast"]
+
+
+def autocast_not_applicable(autocast: str, dtype: str) -> str | None:
+    """Why autocast does not apply to a model of ``dtype`` (None where it does)."""
+    if autocast != "none" and dtype != "float32":
+        return (f"autocast {autocast!r} lowers float32 work; the model is already {dtype} (autocast applies to "
+                "float32 models)")
+    return None
+
+
 def autocast_scope(device: torch.device, autocast: str):
     if autocast == "none":
         return contextlib.nullcontext()
@@ -44,14 +57,12 @@ def autocast_scope(device: torch.device, autocast: str):
 
 
 class _Compiler:
-    """The process's one compiled model and the callbacks that count the compiler's work."""
+    """The process's one compiled model and the callback that counts the compiler's work."""
 
     def __init__(self):
         self.group: tuple | None = None
         self.module: Callable | None = None
         self.events: list[tuple[str, str]] = []  # (trigger, compile id), in order
-        self.compile_s = 0.0  # summed from start/end callbacks: the compiler's own account of its time
-        self._started: dict[str, float] = {}
         self._registered = False
 
     def _register(self) -> None:
@@ -61,15 +72,8 @@ class _Compiler:
 
         def started(args):
             self.events.append((args.callback_trigger.name, args.compile_id))
-            self._started[f"{args.callback_trigger}:{args.compile_id}"] = time.perf_counter()
-
-        def ended(args):
-            began = self._started.pop(f"{args.callback_trigger}:{args.compile_id}", None)
-            if began is not None:
-                self.compile_s += time.perf_counter() - began
 
         callback_handler.register_start_callback(started)
-        callback_handler.register_end_callback(ended)
         self._registered = True
 
     def module_for(self, model: torch.nn.Module, group: tuple, compile: str, cold: bool) -> Callable:
@@ -132,10 +136,7 @@ def _guard_failures() -> list[str]:
 
 def last_guard_failure() -> str | None:
     """The most recent guard dynamo found failing, as one line (what made it compile again)."""
-    try:
-        failures = _guard_failures()
-    except ImportError:
-        return None
+    failures = _guard_failures()
     return _reason(failures[-1]) if failures else None
 
 
@@ -177,13 +178,11 @@ def compilations() -> int:
 class CompileWatch:
     """The compiler's work between enter and exit (entered after ``forward_for``, whose reset would clear
     what it counts): dynamo's compilations of frames (a frame compiled again is a recompilation), the
-    backward graphs AOTAutograd compiles at a graph's first backward, and the guards that failed. A graph break makes dynamo compile the rest of the function as a frame of its
-    own, so a mode's frames beyond the first are its graph breaks."""
+    backward graphs AOTAutograd compiles at a graph's first backward, and the guards that failed."""
 
     def __enter__(self):
         COMPILER._register()
-        self._events = len(COMPILER.events)
-        self._failures, self._compile_s = len(_guard_failures()), COMPILER.compile_s
+        self._events, self._failures = len(COMPILER.events), len(_guard_failures())
         return self
 
     def __exit__(self, *exc):
@@ -193,11 +192,9 @@ class CompileWatch:
         """Count what happened since enter (again at exit: compilations while a harness times are counted)."""
         events = COMPILER.events[self._events:]
         frames = [_COMPILE_ID.search(i) for t, i in events if t == "DYNAMO"]
-        self.frames_compiled = len(frames)
         self.compiles = len(frames) + sum(1 for t, _ in events if t == "LAZY_BACKWARD")
         self.recompiles = sum(1 for m in frames if m and int(m.group(2)) > 0)
         self.reasons = list(dict.fromkeys(_reason(r) for r in _guard_failures()[self._failures:]))
-        self.compile_s = COMPILER.compile_s - self._compile_s
 
     def fields(self) -> dict:
         """The record's compile fields."""

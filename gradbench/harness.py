@@ -13,6 +13,7 @@ import os
 import torch
 
 from .case import Case
+from .compiled import autocast_not_applicable, cuda_only
 from .modes import CORE_MODES, DEFAULT_MODES, MODES
 from .measure.timing import clock_for, steps_per_block, warm_up
 from .pipeline import WARMUP_STEPS, prepare
@@ -46,11 +47,12 @@ def with_axes(grid: Grid, compile: str | None = None, autocast: str | None = Non
     """``grid`` with compile and autocast settings ("none,default"); unset: $GRADBENCH_COMPILE and
     $GRADBENCH_AUTOCAST, else eager. Names are checked here; a CUDA-only one is skipped on cpu."""
     from .compiled import validate_setting
+    from .settings import list_arg
 
     axes = {}
     for axis, given in (("compile", compile), ("autocast", autocast)):
         text = given if given is not None else os.environ.get(AXIS_VARIABLES[axis], "")
-        values = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip())) or ("none",)
+        values = tuple(list_arg([text])) or ("none",)
         for value in values:
             validate_setting(axis, value, "cuda")
         axes[axis] = values
@@ -89,15 +91,11 @@ class BenchmarkCase:
             raise NotApplicable("no CUDA GPU on this machine")
         if step == "train_step" and not MODES[mode].records_graph:
             raise NotApplicable(f"mode {mode!r} records no graph: no train step")
-        if autocast != "none" and dtype != "float32":
-            raise NotApplicable(f"autocast applies to float32 models, not {dtype}")
-        try:
-            case = Case(model, size, batch_size, device, dtype, mode, step, compile=compile,
-                        autocast=autocast).validate()
-        except ValueError as exc:
-            if "needs a CUDA device" in str(exc):  # reduce-overhead or float16 autocast, asked of cpu
-                raise NotApplicable(str(exc)) from None
-            raise
+        if autocast_not_applicable(autocast, dtype):
+            raise NotApplicable(autocast_not_applicable(autocast, dtype))
+        if not device.startswith("cuda") and cuda_only(compile, autocast):
+            raise NotApplicable(f"compile {compile!r} with autocast {autocast!r} needs a CUDA device")
+        case = Case(model, size, batch_size, device, dtype, mode, step, compile=compile, autocast=autocast).validate()
         self.workload = workload(model, size, batch_size, device, dtype)
         self.device = self.workload.device
         self._stack = contextlib.ExitStack()

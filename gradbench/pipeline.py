@@ -19,8 +19,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .case import Case
-from .compiled import (CompileWatch, NotCompiled, compilations, compiled_code_run, compiler_settings, forward_for,
-                       last_guard_failure)
+from .compiled import (CompileWatch, NotCompiled, autocast_not_applicable, compilations, compiled_code_run,
+                       compiler_settings, forward_for, last_guard_failure)
 from .env import fingerprint
 from .measure.contention import ContentionMonitor, monitor_for
 from .measure.memory import peak_backend
@@ -71,8 +71,8 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
     ``memory_only``: the reset and memory passes alone, no behaviour probes or counting (capacity
     searches many batch sizes and needs only what a step holds and peaks at).
     ``before_timing``: called, for a compiled case, when every pass but the timing is done (the contention
-    monitor restarts there: inductor compiles in worker processes, on the first call and on a probe's
-    first backward, and they are not other work disturbing the step).
+    monitor restarts there: inductor compiles in worker processes, on the first call and on a first
+    backward, and they are not other work disturbing the step).
     """
     record = record if record is not None else base_record(case, workload)
     guard = CleanState(expected_state(case.seed, cudnn_benchmark=case.cudnn_benchmark))
@@ -158,23 +158,17 @@ def _counted_step(case: Case, workload: Workload, step: Step, eager: Step | None
     saved for backward are what the compiled graph saves.
     """
     step.settle()
-    if eager is not None:
-        saved = SavedTensorsCounter(workload.held_tensors())
-        with saved:
-            step.run()
-        step.settle()
-        flops = FlopCounterMode(display=False) if case.step == "train_step" else None
-        if flops:
-            with flops:
-                eager.run()
-            eager.settle()
-        return dict(tracked_peak_bytes=None, saved_bytes=saved.nbytes,
-                    flops=int(flops.get_total_flops()) if flops else workload.forward_flops())
-    tracker, saved = TensorMemoryTracker(), SavedTensorsCounter(workload.held_tensors())
+    tracker = TensorMemoryTracker() if eager is None else None
+    saved = SavedTensorsCounter(workload.held_tensors())
     flops = FlopCounterMode(display=False) if case.step == "train_step" else None
-    with flops or contextlib.nullcontext(), saved, tracker:
+    with (flops if eager is None else None) or contextlib.nullcontext(), saved, tracker or contextlib.nullcontext():
         step.run()
-    return dict(tracked_peak_bytes=tracker.peak, saved_bytes=saved.nbytes,
+    if flops and eager is not None:
+        step.settle()
+        with flops:
+            eager.run()
+        eager.settle()
+    return dict(tracked_peak_bytes=tracker.peak if tracker else None, saved_bytes=saved.nbytes,
                 flops=int(flops.get_total_flops()) if flops else workload.forward_flops())
 
 
@@ -207,9 +201,8 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
         record.update(status="not_applicable",
                       error=f"mode {mode.name!r} records no autograd graph, so there is no train step")
         return record
-    if case.autocast != "none" and case.dtype != "float32":
-        record.update(status="not_applicable", error=f"autocast {case.autocast!r} lowers float32 work; the model "
-                      f"is already {case.dtype} (autocast applies to float32 models)")
+    if autocast_not_applicable(case.autocast, case.dtype):
+        record.update(status="not_applicable", error=autocast_not_applicable(case.autocast, case.dtype))
         return record
     began = time.perf_counter()
     monitor = (monitor or monitor_for(workload.device)).start()

@@ -220,9 +220,13 @@ def to_frame(records: list[dict]):
     for column in RECORD_FIELDS:
         if column not in df.columns:
             df[column] = None
-    for column, meant in IDENTITY_DEFAULTS.items():  # an old file's null: it ran eager
-        df[column] = df[column].astype(object).where(df[column].notna(), meant)
-    return df
+    return with_identity_defaults(df)
+
+
+def with_identity_defaults(df):
+    """compile and autocast with a null (or no column) read as files from before them meant: eager."""
+    return df.assign(**{k: df[k].astype(object).where(df[k].notna(), v) if k in df else v
+                        for k, v in IDENTITY_DEFAULTS.items()})
 
 
 # ---------------------------------------------------------------- readers: every source -> records

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..record import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, case_label
-from .tables import HARNESS_ORDER, is_untrusted
+from .tables import HARNESS_ORDER, as_text, is_untrusted
 
 BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device",
       "run": "run_id", "file": "source_file", "harness": "source", "compile": "compile", "autocast": "autocast"}
@@ -31,8 +31,8 @@ BETWEEN = "between and within processes"
 
 def side_labels(df: pd.DataFrame, by: str) -> pd.Series:
     column = BY[by]
-    values = df[column].astype(object).where(df[column].notna(), "none")
-    return values.astype(str).str[:12] if by == "commit" else values.astype(str)
+    values = as_text(df[column], "none")
+    return values.str[:12] if by == "commit" else values
 
 
 def _bootstrap_medians(runs: list[np.ndarray], resamples: int, rng) -> np.ndarray | None:
@@ -99,7 +99,7 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], list[st
         raise ValueError(f"--by {by} needs inputs that differ in {by}; all ok records have {by} {found!r}")
     key = [k for k in CASE_KEY_FIELDS if k != BY[by]]
     for column in RUN_KEY:
-        ok[column] = ok[column].astype(object).where(ok[column].notna(), "-").astype(str)
+        ok[column] = as_text(ok[column])
     # one record per run and case: the newest (a resumed or retried case's last word)
     ok = ok.drop_duplicates(key + ["side"] + RUN_KEY, keep="last")
     cases = {side: dict(tuple(part.groupby(key, sort=False))) for side, part in ok.groupby("side", sort=False)}

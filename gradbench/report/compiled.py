@@ -14,8 +14,9 @@ import pandas as pd
 
 from ..modes import MODES
 from ..record import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, WORKLOAD_FIELDS, case_label
+from ..results import with_identity_defaults
 from .findings import Finding, untrusted_note
-from .tables import UNTRUSTED_LEGEND, UNTRUSTED_MARK, human_bytes, is_untrusted, one_source
+from .tables import UNTRUSTED_LEGEND, UNTRUSTED_MARK, as_text, human_bytes, is_untrusted, one_source
 
 EAGER = IDENTITY_DEFAULTS["compile"]  # "none"
 NO_AUTOCAST = IDENTITY_DEFAULTS["autocast"]
@@ -27,23 +28,17 @@ STEP_ORDER = {"forward": 0, "train_step": 1}
 MODE_ORDER = {m: i for i, m in enumerate(MODES)}
 
 
-def _with_settings(df: pd.DataFrame) -> pd.DataFrame:
-    """compile and autocast with a null read as files from before them meant: eager, no autocast."""
-    return df.assign(**{k: df[k].astype(object).where(df[k].notna(), v) if k in df else v
-                        for k, v in IDENTITY_DEFAULTS.items()})
-
-
 def has_compiled(df: pd.DataFrame) -> bool:
     """The section's condition: an ok record that ran under torch.compile."""
     if df.empty:
         return False
-    df = _with_settings(df)
+    df = with_identity_defaults(df)
     return bool(((df["status"] == "ok") & (df["compile"] != EAGER)).any())
 
 
 def _keys(df: pd.DataFrame, columns) -> list[tuple]:
     """Rows as hashable keys, a null as '-' (NaN never equals itself)."""
-    return list(zip(*(df[c].astype(object).where(df[c].notna(), "-").astype(str) for c in columns)))
+    return list(zip(*(as_text(df[c]) for c in columns)))
 
 
 def _run_ids(record) -> set:
@@ -64,7 +59,7 @@ def paired(df: pd.DataFrame, axis: str = "compile") -> list[tuple[dict, dict | N
     """(changed, baseline) for every ok timed record whose ``axis`` is not 'none': the record of the same
     case with ``axis`` 'none', or None. Autocast is set against no autocast among eager records only, so
     that compile's shared model and order stay out of it."""
-    df = _with_settings(df)
+    df = with_identity_defaults(df)
     timed = df[(df["status"] == "ok") & df["time_median_s"].notna()]
     changed = timed[timed[axis] != IDENTITY_DEFAULTS[axis]]
     if axis == "autocast":
@@ -170,7 +165,7 @@ GROUP_FIELDS = [*WORKLOAD_FIELDS, "run_id", "repeat"]  # one compiled model: one
 def compiled_groups(df: pd.DataFrame) -> list[pd.DataFrame]:
     """Each compiled group's cases (not_applicable ones left out: they ran nothing), in the order they ran:
     by timestamp, records of the same second in the order they were read."""
-    df = _with_settings(df)
+    df = with_identity_defaults(df)
     ran = df[(df["compile"] != EAGER) & (df["status"] != "not_applicable")]
     if ran.empty:
         return []

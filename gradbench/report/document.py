@@ -19,7 +19,7 @@ from .compiled import compiled_blocks, compiled_figure
 from .compare import compare, interval_kind, text_table
 from .figures import draw_all
 from .findings import findings
-from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, behaviour_table, is_untrusted, one_per_case, one_source,
+from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, one_per_case, one_source,
                      render, summary_tables)
 
 ENV_FIELDS = ["source", "machine", "cpu", "gpu", "driver", "cuda", "torch", "python", "threads", "git_commit"]
@@ -28,7 +28,7 @@ ENV_FIELDS = ["source", "machine", "cpu", "gpu", "driver", "cuda", "torch", "pyt
 def _environment(df: pd.DataFrame) -> pd.DataFrame:
     """One row per distinct machine/software combination, with its record count."""
     cols = [c for c in ENV_FIELDS if c in df.columns]
-    text = df[cols].astype(object).where(df[cols].notna(), "-").astype(str)
+    text = as_text(df[cols])
     text["git_commit"] = text["git_commit"].str[:12]
     return text.groupby(cols, sort=False).size().rename("records").reset_index().set_index("source")
 

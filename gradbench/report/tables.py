@@ -28,11 +28,16 @@ def is_untrusted(value) -> bool:
     return value is False or (isinstance(value, (bool, np.bool_)) and not value)
 
 
+def as_text(values, blank: str = "-"):
+    """A column or frame as text, a null as ``blank``: keys that a NaN (never equal to itself) cannot split."""
+    return values.astype(object).where(values.notna(), blank).astype(str)
+
+
 def one_per_case(df: pd.DataFrame) -> pd.DataFrame:
     """One row per case and input file: the processes of a --repeat run combined. Their trusted records
     stand if there are any; time and memory are the median over them, raw samples pooled."""
     keys = ["source_file", "git_commit", *CASE_KEY_FIELDS]  # commits are not repeats (asv results)
-    keyed = df[keys].astype(object).where(df[keys].notna(), "-").astype(str)
+    keyed = as_text(df[keys])
     duplicated = keyed.duplicated(keep=False)
     if not duplicated.any():
         return df
@@ -58,14 +63,14 @@ def one_source(df: pd.DataFrame) -> pd.DataFrame:
     shows the harnesses side by side, and the asv history every commit.)"""
     if df.empty:
         return df
-    keys = [df[k].astype(object).where(df[k].notna(), "-").astype(str) for k in WORKLOAD_FIELDS]
+    keys = [as_text(df[k]) for k in WORKLOAD_FIELDS]
     if df["source"].nunique() > 1:
         rank = df["source"].map(lambda v: HARNESS_ORDER.index(v) if v in HARNESS_ORDER else len(HARNESS_ORDER))
         df = df[rank == rank.groupby(keys).transform("min")]
         keys = [k.loc[df.index] for k in keys]
-    commits = df["git_commit"].astype(object).where(df["git_commit"].notna(), "-").astype(str)
+    commits = as_text(df["git_commit"])
     if commits.nunique() > 1:
-        stamp = df["timestamp"].astype(object).where(df["timestamp"].notna(), "").astype(str)
+        stamp = as_text(df["timestamp"], "")
         newest = stamp.groupby([*keys, commits]).transform("max")  # a commit's newest record
         df = df[newest.groupby(keys).transform("max") == newest]
     return df
