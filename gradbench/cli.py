@@ -268,7 +268,14 @@ def cmd_selfcheck(args) -> int:
         from .sweep import QUICK, Grid
 
         return grid_agreement(Grid(**QUICK), args.tolerance)
-    return run_selfcheck(tolerance=args.tolerance)
+    if args.device is not None:
+        from .case import Case
+
+        try:
+            Case(device=args.device).validate()
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    return run_selfcheck(tolerance=args.tolerance, devices=[args.device] if args.device else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     selfcheck.add_argument("--tolerance", type=argument(float, above=0), default=0.05,
                            help="warn where gradbench and torch.utils.benchmark differ by more (default 0.05)")
     selfcheck.add_argument("--grid", choices=("quick",), help="instead, compare on every case of the --quick sweep")
+    selfcheck.add_argument("--device", help="check this device only: cpu, cuda or cuda:N (default: cpu, and cuda "
+                           "where available)")
 
     report = sub.add_parser("report", help="figures, report.md and a self-contained report.html from results")
     report.add_argument("results", nargs="+", help="gradbench JSONL files, asv result folders, pytest-benchmark JSON")

@@ -23,6 +23,7 @@ from .compiled import (CompileWatch, NotCompiled, autocast_not_applicable, compi
                        compiler_settings, forward_for, last_guard_failure)
 from .env import fingerprint
 from .measure.contention import ContentionMonitor, monitor_for
+from .measure.energy import energy_fields, meter_for
 from .measure.memory import peak_backend
 from .measure.tensors import SavedTensorsCounter, TensorMemoryTracker, gradient_bytes, storage_nbytes
 from .measure.timing import Timing, clock_for, time_step
@@ -206,14 +207,17 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
         return record
     began = time.perf_counter()
     monitor = (monitor or monitor_for(workload.device)).start()
+    meter = meter_for(workload.device, monitor.gpu)  # energy over the timed blocks (CUDA, NVML)
     try:
         with prepare(case, workload, record, memory, before_timing=monitor.start) as prepared:
             # 5. time: warm-up, then samples until the median is known or the cap is reached
             before = compilations()
             timing = time_step(prepared.step, workload.device, max_time_s=case.max_time_s, clock=clock,
-                               warmup_steps=WARMUP_STEPS)
+                               warmup_steps=WARMUP_STEPS, window=meter)
             recompiled_while_timed = compilations() - before
         contention = monitor.stop()
+        record.update(energy_fields(meter.reading if meter else None, timing.n_samples * timing.steps_per_sample,
+                                    case.batch_size))
         if prepared.first_call_s is not None:
             record["compile_time_s"] = prepared.first_call_s - timing.median
         record.update(timing_fields(timing), **contention.fields(),

@@ -148,6 +148,12 @@ class Record:
                         "layer)")
     max_abs_diff_vs_eval_no_grad: float = _f("behaviour", "float", "", "largest output difference from the same "
                                              "input under eval_no_grad")
+    # energy: NVML's total energy counter around the timed blocks (measure/energy.py); null on cpu
+    energy_j: float = _f("energy", "float", "J", "energy the GPU used per step over the timed blocks (whole GPU, "
+                         "idle gaps between blocks included); null on cpu, and on cuda where energy_note says why")
+    samples_per_joule: float = _f("energy", "float", "1/J", "batch_size / energy_j")
+    energy_note: str = _f("energy", "str", "", "on cuda: the reading's resolution (+-period/window), or why "
+                          "energy_j is null (no NVML, no counter, a window shorter than 10 counter updates)")
     # work
     flops: int = _f("work", "int", "flop", "floating-point operations of one step (torch.utils.flop_counter)")
     flops_per_s: float = _f("work", "float", "flop/s", "flops / time_median_s")

@@ -89,18 +89,26 @@ def grid_agreement(grid: Grid, tolerance: float) -> int:
     return 0 if within == compared else 1
 
 
-def contention_monitor() -> ContentionMonitor:
-    """What other processes and the hypervisor take while the checks run (a seam for tests)."""
-    return monitor_for("cpu")
+def contention_monitor(device: str = "cpu") -> ContentionMonitor:
+    """What other processes and the hypervisor take while the checks run, and on a GPU, other processes
+    on it and its throttling (a seam for tests)."""
+    return monitor_for(device)
 
 
-def run_selfcheck(tolerance: float = 0.05) -> int:
-    """Print the checks; exit status 0 when quiet enough at this tolerance, 1 when not."""
+def default_selfcheck_devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def run_selfcheck(tolerance: float = 0.05, devices: list[str] | None = None) -> int:
+    """Print the checks on ``devices`` (default: cpu, and cuda where available); exit status 0 when quiet
+    enough at this tolerance, 1 when not."""
     warnings = []
-    monitor = contention_monitor().start()
+    devices = devices or default_selfcheck_devices()
+    gpu = next((d for d in devices if d.startswith("cuda")), None)
+    monitor = contention_monitor(gpu) if gpu else contention_monitor()
+    monitor.start()
     overhead = timer_overhead_s()
     print(f"timer overhead (perf_counter)   {overhead * 1e9:8.0f} ns")
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         median, noise = reference_noise(device)
         flag = ""
@@ -123,6 +131,11 @@ def run_selfcheck(tolerance: float = 0.05) -> int:
     share = lambda v: "unknown" if v is None else f"{v:.0%}"  # noqa: E731
     print(f"contention: other processes used {share(seen.cpu_other_share)} of the CPUs, the hypervisor stole "
           f"{share(seen.cpu_steal_share)}, over {seen.window_s:.1f} s")
+    if gpu:
+        unknown = lambda v: "unknown (no NVML)" if v is None else v  # noqa: E731
+        print(f"gpu {gpu}: other processes {unknown(seen.gpu_other_processes)}, SM clock "
+              f"{unknown(seen.gpu_sm_clock_mhz)} MHz, temperature {unknown(seen.gpu_temperature_c)} C, clock-event "
+              f"reasons {unknown(seen.gpu_throttle_reasons)}")
     warnings += [f"{reason}, while the checks ran: timings now would be untrusted"
                  for reason in distrust_reasons(None, True, seen)]
     if warnings:

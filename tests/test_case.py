@@ -158,6 +158,7 @@ def test_cuda_without_gpu_is_clear_error():
         gradbench.run_case(model="mlp", size="tiny", batch_size=2, device="cuda")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_cuda_peak_matches_the_allocator_measured_apart(dtype):
@@ -184,6 +185,8 @@ def test_cuda_peak_matches_the_allocator_measured_apart(dtype):
     assert r["gpu"] and r["gpu_count"] >= 1 and r["cudnn_benchmark"] is False
 
 
+@pytest.mark.gpu
+@pytest.mark.multi_gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_cuda_case_on_the_second_gpu_measures_that_gpu():
     torch.cuda.reset_peak_memory_stats(0)

@@ -199,7 +199,7 @@ class _Seen:
 def test_selfcheck_fails_on_a_noisy_machine_and_passes_on_a_quiet_one(capsys, monkeypatch):
     from gradbench import selfcheck
 
-    monkeypatch.setattr(selfcheck, "contention_monitor", lambda: _Seen(0.0))
+    monkeypatch.setattr(selfcheck, "contention_monitor", lambda device="cpu": _Seen(0.0))
     monkeypatch.setattr(selfcheck, "agreement", lambda case: (1.0e-3, 1.01e-3))
     monkeypatch.setattr(selfcheck, "reference_noise", lambda device: (1e-4, 0.30))
     assert main(["selfcheck"]) == 1
@@ -216,7 +216,7 @@ def test_selfcheck_fails_naming_contention(capsys, monkeypatch):
 
     monkeypatch.setattr(selfcheck, "agreement", lambda case: (1.0e-3, 1.0e-3))
     monkeypatch.setattr(selfcheck, "reference_noise", lambda device: (1e-4, 0.01))
-    monkeypatch.setattr(selfcheck, "contention_monitor", lambda: _Seen(0.45, steal=0.12))
+    monkeypatch.setattr(selfcheck, "contention_monitor", lambda device="cpu": _Seen(0.45, steal=0.12))
     assert main(["selfcheck"]) == 1
     out = capsys.readouterr().out
     assert "other processes used 45% of the CPUs" in out and "stole 12%" in out

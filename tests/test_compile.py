@@ -182,6 +182,7 @@ def test_the_harnesses_case_records_its_compile_and_refuses_cuda_only_settings_h
         grid_from_env()
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: reduce-overhead and float16 autocast "
                     "are CUDA-only (run on a GPU machine)")
 def test_reduce_overhead_with_float16_autocast_on_cuda():

@@ -2,7 +2,6 @@
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from gradbench.measure.contention import (
 )
 from gradbench.measure.trust import distrust_reasons, verdict_fields
 from gradbench.pipeline import run_case
+from fake_nvml import FakeNvml
 
 
 def stat_row(user=0, nice=0, system=0, idle=0, iowait=0, irq=0, softirq=0, steal=0, guest=0):
@@ -70,27 +70,6 @@ def test_wait_share_is_run_queue_delay_per_running_time():
 def test_read_own_schedstat_sums_this_process_threads():
     ran, waited = read_own_schedstat()
     assert ran > 0 and waited >= 0
-
-
-class FakeNvml:
-    NVML_CLOCK_SM = 1
-    NVML_TEMPERATURE_GPU = 0
-
-    def __init__(self, pids, bits, clock=1980, temp=61):
-        self.pids, self.bits, self.clock, self.temp = pids, bits, clock, temp
-
-    def nvmlDeviceGetComputeRunningProcesses(self, handle):
-        return [SimpleNamespace(pid=p) for p in self.pids]
-
-    def nvmlDeviceGetClockInfo(self, handle, kind):
-        assert kind == self.NVML_CLOCK_SM
-        return self.clock
-
-    def nvmlDeviceGetTemperature(self, handle, kind):
-        return self.temp
-
-    def nvmlDeviceGetCurrentClocksEventReasons(self, handle):
-        return self.bits
 
 
 def test_gpu_probe_counts_other_processes_and_names_throttle_reasons():

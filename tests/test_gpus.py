@@ -174,6 +174,8 @@ def test_a_pool_replaces_a_worker_that_died_while_idle():
         pool.stop_all()
 
 
+@pytest.mark.gpu
+@pytest.mark.multi_gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs (run on a multi-GPU machine)")
 def test_two_gpus_measure_at_once_each_on_its_own(tmp_path):
     out = tmp_path / "g.jsonl"

@@ -104,13 +104,15 @@ def time_step(
     now: Callable[[], float] = time.perf_counter,
     precise: float = PRECISE,
     extend: float = EXTEND,
+    window=None,
 ) -> Timing:
     """Time ``fn`` (one step) until the 95% CI of the median is within +-rel_ci, or max_time_s passes.
 
     At the cap, a median wider than +-``precise`` is sampled on, up to ``extend`` x max_time_s.
     At least ``min_samples`` samples are always taken, even past the cap; the cap covers warm-up too.
     ``clock`` (default: the device's) and ``now`` (the wall clock behind the cap) are the seams where
-    tests put fakes. Warm-up (``warm_up``): at least ``warmup_steps`` steps (a cold step's first call
+    tests put fakes. ``window``: an object whose ``start()`` and ``stop()`` are called around the sampling
+    loop, warm-up excluded (the energy meter, measure/energy.py). Warm-up (``warm_up``): at least ``warmup_steps`` steps (a cold step's first call
     pays for lazy initialisation; the pipeline's memory and counting passes have already run its step
     three times and ask for one), then more until ``warmup_s``.
     """
@@ -119,7 +121,7 @@ def time_step(
     gc.disable()
     try:
         return _sample(fn, clock, max_time_s, min_samples, rel_ci, min_block_s, warmup_s, warmup_steps, now,
-                       precise, extend)
+                       precise, extend, window)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -144,11 +146,13 @@ def steps_per_block(per_step_s: float, min_block_s: float = MIN_BLOCK_S) -> int:
 
 
 def _sample(fn, clock, max_time_s, min_samples, rel_ci, min_block_s, warmup_s, warmup_steps, now, precise,
-            extend) -> Timing:
+            extend, window=None) -> Timing:
     began = now()
     per_step, warm = warm_up(fn, clock, warmup_s, warmup_steps, max_time_s, now)
     steps = steps_per_block(per_step, min_block_s)
     timing = Timing(samples_s=[], steps_per_sample=steps, warmup_s=warm)
+    if window is not None:
+        window.start()
     started = now()
     while True:
         timing.samples_s.append(clock.block(fn, steps) / steps)
@@ -162,4 +166,6 @@ def _sample(fn, clock, max_time_s, min_samples, rel_ci, min_block_s, warmup_s, w
         if elapsed >= max_time_s and (width is not None and width <= precise or elapsed >= extend * max_time_s):
             break
     timing.measured_s = now() - started
+    if window is not None:
+        window.stop()
     return timing

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""The peak memory of chosen cases, measured by plain code apart from gradbench's pipeline: the
+cross-check of the record's peak_bytes that tools/gpu-check runs.
+
+Only the model and its input batch come from gradbench (build_model and make_inputs, same seed: the
+same weights and batch). The mode is applied here as README's table defines it, the step is written
+out here, and the peak is read here: on CUDA from torch.cuda's allocator statistics around a second
+step (the first one primes); on CPU (tools/gpu-check --dry-run) from the CPU allocator's events that
+torch.profiler records, summed here. Prints nothing but progress; writes one JSON object per case.
+
+  tools/plain_peak.py --results FILE.jsonl --out PEAKS.jsonl [--limit N]
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # an uninstalled checkout
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# mode: (model.training, grad mode, parameters that require grad), README's table
+MODES = {
+    "train": (True, "enabled", "all"), "eval": (False, "enabled", "all"), "no_grad": (True, "no_grad", "all"),
+    "eval_no_grad": (False, "no_grad", "all"), "frozen": (True, "enabled", "none"),
+    "frozen_eval": (False, "enabled", "none"), "inference_mode": (True, "inference_mode", "all"),
+    "eval_inference_mode": (False, "inference_mode", "all"), "finetune_head": (True, "enabled", "head"),
+}
+
+
+def grad_scope(grad_mode: str):
+    return {"enabled": torch.enable_grad, "no_grad": torch.no_grad, "inference_mode": torch.inference_mode}[grad_mode]()
+
+
+def apply(model: nn.Module, mode: str) -> str:
+    training, grad_mode, trainable = MODES[mode]
+    model.train(training)
+    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1] if trainable == "head" else None
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    for p in model.parameters():
+        p.requires_grad_(trainable == "all" or id(p) in head_ids)
+    return grad_mode
+
+
+def loss_of(out) -> torch.Tensor:
+    tensors = [out] if isinstance(out, torch.Tensor) else [t for t in out if isinstance(t, torch.Tensor)]
+    return sum(t.float().pow(2).mean() for t in tensors if t.is_floating_point())
+
+
+def make_steps(model: nn.Module, inputs: tuple, mode: str, step: str):
+    """(step, settle): the step as a user writes it; settle drops the gradients a train step leaves."""
+    grad_mode = apply(model, mode)
+    if step == "forward":
+        def forward():
+            with grad_scope(grad_mode):
+                model(*inputs)
+        return forward, lambda: None
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def train_step():
+        with grad_scope(grad_mode):
+            optimizer.zero_grad(set_to_none=True)
+            loss_of(model(*inputs)).backward()
+            optimizer.step()
+    return train_step, lambda: optimizer.zero_grad(set_to_none=True)
+
+
+def cuda_peak(step, settle, device) -> int:
+    step()
+    settle()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def cpu_peak(step, settle) -> int:
+    settle()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+        settle()
+        with torch.profiler.record_function("plain_peak::step"):
+            step()
+    events = prof.profiler.kineto_results.events()
+    [mark] = [e for e in events if e.name() == "plain_peak::step"]
+    memory = sorted((e for e in events if e.name() == "[memory]" and e.device_type().name == "CPU"),
+                    key=lambda e: e.start_ns())
+    total = sum(e.nbytes() for e in memory if e.start_ns() < mark.start_ns())
+    base = peak = total
+    for e in memory:
+        if mark.start_ns() <= e.start_ns() <= mark.end_ns():
+            total += e.nbytes()
+            peak = max(peak, total)
+    return peak - base
+
+
+def measure(case: dict) -> int:
+    from gradbench.models import build_model, make_inputs
+
+    device = torch.device(case["device"])
+    model, make_input = build_model(case["model"], case["size"], case.get("seed") or 0)
+    model = model.to(device=device, dtype=DTYPES[case["dtype"]])
+    inputs = make_inputs(make_input, case["batch_size"], device, DTYPES[case["dtype"]], case.get("seed") or 0)
+    step, settle = make_steps(model, inputs, case["mode"], case["step"])
+    return cuda_peak(step, settle, device) if device.type == "cuda" else cpu_peak(step, settle)
+
+
+def chosen(records: list[dict], limit: int) -> list[dict]:
+    """Ok eager cases of the file, up to ``limit``: whole workloads (every mode and step of one model,
+    size, batch and dtype), taken from each model in turn so that every model is checked."""
+    keys = ("model", "size", "batch_size", "device", "dtype", "mode", "step", "seed")
+    workloads: dict[tuple, dict[tuple, dict]] = {}
+    for r in records:
+        if r.get("status") != "ok" or r.get("compile") not in (None, "none") or r.get("autocast") not in (None, "none"):
+            continue
+        case = {k: r.get(k) for k in keys}
+        workloads.setdefault(tuple(case[k] for k in keys[:5]), {})[tuple(case.values())] = case
+    by_model: dict[str, list] = {}
+    for key, cases in workloads.items():
+        by_model.setdefault(key[0], []).append(list(cases.values()))
+    out = []
+    for turn in itertools.zip_longest(*by_model.values()):
+        for cases in turn:
+            if cases and len(out) + len(cases) <= limit:
+                out += cases
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--limit", type=int, default=72)
+    args = parser.parse_args(argv)
+    with open(args.results) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    cases = chosen(records, args.limit)
+    with open(args.out, "w") as out:
+        for i, case in enumerate(cases, 1):
+            try:
+                case["plain_peak_bytes"] = measure(case)
+            except Exception as exc:  # a case plain code cannot run is reported, not hidden
+                case["plain_error"] = f"{type(exc).__name__}: {exc}"
+            out.write(json.dumps(case) + "\n")
+            out.flush()
+            print(f"[{i}/{len(cases)}] {case}", flush=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
