@@ -64,6 +64,7 @@ class Case:
     compile: str = "none"
     autocast: str = "none"
     compile_cold: bool = False
+    energy_sampling: bool = False  # CUDA: sample on until the energy counter has updated 10 times
 
     def validate(self, here: bool = True) -> "Case":
         """Raise ValueError naming the bad value and the valid ones. ``here``: its device exists here."""
@@ -76,7 +77,7 @@ class Case:
         validate_step(self.step)
         validate_setting("compile", self.compile, self.device)
         validate_setting("autocast", self.autocast, self.device)
-        for name in ("cudnn_benchmark", "compile_cold"):
+        for name in ("cudnn_benchmark", "compile_cold", "energy_sampling"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"bad {name} {getattr(self, name)!r}; it is true or false")
         if isinstance(self.max_time_s, bool) or not isinstance(self.max_time_s, (int, float)) \
@@ -96,4 +97,4 @@ class Case:
     def identity(self) -> dict:
         """The record's identity fields (settings such as seed and cudnn_benchmark are recorded apart)."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("seed", "max_time_s", "cudnn_benchmark", "compile_cold")}
+                if k not in ("seed", "max_time_s", "cudnn_benchmark", "compile_cold", "energy_sampling")}

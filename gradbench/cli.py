@@ -46,6 +46,10 @@ def _add_run(sub):
     p.add_argument("--compile-cold", action="store_true", default=None,
                    help="reset the compiler's caches (and skip inductor's on-disk cache) before every mode, "
                         "for cold compile times (default: modes share what earlier modes compiled)")
+    p.add_argument("--energy-sampling", action="store_true", default=None,
+                   help="cuda: time each case until its window spans 10 updates of NVML's energy counter (about "
+                        "1 s per case on an H200), so that energy_j is measured (default off: energy only where the "
+                        "timed window is that long anyway)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
     p.add_argument("--quick", action="store_true", default=None,
                    help="a sweep of about half a minute: tiny models, batch 8 and 64")
@@ -253,7 +257,7 @@ def cmd_case(args) -> int:
         record = run_case(model=args.model, size=args.size, batch_size=args.batch_size, device=args.device,
                           dtype=args.dtype, mode=args.mode, step=args.step, max_time_s=args.max_time,
                           cudnn_benchmark=args.cudnn_benchmark, compile=args.compile, autocast=args.autocast,
-                          compile_cold=args.compile_cold)
+                          compile_cold=args.compile_cold, energy_sampling=args.energy_sampling)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     print(json.dumps(finite_or_none(record), indent=1, allow_nan=False))
@@ -361,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("--compile", default="none", help="none default max-autotune reduce-overhead (cuda)")
     case.add_argument("--autocast", default="none", help="none bfloat16 float16 (cuda)")
     case.add_argument("--compile-cold", action="store_true", help="reset the compiler's caches first")
+    case.add_argument("--energy-sampling", action="store_true", help="cuda: time until the energy counter has "
+                      "updated 10 times, so that energy_j is measured")
     return parser
 
 

@@ -35,8 +35,11 @@ def _driver_version() -> str | None:
 
 
 def _git_commit() -> str | None:
-    """The commit of the gradbench checkout this code runs from, if it is one."""
+    """The commit of the gradbench checkout this code runs from, if it is one; else GRADBENCH_GIT_COMMIT
+    (a copy of a checkout without .git, on a machine it was sent to)."""
     here = os.path.dirname(os.path.abspath(__file__))
+    if not os.path.exists(os.path.join(os.path.dirname(here), ".git")) and os.environ.get("GRADBENCH_GIT_COMMIT"):
+        return os.environ["GRADBENCH_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):

@@ -51,7 +51,8 @@ def base_record(case: Case, workload: Workload | None = None, run_id: str | None
     record = new_record(**case.identity(), **fingerprint(), run_id=run_id or new_run_id(), seed=case.seed,
                         threads=torch.get_num_threads(), source="gradbench", max_time_s=case.max_time_s,
                         cudnn_benchmark=case.cudnn_benchmark if case.device.startswith("cuda") else None,
-                        compile_cold=case.compile_cold if case.compile != "none" else None)
+                        compile_cold=case.compile_cold if case.compile != "none" else None,
+                        energy_sampling=case.energy_sampling if case.device.startswith("cuda") else None)
     if workload is not None:
         record.update(params=workload.params, param_bytes=workload.param_bytes,
                       global_state_warning=workload.state_warning)
@@ -143,7 +144,8 @@ def _allocator_peak(case: Case, workload: Workload, step: Step, backend) -> dict
     peak = backend.measure(step.run, settle)
     out = dict(peak_bytes=peak.peak_bytes, peak_bytes_source=peak.source, held_bytes=held["bytes"],
                cuda_max_allocated_bytes=peak.cuda_max_allocated_bytes,
-               cuda_max_reserved_bytes=peak.cuda_max_reserved_bytes, grad_bytes=0)
+               cuda_max_reserved_bytes=peak.cuda_max_reserved_bytes, requested_peak_bytes=peak.requested_peak_bytes,
+               grad_bytes=0)
     if case.step == "train_step":
         out["grad_bytes"] = gradient_bytes(workload.model)
         out["grads_computed"] = sum(1 for p in workload.model.parameters() if p.grad is not None)
@@ -207,7 +209,7 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
         return record
     began = time.perf_counter()
     monitor = (monitor or monitor_for(workload.device)).start()
-    meter = meter_for(workload.device, monitor.gpu)  # energy over the timed blocks (CUDA, NVML)
+    meter = meter_for(workload.device, monitor.gpu, case.energy_sampling)  # energy over the timed blocks (CUDA)
     try:
         with prepare(case, workload, record, memory, before_timing=monitor.start) as prepared:
             # 5. time: warm-up, then samples until the median is known or the cap is reached
@@ -245,6 +247,7 @@ def run_case(
     dtype: str = "float32", mode: str = "eval_no_grad", step: str = "forward", seed: int = 0,
     max_time_s: float = 2.0, cudnn_benchmark: bool = False, workload: Workload | None = None,
     run_id: str | None = None, compile: str = "none", autocast: str = "none", compile_cold: bool = False,
+    energy_sampling: bool = False,
 ) -> dict:
     """Measure one case and return its record (a dict with every schema field, gradbench.record).
 
@@ -252,7 +255,7 @@ def run_case(
     returns a record with status error or oom instead.
     """
     case = Case(model, size, batch_size, device, dtype, mode, step, seed, max_time_s, cudnn_benchmark,
-                compile, autocast, compile_cold).validate()
+                compile, autocast, compile_cold, energy_sampling).validate()
     if workload is None or workload.key != case.workload_key:
         try:
             workload = Workload(*case.workload_key)

@@ -23,7 +23,7 @@ CASE_KEY_FIELDS = (*WORKLOAD_FIELDS, "mode", "step")
 IDENTITY_DEFAULTS = {"compile": "none", "autocast": "none"}
 # Settings that change what a case measures without changing which case it is: a results file holds
 # one value of each, so that --resume never mixes two experiments under one case key.
-MEASUREMENT_SETTINGS = ("seed", "threads", "max_time_s", "cudnn_benchmark", "compile_cold")
+MEASUREMENT_SETTINGS = ("seed", "threads", "max_time_s", "cudnn_benchmark", "compile_cold", "energy_sampling")
 
 _KINDS = {"str": str, "int": int, "float": (float, int)}
 
@@ -123,6 +123,10 @@ class Record:
                                  "counts storages, not allocator calls, so it can differ both ways")
     cuda_max_allocated_bytes: int = _f("memory", "int", "bytes", "torch.cuda.max_memory_allocated over the "
                                        "measured step, absolute (null on cpu)")
+    requested_peak_bytes: int = _f("memory", "int", "bytes", "peak of the bytes the step's tensors requested above "
+                                   "the baseline (torch.cuda.memory_stats requested_bytes): peak_bytes before the "
+                                   "caching allocator rounds requests up to its blocks (null on cpu, where "
+                                   "peak_bytes counts requested bytes already)")
     cuda_max_reserved_bytes: int = _f("memory", "int", "bytes", "torch.cuda.max_memory_reserved over the "
                                       "measured step, absolute (null on cpu)")
     rss_peak_bytes: int = _f("memory", "int", "bytes", "peak resident set of the whole measuring process, "
@@ -149,6 +153,8 @@ class Record:
     max_abs_diff_vs_eval_no_grad: float = _f("behaviour", "float", "", "largest output difference from the same "
                                              "input under eval_no_grad")
     # energy: NVML's total energy counter around the timed blocks (measure/energy.py); null on cpu
+    energy_sampling: bool = _f("energy", "bool", "", "--energy-sampling: timing went on until its window spanned 10 "
+                               "updates of the energy counter, so that energy_j could be measured (null on cpu)")
     energy_j: float = _f("energy", "float", "J", "energy the GPU used per step over the timed blocks (whole GPU, "
                          "idle gaps between blocks included); null on cpu, and on cuda where energy_note says why")
     samples_per_joule: float = _f("energy", "float", "1/J", "batch_size / energy_j")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .errors import BadInput
 
 LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "compile", "autocast")
-BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report", "compile_cold")
+BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report", "compile_cold", "energy_sampling")
 STRING_OPTIONS = ("out", "shard", "isolate", "launcher", "gpus", "slurm_partition", "slurm_constraint")
 PAIR_OPTIONS = ("slurm_options",)  # KEY=VALUE, given again for each (a value may hold commas)
 LAUNCHERS = ("local", "slurm")
@@ -209,8 +209,9 @@ def build_grid(settings: dict):
         fields["seed"] = number(settings, "seed")
     if "cudnn_benchmark" in settings:
         fields["cudnn_benchmark"] = settings["cudnn_benchmark"]  # a bool: store_true, or load_config checked
-    if "compile_cold" in settings:
-        fields["compile_cold"] = settings["compile_cold"]
+    for flag in ("compile_cold", "energy_sampling"):
+        if flag in settings:
+            fields[flag] = settings[flag]
     grid = Grid(**{**base, "devices": _default_devices(settings, here, default_devices), **fields})
     for name in LIST_OPTIONS:
         if not getattr(grid, name):

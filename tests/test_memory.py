@@ -144,20 +144,23 @@ def test_cuda_peak_is_read_on_the_case_device_above_the_settled_baseline():
     grads = []
 
     def step():  # a train step on the current device: activations come and go, gradients stay
-        cuda.alloc(3_000)  # activations
-        cuda.alloc(1_000)  # gradients
-        grads.append(1_000)
-        cuda.alloc(-3_000)
+        cuda.alloc(3_000, block=3_072)  # activations, in a block rounded up
+        cuda.alloc(1_000, block=1_024)  # gradients
+        grads.append((1_000, 1_024))
+        cuda.alloc(-3_000, block=-3_072)
 
     def settle():  # zero_grad(set_to_none=True)
         while grads:
-            cuda.alloc(-grads.pop())
+            nbytes, block = grads.pop()
+            cuda.alloc(-nbytes, block=-block)
 
     peak = CudaAllocatorPeak(torch.device("cuda", 1), cuda).measure(step, settle)
-    assert peak.peak_bytes == 4_000  # activations + gradients above the baseline, the gradients included
-    assert peak.cuda_max_allocated_bytes == 7_000 + 4_000
-    assert peak.cuda_max_reserved_bytes == 7_000 + 4_000 + 2_000_000
+    assert peak.peak_bytes == 4_096  # activations + gradients above the baseline, in the allocator's blocks
+    assert peak.requested_peak_bytes == 4_000  # what the tensors asked for
+    assert peak.cuda_max_allocated_bytes == 7_000 + 4_096
+    assert peak.cuda_max_reserved_bytes == 7_000 + 4_096 + 2_000_000
     assert ("reset", 1) in cuda.log and all(d == 1 for _, d in cuda.log)
+    assert cuda.log.index(("empty_cache", 1)) < cuda.log.index(("reset", 1))  # every case from the same cache
     assert cuda.allocated[0] == 5_000  # cuda:0 untouched: the step ran on cuda:1
 
 

@@ -70,18 +70,23 @@ def make_steps(model: nn.Module, inputs: tuple, mode: str, step: str):
     return train_step, lambda: optimizer.zero_grad(set_to_none=True)
 
 
-def cuda_peak(step, settle, device) -> int:
+def cuda_peak(step, settle, device) -> tuple[int, int]:
+    """(allocated peak above the baseline, requested peak above it), the cache emptied first as gradbench does."""
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
     step()
     settle()
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
+    requested = torch.cuda.memory_stats(device)["requested_bytes.all.current"]
     step()
     torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - before
+    return (torch.cuda.max_memory_allocated(device) - before,
+            torch.cuda.memory_stats(device)["requested_bytes.all.peak"] - requested)
 
 
-def cpu_peak(step, settle) -> int:
+def cpu_peak(step, settle) -> tuple[int, None]:
     settle()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
@@ -98,10 +103,10 @@ def cpu_peak(step, settle) -> int:
         if mark.start_ns() <= e.start_ns() <= mark.end_ns():
             total += e.nbytes()
             peak = max(peak, total)
-    return peak - base
+    return peak - base, None
 
 
-def measure(case: dict) -> int:
+def measure(case: dict) -> tuple[int, int | None]:
     from gradbench.models import build_model, make_inputs
 
     device = torch.device(case["device"])
@@ -145,7 +150,7 @@ def main(argv=None) -> int:
     with open(args.out, "w") as out:
         for i, case in enumerate(cases, 1):
             try:
-                case["plain_peak_bytes"] = measure(case)
+                case["plain_peak_bytes"], case["plain_requested_peak_bytes"] = measure(case)
             except Exception as exc:  # a case plain code cannot run is reported, not hidden
                 case["plain_error"] = f"{type(exc).__name__}: {exc}"
             out.write(json.dumps(case) + "\n")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 MIN_PERIODS = 10  # a window must span this many counter updates: error <= 1/MIN_PERIODS
+MAX_WINDOW_S = 10.0  # --energy-sampling samples on at most this long for the counter
 PERIOD_PROBE_S = 1.0  # at most this long polling for two updates of the counter
 _PERIODS: dict = {}  # NVML handle -> measured update period (s) or None, once per process
 
@@ -52,8 +53,10 @@ class EnergyMeter:
     """``start()`` and ``stop()`` around the timed blocks; ``reading`` after stop. ``nvml`` is pynvml, or a
     fake of it in tests; ``handle`` the GPU's NVML handle."""
 
-    def __init__(self, nvml, handle, now: Callable[[], float] = time.perf_counter):
-        self.nvml, self.handle, self.now = nvml, handle, now
+    def __init__(self, nvml, handle, now: Callable[[], float] = time.perf_counter, min_window: bool = False):
+        """``min_window`` (--energy-sampling): ask the timing loop to sample on (``wants_more``) until the
+        window spans MIN_PERIODS updates of the counter, at most MAX_WINDOW_S."""
+        self.nvml, self.handle, self.now, self.min_window = nvml, handle, now, min_window
         self.reading: EnergyReading | None = None
         self._start: tuple[float, int] | None = None
         self._failed: str | None = None
@@ -71,6 +74,12 @@ class EnergyMeter:
             self._start = (self.now(), self._read())
         except Exception as exc:  # NVMLError_NotSupported on GPUs without the counter, a fake without it
             self._failed = f"NVML has no total energy counter here ({type(exc).__name__}: {exc})"
+
+    def wants_more(self) -> bool:
+        if not self.min_window or self._failed or self._start is None or self._period is None:
+            return False
+        elapsed = self.now() - self._start[0]
+        return elapsed < min(MIN_PERIODS * self._period * 1.02, MAX_WINDOW_S)
 
     def stop(self) -> EnergyReading:
         self.reading = self._finish()
@@ -92,7 +101,7 @@ class EnergyMeter:
         if window < MIN_PERIODS * period:
             return EnergyReading(None, window, period, f"timed window {window * 1e3:.0f} ms is shorter than "
                                  f"{MIN_PERIODS} updates of the energy counter ({period * 1e3:.0f} ms each); "
-                                 f"a longer --max-time gives energy")
+                                 f"--energy-sampling times until it is long enough")
         return EnergyReading((last - first) / 1e3, window, period,
                              f"+-{period / window:.0%} (counter updates every {period * 1e3:.0f} ms, "
                              f"window {window:.2f} s)")
@@ -106,6 +115,9 @@ class NoEnergyMeter:
 
     def start(self) -> None:
         pass
+
+    def wants_more(self) -> bool:
+        return False
 
     def stop(self) -> EnergyReading:
         return self.reading
@@ -124,11 +136,11 @@ def energy_fields(reading: EnergyReading | None, steps: int, batch_size: int) ->
     return dict(energy_j=per_step, samples_per_joule=batch_size / per_step, energy_note=reading.note)
 
 
-def meter_for(device, gpu_probe) -> EnergyMeter | NoEnergyMeter | None:
+def meter_for(device, gpu_probe, min_window: bool = False) -> EnergyMeter | NoEnergyMeter | None:
     """The meter of a case's device: NVML's counter through the contention monitor's GPU probe on CUDA
     (``gpu_probe``: measure/contention.py's GpuProbe, or None where NVML is unavailable); none on cpu."""
     if getattr(device, "type", str(device).split(":")[0]) != "cuda":
         return None
     if gpu_probe is None:
         return NoEnergyMeter("NVML is unavailable (install nvidia-ml-py; it needs the NVIDIA driver)")
-    return EnergyMeter(gpu_probe.nvml, gpu_probe.handle)
+    return EnergyMeter(gpu_probe.nvml, gpu_probe.handle, min_window=min_window)

@@ -112,7 +112,7 @@ def time_step(
     At least ``min_samples`` samples are always taken, even past the cap; the cap covers warm-up too.
     ``clock`` (default: the device's) and ``now`` (the wall clock behind the cap) are the seams where
     tests put fakes. ``window``: an object whose ``start()`` and ``stop()`` are called around the sampling
-    loop, warm-up excluded (the energy meter, measure/energy.py). Warm-up (``warm_up``): at least ``warmup_steps`` steps (a cold step's first call
+    loop, warm-up excluded, and whose ``wants_more()`` keeps it sampling (the energy meter, measure/energy.py). Warm-up (``warm_up``): at least ``warmup_steps`` steps (a cold step's first call
     pays for lazy initialisation; the pipeline's memory and counting passes have already run its step
     three times and ask for one), then more until ``warmup_s``.
     """
@@ -159,11 +159,11 @@ def _sample(fn, clock, max_time_s, min_samples, rel_ci, min_block_s, warmup_s, w
         if len(timing.samples_s) < min_samples:
             continue
         width = timing.rel_halfwidth
-        if width is not None and width <= rel_ci:
-            timing.converged = True
-            break
+        timing.converged = width is not None and width <= rel_ci
         elapsed = now() - began
-        if elapsed >= max_time_s and (width is not None and width <= precise or elapsed >= extend * max_time_s):
+        finished = timing.converged or (elapsed >= max_time_s and (
+            width is not None and width <= precise or elapsed >= extend * max_time_s))
+        if finished and not (window is not None and window.wants_more()):  # --energy-sampling: a long window
             break
     timing.measured_s = now() - started
     if window is not None:
