@@ -19,8 +19,8 @@ STEPS = ("forward", "train_step")
 
 def validate_device(device: str, here: bool = True) -> None:
     """``here``: the device must exist on this machine (not so for a Slurm submitter: the nodes measure)."""
-    kind, _, index = str(device).partition(":")
-    if kind not in DEVICES or (index and not index.isdigit()) or (kind == "cpu" and index):
+    kind, colon, index = str(device).partition(":")
+    if kind not in DEVICES or (colon and not index.isdigit()) or (kind == "cpu" and colon):
         raise ValueError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)} (or cuda:N)")
     if kind == "cuda" and here:
         if not torch.cuda.is_available():

@@ -268,6 +268,8 @@ def cmd_selfcheck(args) -> int:
     from .selfcheck import run_selfcheck
 
     if args.grid == "quick":
+        if args.device is not None:
+            raise BadInput("--device and --grid quick: the --quick sweep's cases are on cpu; give one of them")
         from .selfcheck import grid_agreement
         from .sweep import QUICK, Grid
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 import socket
 import subprocess
+import sys
 
 import torch
 
@@ -35,11 +37,16 @@ def _driver_version() -> str | None:
 
 
 def _git_commit() -> str | None:
-    """The commit of the gradbench checkout this code runs from, if it is one; else GRADBENCH_GIT_COMMIT
-    (a copy of a checkout without .git, on a machine it was sent to)."""
+    """GRADBENCH_GIT_COMMIT where it is set (a copy of a checkout sent to another machine, whose .git, if
+    it has one, need not be the code's: seen on a GPU machine); else the commit of the checkout this
+    code runs from, if it is one."""
     here = os.path.dirname(os.path.abspath(__file__))
-    if not os.path.exists(os.path.join(os.path.dirname(here), ".git")) and os.environ.get("GRADBENCH_GIT_COMMIT"):
-        return os.environ["GRADBENCH_GIT_COMMIT"]
+    given = os.environ.get("GRADBENCH_GIT_COMMIT", "").strip()
+    if given:
+        if re.fullmatch(r"[0-9a-fA-F]{7,40}", given):
+            return given.lower()
+        print(f"gradbench: warning: GRADBENCH_GIT_COMMIT={given[:60]!r} is not a commit (7 to 40 hex digits); "
+              "ignored", file=sys.stderr)
     try:
         out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):

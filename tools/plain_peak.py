@@ -6,7 +6,8 @@ Only the model and its input batch come from gradbench (build_model and make_inp
 same weights and batch). The mode is applied here as README's table defines it, the step is written
 out here, and the peak is read here: on CUDA from torch.cuda's allocator statistics around a second
 step (the first one primes); on CPU (tools/gpu-check --dry-run) from the CPU allocator's events that
-torch.profiler records, summed here. Prints nothing but progress; writes one JSON object per case.
+torch.profiler records, summed here. Prints progress on stdout; writes one JSON object per case, with
+plain_peak_bytes, or plain_error where plain code could not run the case.
 
   tools/plain_peak.py --results FILE.jsonl --out PEAKS.jsonl [--limit N]
 """
@@ -55,6 +56,8 @@ def loss_of(out) -> torch.Tensor:
 def make_steps(model: nn.Module, inputs: tuple, mode: str, step: str):
     """(step, settle): the step as a user writes it; settle drops the gradients a train step leaves."""
     grad_mode = apply(model, mode)
+    if step not in ("forward", "train_step"):
+        raise ValueError(f"unknown step {step!r}; valid steps: forward, train_step")
     if step == "forward":
         def forward():
             with grad_scope(grad_mode):
@@ -87,12 +90,20 @@ def cuda_peak(step, settle, device) -> tuple[int, int]:
 
 
 def cpu_peak(step, settle) -> tuple[int, None]:
+    from gradbench.measure.memory import stderr_silenced  # Kineto's start/stop lines, not the measurement
+
     settle()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+    with stderr_silenced():
+        prof.__enter__()
+    try:
         step()
         settle()
         with torch.profiler.record_function("plain_peak::step"):
             step()
+    finally:
+        with stderr_silenced():
+            prof.__exit__(None, None, None)
     events = prof.profiler.kineto_results.events()
     [mark] = [e for e in events if e.name() == "plain_peak::step"]
     memory = sorted((e for e in events if e.name() == "[memory]" and e.device_type().name == "CPU"),
@@ -135,6 +146,8 @@ def chosen(records: list[dict], limit: int) -> list[dict]:
         for cases in turn:
             if cases and len(out) + len(cases) <= limit:
                 out += cases
+    if not out and workloads:  # a limit smaller than one workload: that many of the first one's cases
+        out = list(next(iter(workloads.values())).values())[:limit]
     return out
 
 
@@ -142,12 +155,29 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--limit", type=int, default=72)
+    parser.add_argument("--limit", type=int, default=72, help="cases at most (default 72)")
     args = parser.parse_args(argv)
-    with open(args.results) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    if args.limit < 1:
+        return refuse(f"bad --limit {args.limit}; it must be >= 1")
+    try:
+        with open(args.results) as f:
+            lines = f.readlines()
+    except OSError as exc:
+        return refuse(f"cannot read --results {args.results!r}: {exc.strerror}")
+    records = []
+    for line in lines:  # a line cut short by a kill, or not an object, is skipped, as gradbench's reader does
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            records.append(value)
     cases = chosen(records, args.limit)
-    with open(args.out, "w") as out:
+    try:
+        out = open(args.out, "w")
+    except OSError as exc:
+        return refuse(f"cannot write --out {args.out!r}: {exc.strerror}")
+    with out:
         for i, case in enumerate(cases, 1):
             try:
                 case["plain_peak_bytes"], case["plain_requested_peak_bytes"] = measure(case)
@@ -159,6 +189,11 @@ def main(argv=None) -> int:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return 0
+
+
+def refuse(message: str) -> int:
+    print(f"plain_peak: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

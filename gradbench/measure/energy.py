@@ -4,7 +4,8 @@
 The counter is updated at intervals of its own (tens of milliseconds on recent GPUs), not at every
 read, so a reading may be up to one update period old at either end of a window: the error of a
 window's energy is at most about period / window of it. The period is measured once per GPU and
-process (two consecutive updates, polled), and a window shorter than ``MIN_PERIODS`` periods gives
+process (two consecutive updates, polled, when the meter is made: before the timing, whose cap must not
+pay for it), and a window shorter than ``MIN_PERIODS`` periods gives
 no energy (null, with the reason) rather than a number with an unknown error of more than 1/MIN_PERIODS.
 
 The window is the timed blocks only: warm-up is outside it. CUDA timing synchronizes at the end of
@@ -21,7 +22,7 @@ from typing import Callable
 MIN_PERIODS = 10  # a window must span this many counter updates: error <= 1/MIN_PERIODS
 MAX_WINDOW_S = 10.0  # --energy-sampling samples on at most this long for the counter
 PERIOD_PROBE_S = 1.0  # at most this long polling for two updates of the counter
-_PERIODS: dict = {}  # NVML handle -> measured update period (s) or None, once per process
+_PERIODS: dict = {}  # GPU (its torch device name) -> measured update period (s) or None, once per process
 
 
 @dataclass(frozen=True)
@@ -53,27 +54,33 @@ class EnergyMeter:
     """``start()`` and ``stop()`` around the timed blocks; ``reading`` after stop. ``nvml`` is pynvml, or a
     fake of it in tests; ``handle`` the GPU's NVML handle."""
 
-    def __init__(self, nvml, handle, now: Callable[[], float] = time.perf_counter, min_window: bool = False):
-        """``min_window`` (--energy-sampling): ask the timing loop to sample on (``wants_more``) until the
-        window spans MIN_PERIODS updates of the counter, at most MAX_WINDOW_S."""
+    def __init__(self, nvml, handle, gpu: str, now: Callable[[], float] = time.perf_counter,
+                 min_window: bool = False):
+        """``gpu``: which GPU (cuda:N), the key of its counter's period, probed here once per process (a
+        handle is a new object in every case). ``min_window`` (--energy-sampling): ask the timing loop to
+        sample on (``wants_more``) until the window spans MIN_PERIODS updates, at most MAX_WINDOW_S."""
         self.nvml, self.handle, self.now, self.min_window = nvml, handle, now, min_window
         self.reading: EnergyReading | None = None
         self._start: tuple[float, int] | None = None
         self._failed: str | None = None
         self._period: float | None = None
+        try:
+            if gpu not in _PERIODS:
+                _PERIODS[gpu] = counter_period(self._read, self.now)
+            self._period = _PERIODS[gpu]
+        except Exception as exc:  # NVMLError_NotSupported on GPUs without the counter, a fake without it
+            self._failed = f"NVML has no total energy counter here ({type(exc).__name__}: {exc})"
 
     def _read(self) -> int:
         return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
 
     def start(self) -> None:
+        if self._failed:
+            return
         try:
-            key = self.handle if isinstance(self.handle, (int, str)) else id(self.handle)
-            if key not in _PERIODS:
-                _PERIODS[key] = counter_period(self._read, self.now)
-            self._period = _PERIODS[key]
             self._start = (self.now(), self._read())
-        except Exception as exc:  # NVMLError_NotSupported on GPUs without the counter, a fake without it
-            self._failed = f"NVML has no total energy counter here ({type(exc).__name__}: {exc})"
+        except Exception as exc:
+            self._failed = f"the energy counter failed ({type(exc).__name__}: {exc})"
 
     def wants_more(self) -> bool:
         if not self.min_window or self._failed or self._start is None or self._period is None:
@@ -143,4 +150,4 @@ def meter_for(device, gpu_probe, min_window: bool = False) -> EnergyMeter | NoEn
         return None
     if gpu_probe is None:
         return NoEnergyMeter("NVML is unavailable (install nvidia-ml-py; it needs the NVIDIA driver)")
-    return EnergyMeter(gpu_probe.nvml, gpu_probe.handle, min_window=min_window)
+    return EnergyMeter(gpu_probe.nvml, gpu_probe.handle, str(device), min_window=min_window)

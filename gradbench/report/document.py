@@ -16,6 +16,7 @@ from ..errors import cannot_write
 from ..record import case_label
 from .capacity import capacity_blocks, capacity_figure
 from .compiled import compiled_blocks, compiled_figure
+from .energy import energy_blocks
 from .compare import compare, interval_kind, text_table
 from .figures import draw_all
 from .findings import findings
@@ -152,7 +153,7 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
     for name, table in summary_tables(df).items():
         blocks.append(("h3", name))
         blocks.append(("table", table))
-    return blocks + compiled_blocks(cases, df) + _figure_blocks(figures, out_dir)
+    return blocks + energy_blocks(df) + compiled_blocks(cases, df) + _figure_blocks(figures, out_dir)
 
 
 def _figure_blocks(figures: list[str], out_dir: str) -> list[tuple]:
