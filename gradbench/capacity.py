@@ -24,11 +24,15 @@ _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 
 
 def parse_size(text: str) -> int:
-    """'512MiB', '8GiB', '24GB', '1000000' (bytes) -> bytes; ValueError naming the forms it takes."""
+    """'512MiB', '8GiB', '24GB', '1000000' (bytes) -> bytes; ValueError naming the forms it takes. One rule:
+    digits with an optional fraction and unit, at least 1 byte and at most 2^63 - 1 (a record's int64)."""
+    import decimal
+
     match = _SIZE.match(str(text))
-    size = int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()]) if match else 0
-    if size < 1:
-        raise ValueError(f"bad memory budget {text!r}; give a size such as 512MiB, 8GiB or 24GB (or bytes)")
+    size = int(decimal.Decimal(match.group(1)) * _UNITS[(match.group(2) or "b").lower()]) if match else 0
+    if not 1 <= size < 2 ** 63:
+        raise ValueError(f"bad memory budget {text!r}; give a size from 1 byte to 8 EiB, such as 512MiB, 8GiB or "
+                         "24GB (or bytes)")
     return size
 
 

@@ -39,9 +39,12 @@ def validate_dtype(dtype: str, device: str) -> None:
         raise ValueError("dtype 'float16' is supported on cuda only; valid dtypes on cpu: float32, bfloat16")
 
 
+MAX_BATCH_SIZE = 2 ** 63 - 1  # a record's int64; a batch that large fails as a result, not as a crash
+
+
 def validate_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"bad batch size {batch_size!r}; batch sizes are integers >= 1")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"bad batch size {batch_size!r}; batch sizes are integers from 1 to 2^63 - 1")
 
 
 def validate_step(step: str) -> None:
@@ -65,6 +68,7 @@ class Case:
     autocast: str = "none"
     compile_cold: bool = False
     energy_sampling: bool = False  # CUDA: sample on until the energy counter has updated 10 times
+    head: str | None = None  # finetune_head's module (--head); None: the last nn.Linear the output depends on
 
     def validate(self, here: bool = True) -> "Case":
         """Raise ValueError naming the bad value and the valid ones. ``here``: its device exists here."""
@@ -80,6 +84,8 @@ class Case:
         for name in ("cudnn_benchmark", "compile_cold", "energy_sampling"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"bad {name} {getattr(self, name)!r}; it is true or false")
+        if self.head is not None and (not isinstance(self.head, str) or not self.head.strip()):
+            raise ValueError(f"bad head {self.head!r}; name a module of the model (model.named_modules())")
         if isinstance(self.max_time_s, bool) or not isinstance(self.max_time_s, (int, float)) \
                 or not 0 < self.max_time_s < float("inf"):
             raise ValueError(f"bad max time {self.max_time_s!r}; it must be a finite number of seconds > 0")
@@ -97,4 +103,4 @@ class Case:
     def identity(self) -> dict:
         """The record's identity fields (settings such as seed and cudnn_benchmark are recorded apart)."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("seed", "max_time_s", "cudnn_benchmark", "compile_cold", "energy_sampling")}
+                if k not in ("seed", "max_time_s", "cudnn_benchmark", "compile_cold", "energy_sampling", "head")}

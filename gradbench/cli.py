@@ -36,7 +36,7 @@ def _add_run(sub):
     p.add_argument("--batch-sizes", nargs="+", help="default: 1 8 64")
     p.add_argument("--devices", nargs="+", help="cpu cuda (default: cpu, plus cuda when available)")
     p.add_argument("--dtypes", nargs="+", help="float32 bfloat16 float16 (default: float32)")
-    p.add_argument("--modes", nargs="+", help="mode names, or 'all' for the nine (default: the five core "
+    p.add_argument("--modes", nargs="+", help="mode names, or 'all' for the ten (default: the five core "
                    "modes plus eval_inference_mode)")
     p.add_argument("--steps", nargs="+", help="forward train_step (default: both)")
     p.add_argument("--compile", nargs="+", help="torch.compile modes: none default max-autotune, and "
@@ -50,6 +50,8 @@ def _add_run(sub):
                    help="cuda: time each case until its window spans 10 updates of NVML's energy counter (about "
                         "1 s per case on an H200), so that energy_j is measured (default off: energy only where the "
                         "timed window is that long anyway)")
+    p.add_argument("--head", metavar="NAME", help="the module finetune_head trains, as model.named_modules() names "
+                   "it (default: the last nn.Linear the output depends on, observed)")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
     p.add_argument("--quick", action="store_true", default=None,
                    help="a sweep of about half a minute: tiny models, batch 8 and 64")
@@ -110,7 +112,7 @@ def cmd_explain(args) -> int:
     if models == []:
         raise BadInput("--models is empty; name built-in models (mlp cnn transformer) or MODULE:FUNCTION")
     output = measure_modes(models or ["mlp", "transformer"], args.size, args.batch_size, args.device, args.dtype,
-                           args.max_time, args.cudnn_benchmark, args.compile, args.autocast)
+                           args.max_time, args.cudnn_benchmark, args.compile, args.autocast, args.head)
     if args.format == "json":
         print(json.dumps(finite_or_none(output), indent=1, allow_nan=False))
     else:
@@ -206,6 +208,10 @@ def cmd_capacity(args) -> int:
     from .report.tables import render
     from .settings import check_user_models
 
+    for name in ("models", "sizes", "modes", "steps", "devices", "dtypes"):  # commas or spaces, as in run
+        setattr(args, name, list_arg(getattr(args, name)))
+        if not getattr(args, name):
+            raise BadInput(f"--{name} is empty")
     modes = list(MODES) if args.modes == ["all"] else args.modes
     combos = [(m, s, d, t, mode, step) for m in args.models for s in args.sizes for d in args.devices
               for t in args.dtypes for step in args.steps for mode in modes]
@@ -257,7 +263,7 @@ def cmd_case(args) -> int:
         record = run_case(model=args.model, size=args.size, batch_size=args.batch_size, device=args.device,
                           dtype=args.dtype, mode=args.mode, step=args.step, max_time_s=args.max_time,
                           cudnn_benchmark=args.cudnn_benchmark, compile=args.compile, autocast=args.autocast,
-                          compile_cold=args.compile_cold, energy_sampling=args.energy_sampling)
+                          compile_cold=args.compile_cold, energy_sampling=args.energy_sampling, head=args.head)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     print(json.dumps(finite_or_none(record), indent=1, allow_nan=False))
@@ -304,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "reduce-overhead (cuda) (default: none)")
     explain.add_argument("--autocast", default="none", help="autocast dtype: none bfloat16 float16 (cuda) "
                          "(default: none)")
+    explain.add_argument("--head", metavar="NAME", help="the module finetune_head trains (default: the last "
+                         "nn.Linear the output depends on)")
 
     sub.add_parser("list", help="models with sizes and parameter counts; modes with their definitions")
     env = sub.add_parser("env", help="the machine fingerprint stored with every record")
@@ -367,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     case.add_argument("--compile", default="none", help="none default max-autotune reduce-overhead (cuda)")
     case.add_argument("--autocast", default="none", help="none bfloat16 float16 (cuda)")
     case.add_argument("--compile-cold", action="store_true", help="reset the compiler's caches first")
+    case.add_argument("--head", metavar="NAME", help="the module finetune_head trains (default: the last nn.Linear "
+                      "the output depends on)")
     case.add_argument("--energy-sampling", action="store_true", help="cuda: time until the energy counter has "
                       "updated 10 times, so that energy_j is measured")
     return parser

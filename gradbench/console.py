@@ -43,14 +43,17 @@ class ProgressPrinter:
 def print_summary(out: str, everything, records: list[dict], progress, wall: float, retries: int = 0,
                   concurrent: bool = False) -> None:
     """Ratio tables over the whole file; failures, untrusted timings and overhead of this run's records.
-    ``concurrent``: several workers measured at once (--gpus, Slurm), so the harness overhead is not
-    wall time minus measurement time."""
+    Failures and counts are of the records that stand: a case that failed and then completed (a resumed
+    Slurm task, a retry) is counted once, as what it became. ``concurrent``: several workers measured at
+    once (--gpus, Slurm), so the harness overhead is not wall time minus measurement time."""
     from .report.tables import render, summary_tables
+    from .results import chosen_per_case
 
     for title, table in (summary_tables(everything) if everything is not None else {}).items():
         print(f"\nforward: {title}")
         print(render(table))
-    failed = [r for r in records if r["status"] not in ("ok", "not_applicable")]
+    standing = chosen_per_case(records)
+    failed = [r for r in standing if r["status"] not in ("ok", "not_applicable")]
     if failed:
         print(f"\n{len(failed)} cases did not complete (they are results too):")
         for r in failed[:10]:
@@ -59,13 +62,17 @@ def print_summary(out: str, everything, records: list[dict], progress, wall: flo
             print(f"  ... and {len(failed) - 10} more in {out}")
     print_untrusted(records, retries)
     measured = sum(r.get("measure_wall_s") or 0 for r in records)
-    statuses = ", ".join(f"{n} {s}" for s, n in sorted(progress.statuses.items()))
+    counts: dict[str, int] = {}
+    for r in standing:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    superseded = f"; {len(records) - len(standing)} earlier attempts superseded" if len(records) > len(standing) else ""
     overhead = ""
     if records and concurrent:
         overhead = f"; {measured:.1f} s inside measurement, summed over workers that ran at once"
     elif records and wall:
         overhead = f"; {measured:.1f} s inside measurement ({(1 - measured / wall) * 100:.0f}% harness overhead)"
-    print(f"\n{progress.done} cases ({statuses or 'none'}) in {wall:.1f} s{overhead}")
+    print(f"\n{len(standing)} cases ({statuses or 'none'}{superseded}) in {wall:.1f} s{overhead}")
     print(f"results: {out}")
 
 

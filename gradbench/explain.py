@@ -9,7 +9,8 @@ from .errors import BadInput
 
 
 def measure_modes(models: list[str], size: str, batch_size: int, device: str, dtype: str, max_time_s: float,
-                  cudnn_benchmark: bool, compile: str = "none", autocast: str = "none") -> dict[str, list[dict]]:
+                  cudnn_benchmark: bool, compile: str = "none", autocast: str = "none",
+                  head: str | None = None) -> dict[str, list[dict]]:
     """Each model's forward in every mode -> {model: records}; BadInput for a bad value or a model that
     cannot be imported or built. Under ``compile`` the modes share one compiled model, in MODES order."""
     from .case import Case
@@ -21,7 +22,7 @@ def measure_modes(models: list[str], size: str, batch_size: int, device: str, dt
     try:
         cases_by_model = {model: [Case(model, size, batch_size, device, dtype, mode, "forward",
                                        max_time_s=max_time_s, cudnn_benchmark=cudnn_benchmark, compile=compile,
-                                       autocast=autocast).validate()
+                                       autocast=autocast, head=head).validate()
                                   for mode in MODES] for model in models}
     except ValueError as exc:
         raise BadInput(str(exc)) from None
@@ -54,6 +55,8 @@ def print_explanation(output: dict[str, list[dict]], fmt: str) -> None:
         doubted = [f"{x['mode']}: timing untrusted: {x['time_distrust']}" for x in records
                    if x["status"] == "ok" and x.get("time_trusted") is False]
         warned = dict.fromkeys(x["global_state_warning"] for x in records if x["global_state_warning"])
+        overrides = [x["mode_overrides"] for x in records if x.get("mode_overrides")]
+        heads = {x["head_module"] for x in records if x.get("head_module")}
         compiled = [f"{x['mode']}: {x['recompiles']} recompilation(s), first call {x['compile_time_s']:.2f} s "
                     f"longer than a step{_first_reason(x)}" for x in records
                     if x["status"] == "ok" and x.get("compile_time_s") is not None]
@@ -62,6 +65,11 @@ def print_explanation(output: dict[str, list[dict]], fmt: str) -> None:
             print("\n".join(f"    {line}" for line in compiled))
         for line in [*failed, *doubted, *warned]:
             print(f"  ! {line}")
+        for head in heads:
+            print(f"  finetune_head trained {head!r}")
+        if overrides:
+            print("  the modes overrode how the model was built (mode as_built measures it as built):")
+            print("\n".join(f"    {line}" for line in overrides))
         if doubted:
             print(f"  {UNTRUSTED_LEGEND}")
 

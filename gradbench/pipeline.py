@@ -52,7 +52,8 @@ def base_record(case: Case, workload: Workload | None = None, run_id: str | None
                         threads=torch.get_num_threads(), source="gradbench", max_time_s=case.max_time_s,
                         cudnn_benchmark=case.cudnn_benchmark if case.device.startswith("cuda") else None,
                         compile_cold=case.compile_cold if case.compile != "none" else None,
-                        energy_sampling=case.energy_sampling if case.device.startswith("cuda") else None)
+                        energy_sampling=case.energy_sampling if case.device.startswith("cuda") else None,
+                        head=case.head if case.mode == "finetune_head" else None)
     if workload is not None:
         record.update(params=workload.params, param_bytes=workload.param_bytes,
                       global_state_warning=workload.state_warning)
@@ -78,14 +79,16 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
     """
     record = record if record is not None else base_record(case, workload)
     guard = CleanState(expected_state(case.seed, cudnn_benchmark=case.cudnn_benchmark))
+    head = workload.head_for(case.head) if MODES[case.mode].trainable == "head" else None
     compiled = case.compile != "none"
     watch = CompileWatch() if compiled else contextlib.nullcontext()
     forward = forward_for(workload, case.compile, case.autocast, case.compile_cold)
     try:
         # 1. reset state: torch's switches as every case expects them; the model's changes are named
         with guard, _device_scope(workload.device), workload.parameters_restored(), \
-                compiler_settings(case.compile, case.compile_cold), apply_mode(workload.model, case.mode) as applied, \
+                compiler_settings(case.compile, case.compile_cold), apply_mode(workload.model, case.mode, head) as applied, \
                 watch:
+            record.update(head_module=applied.head, mode_overrides=applied.overrides())
             step = make_step(workload, applied, case.step, forward)
             first_call_s = None
             if compiled:  # 1b. compile: the first call, alone and timed; it compiles what this mode needs
@@ -200,9 +203,10 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
     """
     mode = MODES[case.mode]
     record = base_record(case, workload, run_id)
-    if case.step == "train_step" and not mode.records_graph:
-        record.update(status="not_applicable",
-                      error=f"mode {mode.name!r} records no autograd graph, so there is no train step")
+    if case.step == "train_step" and not mode.graph_possible(workload.model):
+        why = "no parameter of the model as built requires grad" if mode.trainable == "as_built" else \
+            "it records no autograd graph"
+        record.update(status="not_applicable", error=f"mode {mode.name!r}: {why}, so there is no train step")
         return record
     if autocast_not_applicable(case.autocast, case.dtype):
         record.update(status="not_applicable", error=autocast_not_applicable(case.autocast, case.dtype))
@@ -234,8 +238,9 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
         record.update(status="not_applicable", error=str(exc))
     except Exception as exc:  # a failing case is a result: record it and let the sweep go on
         reason = last_guard_failure() if type(exc).__name__ == "FailOnRecompileLimitHit" else None
+        head = f" (finetune_head trained {record['head_module']!r})" if record.get("head_module") else ""
         record.update(status="oom" if is_oom(exc) else "error", error=f"{type(exc).__name__}: {exc}".strip()
-                      + (f" (the last guard that failed: {reason})" if reason else ""))
+                      + (f" (the last guard that failed: {reason})" if reason else "") + head)
         if workload.device.type == "cuda":
             torch.cuda.empty_cache()
     record["measure_wall_s"] = time.perf_counter() - began
@@ -247,7 +252,7 @@ def run_case(
     dtype: str = "float32", mode: str = "eval_no_grad", step: str = "forward", seed: int = 0,
     max_time_s: float = 2.0, cudnn_benchmark: bool = False, workload: Workload | None = None,
     run_id: str | None = None, compile: str = "none", autocast: str = "none", compile_cold: bool = False,
-    energy_sampling: bool = False,
+    energy_sampling: bool = False, head: str | None = None,
 ) -> dict:
     """Measure one case and return its record (a dict with every schema field, gradbench.record).
 
@@ -255,7 +260,7 @@ def run_case(
     returns a record with status error or oom instead.
     """
     case = Case(model, size, batch_size, device, dtype, mode, step, seed, max_time_s, cudnn_benchmark,
-                compile, autocast, compile_cold, energy_sampling).validate()
+                compile, autocast, compile_cold, energy_sampling, head).validate()
     if workload is None or workload.key != case.workload_key:
         try:
             workload = Workload(*case.workload_key)

@@ -23,7 +23,8 @@ CASE_KEY_FIELDS = (*WORKLOAD_FIELDS, "mode", "step")
 IDENTITY_DEFAULTS = {"compile": "none", "autocast": "none"}
 # Settings that change what a case measures without changing which case it is: a results file holds
 # one value of each, so that --resume never mixes two experiments under one case key.
-MEASUREMENT_SETTINGS = ("seed", "threads", "max_time_s", "cudnn_benchmark", "compile_cold", "energy_sampling")
+MEASUREMENT_SETTINGS = ("seed", "threads", "max_time_s", "cudnn_benchmark", "compile_cold", "energy_sampling",
+                        "head")
 
 _KINDS = {"str": str, "int": int, "float": (float, int)}
 
@@ -44,7 +45,7 @@ class Record:
     batch_size: int = _f("identity", "int", "count", "inputs per step")
     device: str = _f("identity", "str", "", "cpu, cuda or cuda:N")
     dtype: str = _f("identity", "str", "", "float32, bfloat16 or float16: parameters and floating-point inputs")
-    mode: str = _f("identity", "str", "", "one of the nine modes (README: Modes)")
+    mode: str = _f("identity", "str", "", "one of the ten modes (README: Modes)")
     step: str = _f("identity", "str", "", "forward or train_step")
     compile: str = _f("identity", "str", "", "torch.compile mode the model ran under: none (eager), default, "
                       "max-autotune or reduce-overhead (null in files from before gradbench 0.4: none)")
@@ -56,10 +57,17 @@ class Record:
     max_time_s: float = _f("identity", "float", "s", "the time cap per case the run asked for (--max-time)")
     compile_cold: bool = _f("identity", "bool", "", "the compiler's caches were reset before this case "
                             "(--compile-cold; null when eager)")
+    head: str = _f("identity", "str", "", "--head: the module finetune_head was told to train (null: the last "
+                   "nn.Linear the output depends on, found by observation)")
+    head_module: str = _f("identity", "str", "", "the module finetune_head trained (named by --head, or observed); "
+                          "null in other modes")
     # outcome
     status: str = _f("outcome", "str", "", "ok, error, oom, timeout, crashed or not_applicable")
     error: str = _f("outcome", "str", "", "why the case did not complete (null when ok)")
     traceback: str = _f("outcome", "str", "", "where a workload failed to build (null otherwise)")
+    mode_overrides: str = _f("outcome", "str", "", "what the mode switched back that the model was built with "
+                             "(modules built in eval put in train, parameters built frozen made trainable): the "
+                             "user's own configuration, which mode as_built measures; null when none")
     global_state_warning: str = _f("outcome", "str", "", "global torch state the model's code changed (named, then "
                                    "restored before the next case); null when it changed none")
     # time

@@ -34,7 +34,8 @@ def settings_of(cases, threads: int | None, this_machine: bool = True) -> dict:
     return {"seed": case.seed, "threads": threads, "max_time_s": case.max_time_s,
             "cudnn_benchmark": case.cudnn_benchmark if cuda else None,
             "compile_cold": case.compile_cold if compiled else None,
-            "energy_sampling": case.energy_sampling if cuda else None}
+            "energy_sampling": case.energy_sampling if cuda else None,
+            "head": case.head}
 
 
 def check_same_settings(out: str, records: list[dict], wanted: dict) -> None:

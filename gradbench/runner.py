@@ -50,6 +50,10 @@ def execute(settings: RunSettings) -> int:
             raise
 
 
+class Terminated(SystemExit):
+    """SIGTERM: the run ends with exit status 143, saying how to resume, as Ctrl-C does."""
+
+
 @contextlib.contextmanager
 def _terminated_as_exit():
     """SIGTERM (a scheduler, `kill`) ends the run like an exception: workers stopped, lock released."""
@@ -58,7 +62,7 @@ def _terminated_as_exit():
         return
 
     def stop(signum, frame):
-        raise SystemExit(128 + signum)
+        raise Terminated(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
@@ -121,11 +125,12 @@ def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
                                      isolate=settings.isolate, threads=settings.threads, on_record=ProgressPrinter(),
                                      repeat=repeat, retry_untrusted=settings.retry_untrusted, done=previous.done,
                                      untrusted_done=previous.untrusted, gpus=settings.gpus)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stopped:
         again = "--launcher slurm --resume (the same command)" if on_slurm else "--resume"
-        print(f"\ngradbench: interrupted; this run wrote {len(records)} records to {out}; "
+        how = "terminated (SIGTERM)" if isinstance(stopped, Terminated) else "interrupted"
+        print(f"\ngradbench: {how}; this run wrote {len(records)} records to {out}; "
               f"continue with: gradbench run ... --out {out} {again}", file=sys.stderr)
-        return 130
+        return stopped.code if isinstance(stopped, Terminated) else 130
     wall = time.perf_counter() - started
     try:
         everything = load([out], warn=lambda m: None)  # this run and any it resumed

@@ -14,7 +14,7 @@ from .errors import BadInput
 
 LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "compile", "autocast")
 BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report", "compile_cold", "energy_sampling")
-STRING_OPTIONS = ("out", "shard", "isolate", "launcher", "gpus", "slurm_partition", "slurm_constraint")
+STRING_OPTIONS = ("out", "shard", "isolate", "launcher", "gpus", "slurm_partition", "slurm_constraint", "head")
 PAIR_OPTIONS = ("slurm_options",)  # KEY=VALUE, given again for each (a value may hold commas)
 LAUNCHERS = ("local", "slurm")
 # torch.manual_seed takes -2**63 .. 2**64 - 1; the record's seed is an int64 (as any JSON reader with
@@ -100,13 +100,17 @@ def load_config(path: str) -> dict:
                 raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a table, or a list of "
                                "\"KEY=VALUE\" strings")
             data[key] = value
-        if key in LIST_OPTIONS:
-            if isinstance(value, (str, int)):
-                value = [value]
+        if key in LIST_OPTIONS:  # lists of their own type, as the README says: no string for a list
+            integers = key == "batch_sizes"
+            example = "[8, 64]" if integers else '["mlp", "cnn"]'
             if not isinstance(value, list):
-                raise BadInput(f"bad value for {key!r} in --config {path!r}: expected a list")
-            if not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value):
-                raise BadInput(f"bad value for {key!r} in --config {path!r}: {value!r}; expected names or numbers")
+                raise BadInput(f"bad value for {key!r} in --config {path!r}: {value!r}; expected a list, such as "
+                               f"{key} = {example}")
+            kind_ok = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if integers else \
+                (lambda v: isinstance(v, str))
+            if not all(kind_ok(v) for v in value):
+                raise BadInput(f"bad value for {key!r} in --config {path!r}: {value!r}; expected a list of "
+                               f"{'integers' if integers else 'names'}, such as {key} = {example}")
             data[key] = list_arg([str(v) for v in value])  # "mlp,cnn" as on the command line
         if key in NUMBER_RULES:
             try:
@@ -182,7 +186,7 @@ def _batch_sizes(values: list[str]) -> tuple[int, ...]:
         try:
             out.append(int(v))
         except ValueError:
-            raise BadInput(f"bad batch size {v!r}; batch sizes are integers >= 1") from None
+            raise BadInput(f"bad batch size {v!r}; batch sizes are integers from 1 to 2^63 - 1") from None
     return tuple(dict.fromkeys(out))
 
 
@@ -209,7 +213,7 @@ def build_grid(settings: dict):
         fields["seed"] = number(settings, "seed")
     if "cudnn_benchmark" in settings:
         fields["cudnn_benchmark"] = settings["cudnn_benchmark"]  # a bool: store_true, or load_config checked
-    for flag in ("compile_cold", "energy_sampling"):
+    for flag in ("compile_cold", "energy_sampling", "head"):
         if flag in settings:
             fields[flag] = settings[flag]
     grid = Grid(**{**base, "devices": _default_devices(settings, here, default_devices), **fields})

@@ -48,12 +48,13 @@ class Grid:
     autocast: tuple[str, ...] = ("none",)
     compile_cold: bool = False
     energy_sampling: bool = False
+    head: str | None = None
 
     def cases(self) -> list[Case]:
         """All cases in a fixed order: grouped by workload, compile and autocast, modes and steps innermost."""
         return [
             Case(model, size, batch, device, dtype, mode, step, self.seed, self.max_time_s, self.cudnn_benchmark,
-                 compile, autocast, self.compile_cold, self.energy_sampling)
+                 compile, autocast, self.compile_cold, self.energy_sampling, self.head)
             for model, size, batch, device, dtype, compile, autocast in itertools.product(
                 self.models, self.sizes, self.batch_sizes, self.devices, self.dtypes, self.compile, self.autocast
             )

@@ -19,7 +19,7 @@ from . import models as _models
 from .measure.behaviour import default_generators, output_tensors, probe_behaviour
 from .measure.flops import count_flops
 from .measure.tensors import parameter_bytes
-from .modes import AppliedMode, apply_mode
+from .modes import AppliedMode, apply_mode, named_head, output_head
 from . import state
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -85,6 +85,22 @@ class Workload:
             with apply_mode(self.model, "eval_no_grad") as applied:
                 return [t.detach().clone() for t in output_tensors(applied.run(self.forward))]
         return self._computed_once("reference", compute)
+
+    def head_for(self, requested: str | None = None) -> str:
+        """The module finetune_head trains: ``requested`` (--head), checked, or the last nn.Linear the
+        output depends on, observed once (a forward and a backward; weights and buffers restored)."""
+        if requested is not None:
+            named_head(self.model, requested)
+            return requested
+        if "head" not in self._once:
+            try:
+                with self.parameters_restored(), self.buffers_restored():
+                    self._once["head"] = output_head(self.model, self.forward)
+            except ValueError as exc:
+                self._once["head"] = exc
+        if isinstance(self._once["head"], Exception):
+            raise self._once["head"]
+        return self._once["head"]
 
     def forward_flops(self) -> int | None:
         """Forward arithmetic, counted in eval mode on the graph-recording path (the fast path's fused
@@ -184,7 +200,10 @@ def make_step(workload: Workload, applied: AppliedMode, step: str,
             with applied.grad_context():
                 forward()  # output released at once
         return Step(forward_step)
-    optimizer = torch.optim.SGD(applied.trainable_parameters(), lr=1e-4)
+    trainable = applied.trainable_parameters()
+    if not trainable:
+        raise ValueError(f"mode {applied.mode.name!r}: no parameter requires grad, so there is no train step")
+    optimizer = torch.optim.SGD(trainable, lr=1e-4)
 
     def train_step():
         with applied.grad_context():

@@ -495,3 +495,82 @@ def test_a_hard_link_is_the_same_file(tmp_path):
     link = tmp_path / "linked.jsonl"
     os.link(JSONL, link) if os.stat(JSONL).st_dev == os.stat(tmp_path).st_dev else link.symlink_to(JSONL)
     assert len(load([JSONL, str(link)], warn=lambda m: None)) == len(load([JSONL], warn=lambda m: None))
+
+
+# ---------------------------------------------------------------- issue 24: bad input, one rule each
+
+
+def test_a_batch_size_beyond_int64_is_one_line_and_no_file(capsys, tmp_path):
+    out = tmp_path / "o.jsonl"
+    line = refused(capsys, ["run", "--batch-sizes", str(2 ** 63), "--out", str(out)])  # was: a traceback
+    assert "bad batch size 9223372036854775808" in line and not out.exists()
+
+
+def test_capacity_splits_comma_lists_as_run_does(capsys):
+    code = main(["capacity", "--models", "mlp,cnn", "--sizes", "tiny", "--modes", "train,eval_no_grad",
+                 "--memory-budget", "16MiB", "--format", "json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0 and [(r["model"], r["mode"]) for r in rows] == [
+        ("mlp", "train"), ("mlp", "eval_no_grad"), ("cnn", "train"), ("cnn", "eval_no_grad")]
+
+
+@pytest.mark.parametrize("body, message", [
+    ('models = "mlp"', "bad value for 'models' in --config"),  # was: read as ["mlp"]
+    ('batch_sizes = ["8"]', "expected a list of integers"),  # was: read as [8]
+    ('batch_sizes = 8', "expected a list"),
+    ('modes = ["eval", 3]', "expected a list of names"),
+])
+def test_config_lists_must_be_lists_of_their_type(capsys, tmp_path, body, message):
+    config = tmp_path / "c.toml"
+    config.write_text(body + "\n")
+    assert message in refused(capsys, ["run", "--config", str(config), "--out", str(tmp_path / "o.jsonl")])
+
+
+@pytest.mark.parametrize("budget", ["99999999999999999999999999GiB", "1e30", "8EiB", "0"])
+def test_memory_budgets_follow_one_rule(capsys, budget):
+    assert "bad memory budget" in refused(capsys, ["capacity", "--memory-budget", budget])
+
+
+def test_sigterm_says_how_to_resume(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "term.jsonl"
+    run = subprocess.Popen([sys.executable, "-m", "gradbench.cli", "run", "--models", "mlp", "--sizes", "tiny",
+                            "--batch-sizes", "2", "3", "4", "--modes", "eval", "train", "--steps", "forward",
+                            "--max-time", "0.05", "--no-report", "--out", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out.exists() and out.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM  # was: silent
+    assert "terminated (SIGTERM)" in err and f"--out {out} --resume" in err
+
+
+def test_the_summary_counts_the_records_that_stand(capsys):
+    from gradbench.console import print_summary
+    from gradbench.record import new_record
+    from gradbench.sweep import Progress
+
+    case = dict(model="mlp", size="tiny", batch_size=2, device="cpu", dtype="float32", mode="eval", step="forward")
+    crashed = new_record(**case, status="crashed", error="the Slurm task was cancelled", source="gradbench")
+    resumed = new_record(**case, status="ok", time_median_s=1e-3, source="gradbench")
+    progress = Progress(total=2, done=2, statuses={"crashed": 1, "ok": 1})
+    print_summary("r.jsonl", None, [crashed, resumed], progress, 1.0)
+    out = capsys.readouterr().out
+    assert "did not complete" not in out  # was: "1 cases did not complete" for a case that is ok
+    assert "1 cases (1 ok; 1 earlier attempts superseded)" in out
+
+
+def test_pytest_benchmarks_autosave_is_ignored_by_git():
+    import os
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isdir(os.path.join(root, ".git")):
+        pytest.skip("not a git checkout")
+    assert subprocess.run(["git", "-C", root, "check-ignore", "-q", ".benchmarks/x.json"]).returncode == 0

@@ -17,14 +17,14 @@ def _same(a, b):
     return a[0] == b[0] and a[1] == b[1] and all(torch.equal(x, y) for x, y in zip(a[2], b[2]))
 
 
-def test_nine_modes_match_design_table():
+def test_ten_modes_match_design_table():
     table = {
         "train": (True, "enabled", "all"), "eval": (False, "enabled", "all"),
         "no_grad": (True, "no_grad", "all"), "eval_no_grad": (False, "no_grad", "all"),
         "frozen": (True, "enabled", "none"), "frozen_eval": (False, "enabled", "none"),
         "inference_mode": (True, "inference_mode", "all"),
         "eval_inference_mode": (False, "inference_mode", "all"),
-        "finetune_head": (True, "enabled", "head"),
+        "finetune_head": (True, "enabled", "head"), "as_built": (None, "enabled", "as_built"),
     }
     assert {n: (m.training, m.grad_mode, m.trainable) for n, m in MODES.items()} == table
     assert CORE_MODES == ("train", "eval", "no_grad", "eval_no_grad", "frozen")

@@ -293,7 +293,8 @@ def check_job_settings(out: str, job: dict, settings) -> None:
                 "cudnn_benchmark": first["cudnn_benchmark"] if cuda else None,
                 "compile_cold": first.get("compile_cold") if any(c.get("compile", "none") != "none"
                                                                   for task in job["cases"] for c in task) else None,
-                "energy_sampling": first.get("energy_sampling", False) if cuda else None}
+                "energy_sampling": first.get("energy_sampling", False) if cuda else None,
+                "head": first.get("head")}
     wanted = settings_of(list(settings.cases), _task_threads(settings), this_machine=False)
     check_same_settings(out, [measured], wanted)
 

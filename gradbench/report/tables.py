@@ -200,7 +200,7 @@ def behaviour_table(records: list[dict]) -> pd.DataFrame:
 
         rows.append({
             "mode": name,
-            "training flag": mode.training,
+            "training flag": "as built" if mode.training is None else mode.training,
             "grad mode": mode.grad_mode,
             "requires_grad": mode.trainable,
             "dropout active": _yes_no(r["dropout_active"]) if ok else r["status"],
