@@ -115,7 +115,9 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
             if not memory_only:
                 eager = make_step(workload, applied, case.step, forward_for(workload, "none", case.autocast)) \
                     if compiled else None
-                record.update(_counted_step(case, workload, step, eager))
+                saved = SavedTensorsCounter(workload.held_tensors())
+                counted = make_step(workload, applied, case.step, lambda: saved.run(forward))
+                record.update(_counted_step(case, workload, counted, saved, eager))
             torch.manual_seed(case.seed)
             if compiled:
                 record.update(watch.fields())  # and again at exit, the harness's timing included
@@ -152,8 +154,10 @@ def _allocator_peak(case: Case, workload: Workload, step: Step, backend) -> dict
     return out
 
 
-def _counted_step(case: Case, workload: Workload, step: Step, eager: Step | None = None) -> dict:
-    """The tracker is innermost: it passes every operator on to the flop counter below it.
+def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensorsCounter,
+                  eager: Step | None = None) -> dict:
+    """The tracker is innermost: it passes every operator on to the flop counter below it. ``step`` runs its
+    forward through ``saved``, which takes the bytes held for backward at the forward's return.
 
     ``eager``: under compile, the same step run eagerly. The compiled graph's kernels are opaque to the
     dispatch-level tracker and flop counter, so the tracker is not run (null) and a train step's flops
@@ -162,9 +166,8 @@ def _counted_step(case: Case, workload: Workload, step: Step, eager: Step | None
     """
     step.settle()
     tracker = TensorMemoryTracker() if eager is None else None
-    saved = SavedTensorsCounter(workload.held_tensors())
     flops = FlopCounterMode(display=False) if case.step == "train_step" else None
-    with (flops if eager is None else None) or contextlib.nullcontext(), saved, tracker or contextlib.nullcontext():
+    with (flops if eager is None else None) or contextlib.nullcontext(), tracker or contextlib.nullcontext():
         step.run()
     if flops and eager is not None:
         step.settle()

@@ -114,8 +114,10 @@ class Record:
     peak_bytes_source: str = _f("memory", "str", "", "the instrument behind peak_bytes")
     held_bytes: int = _f("memory", "int", "bytes", "held at that baseline: parameters, buffers, the input batch, "
                          "gradients and optimizer state if any; held_bytes + peak_bytes is what must fit")
-    saved_bytes: int = _f("memory", "int", "bytes", "tensors autograd saved for backward, excluding parameters, "
-                          "buffers and the input (held anyway)")
+    saved_bytes: int = _f("memory", "int", "bytes", "tensors autograd holds for backward when the forward returns "
+                          "(saved by graphs still alive then, or kept on a custom autograd Function's context, as "
+                          "checkpointing keeps the RNG state), excluding parameters, buffers and the input (held "
+                          "anyway); not what backward saves while it runs (checkpointing's recomputation)")
     param_bytes: int = _f("memory", "int", "bytes", "parameter storage")
     grad_bytes: int = _f("memory", "int", "bytes", "gradient storage after one train step (0 for forward)")
     tracked_peak_bytes: int = _f("memory", "int", "bytes", "cross-check: the peak of tensor storages a dispatch-level "
