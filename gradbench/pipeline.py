@@ -22,6 +22,7 @@ from .case import Case
 from .compiled import (CompileWatch, NotCompiled, autocast_not_applicable, compilations, compiled_code_run,
                        compiler_settings, forward_for, last_guard_failure)
 from .env import fingerprint
+from .interrupts import InterruptWatch, raised_by_model
 from .measure.contention import ContentionMonitor, monitor_for
 from .measure.energy import energy_fields, meter_for
 from .measure.memory import peak_backend
@@ -213,8 +214,9 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
     began = time.perf_counter()
     monitor = (monitor or monitor_for(workload.device)).start()
     meter = meter_for(workload.device, monitor.gpu, case.energy_sampling)  # energy over the timed blocks (CUDA)
+    interrupts = InterruptWatch()
     try:
-        with prepare(case, workload, record, memory, before_timing=monitor.start) as prepared:
+        with interrupts, prepare(case, workload, record, memory, before_timing=monitor.start) as prepared:
             # 5. time: warm-up, then samples until the median is known or the cap is reached
             before = compilations()
             timing = time_step(prepared.step, workload.device, max_time_s=case.max_time_s, clock=clock,
@@ -235,6 +237,10 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
         record["status"] = "ok"
     except NotCompiled as exc:
         record.update(status="not_applicable", error=str(exc))
+    except KeyboardInterrupt as exc:
+        if interrupts.signalled:  # the user's Ctrl-C: stop
+            raise
+        record.update(status="error", error=raised_by_model(exc))
     except Exception as exc:  # a failing case is a result: record it and let the sweep go on
         reason = last_guard_failure() if type(exc).__name__ == "FailOnRecompileLimitHit" else None
         record.update(status="oom" if is_oom(exc) else "error", error=f"{type(exc).__name__}: {exc}".strip()
@@ -260,13 +266,19 @@ def run_case(
     case = Case(model, size, batch_size, device, dtype, mode, step, seed, max_time_s, cudnn_benchmark,
                 compile, autocast, compile_cold, energy_sampling).validate()
     if workload is None or workload.key != case.workload_key:
+        interrupts = InterruptWatch()
         try:
-            workload = Workload(*case.workload_key)
+            with interrupts:
+                workload = Workload(*case.workload_key)
         except ValueError:
             raise
         except Exception as exc:  # the model or its batch could not be built (out of memory, say): a result
             return workload_failure_record(case, run_id or new_run_id(), "oom" if is_oom(exc) else "error",
                                            f"{type(exc).__name__}: {exc}".strip())
+        except KeyboardInterrupt as exc:
+            if interrupts.signalled:
+                raise
+            return workload_failure_record(case, run_id or new_run_id(), "error", raised_by_model(exc))
     return measure_case(case, workload, run_id)
 
 
