@@ -22,6 +22,7 @@ from .case import Case
 from .compiled import (CompileWatch, NotCompiled, autocast_not_applicable, compilations, compiled_code_run,
                        compiler_settings, forward_for, last_guard_failure)
 from .env import fingerprint
+from .interrupts import InterruptWatch, raised_by_model
 from .measure.contention import ContentionMonitor, monitor_for
 from .measure.energy import energy_fields, meter_for
 from .measure.memory import peak_backend
@@ -118,7 +119,9 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
             if not memory_only:
                 eager = make_step(workload, applied, case.step, forward_for(workload, "none", case.autocast)) \
                     if compiled else None
-                record.update(_counted_step(case, workload, step, eager))
+                saved = SavedTensorsCounter(workload.held_tensors())
+                counted = make_step(workload, applied, case.step, lambda: saved.run(forward))
+                record.update(_counted_step(case, workload, counted, saved, eager))
             torch.manual_seed(case.seed)
             if compiled:
                 record.update(watch.fields())  # and again at exit, the harness's timing included
@@ -155,8 +158,10 @@ def _allocator_peak(case: Case, workload: Workload, step: Step, backend) -> dict
     return out
 
 
-def _counted_step(case: Case, workload: Workload, step: Step, eager: Step | None = None) -> dict:
-    """The tracker is innermost: it passes every operator on to the flop counter below it.
+def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensorsCounter,
+                  eager: Step | None = None) -> dict:
+    """The tracker is innermost: it passes every operator on to the flop counter below it. ``step`` runs its
+    forward through ``saved``, which takes the bytes held for backward at the forward's return.
 
     ``eager``: under compile, the same step run eagerly. The compiled graph's kernels are opaque to the
     dispatch-level tracker and flop counter, so the tracker is not run (null) and a train step's flops
@@ -165,9 +170,8 @@ def _counted_step(case: Case, workload: Workload, step: Step, eager: Step | None
     """
     step.settle()
     tracker = TensorMemoryTracker() if eager is None else None
-    saved = SavedTensorsCounter(workload.held_tensors())
     flops = FlopCounterMode(display=False) if case.step == "train_step" else None
-    with (flops if eager is None else None) or contextlib.nullcontext(), saved, tracker or contextlib.nullcontext():
+    with (flops if eager is None else None) or contextlib.nullcontext(), tracker or contextlib.nullcontext():
         step.run()
     if flops and eager is not None:
         step.settle()
@@ -214,8 +218,9 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
     began = time.perf_counter()
     monitor = (monitor or monitor_for(workload.device)).start()
     meter = meter_for(workload.device, monitor.gpu, case.energy_sampling)  # energy over the timed blocks (CUDA)
+    interrupts = InterruptWatch()
     try:
-        with prepare(case, workload, record, memory, before_timing=monitor.start) as prepared:
+        with interrupts, prepare(case, workload, record, memory, before_timing=monitor.start) as prepared:
             # 5. time: warm-up, then samples until the median is known or the cap is reached
             before = compilations()
             timing = time_step(prepared.step, workload.device, max_time_s=case.max_time_s, clock=clock,
@@ -236,6 +241,10 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
         record["status"] = "ok"
     except NotCompiled as exc:
         record.update(status="not_applicable", error=str(exc))
+    except KeyboardInterrupt as exc:
+        if interrupts.signalled:  # the user's Ctrl-C: stop
+            raise
+        record.update(status="error", error=raised_by_model(exc))
     except Exception as exc:  # a failing case is a result: record it and let the sweep go on
         reason = last_guard_failure() if type(exc).__name__ == "FailOnRecompileLimitHit" else None
         head = f" (finetune_head trained {record['head_module']!r})" if record.get("head_module") else ""
@@ -262,13 +271,19 @@ def run_case(
     case = Case(model, size, batch_size, device, dtype, mode, step, seed, max_time_s, cudnn_benchmark,
                 compile, autocast, compile_cold, energy_sampling, head).validate()
     if workload is None or workload.key != case.workload_key:
+        interrupts = InterruptWatch()
         try:
-            workload = Workload(*case.workload_key)
+            with interrupts:
+                workload = Workload(*case.workload_key)
         except ValueError:
             raise
         except Exception as exc:  # the model or its batch could not be built (out of memory, say): a result
             return workload_failure_record(case, run_id or new_run_id(), "oom" if is_oom(exc) else "error",
                                            f"{type(exc).__name__}: {exc}".strip())
+        except KeyboardInterrupt as exc:
+            if interrupts.signalled:
+                raise
+            return workload_failure_record(case, run_id or new_run_id(), "error", raised_by_model(exc))
     return measure_case(case, workload, run_id)
 
 

@@ -122,8 +122,10 @@ class Record:
     peak_bytes_source: str = _f("memory", "str", "", "the instrument behind peak_bytes")
     held_bytes: int = _f("memory", "int", "bytes", "held at that baseline: parameters, buffers, the input batch, "
                          "gradients and optimizer state if any; held_bytes + peak_bytes is what must fit")
-    saved_bytes: int = _f("memory", "int", "bytes", "tensors autograd saved for backward, excluding parameters, "
-                          "buffers and the input (held anyway)")
+    saved_bytes: int = _f("memory", "int", "bytes", "tensors autograd holds for backward when the forward returns "
+                          "(saved by graphs still alive then, or kept on a custom autograd Function's context, as "
+                          "checkpointing keeps the RNG state), excluding parameters, buffers and the input (held "
+                          "anyway); not what backward saves while it runs (checkpointing's recomputation)")
     param_bytes: int = _f("memory", "int", "bytes", "parameter storage")
     grad_bytes: int = _f("memory", "int", "bytes", "gradient storage after one train step (0 for forward)")
     tracked_peak_bytes: int = _f("memory", "int", "bytes", "cross-check: the peak of tensor storages a dispatch-level "
@@ -146,9 +148,14 @@ class Record:
     # behaviour: observed during real forwards, never inferred from module types
     dropout_active: bool = _f("behaviour", "bool", "", "the forward is stochastic in this mode: outputs differ "
                               "between two RNG seeds, and repeat under the same seed or an operator drew "
-                              "random numbers")
+                              "random numbers; where outputs cannot show a difference (no tensor, NaN "
+                              "everywhere), an operator drew random numbers (dropout_evidence says which)")
     stochastic_ops: list = _f("behaviour", "list[str]", "", "operators that drew random numbers in the forward, as "
                               "dispatched (under inference_mode composite ones such as aten::dropout)")
+    dropout_evidence: str = _f("behaviour", "str", "", "what decided dropout_active: outputs (compared under two "
+                               "seeds), or random_ops (stochastic_ops, where the outputs could not say: no tensor, "
+                               "NaN everywhere, or not repeating under one seed); null where neither was observed "
+                               "(a compiled forward whose outputs could not say)")
     bn_batch_stats: bool = _f("behaviour", "bool", "", "BatchNorm normalised by batch statistics (null: no BatchNorm)")
     bn_stats_updated: bool = _f("behaviour", "bool", "", "BatchNorm running statistics changed (null: no BatchNorm)")
     output_dtype: str = _f("behaviour", "str", "", "dtype of the forward's first floating-point output (autocast "

@@ -2,19 +2,23 @@
 model's own code named and undone, so that one model cannot silently change the numbers of the next.
 
 A user model module that calls ``torch.set_grad_enabled(False)`` at import, changes the default
-dtype, the thread count, autocast, a backend's switch (oneDNN, cuDNN, TF32, the attention kernels)
-or re-seeds the RNG would otherwise make every later case in that process measure something
-other than what its record says.
+dtype, the thread count, autocast, a backend's switch (oneDNN, cuDNN, TF32, the attention kernels),
+re-seeds the RNG, registers a hook on every module (torch.nn.modules.module.register_module_forward_hook
+and its kin) or changes the working directory would otherwise make every later case in that process
+measure something other than what its record says.
 """
 from __future__ import annotations
 
+import os
 import random
 import sys
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch.nn.modules import module as _nn_module
 
 SEED_RANGE = 2**64  # torch.initial_seed() reports a seed modulo this (-5 reads back as 2**64 - 5)
 
@@ -33,6 +37,51 @@ class Switch:
     name: str
     get: Callable[[], object]
     set: Callable[[object], None] | None  # None: only settable as a scope (inference mode)
+
+
+@dataclass(frozen=True)
+class GlobalHooks:
+    """What torch.nn's dicts of one kind of global module hook hold (and, for backward hooks, whether they
+    are full ones): equal when the same hooks are registered; shown by the hooks' names."""
+
+    contents: tuple  # per dict: its (handle id, hook or flag) items
+    full_backward: bool | None = None
+
+    def __repr__(self) -> str:
+        names = Counter(f"{getattr(h, '__module__', None) or '?'}.{getattr(h, '__qualname__', type(h).__name__)}"
+                        for items in self.contents for _, h in items if callable(h))
+        return f"[{', '.join(name if n == 1 else f'{name} x{n}' for name, n in names.items())}]"
+
+
+def _global_hooks(*dicts: str, flag: str | None = None) -> "tuple[Callable, Callable]":
+    """Getter and setter of global module hooks kept in torch.nn.modules.module's dicts ``dicts`` (the
+    first holds the hooks, any others their options) and, for backward hooks, the ``flag`` of their kind."""
+    def get():
+        return GlobalHooks(tuple(tuple(getattr(_nn_module, d).items()) for d in dicts),
+                           getattr(_nn_module, flag) if flag else None)
+
+    def set_(value: GlobalHooks):
+        for name, items in zip(dicts, value.contents):
+            held = getattr(_nn_module, name)  # the dict itself: torch's handles remove from this very object
+            held.clear()
+            held.update(items)
+        if flag:
+            setattr(_nn_module, flag, value.full_backward)
+    return get, set_
+
+
+def _set_working_directory(path: str) -> None:
+    try:
+        os.chdir(path)
+    except OSError:  # gone since: the change is named all the same
+        pass
+
+
+def _working_directory() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # removed while current
+        return "(removed)"
 
 
 _backends, _matmul = torch.backends, torch.backends.cuda.matmul
@@ -64,8 +113,20 @@ SWITCHES = (
            _backends.cuda.enable_mem_efficient_sdp),
     Switch("math attention", _backends.cuda.math_sdp_enabled, _backends.cuda.enable_math_sdp),
     Switch("cudnn attention", _backends.cuda.cudnn_sdp_enabled, _backends.cuda.enable_cudnn_sdp),
+    Switch("global module forward pre-hooks", *_global_hooks("_global_forward_pre_hooks")),
+    Switch("global module forward hooks", *_global_hooks("_global_forward_hooks", "_global_forward_hooks_with_kwargs",
+                                                         "_global_forward_hooks_always_called")),
+    Switch("global module backward pre-hooks", *_global_hooks("_global_backward_pre_hooks")),
+    Switch("global module backward hooks", *_global_hooks("_global_backward_hooks",
+                                                          flag="_global_is_full_backward_hook")),
+    Switch("global module registration hooks", *_global_hooks("_global_module_registration_hooks",
+                                                              "_global_parameter_registration_hooks",
+                                                              "_global_buffer_registration_hooks")),
+    Switch("working directory", _working_directory, _set_working_directory),
     Switch("RNG seed", torch.initial_seed, torch.manual_seed),
 )
+_NO_HOOKS = {s.name: GlobalHooks(tuple(() for _ in s.get().contents)) for s in SWITCHES
+             if isinstance(s.get(), GlobalHooks)}
 
 
 def snapshot() -> dict:
@@ -85,17 +146,19 @@ TORCH_DEFAULTS = {
     "float32 matmul precision": "highest",
     "autocast (cpu)": False,
     "autocast (cuda)": False,
+    **_NO_HOOKS,
 }
 
 
 def expected_state(seed: int | None, threads: int | None = None, cudnn_benchmark: bool = False) -> dict:
-    """What every case runs under: torch's defaults, backend switches as the process found them, the
-    process's thread count and the case's settings.
+    """What every case runs under: torch's defaults (no global module hooks), backend switches as the
+    process found them, the process's thread count and working directory, and the case's settings.
 
     ``seed=None``: the RNG is left out (a check between cases: each case seeds its own).
     """
     expected = {**_AS_FOUND, **TORCH_DEFAULTS,
                 "threads": torch.get_num_threads() if threads is None else threads,
+                "working directory": _working_directory(),
                 "cudnn.benchmark": cudnn_benchmark,
                 "RNG seed": None if seed is None else seed % SEED_RANGE}
     if seed is None:

@@ -136,6 +136,7 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
     import torch
 
     from . import state
+    from .interrupts import raised_by_model
     from .pipeline import is_oom, measure_case
     from .workload import Workload
 
@@ -184,6 +185,9 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
             except Exception as exc:  # the workload could not be built: every case of it says why
                 status = "oom" if is_oom(exc) else "error"
                 record = failure_record(case, run_id, status, f"{type(exc).__name__}: {exc}".strip())
+                record["traceback"] = traceback.format_exc(limit=5)
+            except KeyboardInterrupt as exc:  # raised by the model's factory: a worker ignores SIGINT
+                record = failure_record(case, run_id, "error", raised_by_model(exc))
                 record["traceback"] = traceback.format_exc(limit=5)
             if leaked:
                 warning = state.describe(f"code that ran before this case (last model built: {last_model!r})",

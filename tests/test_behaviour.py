@@ -16,6 +16,12 @@ TRUTH = {
     "private_generator": lambda training: training,  # its own torch.Generator: reseeding does not repeat it
     "drifting": lambda training: False,  # changes from call to call, but consumes no random numbers
 }
+# model -> what decides dropout_active: outputs that repeat under one seed, or else the random ops observed
+EVIDENCE = {
+    **{model: lambda training: "outputs" for model in TRUTH},
+    "private_generator": lambda training: "random_ops" if training else "outputs",  # does not repeat when on
+    "drifting": lambda training: "random_ops",  # never repeats
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +41,7 @@ def test_dropout_active_is_observed_stochasticity(records, model, mode):
     r = records[model, mode]
     assert r["status"] == "ok", r["error"]
     assert r["dropout_active"] is TRUTH[model](MODES[mode].training)
+    assert r["dropout_evidence"] == EVIDENCE[model](MODES[mode].training)
     if r["dropout_active"]:
         assert r["stochastic_ops"], "a stochastic forward names the operators that drew random numbers"
         if not TRUTH[model](False):  # eval_no_grad, the reference, is deterministic for this model
@@ -50,6 +57,19 @@ def test_stochastic_ops_name_the_operator_that_drew(records):
     # under inference_mode the dispatcher sees the composite operators whole
     assert records["rnn_dropout", "inference_mode"]["stochastic_ops"] == ["aten::lstm"]
     assert records["sdpa_dropout", "inference_mode"]["stochastic_ops"] == ["aten::scaled_dot_product_attention"]
+
+
+@pytest.mark.parametrize("model", ["diverged_weights", "returns_none"])
+def test_outputs_that_cannot_be_compared_leave_it_to_the_random_ops(model):
+    """NaN compares unequal to itself (so equal_nan) and None cannot be compared: the outputs of two
+    seeds say nothing there, and aten::bernoulli_ having run (or not) decides."""
+    workload = Workload(f"zoo:{model}", "x", 4, "cpu", "float32")
+    for mode in ("train", "eval", "no_grad", "eval_no_grad", "inference_mode"):
+        r = gradbench.run_case(model=f"zoo:{model}", size="x", batch_size=4, mode=mode, max_time_s=FAST,
+                               workload=workload)
+        assert r["status"] == "ok", r["error"]
+        assert r["dropout_active"] is MODES[mode].training, (mode, r["stochastic_ops"])
+        assert r["dropout_evidence"] == "random_ops"
 
 
 def test_built_in_models_dropout_follows_the_training_flag():

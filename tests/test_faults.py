@@ -271,6 +271,60 @@ def test_a_user_module_that_hangs_at_import_times_out_once_for_all_its_cases(tmp
     assert time.perf_counter() - started < 3 * 2 + 60  # one timeout for both batch sizes, not one each
 
 
+@pytest.mark.parametrize("function, where, message", [
+    ("interrupts", "in forward", "stop after the first batch"),
+    ("interrupts_in_factory", "in interrupts_in_factory", "no model today"),
+])
+def test_a_keyboardinterrupt_a_model_raises_is_an_error_and_the_sweep_goes_on(tmp_path, function, where, message):
+    model = f"{os.path.join(os.path.dirname(__file__), 'fixtures', 'user_models.py')}:{function}"
+    code, records = _sweep_with(model, tmp_path)
+    assert code == 0
+    theirs = [r for r in records if r["model"] == model]
+    assert len(theirs) == 2 and all(r["status"] == "error" for r in theirs), theirs  # was: crashed, a worker died
+    assert all(r["error"].startswith("KeyboardInterrupt raised inside the model's code") and where in r["error"]
+               and message in r["error"] for r in theirs), theirs[0]["error"]
+    assert [r["status"] for r in records if r["model"] == "mlp"] == ["ok", "ok"]
+
+
+def test_run_case_records_a_keyboardinterrupt_the_model_raised():
+    try:
+        r = gradbench.run_case(model="user_models:interrupts", size="x", batch_size=2, mode="eval", max_time_s=0.02)
+    except KeyboardInterrupt:
+        pytest.fail("the model's own KeyboardInterrupt escaped run_case as if the user had pressed Ctrl-C")
+    assert r["status"] == "error" and r["error"].startswith("KeyboardInterrupt raised inside the model's code")
+
+
+def test_a_real_ctrl_c_while_a_model_runs_still_stops_run_case():
+    import signal
+
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        gradbench.run_case(model="user_models:signals_itself", size="x", batch_size=2, mode="eval", max_time_s=0.02)
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_real_ctrl_c_stops_a_sweep_while_a_model_runs(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "int.jsonl"
+    run = subprocess.Popen([sys.executable, "-m", "gradbench.cli", "run", "--models", "mlp",
+                            f"{os.path.join(os.path.dirname(__file__), 'fixtures', 'user_models.py')}:sleeps",
+                            "--sizes", "tiny", "--batch-sizes", "2", "--modes", "eval", "--steps", "forward",
+                            "--max-time", "0.05", "--no-report", "--out", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out.exists() and out.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1)  # the worker is inside the sleeping model's forward
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=60) == 130
+    assert "gradbench: interrupted" in run.stderr.read()
+    assert [json.loads(line)["model"] for line in out.read_text().splitlines()] == ["mlp"]
+
+
 def test_explain_on_a_module_that_exits_at_import_is_one_line(capsys, misbehaving):
     assert main(["explain", "--models", misbehaving("raise SystemExit(4)"), "--max-time", "0.02"]) == 2
     err = capsys.readouterr().err

@@ -203,11 +203,9 @@ def test_freed_intermediates_are_not_counted_twice():
 def test_saved_bytes_exclude_parameters_and_input():
     net, x = _net(), torch.randn(B, IN)
     counter = SavedTensorsCounter([*net.parameters(), x])
-    with counter:
-        out = net(x)
+    counter.run(lambda: net(x))
     # relu saves its result r; the second addmm saves r too (same storage) and a weight view (excluded).
     assert counter.nbytes == B * HID * F32
-    del out
 
 
 def test_outputs_sharing_one_storage_are_counted_once():
@@ -229,3 +227,114 @@ def test_tracker_sees_inside_the_transformer_fast_path():
             applied.run(workload.forward)
         assert "_transformer_encoder_layer_fwd" in tracker.ops
         assert tracker.peak == profiler_peak(lambda: applied.run(workload.forward))
+
+
+# ---------------------------------------------------------------- saved_bytes: held for backward when the forward returns
+
+
+def profiler_held(fn):
+    """fn()'s result, and the CPU allocator's bytes allocated during fn() and still allocated when it returns
+    (torch.profiler's memory events: the allocator's own accounting, not autograd's)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    held = sum(e.nbytes() for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    return out, held
+
+
+def _transformer():
+    torch.manual_seed(0)
+    net = nn.Transformer(d_model=32, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=64,
+                         dropout=0.0, batch_first=True)
+    return net, (torch.randn(B, 6, 32), torch.randn(B, 5, 32))
+
+
+class _LSTMHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.head = nn.LSTM(8, 16, num_layers=2, batch_first=True), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.head(self.lstm(x)[0])
+
+
+def _user(name):
+    import user_models
+
+    net, make_input = getattr(user_models, name)()
+    return net, (make_input(B),)
+
+
+SAVED_MODELS = {
+    "nn.Transformer": _transformer,
+    "nn.LSTM": lambda: (_LSTMHead(), (torch.randn(B, 7, 8),)),
+    "side_branch": lambda: _user("side_branch"),
+    "checkpointed": lambda: _user("checkpointed"),
+}
+
+
+@pytest.mark.parametrize("name", list(SAVED_MODELS))
+def test_saved_bytes_are_what_the_allocator_still_holds_when_the_forward_returns(name):
+    """Allocated during the forward and alive at its return: the output and what its graph holds, no more."""
+    from gradbench.measure.behaviour import output_tensors
+    from gradbench.measure.tensors import storage_nbytes
+
+    net, inputs = SAVED_MODELS[name]()
+    counters = []
+
+    def forward():
+        counters.append(SavedTensorsCounter([*net.parameters(), *net.buffers(), *inputs]))
+        return counters[-1].run(lambda: net(*inputs))
+
+    forward()  # lazy initialisation
+    out, held = profiler_held(forward)
+    assert counters[-1].nbytes > 0
+    assert counters[-1].nbytes == held - storage_nbytes(output_tensors(out))
+
+
+def test_saved_bytes_leave_out_graphs_discarded_inside_the_forward():
+    from user_models import SIDE_WIDTH
+
+    net, (x,) = _user("side_branch")
+    counter = SavedTensorsCounter([*net.parameters(), x])
+    counter.run(lambda: net(x))
+    assert counter.nbytes == B * SIDE_WIDTH * F32  # the head's input, by hand; the side branch's are gone
+
+
+@pytest.mark.parametrize("model", ["user_models:checkpointed", "user_models:side_branch", "transformer"])
+def test_saved_bytes_repeat_to_the_byte_and_a_train_step_holds_what_its_forward_holds(model):
+    """Re-entrant checkpointing saves again inside backward, into storages the allocator hands out at the
+    addresses of ones just freed: none of that is held when the forward returns, so none is counted."""
+    from user_models import CKPT_BLOCKS, CKPT_WIDTH, SIDE_WIDTH
+
+    size = "tiny" if model == "transformer" else "default"
+    workload = Workload(model, size, B, "cpu", "float32")
+    figures = {(mode, step): [gradbench.run_case(model=model, size=size, batch_size=B, mode=mode, step=step,
+                                                 max_time_s=FAST, workload=workload)["saved_bytes"]
+                              for _ in range(3)]
+               for mode in ("train", "eval") for step in ("forward", "train_step")}
+    rng_state = torch.get_rng_state().nbytes  # each checkpoint keeps one, to replay dropout in its recomputation
+    by_hand = {"user_models:checkpointed": (CKPT_BLOCKS + 1) * B * CKPT_WIDTH * F32 + CKPT_BLOCKS * rng_state,
+               "user_models:side_branch": B * SIDE_WIDTH * F32}.get(model)
+    for mode in ("train", "eval"):
+        forward = figures[mode, "forward"][0]
+        assert figures[mode, "forward"] == figures[mode, "train_step"] == [forward] * 3, figures
+        if by_hand is not None:  # no dropout: train and eval hold the same
+            assert forward == by_hand, figures
+
+
+def test_the_counter_leaves_no_graph_alive():
+    """A saved output held by its own graph through the hook would be a cycle no collector frees."""
+    import gc
+
+    from torch.multiprocessing.reductions import StorageWeakRef
+
+    x = torch.randn(B, IN, requires_grad=True)
+    counter = SavedTensorsCounter([x])
+    out = counter.run(lambda: torch.sigmoid(x))  # sigmoid saves its result: the output itself
+    assert counter.nbytes == B * IN * F32
+    freed = StorageWeakRef(out.untyped_storage())
+    del out
+    gc.collect()
+    assert freed.expired()

@@ -70,6 +70,37 @@ def test_check_and_restore():
     assert state.check_and_restore(expected) == []
 
 
+def test_check_and_restore_removes_global_module_hooks_and_returns_to_the_directory(tmp_path):
+    from torch.nn.modules import module as nn_module
+
+    expected = state.expected_state(seed=None)
+    here = os.getcwd()
+    handle = nn_module.register_module_forward_pre_hook(print)
+    os.chdir(tmp_path)
+    try:
+        assert state.check_and_restore(expected) == ["global module forward pre-hooks [] -> [builtins.print]",
+                                                     f"working directory {here!r} -> {str(tmp_path)!r}"]
+        assert not nn_module._global_forward_pre_hooks and os.getcwd() == here
+    finally:
+        handle.remove()
+        os.chdir(here)
+
+
+def test_the_callers_own_global_hook_sits_out_the_case_and_survives_it():
+    from torch.nn.modules import module as nn_module
+
+    calls = []
+    handle = nn_module.register_module_forward_hook(lambda *args: calls.append(1))
+    try:
+        r = gradbench.run_case(model="mlp", size="tiny", batch_size=4, mode="train", max_time_s=FAST)
+        assert r["status"] == "ok" and r["global_state_warning"] is None
+        assert calls == []  # not run inside the case
+        torch.nn.Linear(2, 2)(torch.ones(2))
+        assert calls == [1]  # and the caller's again afterwards
+    finally:
+        handle.remove()
+
+
 def test_sweep_names_the_module_and_later_cases_are_unaffected(tmp_path):
     out = tmp_path / "leak.jsonl"
     result = subprocess.run(
@@ -91,6 +122,13 @@ def test_sweep_names_the_module_and_later_cases_are_unaffected(tmp_path):
     ("grad_off@forward", "grad mode enabled True -> False"),
     ("autocast_on@forward", "autocast (cpu) False -> True"),
     ("reseed@forward", "RNG seed"),
+    ("forward_hook@build", "global module forward hooks [] -> [state_changers.skip_dropout]"),
+    ("forward_hook@forward", "global module forward hooks [] -> [state_changers.skip_dropout"),
+    ("forward_pre_hook@build", "global module forward pre-hooks [] -> [state_changers.watch]"),
+    ("backward_hook@build", "global module backward hooks [] -> [state_changers.watch]"),
+    ("backward_pre_hook@forward", "global module backward pre-hooks [] -> [state_changers.watch"),
+    ("chdir@build", "working directory"),
+    ("chdir@forward", "working directory"),
 ])
 def test_every_kind_of_change_is_named_and_the_next_case_is_clean(size, named):
     before = state.snapshot()
@@ -100,6 +138,17 @@ def test_every_kind_of_change_is_named_and_the_next_case_is_clean(size, named):
     assert {k: v for k, v in after.items() if k != "RNG seed"} == {k: v for k, v in before.items() if k != "RNG seed"}
     clean = gradbench.run_case(model="cnn", size="tiny", batch_size=4, mode="eval_no_grad", max_time_s=FAST)
     assert clean["global_state_warning"] is None
+
+
+def test_a_global_module_hook_from_one_model_does_not_reach_the_next():
+    """A hook on every module's forward, left registered by one model's factory, would run in every later
+    model's forward: here it turns Dropout into the identity."""
+    hooked = gradbench.run_case(model="state_changers:build", size="forward_hook@build", batch_size=4, mode="train",
+                                max_time_s=FAST)
+    assert "skip_dropout" in hooked["global_state_warning"]
+    assert not torch.nn.modules.module._global_forward_hooks
+    mlp = gradbench.run_case(model="mlp", size="tiny", batch_size=4, mode="train", max_time_s=FAST)
+    assert mlp["dropout_active"] is True and mlp["global_state_warning"] is None
 
 
 def test_a_forward_that_turns_grad_off_is_named_while_the_record_shows_what_it_does():

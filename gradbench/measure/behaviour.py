@@ -7,7 +7,10 @@
   RNN kernels, noise layers. ``stochastic_ops`` names the operators that consumed random numbers:
   the default generators' state changed across them, or a generator was passed to them. Outputs
   that do not repeat under one seed (nondeterministic kernels, a call counter) count as stochastic
-  only if such an operator ran.
+  only if such an operator ran, and so do outputs that cannot show a difference (no tensor, or NaN
+  everywhere); ``dropout_evidence`` says which decided. The first forward runs under the operator
+  trace, which can change kernels and so rounding (inference_mode): where it alone differs, two
+  untraced forwards decide.
 - BatchNorm: hooks compare each output with normalisation by the running statistics; the running
   statistics are compared before and after the forward.
 - Graph and gradients: whether the output has an autograd graph, and how many parameters a
@@ -131,6 +134,12 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     )
 
 
+def _comparable(outputs: list[torch.Tensor]) -> bool:
+    """Whether outputs can show a difference at all: some element that is not NaN (NaN stays NaN whatever
+    dropout drew, and a forward that returns no tensor shows nothing)."""
+    return any(bool((~t.isnan()).any()) for t in outputs)
+
+
 def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: list[torch.Tensor] | None,
                     seed: int, generators: list[torch.Generator], instrumented: bool = True) -> dict:
     """Forwards through ``forward()`` under seed, seed + 1 and, if they differ, seed again; what the mode did.
@@ -172,15 +181,27 @@ def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: 
             p.grad = before[id(p)]
     del out, outputs
     restore_buffers()
-    seed_everything(seed + 1)
-    other = _detached(forward())
-    restore_buffers()
-    stochastic = False
-    if not _same(first, other):  # the seed mattered, or the forward does not repeat at all: which?
-        seed_everything(seed)
-        again = _detached(forward())
+
+    def under(probe_seed: int) -> list[torch.Tensor]:
+        seed_everything(probe_seed)
+        outputs = _detached(forward())
         restore_buffers()
-        stochastic = _same(first, again) or bool(instrumented and trace.rng_ops)
+        return outputs
+
+    other = under(seed + 1)
+    stochastic, evidence = False, "outputs"
+    if not _comparable(first):  # the outputs cannot say: the random draws observed decide
+        stochastic, evidence = (bool(trace.rng_ops), "random_ops") if instrumented else (None, None)
+    elif not _same(first, other):  # the seed mattered, or the forward does not repeat at all: which?
+        again = under(seed)
+        stochastic = _same(first, again)
+        if not stochastic and instrumented:  # the traced forward may round apart (inference_mode: other kernels)
+            if _same(again, other):
+                stochastic = False  # untraced, the seed did not matter
+            elif _same(again, under(seed)):
+                stochastic = True  # untraced, the seed mattered and repeats
+            else:
+                stochastic, evidence = bool(trace.rng_ops), "random_ops"
     diff = None
     if reference is not None and len(reference) == len(first):
         diff = max(
@@ -190,6 +211,7 @@ def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: 
     has_transformer = any(isinstance(m, _TRANSFORMER_LAYERS) for m in model.modules())
     return {
         "dropout_active": stochastic,
+        "dropout_evidence": evidence,
         "stochastic_ops": list(trace.rng_ops) if instrumented else None,
         "bn_batch_stats": any(probes.batch_stats) if instrumented and probes.norms else None,
         "bn_stats_updated": bn_updated if norm_buffers else None,

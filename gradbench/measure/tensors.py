@@ -10,12 +10,15 @@ active, so their intermediate tensors count.
 """
 from __future__ import annotations
 
-from typing import Iterable
+import weakref
+from typing import Callable, Iterable
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from .behaviour import output_tensors
 
 aten = torch.ops.aten
 # Fused operators whose kernels allocate intermediates through the dispatcher; re-entered with the tracker on.
@@ -101,41 +104,71 @@ class TensorMemoryTracker(TorchDispatchMode):
         return out
 
 
-def _unpacked(t: torch.Tensor) -> torch.Tensor:
-    return t
+class _Packed:
+    """What a graph holds in place of a saved tensor while the counter runs: the tensor without its graph,
+    as autograd itself stores a saved output (the tensor itself would close a reference cycle through
+    its grad_fn that not even the garbage collector frees, keeping the graph alive)."""
+
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+
+def _unpack(packed: _Packed) -> torch.Tensor:
+    return packed.tensor
+
+
+def _context_tensors(outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Tensors that custom autograd Functions in the outputs' graph keep on their context rather than through
+    save_for_backward (re-entrant checkpointing keeps the RNG state so): the saved-tensor hooks never see them."""
+    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    seen, found = set(), []
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            found += [t for t in tree_leaves(list(vars(node).values())) if isinstance(t, torch.Tensor)]
+        stack.extend(fn for fn, _ in node.next_functions if fn is not None and fn not in seen)
+    return found
 
 
 class SavedTensorsCounter:
-    """Bytes of the tensors autograd saves for backward, excluding storages held anyway.
+    """Bytes autograd holds for backward when a forward returns, excluding storages held anyway.
 
     Parameters, buffers and the input batch live whether or not a graph is kept, so saving a
     reference to them costs nothing; what is counted is the activations kept alive for backward.
+    Taken at the forward's return, so a branch whose graph the forward discarded (a result dropped or
+    detached) is not counted, nor is what backward saves (checkpointing's recomputation). Each packed
+    tensor is followed by a weak reference to what the graph holds, not by address: the allocator
+    reuses a freed storage's address for the next one.
     """
 
     def __init__(self, exclude: Iterable[torch.Tensor] = ()):
         self.exclude = {k for k in (_storage_key(t) for t in exclude) if k is not None}
-        self.saved: dict[int, int] = {}
+        self.nbytes: int | None = None
+        self._packed: list[weakref.ref] = []
         # dynamo must not trace the hook into a compiled graph (it recompiled it per tensor stride)
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(torch.compiler.disable(self._pack), _unpacked)
+        self._pack_hook = torch.compiler.disable(self._pack)
 
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        s = _storage(t)
-        if s is not None:
-            key = StorageWeakRef(s).cdata
-            if key not in self.exclude:
-                self.saved[key] = s.nbytes()
-        return t
+    def _pack(self, t: torch.Tensor) -> _Packed:
+        packed = _Packed(t.detach())
+        if _storage_key(t) not in self.exclude:
+            self._packed.append(weakref.ref(packed))
+        return packed
 
-    @property
-    def nbytes(self) -> int:
-        return sum(self.saved.values())
-
-    def __enter__(self):
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._hooks.__exit__(*exc)
+    def run(self, forward: Callable[[], object]):
+        """``forward()`` with the saved tensors followed; its output, and ``nbytes`` as held at its return."""
+        self._packed = []
+        with torch.autograd.graph.saved_tensors_hooks(self._pack_hook, _unpack):
+            out = forward()
+        held = [p.tensor for p in (ref() for ref in self._packed) if p is not None]
+        held += _context_tensors(output_tensors(out))
+        self.nbytes = storage_nbytes(t for t in held if _storage_key(t) not in self.exclude)
+        self._packed = []
+        return out
 
 
 def parameter_bytes(model: torch.nn.Module) -> int:
