@@ -31,6 +31,7 @@ MODES = {
     "eval_no_grad": (False, "no_grad", "all"), "frozen": (True, "enabled", "none"),
     "frozen_eval": (False, "enabled", "none"), "inference_mode": (True, "inference_mode", "all"),
     "eval_inference_mode": (False, "inference_mode", "all"), "finetune_head": (True, "enabled", "head"),
+    "as_built": (None, "enabled", "as_built"),  # None, as_built: the factory's flags and requires_grad untouched
 }
 
 
@@ -38,11 +39,16 @@ def grad_scope(grad_mode: str):
     return {"enabled": torch.enable_grad, "no_grad": torch.no_grad, "inference_mode": torch.inference_mode}[grad_mode]()
 
 
-def apply(model: nn.Module, mode: str) -> str:
+def apply(model: nn.Module, mode: str, head: str | None = None) -> str:
+    """``head``: the module finetune_head trained, as its record names it (default: the last Linear)."""
     training, grad_mode, trainable = MODES[mode]
-    model.train(training)
-    head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1] if trainable == "head" else None
-    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    if training is not None:
+        model.train(training)
+    if trainable == "as_built":
+        return grad_mode
+    module = dict(model.named_modules())[head] if head else \
+        [m for m in model.modules() if isinstance(m, nn.Linear)][-1] if trainable == "head" else None
+    head_ids = {id(p) for p in module.parameters()} if module is not None else set()
     for p in model.parameters():
         p.requires_grad_(trainable == "all" or id(p) in head_ids)
     return grad_mode
@@ -53,9 +59,9 @@ def loss_of(out) -> torch.Tensor:
     return sum(t.float().pow(2).mean() for t in tensors if t.is_floating_point())
 
 
-def make_steps(model: nn.Module, inputs: tuple, mode: str, step: str):
+def make_steps(model: nn.Module, inputs: tuple, mode: str, step: str, head: str | None = None):
     """(step, settle): the step as a user writes it; settle drops the gradients a train step leaves."""
-    grad_mode = apply(model, mode)
+    grad_mode = apply(model, mode, head)
     if step not in ("forward", "train_step"):
         raise ValueError(f"unknown step {step!r}; valid steps: forward, train_step")
     if step == "forward":
@@ -124,7 +130,7 @@ def measure(case: dict) -> tuple[int, int | None]:
     model, make_input = build_model(case["model"], case["size"], case.get("seed") or 0)
     model = model.to(device=device, dtype=DTYPES[case["dtype"]])
     inputs = make_inputs(make_input, case["batch_size"], device, DTYPES[case["dtype"]], case.get("seed") or 0)
-    step, settle = make_steps(model, inputs, case["mode"], case["step"])
+    step, settle = make_steps(model, inputs, case["mode"], case["step"], case.get("head_module"))
     return cuda_peak(step, settle, device) if device.type == "cuda" else cpu_peak(step, settle)
 
 
@@ -137,7 +143,8 @@ def chosen(records: list[dict], limit: int) -> list[dict]:
         if r.get("status") != "ok" or r.get("compile") not in (None, "none") or r.get("autocast") not in (None, "none"):
             continue
         case = {k: r.get(k) for k in keys}
-        workloads.setdefault(tuple(case[k] for k in keys[:5]), {})[tuple(case.values())] = case
+        workloads.setdefault(tuple(case[k] for k in keys[:5]), {})[tuple(case.values())] = \
+            {**case, "head_module": r.get("head_module")}
     by_model: dict[str, list] = {}
     for key, cases in workloads.items():
         by_model.setdefault(key[0], []).append(list(cases.values()))
