@@ -17,13 +17,16 @@ import math
 import os
 import sys
 
-from .case import STEPS
+from .case import DEVICES, STEPS, validate_device
+from .compiled import AUTOCAST_SETTINGS, COMPILE_SETTINGS
 from .errors import WriteFailed
+from .models import NAME_RULE, SIZE_RULE, plain_model_name, plain_size_name
 from .record import (IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, case_key, completed, finite_or_none, kind_errors, new_record,
-                     type_errors)
+                     short_repr, type_errors)
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
 from .modes import MODES
+from .workload import DTYPES
 
 
 class ResultsFileError(ValueError):
@@ -54,11 +57,34 @@ def _finite_or_null(text: str):
 
 def problems(record: dict) -> list[str]:
     """Why a record read from a file cannot be used (empty when it can): fields of the wrong kind or
-    range, or a mode or step this gradbench does not know (its tables are keyed by them)."""
-    found = kind_errors(record)
-    for key, valid in (("mode", MODES), ("step", STEPS)):
+    range, or an identity no gradbench run could have had (identity_errors)."""
+    return kind_errors(record) + identity_errors(record)
+
+
+# Identity fields with a closed set of values, and those every table is keyed by (never null).
+CLOSED_IDENTITY = {"dtype": tuple(DTYPES), "mode": tuple(MODES), "step": STEPS, "compile": COMPILE_SETTINGS,
+                   "autocast": AUTOCAST_SETTINGS}
+REQUIRED_IDENTITY = ("model", "mode", "step")
+
+
+def identity_errors(record: dict) -> list[str]:
+    """Identity values a file holds that no case could have had. They key every table and name the
+    report's figure files, and a results file may come from anyone: a dtype 'x/../../tmp/owned' stops
+    here. Model and size are open (user models name their own) but must be plain names (models.py)."""
+    found = [f"{key} is null" for key in REQUIRED_IDENTITY if record.get(key) is None]
+    for key, valid in CLOSED_IDENTITY.items():
         if isinstance(record.get(key), str) and record[key] not in valid:
-            found.append(f"{key}={record[key]!r} is not one of {', '.join(valid)}")
+            found.append(f"{key}={short_repr(record[key])} is not one of {', '.join(valid)}")
+    device, model, size = (record.get(k) for k in ("device", "model", "size"))
+    if isinstance(device, str):
+        try:
+            validate_device(device, here=False)
+        except ValueError:
+            found.append(f"device={short_repr(device)} is not {', '.join(DEVICES)} or cuda:N")
+    if isinstance(model, str) and not plain_model_name(model):
+        found.append(f"model={short_repr(model)} is not a model name ({NAME_RULE})")
+    if isinstance(size, str) and not plain_size_name(size):
+        found.append(f"size={short_repr(size)} is not a size name ({SIZE_RULE})")
     return found
 
 

@@ -47,6 +47,101 @@ def _report_writes_only_into_out(tmp_path, capsys, inputs) -> str:
     return err
 
 
+# ---------------------------------------------------------------- 1. identity values reaching file names
+
+@pytest.mark.parametrize("field, value", [
+    ("dtype", TRAVERSAL), ("device", "cpu/../../../owned"), ("device", "cuda:"), ("device", "cuda:\u00b2"),
+    ("compile", TRAVERSAL), ("autocast", TRAVERSAL), ("mode", TRAVERSAL), ("step", "forward\n"),
+    ("size", "../owned"), ("size", "a/b"), ("size", "x" * 200), ("model", "mlp\x1b[2J"),
+    ("model", "m.py:f\n<script>"), ("model", None), ("mode", None),
+])
+def test_a_record_whose_identity_is_not_a_valid_value_is_skipped_with_one_warning(tmp_path, field, value):
+    from gradbench.results import read_jsonl
+
+    records = _records()
+    records[0][field] = value
+    records[3][field] = value
+    records, warnings = read_jsonl(_write_jsonl(tmp_path / "crafted.jsonl", records))
+    assert len(records) == len(_records()) - 2  # was: read as valid
+    [warning] = warnings
+    assert "crafted.jsonl:1: 2 record(s)" in warning and "(and lines 4)" in warning and field in warning
+
+
+def test_user_model_names_and_sizes_of_a_real_run_are_still_read(tmp_path):
+    from gradbench.results import read_jsonl
+
+    records = _records()[:2]
+    records[0].update(model="../zoo/my models.py:build_net", size="7b-fp8")
+    records[1].update(model="pkg.sub:make", size="cuda:0")
+    assert len(read_jsonl(_write_jsonl(tmp_path / "user.jsonl", records))[0]) == 2
+    for size in ("../x", "a\\b", ".", ""):
+        records[1]["size"] = size
+        kept, [warning] = read_jsonl(_write_jsonl(tmp_path / "user.jsonl", records))
+        assert len(kept) == 1 and "size" in warning, size
+
+
+@pytest.mark.parametrize("size", ["../x", "a/b", "tab\there"])
+def test_a_run_refuses_a_size_that_reading_would_skip(capsys, tmp_path, size):
+    """What gradbench writes it reads back: a user model's size that is no plain name is refused up front."""
+    code = main(["run", "--models", "user_models:two_linear", "--sizes", size, "--batch-sizes", "2", "--modes",
+                 "eval", "--steps", "forward", "--no-report", "--out", str(tmp_path / "r.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "bad size" in err, err  # was: measured
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_crafted_jsonl_never_writes_outside_the_report_folder(tmp_path, capsys):
+    crafted = [dict(r, dtype=TRAVERSAL) for r in _records()]
+    err = _report_writes_only_into_out(tmp_path, capsys, [_write_jsonl(tmp_path / "crafted.jsonl", crafted)])
+    assert "record(s) with wrong-typed fields skipped" in err and "no records in" in err  # every record refused
+
+
+def test_a_crafted_asv_folder_never_writes_outside_the_report_folder(tmp_path, capsys):
+    folder = tmp_path / "asv"
+    shutil.copytree(ASV_DIR, folder)
+    [result] = [p for p in (folder / "vm-cpu").iterdir() if p.name != "machine.json"]
+    text = result.read_text().replace("\"'cpu'\"", json.dumps(repr("cpu/../../../owned")))
+    result.write_text(text)
+    err = _report_writes_only_into_out(tmp_path, capsys, [str(folder), JSONL])
+    assert "asv: record 1: " in err and "device='cpu/../../../owned'" in err
+
+
+def test_a_crafted_pytest_benchmark_file_never_writes_outside_the_report_folder(tmp_path, capsys):
+    data = json.load(open(PYTEST_JSON))
+    for bench in data["benchmarks"]:
+        bench["extra_info"]["dtype"] = TRAVERSAL
+    crafted = tmp_path / "bench.json"
+    crafted.write_text(json.dumps(data))
+    err = _report_writes_only_into_out(tmp_path, capsys, [str(crafted), JSONL])
+    assert "bench.json: record 1: " in err
+
+
+def test_figure_names_are_slugs_inside_the_output_folder(tmp_path):
+    """The second line of defence: whatever a name holds, the file lands in the folder it is written to."""
+    from gradbench.report.files import output_path, slug
+
+    assert slug("latency_vs_batch_cpu_float32") == "latency_vs_batch_cpu_float32"  # clean names unchanged
+    for hostile in ("a/../../b", "..", ".hidden", "a\\b", "x\x00y", "\u202ertl", "p" * 400, ""):
+        name = slug(hostile)
+        assert name and "/" not in name and "\\" not in name and not name.startswith(".") and len(name) <= 120
+        assert name.isascii() and name.isprintable()
+    assert slug("a/b") != slug("a_b")  # two values never share one file
+    out = tmp_path / "figures"
+    path = output_path(str(out), "latency_vs_batch_cpu_" + TRAVERSAL, "png")
+    assert os.path.dirname(path) == str(out)
+
+
+def test_a_symlink_in_the_output_folder_that_leads_outside_is_refused(tmp_path):
+    from gradbench.errors import BadInput
+    from gradbench.report.files import output_path
+
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / "ratio_to_train.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(BadInput, match="outside"):
+        output_path(str(out), "ratio_to_train", "png")
+
+
 # ---------------------------------------------------------------- 5. negative bytes and counts
 
 @pytest.mark.parametrize("field", ["peak_bytes", "held_bytes", "saved_bytes", "n_samples", "batch_size",
