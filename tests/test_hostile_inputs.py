@@ -131,6 +131,20 @@ def test_figure_names_are_slugs_inside_the_output_folder(tmp_path):
     assert os.path.dirname(path) == str(out)
 
 
+@pytest.mark.parametrize("hostile", [{"dtype": TRAVERSAL}, {"device": "cpu\x00"}])
+def test_figures_of_records_that_skipped_reading_still_land_in_their_folder(tmp_path, hostile):
+    """Records handed to the report by a notebook, unchecked: the file names hold them harmlessly."""
+    from gradbench.report.figures import draw_all
+    from gradbench.results import to_frame
+
+    records = [dict(r, source="gradbench", source_file="x", **hostile) for r in _records()]
+    out = tmp_path / "out" / "figures"
+    before = _files_under(tmp_path)
+    paths = draw_all(to_frame(records), str(out))
+    written = _files_under(tmp_path) - before
+    assert written and all(os.path.dirname(p) == str(out) for p in written | set(paths))  # was: tmp_path/owned.png; a traceback
+
+
 def test_a_symlink_in_the_output_folder_that_leads_outside_is_refused(tmp_path):
     from gradbench.errors import BadInput
     from gradbench.report.files import output_path
