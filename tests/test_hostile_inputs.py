@@ -156,6 +156,38 @@ def test_a_symlink_in_the_output_folder_that_leads_outside_is_refused(tmp_path):
         output_path(str(out), "ratio_to_train", "png")
 
 
+# ---------------------------------------------------------------- 2. markup in report.md
+
+def test_report_md_escapes_markup_from_records_and_the_title(tmp_path):
+    records = _records()
+    failed = next(i for i, r in enumerate(records) if r["status"] == "error")
+    records[failed]["error"] = "</table><script>alert(1)</script>"
+    for r in records:
+        r["machine"] = "<svg onload=alert(2)>"
+        r["time_distrust"] = "[click](javascript:alert(3)) | cell"
+        r["time_trusted"] = False if r["status"] == "ok" else None
+    path = _write_jsonl(tmp_path / "markup.jsonl", records)
+    out = tmp_path / "report"
+    assert main(["report", path, "--out", str(out), "--title", "<img src=x onerror=alert(4)>"]) == 0
+    md = (out / "report.md").read_text()
+    for raw in ("<svg", "<script", "</table>", "<img", "](javascript:"):
+        assert raw not in md, raw  # was: carried as is
+    assert "&lt;svg onload=alert(2)&gt;" in md and "# &lt;img src=x onerror=alert(4)&gt;" in md
+    assert "\\| cell" in md  # a bar from a record does not split a table row
+    html = (out / "report.html").read_text()
+    assert "<svg" not in html and "<script" not in html and "<img src=x" not in html
+
+
+def test_markdown_tables_escape_their_cells():
+    from gradbench.report.tables import render
+
+    table = pd.DataFrame({"a": ["<b>x</b>", "1 | 2", "line\nbreak"]}, index=pd.Index(["<i>", "[l](u)", "ok"],
+                                                                                      name="<u>"))
+    md = render(table, "markdown")
+    assert "<" not in md and "](" not in md and "line break" in md
+    assert len(md.splitlines()) == 5 and all(line.count(" | ") == 1 for line in md.splitlines()[2:])
+
+
 # ---------------------------------------------------------------- 5. negative bytes and counts
 
 @pytest.mark.parametrize("field", ["peak_bytes", "held_bytes", "saved_bytes", "n_samples", "batch_size",

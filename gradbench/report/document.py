@@ -21,8 +21,8 @@ from .compare import compare, interval_kind, text_table
 from .figures import draw_all
 from .files import output_path
 from .findings import findings
-from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, one_per_case, one_source,
-                     render, summary_tables)
+from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, markdown_text,
+                     one_per_case, one_source, render, summary_tables)
 
 ENV_FIELDS = ["source", "machine", "cpu", "gpu", "driver", "cuda", "torch", "python", "threads", "git_commit"]
 
@@ -163,18 +163,21 @@ def _figure_blocks(figures: list[str], out_dir: str) -> list[tuple]:
 
 
 def _md(blocks) -> str:
+    """report.md: every text escaped (markdown_text), as _html escapes it: records and --title are input from
+    anyone, and markdown renders raw HTML. The markup is ours alone; figure paths are slugs (files.py)."""
     lines = []
     for block in blocks:
         kind = block[0]
         if kind in ("h1", "h2", "h3", "h4"):
-            lines += ["#" * int(kind[1]) + " " + block[1], ""]
+            lines += ["#" * int(kind[1]) + " " + markdown_text(block[1]), ""]
         elif kind == "p":
-            lines += [block[1], ""]
+            lines += [markdown_text(block[1]), ""]
         elif kind == "table":
             lines += [render(block[1], "markdown"), ""]
         elif kind == "findings":
             for f in block[1]:
-                lines.append(f"- {f.text}  \n  <sub>records: {'; '.join(f.records)}</sub>")
+                records = markdown_text("; ".join(f.records))
+                lines.append(f"- {markdown_text(f.text)}  \n  <sub>records: {records}</sub>")
             lines.append("")
         elif kind == "img":
             lines += [f"![{os.path.basename(block[2])}]({block[2]})", ""]

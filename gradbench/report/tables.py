@@ -217,15 +217,25 @@ def behaviour_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(sorted(rows, key=lambda row: order[row["mode"]])).set_index("mode")
 
 
+def markdown_text(text, cell: bool = False) -> str:
+    """Text from a record or the command line, inert in markdown as report.html's is in HTML: no raw HTML
+    (an error message's '</table><script>'), no entity, link or image, no line break; in a table ``cell``,
+    no column bar either."""
+    text = " ".join(str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    text = text.replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("](", "]\\(").replace("][", "]\\[")  # [text](url), ![alt](src), [text][ref]
+    return text.replace("|", "\\|") if cell else text
+
+
 def render(table: pd.DataFrame, fmt: str = "table") -> str:
-    """Aligned text (``table``) or a GitHub markdown table (``markdown``)."""
+    """Aligned text (``table``) or a GitHub markdown table (``markdown``), every cell escaped (markdown_text)."""
     if table.empty:
         return "(no results)"
     if fmt == "markdown":
-        index_name = table.index.name or ""
-        header = [index_name, *map(str, table.columns)]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        header = [table.index.name or "", *table.columns]
+        lines = ["| " + " | ".join(markdown_text(h, cell=True) for h in header) + " |",
+                 "|" + "|".join("---" for _ in header) + "|"]
         for idx, row in table.iterrows():
-            lines.append("| " + " | ".join([str(idx), *map(str, row.tolist())]) + " |")
+            lines.append("| " + " | ".join(markdown_text(v, cell=True) for v in [idx, *row.tolist()]) + " |")
         return "\n".join(lines)
     return table.to_string()
