@@ -188,6 +188,36 @@ def test_markdown_tables_escape_their_cells():
     assert len(md.splitlines()) == 5 and all(line.count(" | ") == 1 for line in md.splitlines()[2:])
 
 
+# ---------------------------------------------------------------- 3. formulas in compare's CSV
+
+def test_compare_csv_neutralises_cells_a_spreadsheet_would_run(tmp_path, capsys):
+    records = _records()
+    a = [dict(r, machine="=HYPERLINK(\"http://x\")") for r in records]
+    b = [dict(r, machine="+cmd|' /C calc'!A0") for r in records]
+    for r in b:
+        r.update(time_trusted=False, time_distrust="@SUM(1+1)*cmd|' /C calc'!A0")
+    paths = [_write_jsonl(tmp_path / "a.jsonl", a), _write_jsonl(tmp_path / "b.jsonl", b)]
+    assert main(["compare", *paths, "--by", "machine", "--out", str(tmp_path / "cmp")]) == 0
+    capsys.readouterr()
+    table = pd.read_csv(tmp_path / "cmp" / "compare_by_machine.csv")
+    assert set(table["baseline"]) == {"'=HYPERLINK(\"http://x\")"}  # was: =HYPERLINK(...)
+    assert set(table["other"]) == {"'+cmd|' /C calc'!A0"}
+    for column in table.columns:
+        assert not any(isinstance(v, str) and v[:1] in "=+-@\t\r" for v in table[column]), column
+    assert pd.api.types.is_float_dtype(table["time_ratio"]) and (table["time_ratio"] > 0).all()  # numbers stay
+
+
+def test_csv_cells_starting_with_a_formula_character_are_quoted_and_numbers_are_not():
+    from gradbench.report.files import csv_safe
+
+    table = pd.DataFrame({"text": ["=1+1", "-2", "@x", "\tx", "\rx", "+x", "plain", None],
+                          "number": [-1.5, 2.0, -3.0, 0.0, 1.0, 1.0, 1.0, 1.0]})
+    safe = csv_safe(table)
+    assert safe["text"].tolist()[:-1] == ["'=1+1", "'-2", "'@x", "'\tx", "'\rx", "'+x", "plain"]
+    assert pd.isna(safe["text"].iloc[-1])
+    assert safe["number"].tolist() == table["number"].tolist()
+
+
 # ---------------------------------------------------------------- 5. negative bytes and counts
 
 @pytest.mark.parametrize("field", ["peak_bytes", "held_bytes", "saved_bytes", "n_samples", "batch_size",

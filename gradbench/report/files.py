@@ -1,11 +1,14 @@
-"""Names of the files that `report`, `compare --out` and the capacity figure write. Some are made of values
-read from results files (a figure per device and dtype), and a results file may come from anyone: so a
-name is a slug, and its file is checked to land in the output folder before anything is written."""
+"""The files that `report`, `compare --out` and the capacity figure write, safe to open whatever the records
+held. Some names are made of values read from results files (a figure per device and dtype), and a results
+file may come from anyone: so a name is a slug, and its file is checked to land in the output folder
+before anything is written; a CSV's text cells cannot start a spreadsheet formula."""
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+
+import pandas as pd
 
 from ..errors import BadInput
 
@@ -33,3 +36,16 @@ def output_path(out_dir: str, stem: str, ext: str) -> str:
         raise BadInput(f"refusing to write {path!r}: it leads to {target!r}, outside {out_dir!r}; remove that "
                        "link, or choose another --out")
     return path
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell that a spreadsheet would read as a formula ('=HYPERLINK(...)', a
+    machine named '+cmd|...') prefixed with a single quote (OWASP's rule for CSV injection). Numbers stay
+    numbers, negative ones too."""
+    def inert(value):
+        return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+    return table.apply(lambda column: column if pd.api.types.is_numeric_dtype(column) else column.map(inert))
