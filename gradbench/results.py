@@ -20,6 +20,7 @@ import sys
 from .case import DEVICES, STEPS, validate_device
 from .compiled import AUTOCAST_SETTINGS, COMPILE_SETTINGS
 from .errors import WriteFailed
+from .inputs import NotRegularFile, read_regular
 from .models import NAME_RULE, SIZE_RULE, plain_model_name, plain_size_name
 from .record import (IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, case_key, completed, finite_or_none, kind_errors, new_record,
                      short_repr, type_errors)
@@ -44,6 +45,15 @@ def to_json_line(record: dict) -> str:
 
 def is_record(obj) -> bool:
     return isinstance(obj, dict) and all(k in obj for k in ("model", "mode", "step", "status"))
+
+
+def read_text(path) -> str:
+    """A results file's text (UTF-8); a named pipe, a device or a socket is refused (ResultsFileError)."""
+    try:
+        return read_regular(path).decode("utf-8")
+    except NotRegularFile as exc:
+        raise ResultsFileError(f"{exc}; give gradbench JSONL files, asv result folders or pytest-benchmark JSON "
+                               "files") from None
 
 
 def _null_constant(name: str):
@@ -110,8 +120,7 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
     bad = 0
     name = os.path.basename(str(path))
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        lines = read_text(path).split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultsFileError(f"cannot read results file {str(path)!r}: {exc}") from exc
     for number, line in enumerate(lines, 1):
@@ -341,8 +350,8 @@ def read_asv_results(path) -> list[dict]:
     param_names: dict[str, list[str]] = {}
     for candidate in (os.path.join(path, "benchmarks.json"), os.path.join(os.path.dirname(path), "benchmarks.json")):
         if os.path.exists(candidate):
-            with open(candidate) as f:
-                param_names = {k: v.get("param_names", []) for k, v in json.load(f).items() if isinstance(v, dict)}
+            param_names = {k: v.get("param_names", []) for k, v in json.loads(read_text(candidate)).items()
+                           if isinstance(v, dict)}
             break
     records: list[dict] = []
     for machine_dir in machine_dirs:
@@ -350,9 +359,10 @@ def read_asv_results(path) -> list[dict]:
             if os.path.basename(result_file) == "machine.json":
                 continue
             try:
-                with open(result_file) as f:
-                    data = json.load(f)
+                data = json.loads(read_text(result_file))
                 columns = data["result_columns"]
+            except ResultsFileError:
+                raise
             except (OSError, ValueError, KeyError) as exc:
                 raise ResultsFileError(f"{result_file!r} is not an asv result file: {exc}") from None
             params = data.get("params", {})
@@ -448,6 +458,8 @@ def read_any(path) -> tuple[list[dict], list[str]]:
         raise
     except (AttributeError, TypeError, KeyError, IndexError, ValueError, SyntaxError) as exc:
         raise ResultsFileError(f"{path!r} is malformed: {type(exc).__name__}: {exc}") from None
+    except OSError as exc:  # a file in an asv folder that cannot be read
+        raise ResultsFileError(f"cannot read {path!r}: {exc}") from None
     if not path.endswith(".jsonl"):  # JSONL lines were checked as read, with their line numbers
         found = [(i, problems(r)) for i, r in enumerate(records, 1)]
         mistyped = [(i, wrong[0]) for i, wrong in found if wrong]
@@ -467,8 +479,7 @@ def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
         records, warnings = read_gradbench_jsonl(path)
     else:
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            text = read_text(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise ResultsFileError(f"cannot read {path!r}: {exc}") from None
         if not text.strip():  # an empty result (a shard that got no case), whatever its name

@@ -218,6 +218,46 @@ def test_csv_cells_starting_with_a_formula_character_are_quoted_and_numbers_are_
     assert safe["number"].tolist() == table["number"].tolist()
 
 
+# ---------------------------------------------------------------- 4. inputs that are not regular files
+
+def _gradbench(*argv, timeout=60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "gradbench", *argv], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("where", ["input", "inside an asv folder"])
+def test_a_named_pipe_as_input_is_refused_in_one_line(tmp_path, where):
+    if where == "input":
+        fifo = tmp_path / "results.jsonl"
+        inputs = [str(fifo)]
+    else:
+        folder = tmp_path / "asv"
+        shutil.copytree(ASV_DIR, folder)
+        fifo = folder / "vm-cpu" / "zzz-pipe.json"
+        inputs = [str(folder)]
+    os.mkfifo(fifo)
+    result = _gradbench("report", *inputs, "--out", str(tmp_path / "r"))  # was: hung for ever
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "is not a regular file" in lines[0] and str(fifo) in lines[0]
+
+
+@pytest.mark.parametrize("argv", [["run", "--config", "{fifo}", "--no-report"], ["asv-machine", "--file", "{fifo}"]])
+def test_a_named_pipe_as_any_other_input_file_is_refused(tmp_path, argv):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = _gradbench(*(a.format(fifo=fifo) for a in argv))  # was: hung for ever
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "is not a regular file" in lines[0], result.stderr
+
+
+def test_a_device_file_as_input_is_refused(capsys):
+    assert main(["compare", JSONL, "/dev/null", "--by", "machine"]) == 2
+    err = capsys.readouterr().err
+    assert "'/dev/null' is not a regular file" in err and len(err.strip().splitlines()) == 1
+
+
 # ---------------------------------------------------------------- 5. negative bytes and counts
 
 @pytest.mark.parametrize("field", ["peak_bytes", "held_bytes", "saved_bytes", "n_samples", "batch_size",
