@@ -273,3 +273,22 @@ def test_a_negative_byte_or_count_field_is_skipped(tmp_path, field):
     kept, warnings = read_jsonl(_write_jsonl(tmp_path / "negative.jsonl", records))
     assert len(kept) == len(records) - 1 and f"{field}=-1 is below 0" in warnings[0]
     assert kind_errors(dict(records[ok], **{field: 0})) == []
+
+
+# ---------------------------------------------------------------- 6. a gate that compared nothing
+
+def test_a_gate_with_no_case_in_common_fails_in_one_line(tmp_path, capsys):
+    cpu = [r for r in _records() if r["model"] == "mlp"]
+    other = [dict(r, device="cuda", machine="gpu-box") for r in _records() if r["model"] != "mlp"]
+    paths = [_write_jsonl(tmp_path / "cpu.jsonl", cpu), _write_jsonl(tmp_path / "cuda.jsonl", other)]
+    assert main(["compare", *paths, "--by", "device", "--fail-above", "10"]) == 1  # was: "OK", exit 0
+    out = capsys.readouterr().out
+    assert "OK" not in out
+    [fail] = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert "no case is on both sides" in fail
+    only = [line for line in out.splitlines() if " only on " in line]
+    assert len(only) == 2, out  # one line a side, however many cases: was one line per case
+    ok = lambda records: sum(r["status"] == "ok" for r in records)  # noqa: E731
+    assert only[0].startswith(f"{ok(cpu)} cases only on cpu; first: mlp/tiny")
+    assert only[1].startswith(f"{ok(other)} cases only on cuda; first: ")
+    assert main(["compare", *paths, "--by", "device"]) == 0  # without a gate, nothing to fail

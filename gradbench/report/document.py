@@ -17,7 +17,7 @@ from ..record import case_label
 from .capacity import capacity_blocks, capacity_figure
 from .compiled import compiled_blocks, compiled_figure
 from .energy import energy_blocks
-from .compare import compare, interval_kind, text_table
+from .compare import compare, interval_kind, one_sided_lines, text_table
 from .figures import draw_all
 from .files import output_path
 from .findings import findings
@@ -91,8 +91,8 @@ def _harness_blocks(df: pd.DataFrame) -> list[tuple]:
                               kind="stable")
     blocks.append(("table", text_table(table)))
     if only:
-        blocks.append(("p", f"{len(only)} case(s) missing on one side of a pair, not compared: "
-                            + "; ".join(only[:8]) + (" ..." if len(only) > 8 else "")))
+        blocks.append(("p", "Missing on one side of a pair, not compared: " + "; ".join(one_sided_lines(only))
+                            + "."))
     return blocks
 
 
