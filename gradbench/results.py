@@ -67,8 +67,13 @@ def _finite_or_null(text: str):
 
 def problems(record: dict) -> list[str]:
     """Why a record read from a file cannot be used (empty when it can): fields of the wrong kind or
-    range, or an identity no gradbench run could have had (identity_errors)."""
-    return kind_errors(record) + identity_errors(record)
+    range, an identity no gradbench run could have had (identity_errors), or a capacity search's record
+    without the budget and answer every one of them carries (the report places it by them)."""
+    found = kind_errors(record) + identity_errors(record)
+    if record.get("source") == "capacity" and (record.get("memory_budget_bytes") is None
+                                               or record.get("capacity_batch_size") is None):
+        found.append("a capacity record without memory_budget_bytes and capacity_batch_size")
+    return found
 
 
 # Identity fields with a closed set of values, and those every table is keyed by (never null).
@@ -395,8 +400,12 @@ def read_asv_results(path) -> list[dict]:
                             record["samples_s"] = samples[i]
                             record["n_samples"] = len(samples[i])
             commit = data.get("commit_hash")
-            timestamp = _dt.datetime.fromtimestamp(data.get("date", 0) / 1000, _dt.timezone.utc).isoformat(
-                timespec="seconds")
+            try:
+                timestamp = _dt.datetime.fromtimestamp(data.get("date", 0) / 1000, _dt.timezone.utc).isoformat(
+                    timespec="seconds")
+            except (OverflowError, OSError, ValueError) as exc:  # a date past what a datetime holds
+                raise ResultsFileError(f"{result_file!r} is not an asv result file: bad date "
+                                       f"{short_repr(data.get('date'))} ({exc})") from None
             for record in merged.values():
                 record.update(
                     dtype="float32", status="ok", error=None, source="asv", git_commit=commit,

@@ -292,3 +292,28 @@ def test_a_gate_with_no_case_in_common_fails_in_one_line(tmp_path, capsys):
     assert only[0].startswith(f"{ok(cpu)} cases only on cpu; first: mlp/tiny")
     assert only[1].startswith(f"{ok(other)} cases only on cuda; first: ")
     assert main(["compare", *paths, "--by", "device"]) == 0  # without a gate, nothing to fail
+
+
+# ---------------------------------------------------------------- found attacking the above
+
+@pytest.mark.parametrize("fields", [{}, {"memory_budget_bytes": 2 ** 20}, {"capacity_batch_size": 8},
+                                    {"memory_budget_bytes": 2 ** 20, "capacity_batch_size": 8, "held_bytes": None}])
+def test_a_record_claiming_to_be_a_capacity_search_without_its_answer_is_no_traceback(tmp_path, capsys, fields):
+    records = [dict(r, source="capacity", **fields) for r in _records() if r["status"] == "ok"]
+    path = _write_jsonl(tmp_path / "capacity.jsonl", records + _records())
+    assert main(["report", path, "--out", str(tmp_path / "r")]) == 0  # was: TypeError, or matplotlib's ValueError
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if "held_bytes" not in fields:
+        assert "a capacity record without memory_budget_bytes and capacity_batch_size" in err
+
+
+@pytest.mark.parametrize("date", [10 ** 20, 1e300, -(10 ** 18)])
+def test_an_asv_result_dated_past_what_a_date_holds_is_one_line(tmp_path, capsys, date):
+    folder = tmp_path / "asv"
+    shutil.copytree(ASV_DIR, folder)
+    [result] = [p for p in (folder / "vm-cpu").iterdir() if p.name != "machine.json"]
+    result.write_text(result.read_text().replace('"date": 1795840409000', f'"date": {date!r}'))
+    assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 2  # was: OverflowError, or 'cannot read'
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is not an asv result file: bad date" in err, err
