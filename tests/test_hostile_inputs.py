@@ -317,3 +317,16 @@ def test_an_asv_result_dated_past_what_a_date_holds_is_one_line(tmp_path, capsys
     assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 2  # was: OverflowError, or 'cannot read'
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "is not an asv result file: bad date" in err, err
+
+
+def test_compare_prints_no_terminal_command_from_a_record(tmp_path, capsys):
+    records = _records()
+    a = [dict(r, machine="a\x1b]0;retitled\x07", time_trusted=True) for r in records]
+    b = [dict(r, machine="b\x1b[31m", time_trusted=False, time_distrust="busy\x1b[2J\x9b2J",
+              time_median_s=r["time_median_s"] and r["time_median_s"] * 3,
+              samples_s=r["samples_s"] and [v * 3 for v in r["samples_s"]]) for r in records]
+    paths = [_write_jsonl(tmp_path / "a.jsonl", a), _write_jsonl(tmp_path / "b.jsonl", b)]
+    assert main(["compare", *paths, "--by", "machine", "--fail-above", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "not judged" in out and "busy\\x1b[2J\\x9b2J" in out and "b\\x1b[31m / a\\x1b]0;retitled\\x07" in out
+    assert not any(ch in out for ch in "\x1b\x07\x9b")  # was: the escapes themselves, run by the terminal

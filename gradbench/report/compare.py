@@ -219,7 +219,7 @@ def draw(df: pd.DataFrame, by: str, out_dir: str) -> list[str]:
 def one_sided_lines(only: dict[str, list[str]]) -> list[str]:
     """One line per side for the cases it alone has, however many: '588 cases only on cuda; first: ...'."""
     return [f"{len(labels)} case{'s' if len(labels) > 1 else ''} {where}; first: {labels[0]}"
-            for where, labels in only.items()]
+            for where, labels in only.items()]  # sides and labels: printable (reading checked the identity)
 
 
 def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]], by: str,
@@ -227,7 +227,7 @@ def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]
     """The comparison as printed by `gradbench compare`; with ``fail_above``, the gate: 1 when a trusted
     case is slower by more than that percentage with its whole interval beyond, or when no case was on
     both sides (a gate that compared nothing has not passed), else 0."""
-    from .tables import render
+    from .tables import render, terminal_text
 
     print(f"compared by {by}: baseline {sides[0]!r} vs {', '.join(repr(s) for s in sides[1:])}; "
           f"{len(table)} shared cases (time ratio = other / baseline; {interval_kind(table)})")
@@ -252,7 +252,7 @@ def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]
     if not doubtful.empty:
         print(f"\nnot judged: {len(doubtful)} untrusted cases look slower by more than {fail_above:g}%:")
         for (_, row), case in zip(doubtful.iterrows(), text_table(doubtful).index):
-            print(f"  {case} {row['mode']}: {row['distrust']}")
+            print(f"  {case} {row['mode']}: {terminal_text(row['distrust'])}")
     if not bad.empty:
         print(f"\nFAIL: {len(bad)} cases slower by more than {fail_above:g}% with the whole interval beyond:")
         print(render(text_table(bad)))

@@ -6,6 +6,7 @@ measures anything.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -227,8 +228,18 @@ def markdown_text(text, cell: bool = False) -> str:
     return text.replace("|", "\\|") if cell else text
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: ESC and CSI start a terminal's commands
+
+
+def terminal_text(text) -> str:
+    """Text from a record, inert on a terminal: its control characters shown escaped, as repr shows them (a
+    machine named '\x1b]0;...' would retitle the window, '\x1b[2J' clear the screen)."""
+    return CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
 def render(table: pd.DataFrame, fmt: str = "table") -> str:
-    """Aligned text (``table``) or a GitHub markdown table (``markdown``), every cell escaped (markdown_text)."""
+    """Aligned text (``table``, text cells terminal_text) or a GitHub markdown table (``markdown``, every cell
+    markdown_text)."""
     if table.empty:
         return "(no results)"
     if fmt == "markdown":
@@ -238,4 +249,6 @@ def render(table: pd.DataFrame, fmt: str = "table") -> str:
         for idx, row in table.iterrows():
             lines.append("| " + " | ".join(markdown_text(v, cell=True) for v in [idx, *row.tolist()]) + " |")
         return "\n".join(lines)
+    inert = lambda v: terminal_text(v) if isinstance(v, str) else v  # noqa: E731
+    table = table.map(inert).rename(index=inert, columns=inert)
     return table.to_string()
