@@ -330,3 +330,25 @@ def test_compare_prints_no_terminal_command_from_a_record(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "not judged" in out and "busy\\x1b[2J\\x9b2J" in out and "b\\x1b[31m / a\\x1b]0;retitled\\x07" in out
     assert not any(ch in out for ch in "\x1b\x07\x9b")  # was: the escapes themselves, run by the terminal
+
+
+def test_report_md_carries_no_control_character_from_a_record(tmp_path):
+    records = [dict(r, git_commit="\x1b]0;retitled\x07", machine="m\x1b[2J") for r in _records()]
+    out = tmp_path / "report"
+    assert main(["report", _write_jsonl(tmp_path / "c.jsonl", records), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "m\\\\x1b[2J" in md and not any(ch in md for ch in "\x1b\x07")  # was: the escapes, for cat to run
+
+
+def test_a_figures_folder_that_leads_out_of_the_report_folder_is_refused(tmp_path, capsys):
+    """A results file shipped beside a planted X-report/figures link: the default report folder is not the
+    user's own choice, so its figures must not follow a link out of it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(JSONL, tmp_path / "run.jsonl")
+    (tmp_path / "run-report").mkdir()
+    (tmp_path / "run-report" / "figures").symlink_to(elsewhere)
+    assert main(["report", str(tmp_path / "run.jsonl")]) == 2  # default --out: run-report/ beside it
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "leads to" in err and "outside" in err, err
+    assert os.listdir(elsewhere) == []  # was: every figure written there

@@ -19,7 +19,7 @@ from .compiled import compiled_blocks, compiled_figure
 from .energy import energy_blocks
 from .compare import compare, interval_kind, one_sided_lines, text_table
 from .figures import draw_all
-from .files import output_path
+from .files import output_folder, output_path
 from .findings import findings
 from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, markdown_text,
                      one_per_case, one_source, render, summary_tables)
@@ -216,13 +216,13 @@ def _html(blocks) -> str:
 
 def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report") -> dict:
     """Draw the figures and write report.md and report.html into out_dir; return their paths."""
+    folder = output_folder(out_dir, "figures")
     try:
-        os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise cannot_write("report to", out_dir, exc) from None
     md_path, html_path = output_path(out_dir, "report", "md"), output_path(out_dir, "report", "html")
     combined = one_per_case(df[df["source"] != "capacity"])  # a --repeat run's processes combined
-    folder = os.path.join(out_dir, "figures")
     figures = ((draw_all(combined, folder) + compiled_figure(combined, folder) if not combined.empty else [])
                + capacity_figure(df, folder))
     blocks = build_blocks(df, figures, out_dir, title, combined)

@@ -38,6 +38,17 @@ def output_path(out_dir: str, stem: str, ext: str) -> str:
     return path
 
 
+def output_folder(out_dir: str, name: str) -> str:
+    """``out_dir/name``, a folder for files of the output (figures/); one line and exit 2 (BadInput) if it is a
+    link that leads out of ``out_dir`` (planted beside a results file whose default report folder it is)."""
+    path = os.path.join(out_dir, name)
+    target = os.path.realpath(path)
+    if target != os.path.join(os.path.realpath(out_dir), name):
+        raise BadInput(f"refusing to write into {path!r}: it leads to {target!r}, outside {out_dir!r}; remove that "
+                       "link, or choose another --out")
+    return path
+
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -218,23 +218,23 @@ def behaviour_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(sorted(rows, key=lambda row: order[row["mode"]])).set_index("mode")
 
 
-def markdown_text(text, cell: bool = False) -> str:
-    """Text from a record or the command line, inert in markdown as report.html's is in HTML: no raw HTML
-    (an error message's '</table><script>'), no entity, link or image, no line break; in a table ``cell``,
-    no column bar either."""
-    text = " ".join(str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n"))
-    text = text.replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = text.replace("](", "]\\(").replace("][", "]\\[")  # [text](url), ![alt](src), [text][ref]
-    return text.replace("|", "\\|") if cell else text
-
-
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: ESC and CSI start a terminal's commands
 
 
 def terminal_text(text) -> str:
     """Text from a record, inert on a terminal: its control characters shown escaped, as repr shows them (a
-    machine named '\x1b]0;...' would retitle the window, '\x1b[2J' clear the screen)."""
+    machine named '\\x1b]0;...' would retitle the window, '\\x1b[2J' clear the screen)."""
     return CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
+def markdown_text(text, cell: bool = False) -> str:
+    """Text from a record or the command line, inert in markdown as report.html's is in HTML: no raw HTML
+    (an error message's '</table><script>'), no entity, link or image, no line break; in a table ``cell``,
+    no column bar either; control characters shown escaped (terminal_text: report.md is read with cat too)."""
+    text = terminal_text(" ".join(str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n")))
+    text = text.replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("](", "]\\(").replace("][", "]\\[")  # [text](url), ![alt](src), [text][ref]
+    return text.replace("|", "\\|") if cell else text
 
 
 def render(table: pd.DataFrame, fmt: str = "table") -> str:
