@@ -250,5 +250,8 @@ def render(table: pd.DataFrame, fmt: str = "table") -> str:
             lines.append("| " + " | ".join(markdown_text(v, cell=True) for v in [idx, *row.tolist()]) + " |")
         return "\n".join(lines)
     inert = lambda v: terminal_text(v) if isinstance(v, str) else v  # noqa: E731
-    table = table.map(inert).rename(index=inert, columns=inert)
+    table = table.rename(index=inert, columns=inert)  # a new frame: the caller's is left as it was
+    for i in range(table.shape[1]):  # numbers keep their dtype, and so their format
+        if not pd.api.types.is_numeric_dtype(table.iloc[:, i]):
+            table.iloc[:, i] = table.iloc[:, i].map(inert)
     return table.to_string()
