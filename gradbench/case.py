@@ -11,6 +11,7 @@ import torch
 from . import models as _models
 from .compiled import validate_setting
 from .modes import get_mode
+from .record import short_repr
 from .workload import DTYPES
 
 DEVICES = ("cpu", "cuda")
@@ -20,8 +21,9 @@ STEPS = ("forward", "train_step")
 def validate_device(device: str, here: bool = True) -> None:
     """``here``: the device must exist on this machine (not so for a Slurm submitter: the nodes measure)."""
     kind, colon, index = str(device).partition(":")
-    if kind not in DEVICES or (colon and not index.isdigit()) or (kind == "cpu" and colon):
-        raise ValueError(f"unknown device {device!r}; valid devices: {', '.join(DEVICES)} (or cuda:N)")
+    digits = index.isascii() and index.isdigit()  # not '\u00b2', which isdigit() calls a digit and int() refuses
+    if kind not in DEVICES or (colon and not digits) or (kind == "cpu" and colon):
+        raise ValueError(f"unknown device {short_repr(device)}; valid devices: {', '.join(DEVICES)} (or cuda:N)")
     if kind == "cuda" and here:
         if not torch.cuda.is_available():
             raise ValueError(

@@ -336,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                          required=True, help="what differs between the sides (run: run_id; file: input file; "
                                              "harness: gradbench run, asv or pytest-benchmark timing the same cases)")
     compare.add_argument("--fail-above", type=argument(float, minimum=0), metavar="PCT",
-                         help="exit 1 when a case is slower by more than PCT percent, its whole CI beyond; "
-                              "cases with untrusted timings are listed, never failed on")
+                         help="exit 1 when a case is slower by more than PCT percent, its whole CI beyond, or "
+                              "when no case is on both sides; cases with untrusted timings are listed, never "
+                              "failed on")
     compare.add_argument("--out", help="also write the table (CSV) and a figure into this folder")
 
     capacity = sub.add_parser("capacity", help="the largest batch each mode fits in a memory budget, measured")

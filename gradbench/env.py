@@ -134,12 +134,14 @@ def update_asv_machine_file(path: str, name: str) -> None:
 
     from .atomic import write_text
     from .errors import BadInput
+    from .inputs import NotRegularFile, read_regular
 
     data = {"version": 1}
     if os.path.exists(path):
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f, parse_constant=lambda constant: None)
+            data = json.loads(read_regular(path).decode("utf-8"), parse_constant=lambda constant: None)
+        except NotRegularFile as exc:
+            raise BadInput(f"asv machine file {exc}; name asv's JSON machine file") from None
         except (OSError, ValueError) as exc:
             raise BadInput(f"cannot read asv machine file {path!r}: {exc}") from None
     machines = {k: v for k, v in data.items() if k != "version"} if isinstance(data, dict) else None

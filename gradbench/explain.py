@@ -43,13 +43,13 @@ def measure_modes(models: list[str], size: str, batch_size: int, device: str, dt
 def print_explanation(output: dict[str, list[dict]], fmt: str) -> None:
     """``fmt``: table or markdown."""
     from .record import case_label
-    from .report.tables import UNTRUSTED_LEGEND, behaviour_table, render
+    from .report.tables import UNTRUSTED_LEGEND, behaviour_table, markdown_text, render
 
     for model, records in output.items():
         r = records[0]
         title = f"{case_label(r, omit=('mode', 'step'))} ({r['params']:,} parameters; torch {r['torch']}, " \
                 f"{r['threads']} threads)"
-        print(f"\n## {title}\n" if fmt == "markdown" else f"\n{title}")
+        print(f"\n## {markdown_text(title)}\n" if fmt == "markdown" else f"\n{title}")
         print(render(behaviour_table(records), fmt))
         failed = [f"{x['mode']}: {x['error']}" for x in records if x["status"] not in ("ok", "not_applicable")]
         doubted = [f"{x['mode']}: timing untrusted: {x['time_distrust']}" for x in records
@@ -64,12 +64,12 @@ def print_explanation(output: dict[str, list[dict]], fmt: str) -> None:
             print("  torch.compile, modes in this order on one compiled model:")
             print("\n".join(f"    {line}" for line in compiled))
         for line in [*failed, *doubted, *warned]:
-            print(f"  ! {line}")
+            print(f"  ! {markdown_text(line) if fmt == 'markdown' else line}")
         for head in heads:
-            print(f"  finetune_head trained {head!r}")
+            print(f"  finetune_head trained {markdown_text(head) if fmt == 'markdown' else head!r}")
         if overrides:
             print("  the modes overrode how the model was built (mode as_built measures it as built):")
-            print("\n".join(f"    {line}" for line in overrides))
+            print("\n".join(f"    {markdown_text(line) if fmt == 'markdown' else line}" for line in overrides))
         if doubted:
             print(f"  {UNTRUSTED_LEGEND}")
 

@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .record import short_repr
+
 SIZES = ("tiny", "small", "medium", "large")
 NUM_CLASSES = 10
 
@@ -129,19 +131,38 @@ def is_user_model(name: str) -> bool:
     return ":" in name
 
 
+# A model or size name is printed, tabulated, and read back from files others wrote: printable text of a
+# sane length, and a size is no path (a user model's size goes to its factory as it is).
+NAME_MAX = 256
+SIZE_MAX = 64
+NAME_RULE = f"printable, at most {NAME_MAX} characters"
+SIZE_RULE = f"printable, at most {SIZE_MAX} characters, no / or \\, not starting with a dot"
+
+
+def plain_model_name(name) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= NAME_MAX and name.isprintable()
+
+
+def plain_size_name(size) -> bool:
+    return (isinstance(size, str) and 0 < len(size) <= SIZE_MAX and size.isprintable()
+            and not size.startswith(".") and "/" not in size and "\\" not in size)
+
+
 def validate_model_name(name: str) -> None:
-    if name in BUILTIN_MODELS or is_user_model(name):
+    if name in BUILTIN_MODELS or (plain_model_name(name) and is_user_model(name)):
         return
     raise ValueError(
-        f"unknown model {name!r}; valid models: {', '.join(BUILTIN_MODELS)}, "
-        "or MODULE:FUNCTION / path/to/file.py:FUNCTION"
+        f"unknown model {short_repr(name)}; valid models: {', '.join(BUILTIN_MODELS)}, "
+        f"or MODULE:FUNCTION / path/to/file.py:FUNCTION ({NAME_RULE})"
     )
 
 
 def validate_size(model: str, size: str) -> None:
-    if is_user_model(model) or size in SIZES:
+    if size in SIZES or (is_user_model(model) and plain_size_name(size)):
         return
-    raise ValueError(f"unknown size {size!r}; valid sizes: {', '.join(SIZES)}")
+    if is_user_model(model):
+        raise ValueError(f"bad size {short_repr(size)} for a user model; a size is any name {SIZE_RULE}")
+    raise ValueError(f"unknown size {short_repr(size)}; valid sizes: {', '.join(SIZES)}")
 
 
 def _split_spec(spec: str) -> tuple[str, str, bool]:

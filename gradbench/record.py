@@ -247,17 +247,26 @@ def _is_kind(value, kind: str) -> bool:
     return True
 
 
+# Units of amounts that cannot be below zero: a negative peak_bytes is a crafted or broken file, never a measurement.
+NON_NEGATIVE_UNITS = ("bytes", "count")
+
+
 def kind_errors(record: dict) -> list[str]:
     """Declared fields whose values are not of their kind, or out of its range (a reader skips such a
-    record): an int beyond int64, a float that is not finite, a status that is not one of STATUSES."""
-    problems = [f"{name}={_short(record[name])} is not {meta['kind']}" for name, meta in SCHEMA.items()
+    record): an int beyond int64, a float that is not finite, bytes or a count below 0, a status that is
+    not one of STATUSES."""
+    problems = [f"{name}={short_repr(record[name])} is not {meta['kind']}" for name, meta in SCHEMA.items()
                 if record.get(name) is not None and not _is_kind(record[name], meta["kind"])]
+    problems += [f"{name}={short_repr(record[name])} is below 0" for name, meta in SCHEMA.items()
+                 if meta["unit"] in NON_NEGATIVE_UNITS and _is_kind(record.get(name), meta["kind"])
+                 and record[name] < 0]
     if record.get("status") is not None and record["status"] not in STATUSES:
-        problems.append(f"status={_short(record['status'])} is not one of {', '.join(STATUSES)}")
+        problems.append(f"status={short_repr(record['status'])} is not one of {', '.join(STATUSES)}")
     return problems
 
 
-def _short(value) -> str:
+def short_repr(value) -> str:
+    """A value as an error message shows it: repr (control characters escaped), cut to 60 characters."""
     big = isinstance(value, int) and abs(value) >= 10 ** 30  # repr of a 5000-digit int raises
     text = f"an integer of {value.bit_length()} bits" if big else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

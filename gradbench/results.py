@@ -17,13 +17,17 @@ import math
 import os
 import sys
 
-from .case import STEPS
+from .case import DEVICES, STEPS, validate_device
+from .compiled import AUTOCAST_SETTINGS, COMPILE_SETTINGS
 from .errors import WriteFailed
+from .inputs import NotRegularFile, read_regular
+from .models import NAME_RULE, SIZE_RULE, plain_model_name, plain_size_name
 from .record import (IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, case_key, completed, finite_or_none, kind_errors, new_record,
-                     type_errors)
+                     short_repr, type_errors)
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
 from .modes import MODES
+from .workload import DTYPES
 
 
 class ResultsFileError(ValueError):
@@ -43,6 +47,15 @@ def is_record(obj) -> bool:
     return isinstance(obj, dict) and all(k in obj for k in ("model", "mode", "step", "status"))
 
 
+def read_text(path) -> str:
+    """A results file's text (UTF-8); a named pipe, a device or a socket is refused (ResultsFileError)."""
+    try:
+        return read_regular(path).decode("utf-8")
+    except NotRegularFile as exc:
+        raise ResultsFileError(f"{exc}; give gradbench JSONL files, asv result folders or pytest-benchmark JSON "
+                               "files") from None
+
+
 def _null_constant(name: str):
     return None  # a bare NaN or Infinity another tool wrote: JSON has neither; read as null, like ours
 
@@ -54,11 +67,39 @@ def _finite_or_null(text: str):
 
 def problems(record: dict) -> list[str]:
     """Why a record read from a file cannot be used (empty when it can): fields of the wrong kind or
-    range, or a mode or step this gradbench does not know (its tables are keyed by them)."""
-    found = kind_errors(record)
-    for key, valid in (("mode", MODES), ("step", STEPS)):
+    range, an identity no gradbench run could have had (identity_errors), or a capacity search's record
+    without the budget and answer every one of them carries (the report places it by them)."""
+    found = kind_errors(record) + identity_errors(record)
+    if record.get("source") == "capacity" and (record.get("memory_budget_bytes") is None
+                                               or record.get("capacity_batch_size") is None):
+        found.append("a capacity record without memory_budget_bytes and capacity_batch_size")
+    return found
+
+
+# Identity fields with a closed set of values, and those every table is keyed by (never null).
+CLOSED_IDENTITY = {"dtype": tuple(DTYPES), "mode": tuple(MODES), "step": STEPS, "compile": COMPILE_SETTINGS,
+                   "autocast": AUTOCAST_SETTINGS}
+REQUIRED_IDENTITY = ("model", "mode", "step")
+
+
+def identity_errors(record: dict) -> list[str]:
+    """Identity values a file holds that no case could have had. They key every table and name the
+    report's figure files, and a results file may come from anyone: a dtype 'x/../../tmp/owned' stops
+    here. Model and size are open (user models name their own) but must be plain names (models.py)."""
+    found = [f"{key} is null" for key in REQUIRED_IDENTITY if record.get(key) is None]
+    for key, valid in CLOSED_IDENTITY.items():
         if isinstance(record.get(key), str) and record[key] not in valid:
-            found.append(f"{key}={record[key]!r} is not one of {', '.join(valid)}")
+            found.append(f"{key}={short_repr(record[key])} is not one of {', '.join(valid)}")
+    device, model, size = (record.get(k) for k in ("device", "model", "size"))
+    if isinstance(device, str):
+        try:
+            validate_device(device, here=False)
+        except ValueError:
+            found.append(f"device={short_repr(device)} is not {', '.join(DEVICES)} or cuda:N")
+    if isinstance(model, str) and not plain_model_name(model):
+        found.append(f"model={short_repr(model)} is not a model name ({NAME_RULE})")
+    if isinstance(size, str) and not plain_size_name(size):
+        found.append(f"size={short_repr(size)} is not a size name ({SIZE_RULE})")
     return found
 
 
@@ -84,8 +125,7 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
     bad = 0
     name = os.path.basename(str(path))
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
+        lines = read_text(path).split("\n")
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultsFileError(f"cannot read results file {str(path)!r}: {exc}") from exc
     for number, line in enumerate(lines, 1):
@@ -315,8 +355,8 @@ def read_asv_results(path) -> list[dict]:
     param_names: dict[str, list[str]] = {}
     for candidate in (os.path.join(path, "benchmarks.json"), os.path.join(os.path.dirname(path), "benchmarks.json")):
         if os.path.exists(candidate):
-            with open(candidate) as f:
-                param_names = {k: v.get("param_names", []) for k, v in json.load(f).items() if isinstance(v, dict)}
+            param_names = {k: v.get("param_names", []) for k, v in json.loads(read_text(candidate)).items()
+                           if isinstance(v, dict)}
             break
     records: list[dict] = []
     for machine_dir in machine_dirs:
@@ -324,9 +364,10 @@ def read_asv_results(path) -> list[dict]:
             if os.path.basename(result_file) == "machine.json":
                 continue
             try:
-                with open(result_file) as f:
-                    data = json.load(f)
+                data = json.loads(read_text(result_file))
                 columns = data["result_columns"]
+            except ResultsFileError:
+                raise
             except (OSError, ValueError, KeyError) as exc:
                 raise ResultsFileError(f"{result_file!r} is not an asv result file: {exc}") from None
             params = data.get("params", {})
@@ -359,8 +400,12 @@ def read_asv_results(path) -> list[dict]:
                             record["samples_s"] = samples[i]
                             record["n_samples"] = len(samples[i])
             commit = data.get("commit_hash")
-            timestamp = _dt.datetime.fromtimestamp(data.get("date", 0) / 1000, _dt.timezone.utc).isoformat(
-                timespec="seconds")
+            try:
+                timestamp = _dt.datetime.fromtimestamp(data.get("date", 0) / 1000, _dt.timezone.utc).isoformat(
+                    timespec="seconds")
+            except (OverflowError, OSError, ValueError) as exc:  # a date past what a datetime holds
+                raise ResultsFileError(f"{result_file!r} is not an asv result file: bad date "
+                                       f"{short_repr(data.get('date'))} ({exc})") from None
             for record in merged.values():
                 record.update(
                     dtype="float32", status="ok", error=None, source="asv", git_commit=commit,
@@ -422,6 +467,8 @@ def read_any(path) -> tuple[list[dict], list[str]]:
         raise
     except (AttributeError, TypeError, KeyError, IndexError, ValueError, SyntaxError) as exc:
         raise ResultsFileError(f"{path!r} is malformed: {type(exc).__name__}: {exc}") from None
+    except OSError as exc:  # a file in an asv folder that cannot be read
+        raise ResultsFileError(f"cannot read {path!r}: {exc}") from None
     if not path.endswith(".jsonl"):  # JSONL lines were checked as read, with their line numbers
         found = [(i, problems(r)) for i, r in enumerate(records, 1)]
         mistyped = [(i, wrong[0]) for i, wrong in found if wrong]
@@ -441,8 +488,7 @@ def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
         records, warnings = read_gradbench_jsonl(path)
     else:
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            text = read_text(path)
         except (OSError, UnicodeDecodeError) as exc:
             raise ResultsFileError(f"cannot read {path!r}: {exc}") from None
         if not text.strip():  # an empty result (a shard that got no case), whatever its name

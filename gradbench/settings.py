@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import BadInput
+from .inputs import NotRegularFile, read_regular
 
 LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "compile", "autocast")
 BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report", "compile_cold", "energy_sampling")
@@ -55,8 +56,9 @@ def load_config(path: str) -> dict:
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        data = tomllib.loads(read_regular(path).decode("utf-8"))
+    except NotRegularFile as exc:
+        raise BadInput(f"--config {exc}; name a TOML file") from None
     except OSError as exc:
         raise BadInput(f"cannot read --config {path!r}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

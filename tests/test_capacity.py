@@ -188,7 +188,8 @@ def test_the_timed_record_at_the_answer_is_read_even_when_untrusted(tmp_path):
     from gradbench.record import new_record
 
     base = dict(model="mlp", size="tiny", batch_size=64, device="cpu", dtype="float32", mode="train",
-                step="forward", status="ok", source="capacity", held_bytes=10, peak_bytes=20)
+                step="forward", status="ok", source="capacity", held_bytes=10, peak_bytes=20,
+                memory_budget_bytes=2 ** 20, capacity_batch_size=64)  # as every capacity record carries them
     path = tmp_path / "cap.jsonl"
     path.write_text(json.dumps(new_record(**base)) + "\n" + json.dumps(new_record(
         **base, time_median_s=0.01, samples_s=[0.01] * 5, time_trusted=False, time_distrust="imprecise")) + "\n")

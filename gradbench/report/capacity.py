@@ -68,9 +68,11 @@ def capacity_figure(df: pd.DataFrame, out_dir: str) -> list[str]:
 
     records = capacity_records(df)
     records = records[records["status"] == "ok"]
+    records = records.assign(needed_mib=(pd.to_numeric(records["held_bytes"]) + pd.to_numeric(records["peak_bytes"]))
+                             / 2**20)
+    records = records[records["needed_mib"] > 0]  # on a log scale; a record that has no held or peak has no point
     if records.empty:
         return []
-    records = records.assign(needed_mib=(records["held_bytes"] + records["peak_bytes"]) / 2**20)
     panels = list(records.groupby(CASE, sort=False))
     columns = min(3, len(panels))
     rows_ = (len(panels) + columns - 1) // columns

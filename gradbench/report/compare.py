@@ -3,7 +3,7 @@
 For each case the inputs share, the ratio of median times (other / baseline) with a bootstrap
 confidence interval, and the ratio of peak memory. The baseline is the first value of --by in the
 order the inputs were given (by harness: gradbench's own timing, if present, then asv, then
-pytest-benchmark). Cases present on one side only are listed.
+pytest-benchmark). Cases present on one side only are counted, per side.
 
 A side's time for a case is the median over its runs (a run: one worker process, i.e. one
 ``run_id`` and ``repeat``) of each run's median. The interval resamples runs first and then the
@@ -81,8 +81,9 @@ def _side_runs(part: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     return (trusted, True) if not trusted.empty else (part, False)
 
 
-def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """(table of shared cases, sides in order, cases present on one side only)."""
+def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], dict[str, list[str]]]:
+    """(table of shared cases, sides in order, cases present on one side only: their labels, sorted, under
+    where they are, 'only on cuda' or, with more than two sides, 'on gradbench, not on asv')."""
     if by not in BY:
         raise ValueError(f"unknown --by {by!r}; valid: {', '.join(BY)}")
     if by == "harness":
@@ -105,18 +106,20 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], list[st
     cases = {side: dict(tuple(part.groupby(key, sort=False))) for side, part in ok.groupby("side", sort=False)}
     base_side = sides[0]
     base = cases[base_side]
-    rows, only = [], []
+    rows, only = [], {}
     for side in sides[1:]:
         other = cases[side]
         label = lambda c: case_label(dict(zip(key, c)), omit=(BY[by],))  # noqa: E731
         # with more than two sides, "only on" would be false of a case a third side has too
         on = (lambda a, b: f"only on {a}") if len(sides) == 2 else (lambda a, b: f"on {a}, not on {b}")
-        only += [f"{on(base_side, side)}: {label(c)}" for c in base if c not in other]
-        only += [f"{on(side, base_side)}: {label(c)}" for c in other if c not in base]
+        for where, missing in ((on(base_side, side), [c for c in base if c not in other]),
+                               (on(side, base_side), [c for c in other if c not in base])):
+            if missing:
+                only.setdefault(where, set()).update(label(c) for c in missing)
         for case in (c for c in base if c in other):
             rows.append({**dict(zip(key, case)), "baseline": base_side, "other": side,
                          **_case_row(base[case], other[case])})
-    return pd.DataFrame(rows), sides, sorted(set(only))
+    return pd.DataFrame(rows), sides, {where: sorted(labels) for where, labels in only.items()}
 
 
 def _case_row(base: pd.DataFrame, other: pd.DataFrame) -> dict:
@@ -213,23 +216,35 @@ def draw(df: pd.DataFrame, by: str, out_dir: str) -> list[str]:
     return _save(grid.figure, out_dir, f"compare_by_{by}")
 
 
-def print_comparison(table: pd.DataFrame, sides: list, only: list[str], by: str, fail_above: float | None) -> int:
+def one_sided_lines(only: dict[str, list[str]]) -> list[str]:
+    """One line per side for the cases it alone has, however many: '588 cases only on cuda; first: ...'."""
+    return [f"{len(labels)} case{'s' if len(labels) > 1 else ''} {where}; first: {labels[0]}"
+            for where, labels in only.items()]  # sides and labels: printable (reading checked the identity)
+
+
+def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]], by: str,
+                     fail_above: float | None) -> int:
     """The comparison as printed by `gradbench compare`; with ``fail_above``, the gate: 1 when a trusted
-    case is slower by more than that percentage with its whole interval beyond, else 0."""
-    from .tables import render
+    case is slower by more than that percentage with its whole interval beyond, or when no case was on
+    both sides (a gate that compared nothing has not passed), else 0."""
+    from .tables import render, terminal_text
 
     print(f"compared by {by}: baseline {sides[0]!r} vs {', '.join(repr(s) for s in sides[1:])}; "
           f"{len(table)} shared cases (time ratio = other / baseline; {interval_kind(table)})")
     print(render(text_table(table)))
     if only:
-        print(f"\n{len(only)} cases are not on both sides of a comparison:")
-        for line in only:
-            print(f"  {line}")
+        print()
+        for line in one_sided_lines(only):
+            print(line)
     if not table.empty and not table["trusted"].all():
         print(f"\n{int((~table['trusted']).sum())} cases have only untrusted timings on a side (marked NO); "
               "--fail-above does not fail on them")
     if fail_above is None:
         return 0
+    if table.empty:
+        print(f"\nFAIL: nothing compared: no case is on both sides ({', '.join(repr(s) for s in sides)}), so "
+              f"--fail-above {fail_above:g} judged nothing")
+        return 1
     if not table.empty and (table["interval"] != BETWEEN).any():
         print("\nnote: with one run a side the intervals miss the variation between processes, so this gate "
               "also fails on noise; measure each side with --repeat K (README: Comparing)")
@@ -237,7 +252,7 @@ def print_comparison(table: pd.DataFrame, sides: list, only: list[str], by: str,
     if not doubtful.empty:
         print(f"\nnot judged: {len(doubtful)} untrusted cases look slower by more than {fail_above:g}%:")
         for (_, row), case in zip(doubtful.iterrows(), text_table(doubtful).index):
-            print(f"  {case} {row['mode']}: {row['distrust']}")
+            print(f"  {case} {row['mode']}: {terminal_text(row['distrust'])}")
     if not bad.empty:
         print(f"\nFAIL: {len(bad)} cases slower by more than {fail_above:g}% with the whole interval beyond:")
         print(render(text_table(bad)))
@@ -247,9 +262,11 @@ def print_comparison(table: pd.DataFrame, sides: list, only: list[str], by: str,
 
 
 def write_comparison(df: pd.DataFrame, table: pd.DataFrame, by: str, out_dir: str) -> list[str]:
-    """The table as CSV and the figure into ``out_dir``, each file whole or not at all."""
+    """The table as CSV (its text cells inert in a spreadsheet) and the figure into ``out_dir``, each file
+    whole or not at all."""
     from ..atomic import write_text
+    from .files import csv_safe, output_path
 
-    path = os.path.join(out_dir, f"compare_by_{by}.csv")
-    write_text(path, table.to_csv(index=False), "table")
+    path = output_path(out_dir, f"compare_by_{by}", "csv")
+    write_text(path, csv_safe(table).to_csv(index=False), "table")
     return [path, *draw(df, by, out_dir)]

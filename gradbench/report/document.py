@@ -17,11 +17,12 @@ from ..record import case_label
 from .capacity import capacity_blocks, capacity_figure
 from .compiled import compiled_blocks, compiled_figure
 from .energy import energy_blocks
-from .compare import compare, interval_kind, text_table
+from .compare import compare, interval_kind, one_sided_lines, text_table
 from .figures import draw_all
+from .files import output_folder, output_path
 from .findings import findings
-from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, one_per_case, one_source,
-                     render, summary_tables)
+from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, markdown_text,
+                     one_per_case, one_source, render, summary_tables)
 
 ENV_FIELDS = ["source", "machine", "cpu", "gpu", "driver", "cuda", "torch", "python", "threads", "git_commit"]
 
@@ -90,8 +91,8 @@ def _harness_blocks(df: pd.DataFrame) -> list[tuple]:
                               kind="stable")
     blocks.append(("table", text_table(table)))
     if only:
-        blocks.append(("p", f"{len(only)} case(s) missing on one side of a pair, not compared: "
-                            + "; ".join(only[:8]) + (" ..." if len(only) > 8 else "")))
+        blocks.append(("p", "Missing on one side of a pair, not compared: " + "; ".join(one_sided_lines(only))
+                            + "."))
     return blocks
 
 
@@ -162,18 +163,21 @@ def _figure_blocks(figures: list[str], out_dir: str) -> list[tuple]:
 
 
 def _md(blocks) -> str:
+    """report.md: every text escaped (markdown_text), as _html escapes it: records and --title are input from
+    anyone, and markdown renders raw HTML. The markup is ours alone; figure paths are slugs (files.py)."""
     lines = []
     for block in blocks:
         kind = block[0]
         if kind in ("h1", "h2", "h3", "h4"):
-            lines += ["#" * int(kind[1]) + " " + block[1], ""]
+            lines += ["#" * int(kind[1]) + " " + markdown_text(block[1]), ""]
         elif kind == "p":
-            lines += [block[1], ""]
+            lines += [markdown_text(block[1]), ""]
         elif kind == "table":
             lines += [render(block[1], "markdown"), ""]
         elif kind == "findings":
             for f in block[1]:
-                lines.append(f"- {f.text}  \n  <sub>records: {'; '.join(f.records)}</sub>")
+                records = markdown_text("; ".join(f.records))
+                lines.append(f"- {markdown_text(f.text)}  \n  <sub>records: {records}</sub>")
             lines.append("")
         elif kind == "img":
             lines += [f"![{os.path.basename(block[2])}]({block[2]})", ""]
@@ -212,16 +216,16 @@ def _html(blocks) -> str:
 
 def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report") -> dict:
     """Draw the figures and write report.md and report.html into out_dir; return their paths."""
+    folder = output_folder(out_dir, "figures")
     try:
-        os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise cannot_write("report to", out_dir, exc) from None
+    md_path, html_path = output_path(out_dir, "report", "md"), output_path(out_dir, "report", "html")
     combined = one_per_case(df[df["source"] != "capacity"])  # a --repeat run's processes combined
-    folder = os.path.join(out_dir, "figures")
     figures = ((draw_all(combined, folder) + compiled_figure(combined, folder) if not combined.empty else [])
                + capacity_figure(df, folder))
     blocks = build_blocks(df, figures, out_dir, title, combined)
-    md_path, html_path = os.path.join(out_dir, "report.md"), os.path.join(out_dir, "report.html")
     write_text(md_path, _md(blocks), "report")
     write_text(html_path, _html(blocks), "report")
     return {"markdown": md_path, "html": html_path, "figures": figures}

@@ -17,6 +17,7 @@ import seaborn as sns  # noqa: E402
 from ..atomic import replaced  # noqa: E402
 from ..modes import MODES  # noqa: E402
 from ..record import IDENTITY_DEFAULTS, case_label  # noqa: E402
+from .files import output_path  # noqa: E402
 from .tables import one_source, ratio_to_train, workload_label  # noqa: E402
 
 PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
@@ -24,11 +25,12 @@ MODE_ORDER = list(MODES)
 
 
 def _save(fig, out_dir: str, name: str) -> list[str]:
-    """The figure as PNG and SVG, each written whole or not at all (atomic.replaced)."""
+    """The figure as PNG and SVG in ``out_dir`` (files.output_path), each written whole or not at all
+    (atomic.replaced)."""
     paths = []
     try:
         for ext in ("png", "svg"):
-            path = os.path.join(out_dir, f"{name}.{ext}")
+            path = output_path(out_dir, name, ext)  # a name holds a device and dtype from the records
             with replaced(path, "figure") as temporary:
                 fig.savefig(temporary, dpi=110, bbox_inches="tight", format=ext)
             paths.append(path)

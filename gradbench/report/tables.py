@@ -6,6 +6,7 @@ measures anything.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -217,15 +218,40 @@ def behaviour_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(sorted(rows, key=lambda row: order[row["mode"]])).set_index("mode")
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: ESC and CSI start a terminal's commands
+
+
+def terminal_text(text) -> str:
+    """Text from a record, inert on a terminal: its control characters shown escaped, as repr shows them (a
+    machine named '\\x1b]0;...' would retitle the window, '\\x1b[2J' clear the screen)."""
+    return CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+
+
+def markdown_text(text, cell: bool = False) -> str:
+    """Text from a record or the command line, inert in markdown as report.html's is in HTML: no raw HTML
+    (an error message's '</table><script>'), no entity, link or image, no line break; in a table ``cell``,
+    no column bar either; control characters shown escaped (terminal_text: report.md is read with cat too)."""
+    text = terminal_text(" ".join(str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n")))
+    text = text.replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("](", "]\\(").replace("][", "]\\[")  # [text](url), ![alt](src), [text][ref]
+    return text.replace("|", "\\|") if cell else text
+
+
 def render(table: pd.DataFrame, fmt: str = "table") -> str:
-    """Aligned text (``table``) or a GitHub markdown table (``markdown``)."""
+    """Aligned text (``table``, text cells terminal_text) or a GitHub markdown table (``markdown``, every cell
+    markdown_text)."""
     if table.empty:
         return "(no results)"
     if fmt == "markdown":
-        index_name = table.index.name or ""
-        header = [index_name, *map(str, table.columns)]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        header = [table.index.name or "", *table.columns]
+        lines = ["| " + " | ".join(markdown_text(h, cell=True) for h in header) + " |",
+                 "|" + "|".join("---" for _ in header) + "|"]
         for idx, row in table.iterrows():
-            lines.append("| " + " | ".join([str(idx), *map(str, row.tolist())]) + " |")
+            lines.append("| " + " | ".join(markdown_text(v, cell=True) for v in [idx, *row.tolist()]) + " |")
         return "\n".join(lines)
+    inert = lambda v: terminal_text(v) if isinstance(v, str) else v  # noqa: E731
+    table = table.rename(index=inert, columns=inert)  # a new frame: the caller's is left as it was
+    for i in range(table.shape[1]):  # numbers keep their dtype, and so their format
+        if not pd.api.types.is_numeric_dtype(table.iloc[:, i]):
+            table.iloc[:, i] = table.iloc[:, i].map(inert)
     return table.to_string()
