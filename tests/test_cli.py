@@ -7,6 +7,7 @@ import torch
 
 from gradbench import __version__
 from gradbench.cli import main
+from gradbench.modes import MODES
 
 TINY = ["--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes", "eval", "--steps", "forward",
         "--max-time", "0.05", "--no-report"]
@@ -138,7 +139,7 @@ def test_config_file_sets_grid_and_command_line_wins(tmp_path):
     quick = run_settings(build_parser().parse_args(["run", "--quick"])).grid
     assert quick.sizes == ("tiny",) and quick.max_time_s == 0.2
     everything = run_settings(build_parser().parse_args(["run", "--modes", "all"])).grid
-    assert len(everything.modes) == 9
+    assert len(everything.modes) == len(MODES)
 
 
 def test_version(capsys):
@@ -160,7 +161,7 @@ def test_explain_measures_every_mode(capsys):
                  "--max-time", "0.05", "--format", "markdown"]) == 0
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
-    assert len([r for r in rows if r not in ("mode",)]) == 9
+    assert len([r for r in rows if r not in ("mode",)]) == len(MODES)
     cells = [c.strip() for c in rows["eval_no_grad"].split("|")]
     header = [c.strip() for c in rows["mode"].split("|")]
     assert cells[header.index("fast path")] == "yes"
