@@ -25,6 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 SECONDS = argument(float, above=0)  # finite, > 0
+INTEGER = argument(int)  # ASCII decimal digits: int() would take "1_000"
 
 
 def _add_run(sub):
@@ -52,7 +53,7 @@ def _add_run(sub):
                         "timed window is that long anyway)")
     p.add_argument("--head", metavar="NAME", help="the module finetune_head trains, as model.named_modules() names "
                    "it (default: the last nn.Linear the output depends on, observed)")
-    p.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
+    p.add_argument("--threads", type=INTEGER, help="torch threads per worker (default: torch's choice)")
     p.add_argument("--quick", action="store_true", default=None,
                    help="a sweep of about half a minute: tiny models, batch 8 and 64")
     p.add_argument("--config", help="a TOML file with these settings (command-line options win)")
@@ -65,13 +66,13 @@ def _add_run(sub):
     p.add_argument("--isolate", choices=("worker", "case"), help="a worker per sweep (default) or a fresh "
                    "process per case (also records rss_peak_bytes)")
     p.add_argument("--max-time", type=float, help="seconds of timing per case (default 0.5; --quick 0.2)")
-    p.add_argument("--seed", type=int, help="weights, inputs and mode order (default 0)")
+    p.add_argument("--seed", type=INTEGER, help="weights, inputs and mode order (default 0)")
     p.add_argument("--cudnn-benchmark", action="store_true", default=None,
                    help="set torch.backends.cudnn.benchmark for every case (per-shape autotuning; CUDA only; "
                         "default off, as in torch)")
-    p.add_argument("--repeat", type=int, metavar="K", help="measure every case in K separate worker processes, "
+    p.add_argument("--repeat", type=INTEGER, metavar="K", help="measure every case in K separate worker processes, "
                    "interleaved, so that compare can see the variation between processes (default 1)")
-    p.add_argument("--retry-untrusted", type=int, metavar="N", help="measure a case whose time is untrusted "
+    p.add_argument("--retry-untrusted", type=INTEGER, metavar="N", help="measure a case whose time is untrusted "
                    "(contention, or an imprecise median) again at the end of the sweep, up to N times; every "
                    "attempt is kept (default 0)")
     p.add_argument("--no-report", action="store_true", default=None, help="do not write the report")
@@ -80,13 +81,13 @@ def _add_run(sub):
     slurm = p.add_argument_group("Slurm", "--launcher slurm: the sweep as one job array, submitted through "
                                  "submitit, merged into --out (README: Clusters)")
     slurm.add_argument("--launcher", choices=("local", "slurm"), help="where workers run (default local)")
-    slurm.add_argument("--jobs", type=int, metavar="N", help="array tasks; each measures whole workloads (default 1)")
+    slurm.add_argument("--jobs", type=INTEGER, metavar="N", help="array tasks; each measures whole workloads (default 1)")
     slurm.add_argument("--slurm-partition", metavar="NAME", help="partition (default: the cluster's)")
-    slurm.add_argument("--slurm-gpus-per-task", type=int, metavar="N", help="GPUs per task")
-    slurm.add_argument("--slurm-cpus-per-task", type=int, metavar="N", help="CPUs per task (also the torch threads "
+    slurm.add_argument("--slurm-gpus-per-task", type=INTEGER, metavar="N", help="GPUs per task")
+    slurm.add_argument("--slurm-cpus-per-task", type=INTEGER, metavar="N", help="CPUs per task (also the torch threads "
                        "unless --threads is given)")
-    slurm.add_argument("--slurm-time", type=int, metavar="MIN", help="time limit per task in minutes (default 60)")
-    slurm.add_argument("--slurm-parallel", type=int, metavar="K", help="at most K tasks at once (Slurm's %%K); 1 when "
+    slurm.add_argument("--slurm-time", type=INTEGER, metavar="MIN", help="time limit per task in minutes (default 60)")
+    slurm.add_argument("--slurm-parallel", type=INTEGER, metavar="K", help="at most K tasks at once (Slurm's %%K); 1 when "
                        "tasks share a node and must not disturb each other's timings (default: all)")
     slurm.add_argument("--slurm-constraint", metavar="FEATURE", help="node features, e.g. a GPU type (a100, h100) "
                        "to compare GPUs")

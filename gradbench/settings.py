@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from dataclasses import dataclass
 
 from .errors import BadInput
@@ -167,7 +168,7 @@ def argument(kind, minimum=None, maximum=None, above=None):
     is refused like `--max-time x`."""
     def parse(text: str):
         try:
-            value = kind(text)
+            value = decimal_int(text) if kind is int else kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
         try:
@@ -182,11 +183,21 @@ def argument(kind, minimum=None, maximum=None, above=None):
     return parse
 
 
+_DECIMAL = re.compile(r"[+-]?[0-9]+")  # int() also takes '1_000' and other scripts' digits ('٣'): not here
+
+
+def decimal_int(text: str) -> int:
+    """An integer written as ASCII decimal digits; ValueError otherwise."""
+    if not _DECIMAL.fullmatch(str(text).strip()):
+        raise ValueError(f"{text!r} is not an integer")
+    return int(text)
+
+
 def _batch_sizes(values: list[str]) -> tuple[int, ...]:
     out = []
     for v in values:
         try:
-            out.append(int(v))
+            out.append(decimal_int(v))
         except ValueError:
             raise BadInput(f"bad batch size {v!r}; batch sizes are integers from 1 to 2^63 - 1") from None
     return tuple(dict.fromkeys(out))

@@ -629,3 +629,11 @@ def test_pytest_benchmarks_autosave_is_ignored_by_git():
     if not os.path.isdir(os.path.join(root, ".git")):
         pytest.skip("not a git checkout")
     assert subprocess.run(["git", "-C", root, "check-ignore", "-q", ".benchmarks/x.json"]).returncode == 0
+
+
+@pytest.mark.parametrize("value", ["\u0663", "1_000", "\uff18"])  # Arabic-Indic 3, an underscore, fullwidth 8
+def test_integers_are_ascii_decimal_digits(capsys, tmp_path, value):
+    code = main(["run", "--threads", value])
+    assert code == 2 and "is not an integer" in capsys.readouterr().err
+    line = refused(capsys, ["run", "--batch-sizes", value, "--out", str(tmp_path / "o.jsonl")])  # was: read as 3
+    assert "bad batch size" in line
