@@ -633,7 +633,8 @@ def test_pytest_benchmarks_autosave_is_ignored_by_git():
 
 @pytest.mark.parametrize("value", ["\u0663", "1_000", "\uff18"])  # Arabic-Indic 3, an underscore, fullwidth 8
 def test_integers_are_ascii_decimal_digits(capsys, tmp_path, value):
-    code = main(["run", "--threads", value])
-    assert code == 2 and "is not an integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stopped:  # argparse's own refusal: one line, exit status 2
+        main(["run", "--threads", value])
+    assert stopped.value.code == 2 and "is not an integer" in capsys.readouterr().err
     line = refused(capsys, ["run", "--batch-sizes", value, "--out", str(tmp_path / "o.jsonl")])  # was: read as 3
     assert "bad batch size" in line
