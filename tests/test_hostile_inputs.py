@@ -215,7 +215,7 @@ def test_csv_cells_starting_with_a_formula_character_are_quoted_and_numbers_are_
     table = pd.DataFrame({"text": ["=1+1", "-2", "@x", "\tx", "\rx", "+x", "plain", None],
                           "number": [-1.5, 2.0, -3.0, 0.0, 1.0, 1.0, 1.0, 1.0]})
     safe = csv_safe(table)
-    assert safe["text"].tolist()[:-1] == ["'=1+1", "'-2", "'@x", "'\tx", "'\rx", "'+x", "plain"]
+    assert safe["text"].tolist()[:-1] == ["'=1+1", "'-2", "'@x", "\\tx", "\\rx", "'+x", "plain"]  # tab, CR: escaped
     assert pd.isna(safe["text"].iloc[-1])
     assert safe["number"].tolist() == table["number"].tolist()
 
@@ -354,3 +354,30 @@ def test_a_figures_folder_that_leads_out_of_the_report_folder_is_refused(tmp_pat
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "leads to" in err and "outside" in err, err
     assert os.listdir(elsewhere) == []  # was: every figure written there
+
+
+# ---------------------------------------------------------------- issue 24, round 4: found attacking the above
+
+def test_compare_csv_has_no_bare_line_break_a_reader_could_start_a_formula_after(tmp_path, capsys):
+    """A reader that breaks lines at a bare CR saw 'vm2\\r=cmd|...' as a row starting with the formula."""
+    records = _records()
+    a = [dict(r, machine="vm") for r in records]
+    b = [dict(r, machine="vm2\r=cmd|' /C calc'!A0", error=r["error"] and "x\n@SUM(1)") for r in records]
+    paths = [_write_jsonl(tmp_path / "a.jsonl", a), _write_jsonl(tmp_path / "b.jsonl", b)]
+    assert main(["compare", *paths, "--by", "machine", "--out", str(tmp_path / "cmp")]) == 0
+    capsys.readouterr()
+    raw = (tmp_path / "cmp" / "compare_by_machine.csv").read_bytes()
+    assert b"\r" not in raw  # was: the CR itself, unquoted
+    for line in raw.decode().split("\n")[:-1]:
+        for cell in line.split(","):  # every text field quoted: a formula never starts a field
+            assert not cell[:1] in "=+-@", line
+    table = pd.read_csv(tmp_path / "cmp" / "compare_by_machine.csv")
+    assert set(table["other"]) == {"vm2\\r=cmd|' /C calc'!A0"}
+    assert pd.api.types.is_float_dtype(table["time_ratio"])
+
+
+def test_csv_text_cells_show_control_characters_escaped():
+    from gradbench.report.files import csv_safe
+
+    table = pd.DataFrame({"text": ["a\r=1", "\n=2", "\x00x", "b\x1b[2J"]})
+    assert csv_safe(table)["text"].tolist() == ["a\\r=1", "\\n=2", "\\x00x", "b\\x1b[2J"]  # was: raw
