@@ -76,10 +76,11 @@ def problems(record: dict) -> list[str]:
     return found
 
 
-# Identity fields with a closed set of values, and those every table is keyed by (never null).
+# Identity fields with a closed set of values, and those every table and figure is keyed by (never null;
+# compile and autocast may be: IDENTITY_DEFAULTS says what their null means).
 CLOSED_IDENTITY = {"dtype": tuple(DTYPES), "mode": tuple(MODES), "step": STEPS, "compile": COMPILE_SETTINGS,
                    "autocast": AUTOCAST_SETTINGS}
-REQUIRED_IDENTITY = ("model", "mode", "step")
+REQUIRED_IDENTITY = ("model", "size", "batch_size", "device", "dtype", "mode", "step")
 
 
 def identity_errors(record: dict) -> list[str]:
@@ -344,8 +345,9 @@ def _none_if(value, *empty):
     return None if value in empty else value
 
 
-def read_asv_results(path) -> list[dict]:
-    """An asv results folder (results/asv/results, or one machine's folder in it) -> records."""
+def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
+    """An asv results folder (results/asv/results, or one machine's folder in it) -> records. A benchmark
+    whose param_names repeat a name is refused (which value is the model?), with one line in ``warnings``."""
 
     machine_dirs = [path] if os.path.exists(os.path.join(path, "machine.json")) else sorted(
         os.path.dirname(p) for p in glob.glob(os.path.join(path, "*", "machine.json"))
@@ -359,6 +361,7 @@ def read_asv_results(path) -> list[dict]:
                            if isinstance(v, dict)}
             break
     records: list[dict] = []
+    refused: dict[str, str] = {}
     for machine_dir in machine_dirs:
         for result_file in sorted(glob.glob(os.path.join(machine_dir, "*.json"))):
             if os.path.basename(result_file) == "machine.json":
@@ -377,9 +380,13 @@ def read_asv_results(path) -> list[dict]:
                 if suffix not in ASV_METRICS:
                     continue
                 step, field = ASV_METRICS[suffix]
+                names = param_names.get(name) or ASV_PARAM_NAMES
+                repeated = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+                if repeated:
+                    refused.setdefault(name, repeated[0])
+                    continue
                 row = dict(zip(columns, row))
                 values = row.get("result") or []
-                names = param_names.get(name) or ASV_PARAM_NAMES
                 combos = list(itertools.product(*row.get("params", [])))
                 q25, q75 = row.get("stats_q_25") or [], row.get("stats_q_75") or []
                 samples = row.get("samples") or []
@@ -416,6 +423,10 @@ def read_asv_results(path) -> list[dict]:
                     python=params.get("python"),
                 )
                 records.append(record)
+    if refused and warnings is not None:
+        (name, repeated), *more = refused.items()
+        warnings.append(f"{os.path.basename(os.path.normpath(str(path)))}: {len(refused)} benchmark(s) refused, "
+                        f"their param_names repeat a name; first: {short_repr(name)} repeats {short_repr(repeated)}")
     if not records:
         raise ResultsFileError(f"{str(path)!r} holds no gradbench asv results")
     return records
@@ -483,7 +494,8 @@ def read_any(path) -> tuple[list[dict], list[str]]:
 
 def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
     if os.path.isdir(path):
-        return read_asv_results(path), []
+        warnings: list[str] = []
+        return read_asv_results(path, warnings), warnings
     if path.endswith(".jsonl"):
         records, warnings = read_gradbench_jsonl(path)
     else:
@@ -500,7 +512,8 @@ def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
         if isinstance(data, dict) and "benchmarks" in data and "machine_info" in data:
             records, warnings = read_pytest_benchmark(path, data), []
         elif isinstance(data, dict) and "result_columns" in data:
-            records, warnings = read_asv_results(os.path.dirname(os.path.abspath(path))), []
+            warnings = []
+            records = read_asv_results(os.path.dirname(os.path.abspath(path)), warnings)
         else:  # perhaps JSONL under another name
             records, warnings = read_gradbench_jsonl(path)
     return records, warnings

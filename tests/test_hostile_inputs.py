@@ -56,6 +56,7 @@ def _report_writes_only_into_out(tmp_path, capsys, inputs) -> str:
     ("mode", TRAVERSAL), ("step", "forward\n"),  # refused already: modes and steps were checked
     ("size", "../owned"), ("size", "a/b"), ("size", "x" * 200), ("model", "mlp\x1b[2J"),
     ("model", "m.py:f\n<script>"), ("model", None), ("mode", None),
+    ("size", None), ("batch_size", None), ("device", None), ("dtype", None), ("step", None),  # round 4: were read
 ])
 def test_a_record_whose_identity_is_not_a_valid_value_is_skipped_with_one_warning(tmp_path, field, value):
     from gradbench.results import read_jsonl
@@ -381,3 +382,39 @@ def test_csv_text_cells_show_control_characters_escaped():
 
     table = pd.DataFrame({"text": ["a\r=1", "\n=2", "\x00x", "b\x1b[2J"]})
     assert csv_safe(table)["text"].tolist() == ["a\\r=1", "\\n=2", "\\x00x", "b\\x1b[2J"]  # was: raw
+
+
+def test_null_compile_and_autocast_still_mean_eager(tmp_path):
+    from gradbench.results import read_jsonl
+
+    records = [dict(r, compile=None, autocast=None) for r in _records()]
+    kept, warnings = read_jsonl(_write_jsonl(tmp_path / "old.jsonl", records))
+    assert len(kept) == len(records) and warnings == []
+
+
+@pytest.mark.parametrize("field", ["size", "batch_size", "device", "dtype"])
+def test_a_report_of_records_with_a_null_identity_field_is_no_traceback(tmp_path, capsys, field):
+    records = [dict(r, **{field: None}) if r["model"] == "mlp" else r for r in _records()]
+    out = tmp_path / "r"
+    assert main(["report", _write_jsonl(tmp_path / "null.jsonl", records), "--out", str(out)]) == 0  # was: KeyError
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"first: {field} is null" in err
+    assert len([line for line in err.splitlines() if line.startswith("gradbench: warning")]) == 1
+
+
+def test_an_asv_benchmark_whose_param_names_repeat_a_name_is_refused_with_one_warning(tmp_path, capsys):
+    folder = tmp_path / "asv"
+    shutil.copytree(ASV_DIR, folder)
+    benchmarks = json.loads((folder / "benchmarks.json").read_text())
+    benchmarks["bench_modes.Forward.time_forward"]["param_names"] = ["model", "model", "batch_size", "device", "mode"]
+    (folder / "benchmarks.json").write_text(json.dumps(benchmarks))
+    assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 0  # was: KeyError 'size'
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [warning] = [line for line in err.splitlines() if line.startswith("gradbench: warning")]
+    assert "bench_modes.Forward.time_forward" in warning and "'model'" in warning
+    from gradbench.results import load
+
+    df = load(str(folder), warn=lambda message: None)
+    forward = df[df["step"] == "forward"]
+    assert forward["time_median_s"].isna().all() and forward["peak_bytes"].notna().any()  # the others read
