@@ -65,6 +65,16 @@ def _finite_or_null(text: str):
     return value if math.isfinite(value) else None  # 1e999 overflows to infinity: null too
 
 
+def loads(text: str, ours: bool = True):
+    """JSON as the readers take it (``ours``: a bare NaN or Infinity, or a float overflowing to one, read as
+    null). JSON nested deeper than Python recurses ('[' * 100000) is a ValueError, as any malformed JSON."""
+    try:
+        return json.loads(text, parse_constant=_null_constant, parse_float=_finite_or_null) if ours else \
+            json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def problems(record: dict) -> list[str]:
     """Why a record read from a file cannot be used (empty when it can): fields of the wrong kind or
     range, an identity no gradbench run could have had (identity_errors), or a capacity search's record
@@ -133,7 +143,7 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, parse_constant=_null_constant, parse_float=_finite_or_null)
+            obj = loads(line)
         except ValueError:  # not JSON, or an integer of more digits than Python converts
             obj = None
         if is_record(obj):
@@ -357,7 +367,7 @@ def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
     param_names: dict[str, list[str]] = {}
     for candidate in (os.path.join(path, "benchmarks.json"), os.path.join(os.path.dirname(path), "benchmarks.json")):
         if os.path.exists(candidate):
-            param_names = {k: v.get("param_names", []) for k, v in json.loads(read_text(candidate)).items()
+            param_names = {k: v.get("param_names", []) for k, v in loads(read_text(candidate), ours=False).items()
                            if isinstance(v, dict)}
             break
     records: list[dict] = []
@@ -367,7 +377,7 @@ def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
             if os.path.basename(result_file) == "machine.json":
                 continue
             try:
-                data = json.loads(read_text(result_file))
+                data = loads(read_text(result_file), ours=False)
                 columns = data["result_columns"]
             except ResultsFileError:
                 raise
@@ -506,7 +516,7 @@ def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
         if not text.strip():  # an empty result (a shard that got no case), whatever its name
             return [], []
         try:
-            data = json.loads(text, parse_constant=_null_constant, parse_float=_finite_or_null)
+            data = loads(text)
         except ValueError:
             data = None
         if isinstance(data, dict) and "benchmarks" in data and "machine_info" in data:

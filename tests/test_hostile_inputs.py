@@ -418,3 +418,35 @@ def test_an_asv_benchmark_whose_param_names_repeat_a_name_is_refused_with_one_wa
     df = load(str(folder), warn=lambda message: None)
     forward = df[df["step"] == "forward"]
     assert forward["time_median_s"].isna().all() and forward["peak_bytes"].notna().any()  # the others read
+
+
+DEEP = "[" * 100000
+
+
+@pytest.mark.parametrize("line", [DEEP, '{"a": ' * 100000 + "1" + "}" * 100000])
+def test_a_deeply_nested_jsonl_line_is_a_malformed_line(tmp_path, line):
+    from gradbench.results import read_jsonl
+
+    path = tmp_path / "deep.jsonl"
+    path.write_text(open(JSONL).read() + line + "\n" + open(JSONL).read().splitlines()[0] + "\n")
+    records, warnings = read_jsonl(str(path))  # was: RecursionError
+    assert len(records) == len(_records()) + 1 and warnings == [f"deep.jsonl:{len(_records()) + 1}: not a gradbench "
+                                                                 "record, ignored"]
+
+
+@pytest.mark.parametrize("where", ["pytest-benchmark", "asv result", "asv benchmarks.json"])
+def test_a_deeply_nested_json_file_is_one_line(tmp_path, capsys, where):
+    if where == "pytest-benchmark":
+        target = tmp_path / "bench.json"
+        target.write_text(DEEP)
+        inputs = [str(target)]
+    else:
+        folder = tmp_path / "asv"
+        shutil.copytree(ASV_DIR, folder)
+        target = folder / "benchmarks.json" if where == "asv benchmarks.json" else next(
+            p for p in (folder / "vm-cpu").iterdir() if p.name != "machine.json")
+        target.write_text(DEEP)
+        inputs = [str(folder)]
+    assert main(["report", *inputs, "--out", str(tmp_path / "r")]) == 2  # was: RecursionError
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
