@@ -355,6 +355,23 @@ def _none_if(value, *empty):
     return None if value in empty else value
 
 
+ASV_VALUE_MAX = 1000  # characters: asv stores a parameter's repr; gradbench's are short names and numbers
+
+
+def asv_value(text):
+    """One asv parameter value from its stored repr: a string, number, bool or None; ValueError otherwise.
+    A long one is refused unparsed: literal_eval of '-' * 200000 + '1' exhausts memory."""
+    if not isinstance(text, str) or len(text) > ASV_VALUE_MAX:
+        raise ValueError(f"parameter value {short_repr(text)} is not a literal of at most {ASV_VALUE_MAX} characters")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        value = ...
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"parameter value {short_repr(text)} is not the literal of a string, number or None")
+    return value
+
+
 def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
     """An asv results folder (results/asv/results, or one machine's folder in it) -> records. A benchmark
     whose param_names repeat a name is refused (which value is the model?), with one line in ``warnings``."""
@@ -397,14 +414,17 @@ def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
                     continue
                 row = dict(zip(columns, row))
                 values = row.get("result") or []
-                combos = list(itertools.product(*row.get("params", [])))
+                combos = itertools.product(*row.get("params", []))  # lazily: as many as there are results
                 q25, q75 = row.get("stats_q_25") or [], row.get("stats_q_75") or []
                 samples = row.get("samples") or []
                 repeats = row.get("stats_repeat") or []  # samples asv took, kept or not (--quick: 1)
                 for i, (combo, value) in enumerate(zip(combos, values)):
                     if value is None or (isinstance(value, float) and math.isnan(value)):
                         continue
-                    identity = dict(zip(names, (ast.literal_eval(v) for v in combo)))
+                    try:
+                        identity = dict(zip(names, (asv_value(v) for v in combo)))
+                    except ValueError as exc:
+                        raise ResultsFileError(f"{result_file!r} is not an asv result file: {exc}") from None
                     key = (step, *sorted(identity.items()))
                     record = merged.setdefault(key, new_record(**identity, step=step))
                     record[field] = value

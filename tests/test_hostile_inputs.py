@@ -450,3 +450,15 @@ def test_a_deeply_nested_json_file_is_one_line(tmp_path, capsys, where):
     assert main(["report", *inputs, "--out", str(tmp_path / "r")]) == 2  # was: RecursionError
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("value", ["-" * 200000 + "1", "9" * 5000, "(" * 999 + ")" * 999, "2**64", "[1]"])
+def test_an_asv_parameter_value_that_is_no_short_literal_is_one_line(tmp_path, capsys, value):
+    folder = tmp_path / "asv"
+    shutil.copytree(ASV_DIR, folder)
+    [result] = [p for p in (folder / "vm-cpu").iterdir() if p.name != "machine.json"]
+    result.write_text(result.read_text().replace('["8"]', json.dumps([value])))
+    assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 2  # was: MemoryError, for the first
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "is not an asv result file: parameter value" in err and len(err) < 400, err
