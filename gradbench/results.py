@@ -27,6 +27,7 @@ from .record import (IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, case_key, complet
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
 from .modes import MODES
+from .text import terminal_text
 from .workload import DTYPES
 
 
@@ -568,7 +569,7 @@ def load(paths, warn=None):
         seen.add(same)
         found, warnings = read_any(path)
         for w in warnings:
-            (warn or (lambda m: print(f"gradbench: warning: {m}", file=sys.stderr)))(w)
+            (warn or (lambda m: print(f"gradbench: warning: {terminal_text(m)}", file=sys.stderr)))(w)
         records.extend(found)
     if not records:
         names = ", ".join(repr(str(p)) for p in paths)

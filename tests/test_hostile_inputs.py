@@ -462,3 +462,39 @@ def test_an_asv_parameter_value_that_is_no_short_literal_is_one_line(tmp_path, c
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "is not an asv result file: parameter value" in err and len(err) < 400, err
+
+
+TERMINAL_COMMANDS = "\x1b\x07\x9b"
+
+
+def test_compare_prints_a_side_with_cases_of_its_own_escaped(tmp_path, capsys):
+    records = _records()
+    a = [dict(r, machine="a\x1b]0;PWNED\x07") for r in records]
+    b = [dict(r, machine="b\x9b2J") for r in records if r["model"] != "mlp"]
+    paths = [_write_jsonl(tmp_path / "a.jsonl", a), _write_jsonl(tmp_path / "b.jsonl", b)]
+    assert main(["compare", *paths, "--by", "machine"]) == 0
+    out = capsys.readouterr().out
+    assert "cases only on a\\x1b]0;PWNED\\x07; first: mlp/tiny" in out
+    assert not any(ch in out for ch in TERMINAL_COMMANDS)  # was: the side's name raw
+
+
+def test_reading_warnings_name_a_results_file_escaped(tmp_path, capsys):
+    records = _records()
+    records[0]["time_median_s"] = "fast"
+    path = _write_jsonl(tmp_path / "x\x1b]0;PWNED\x07.jsonl", records)
+    assert main(["report", path, "--out", str(tmp_path / "r")]) == 0
+    captured = capsys.readouterr()
+    assert "x\\x1b]0;PWNED\\x07.jsonl:1: 1 record(s)" in captured.err
+    assert not any(ch in captured.err + captured.out for ch in TERMINAL_COMMANDS)  # was: the file name raw
+
+
+def test_an_error_line_shows_control_characters_escaped(tmp_path, capsys):
+    folder = tmp_path / "asv"
+    shutil.copytree(ASV_DIR, folder)
+    benchmarks = json.loads((folder / "benchmarks.json").read_text())
+    benchmarks["bench_modes.Forward.time_forward"]["param_names"] = ["model", "size", "batch_size", "device",
+                                                                     "\x1b]0;PWNED\x07"]
+    (folder / "benchmarks.json").write_text(json.dumps(benchmarks))
+    assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and not any(ch in err for ch in TERMINAL_COMMANDS), err

@@ -219,7 +219,7 @@ def draw(df: pd.DataFrame, by: str, out_dir: str) -> list[str]:
 def one_sided_lines(only: dict[str, list[str]]) -> list[str]:
     """One line per side for the cases it alone has, however many: '588 cases only on cuda; first: ...'."""
     return [f"{len(labels)} case{'s' if len(labels) > 1 else ''} {where}; first: {labels[0]}"
-            for where, labels in only.items()]  # sides and labels: printable (reading checked the identity)
+            for where, labels in only.items()]  # raw: each renderer escapes them its own way
 
 
 def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]], by: str,
@@ -235,7 +235,7 @@ def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]
     if only:
         print()
         for line in one_sided_lines(only):
-            print(line)
+            print(terminal_text(line))  # a side is a machine's (gpu's, torch's, run's) name from the records
     if not table.empty and not table["trusted"].all():
         print(f"\n{int((~table['trusted']).sum())} cases have only untrusted timings on a side (marked NO); "
               "--fail-above does not fail on them")

@@ -6,7 +6,6 @@ measures anything.
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -14,6 +13,7 @@ import pandas as pd
 from ..modes import MODES
 from ..measure.stats import iqr, median_ci
 from ..record import CASE_KEY_FIELDS, WORKLOAD_FIELDS, case_label
+from ..text import terminal_text
 
 GROUP = [*WORKLOAD_FIELDS, "step"]
 UNTRUSTED_MARK = "\u2020"  # dagger, after a time that is not trusted
@@ -216,15 +216,6 @@ def behaviour_table(records: list[dict]) -> pd.DataFrame:
         })
     order = {m: i for i, m in enumerate(MODES)}
     return pd.DataFrame(sorted(rows, key=lambda row: order[row["mode"]])).set_index("mode")
-
-
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: ESC and CSI start a terminal's commands
-
-
-def terminal_text(text) -> str:
-    """Text from a record, inert on a terminal: its control characters shown escaped, as repr shows them (a
-    machine named '\\x1b]0;...' would retitle the window, '\\x1b[2J' clear the screen)."""
-    return CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
 
 
 def markdown_text(text, cell: bool = False) -> str:
