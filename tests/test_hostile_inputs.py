@@ -498,3 +498,63 @@ def test_an_error_line_shows_control_characters_escaped(tmp_path, capsys):
     assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and not any(ch in err for ch in TERMINAL_COMMANDS), err
+
+
+@pytest.fixture
+def drawn_texts(monkeypatch):
+    """Every text matplotlib draws (titles, legends, tick and facet labels), as it was given to it."""
+    import matplotlib.text
+
+    drawn: list[str] = []
+    draw = matplotlib.text.Text.draw
+
+    def spy(self, renderer):
+        drawn.append(self.get_text())
+        return draw(self, renderer)
+
+    monkeypatch.setattr(matplotlib.text.Text, "draw", spy)
+    return drawn
+
+
+HOSTILE_NAMES = ["a\x1b]0;PWNED\x07" + "m" * 5000, "b\r$\\nocommand$\u202e"]
+
+
+def _clean_and_short(drawn: list[str]) -> None:
+    import re
+
+    assert drawn
+    assert not [t for t in drawn if re.search(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", t)]
+    assert max(len(t) for t in drawn) < 200
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_compare_figure_draws_long_and_hostile_machine_names_shortened_and_escaped(tmp_path, capsys, drawn_texts,
+                                                                                    name):
+    paths = [_write_jsonl(tmp_path / f"{i}.jsonl", [dict(r, machine=machine) for r in _records()])
+             for i, machine in enumerate(["vm", name])]
+    code = main(["compare", *paths, "--by", "machine", "--out", str(tmp_path / "cmp")])
+    captured = capsys.readouterr()
+    assert code == 0 and "Traceback" not in captured.err, captured.err  # was: 'left cannot be >= right', exit 1;
+    assert (tmp_path / "cmp" / "compare_by_machine.png").exists()       # or mathtext's ValueError on '$\\x$'
+    _clean_and_short(drawn_texts)  # was: the control characters, and 5000 characters, given to matplotlib
+
+
+def test_report_figures_draw_hostile_asv_machine_names_shortened_and_escaped(tmp_path, capsys, drawn_texts):
+    folder = tmp_path / "asv"
+    shutil.copytree(ASV_DIR, folder)
+    [result] = [p for p in (folder / "vm-cpu").iterdir() if p.name != "machine.json"]
+    result.write_text(result.read_text().replace('"machine": "vm-cpu"', '"machine": ' + json.dumps(HOSTILE_NAMES[1]
+                                                                                                    + "x" * 5000)))
+    code = main(["report", str(folder), "--out", str(tmp_path / "r")])
+    captured = capsys.readouterr()
+    assert code == 0 and "Traceback" not in captured.err, captured.err  # was: mathtext's ValueError
+    _clean_and_short(drawn_texts)
+
+
+def test_figure_text_is_short_escaped_and_keeps_two_names_two():
+    from gradbench.report.figures import figure_text
+
+    assert figure_text("vm-cpu") == "vm-cpu"
+    long_a, long_b = "x" * 100 + "a", "x" * 100 + "b"
+    assert len(figure_text(long_a)) == 60 and figure_text(long_a) != figure_text(long_b)
+    assert figure_text("a\x1b$b$") == "a\\x1b\\$b\\$"

@@ -197,16 +197,16 @@ def text_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def draw(df: pd.DataFrame, by: str, out_dir: str) -> list[str]:
     """Forward time per mode, hue = the compared dimension, one panel per workload."""
-    from .figures import _save, sns
+    from .figures import _save, figure_text, sns
 
     ok = df[(df["status"] == "ok") & (df["step"] == "forward")].copy()
     if ok.empty:
         return []
     os.makedirs(out_dir, exist_ok=True)
-    ok[by] = side_labels(ok, by)
+    ok[by] = side_labels(ok, by).map(figure_text)  # a machine's (gpu's, run's) name from the records
     ok["time_ms"] = ok["time_median_s"].astype(float) * 1e3
     shown_elsewhere = ("dtype", "mode", "step", *(["device"] if by == "device" else []))
-    ok["workload"] = [case_label(r, omit=shown_elsewhere) for r in ok.to_dict("records")]
+    ok["workload"] = [figure_text(case_label(r, omit=shown_elsewhere)) for r in ok.to_dict("records")]
     grid = sns.catplot(data=ok, x="mode", y="time_ms", hue=by, col="workload", col_wrap=3, kind="bar",
                        height=3, aspect=1.4, sharey=False, errorbar=None)
     grid.set_axis_labels("", "forward time (ms)")
