@@ -78,13 +78,27 @@ def loads(text: str, ours: bool = True):
 
 def problems(record: dict) -> list[str]:
     """Why a record read from a file cannot be used (empty when it can): fields of the wrong kind or
-    range, an identity no gradbench run could have had (identity_errors), or a capacity search's record
+    range, an identity no gradbench run could have had (identity_errors), a time no step took (time_errors),
+    or a capacity search's record
     without the budget and answer every one of them carries (the report places it by them)."""
-    found = kind_errors(record) + identity_errors(record)
+    found = kind_errors(record) + identity_errors(record) + time_errors(record)
     if record.get("source") == "capacity" and (record.get("memory_budget_bytes") is None
                                                or record.get("capacity_batch_size") is None):
         found.append("a capacity record without memory_budget_bytes and capacity_batch_size")
     return found
+
+
+def time_errors(record: dict) -> list[str]:
+    """A median at or below 0 s, or a raw sample below 0 s: no step takes no time, and every rate (flops/s,
+    samples/s) and ratio divides by the median."""
+    median, samples = record.get("time_median_s"), record.get("samples_s")
+    found = [f"time_median_s={short_repr(median)} is not above 0"] if _is_number(median) and median <= 0 else []
+    below = [v for v in samples if _is_number(v) and v < 0] if isinstance(samples, list) else []
+    return found + ([f"samples_s holds {short_repr(below[0])}, below 0"] if below else [])
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # Identity fields with a closed set of values, and those every table and figure is keyed by (never null;

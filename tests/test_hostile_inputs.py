@@ -558,3 +558,34 @@ def test_figure_text_is_short_escaped_and_keeps_two_names_two():
     long_a, long_b = "x" * 100 + "a", "x" * 100 + "b"
     assert len(figure_text(long_a)) == 60 and figure_text(long_a) != figure_text(long_b)
     assert figure_text("a\x1b$b$") == "a\\x1b\\$b\\$"
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"time_median_s": 0.0}, "time_median_s=0.0 is not above 0"),
+    ({"time_median_s": -0.001}, "time_median_s=-0.001 is not above 0"),
+    ({"samples_s": [0.001, -0.5, 0.002]}, "samples_s holds -0.5, below 0"),
+])
+def test_a_timing_at_or_below_zero_is_skipped_with_one_warning(tmp_path, fields, problem):
+    from gradbench.results import read_any
+
+    records = _records()
+    ok = next(i for i, r in enumerate(records) if r["status"] == "ok")
+    records[ok].update(fields)
+    kept, warnings = read_any(_write_jsonl(tmp_path / "zero.jsonl", records))
+    assert len(kept) == len(records) - 1  # was: read, and a ratio or rate divided by it
+    [warning] = warnings
+    assert problem in warning
+
+
+def test_a_capacity_record_timed_at_zero_is_skipped_and_never_divided_by(tmp_path, capsys):
+    from gradbench.report.capacity import capacity_rows
+    from gradbench.results import to_frame
+
+    records = [dict(r, source="capacity", memory_budget_bytes=2 ** 30, capacity_batch_size=r["batch_size"],
+                    time_median_s=0.0) for r in _records() if r["status"] == "ok"]
+    path = _write_jsonl(tmp_path / "capacity.jsonl", records + _records())
+    assert main(["report", path, "--out", str(tmp_path / "r")]) == 0  # was: ZeroDivisionError
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "time_median_s=0.0 is not above 0" in err
+    rows = capacity_rows(to_frame(records[:1]))  # one that did not come through reading
+    assert rows[0]["samples_per_s"] is None

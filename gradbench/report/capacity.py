@@ -39,7 +39,7 @@ def capacity_rows(df: pd.DataFrame) -> list[dict]:
                    bytes_at_max=measured.get(best), bytes_at_next=measured.get(best + 1), samples_per_s=None,
                    time_trusted=None, capped=best > 0 and (best + 1) not in measured, error=None,
                    measured_batches=sorted(measured))
-        if not timed.empty:
+        if not timed.empty and float(timed["time_median_s"].iloc[-1]) > 0:  # reading skips such a record too
             row.update(samples_per_s=best / float(timed["time_median_s"].iloc[-1]),
                        time_trusted=timed["time_trusted"].iloc[-1])
         if best == 0:
