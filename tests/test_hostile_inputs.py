@@ -589,3 +589,29 @@ def test_a_capacity_record_timed_at_zero_is_skipped_and_never_divided_by(tmp_pat
     assert "Traceback" not in err and "time_median_s=0.0 is not above 0" in err
     rows = capacity_rows(to_frame(records[:1]))  # one that did not come through reading
     assert rows[0]["samples_per_s"] is None
+
+
+MARKED = "*bold* _em_ `code` ~~gone~~ <https://evil.example/x> \u202eevil\u2066 eval_no_grad"
+
+
+def test_report_md_shows_emphasis_code_autolinks_and_bidi_from_records_as_text(tmp_path):
+    from gradbench.report.tables import markdown_text
+
+    assert markdown_text(MARKED) == ("\\*bold\\* \\_em\\_ \\`code\\` \\~\\~gone\\~\\~ &lt;https://evil.example/x&gt; "
+                                     "\\\\u202eevil\\\\u2066 eval_no_grad")  # was: '*bold* _em_ `code` ~~gone~~'
+    records = [dict(r, machine=MARKED, time_trusted=False, time_distrust=MARKED) for r in _records()]
+    out = tmp_path / "report"
+    assert main(["report", _write_jsonl(tmp_path / "m.jsonl", records), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "*bold*" not in md and "`code`" not in md and "<https:" not in md and "\u202e" not in md
+    assert "\\*bold\\*" in md
+
+
+def test_report_html_shows_control_characters_from_records_escaped(tmp_path):
+    records = [dict(r, machine="m\x1b[2J\u202e", time_trusted=False, time_distrust="why\x07\r") for r in _records()]
+    out = tmp_path / "report"
+    assert main(["report", _write_jsonl(tmp_path / "c.jsonl", records), "--out", str(out), "--title", "t\x1b]0;x"]) == 0
+    page = (out / "report.html").read_text()
+    assert not [ch for ch in "\x1b\x07\r\u202e" if ch in page]  # was: carried raw into the page
+    assert "m\\x1b[2J\\u202e" in page and "why\\x07\\r" in page and "t\\x1b]0;x" in page
+
