@@ -192,6 +192,10 @@ def cmd_compare(args) -> int:
         raise BadInput(str(exc)) from None
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise BadInput(f"--out {args.out!r} is a file; compare --out takes a folder for the table and figure")
+    if args.out:
+        from .report.files import output_root
+
+        output_root(args.out)  # refused before the comparison is printed: one line, not a table and then a line
     exit_status = print_comparison(table, sides, only, args.by, args.fail_above)
     if args.out:
         for path in write_comparison(df, table, args.by, args.out):

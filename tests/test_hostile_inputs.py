@@ -615,3 +615,27 @@ def test_report_html_shows_control_characters_from_records_escaped(tmp_path):
     assert not [ch for ch in "\x1b\x07\r\u202e" if ch in page]  # was: carried raw into the page
     assert "m\\x1b[2J\\u202e" in page and "why\\x07\\r" in page and "t\\x1b]0;x" in page
 
+
+@pytest.mark.parametrize("default", [True, False])
+def test_a_report_folder_that_is_a_link_out_is_refused_in_one_line(tmp_path, capsys, default):
+    """A results file shipped beside a planted X-report link (the default folder), or an --out that is one."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(JSONL, tmp_path / "run.jsonl")
+    (tmp_path / "run-report").symlink_to(elsewhere)
+    out = [] if default else ["--out", str(tmp_path / "run-report") + os.sep]
+    assert main(["report", str(tmp_path / "run.jsonl"), *out]) == 2  # was: 0, report and figures written there
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is a link to" in err and "Traceback" not in err, err
+    assert os.listdir(elsewhere) == []
+
+
+def test_a_compare_out_folder_that_is_a_link_out_is_refused_in_one_line(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "cmp").symlink_to(elsewhere)
+    paths = [_write_jsonl(tmp_path / f"{m}.jsonl", [dict(r, machine=m) for r in _records()]) for m in ("a", "b")]
+    assert main(["compare", *paths, "--by", "machine", "--out", str(tmp_path / "cmp")]) == 2  # was: 0
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1 and "is a link to" in captured.err, captured.err
+    assert captured.out == "" and os.listdir(elsewhere) == []

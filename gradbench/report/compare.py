@@ -265,8 +265,8 @@ def write_comparison(df: pd.DataFrame, table: pd.DataFrame, by: str, out_dir: st
     """The table as CSV (its text cells inert in a spreadsheet) and the figure into ``out_dir``, each file
     whole or not at all."""
     from ..atomic import write_text
-    from .files import csv_text, output_path
+    from .files import csv_text, output_path, output_root
 
-    path = output_path(out_dir, f"compare_by_{by}", "csv")
+    path = output_path(output_root(out_dir), f"compare_by_{by}", "csv")
     write_text(path, csv_text(table), "table")
     return [path, *draw(df, by, out_dir)]

@@ -20,7 +20,7 @@ from .compiled import compiled_blocks, compiled_figure
 from .energy import energy_blocks
 from .compare import compare, interval_kind, one_sided_lines, text_table
 from .figures import draw_all
-from .files import output_folder, output_path
+from .files import output_folder, output_path, output_root
 from .findings import findings
 from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, markdown_text,
                      one_per_case, one_source, render, summary_tables, terminal_table)
@@ -223,7 +223,7 @@ def _html(blocks) -> str:
 
 def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report") -> dict:
     """Draw the figures and write report.md and report.html into out_dir; return their paths."""
-    folder = output_folder(out_dir, "figures")
+    folder = output_folder(output_root(out_dir), "figures")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:

@@ -40,6 +40,16 @@ def output_path(out_dir: str, stem: str, ext: str) -> str:
     return path
 
 
+def output_root(out_dir: str) -> str:
+    """``out_dir``, the folder a report or comparison is written into; one line and exit 2 (BadInput) if it is
+    itself a link (a default report folder, X-report/ or results/report/, planted as a link beside a results
+    file would send every file elsewhere). Links above it are the user's own layout, and are followed."""
+    if os.path.islink(os.path.normpath(out_dir)):
+        raise BadInput(f"refusing to write into {out_dir!r}: it is a link to {os.path.realpath(out_dir)!r}; remove "
+                       "that link, or choose another --out")
+    return out_dir
+
+
 def output_folder(out_dir: str, name: str) -> str:
     """``out_dir/name``, a folder for files of the output (figures/); one line and exit 2 (BadInput) if it is a
     link that leads out of ``out_dir`` (planted beside a results file whose default report folder it is)."""
