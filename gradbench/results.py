@@ -389,10 +389,11 @@ def asv_value(text):
 
 def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
     """An asv results folder (results/asv/results, or one machine's folder in it) -> records. A benchmark
-    whose param_names repeat a name is refused (which value is the model?), with one line in ``warnings``."""
+    whose param_names repeat a name is refused (which value is the model?), with one line in ``warnings``.
+    Folder names are glob.escape'd where they are globbed: 'res[1]' is a name, not a pattern."""
 
     machine_dirs = [path] if os.path.exists(os.path.join(path, "machine.json")) else sorted(
-        os.path.dirname(p) for p in glob.glob(os.path.join(path, "*", "machine.json"))
+        os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(path), "*", "machine.json"))
     )
     if not machine_dirs:
         raise ResultsFileError(f"{str(path)!r} is not an asv results folder (no machine.json in it or below it)")
@@ -405,7 +406,7 @@ def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
     records: list[dict] = []
     refused: dict[str, str] = {}
     for machine_dir in machine_dirs:
-        for result_file in sorted(glob.glob(os.path.join(machine_dir, "*.json"))):
+        for result_file in sorted(glob.glob(os.path.join(glob.escape(machine_dir), "*.json"))):
             if os.path.basename(result_file) == "machine.json":
                 continue
             try:

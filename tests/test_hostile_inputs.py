@@ -639,3 +639,22 @@ def test_a_compare_out_folder_that_is_a_link_out_is_refused_in_one_line(tmp_path
     captured = capsys.readouterr()
     assert len(captured.err.strip().splitlines()) == 1 and "is a link to" in captured.err, captured.err
     assert captured.out == "" and os.listdir(elsewhere) == []
+
+
+
+
+@pytest.mark.parametrize("name, sibling", [("res[1]", None), ("[!x]", None), ("a*b", "aXb"), ("what?", "whatX")])
+def test_an_asv_folder_whose_name_holds_glob_characters_is_read_as_named(tmp_path, name, sibling):
+    """A name is not a pattern: 'res[1]' matched no folder, 'a*b' matched its sibling 'aXb' too."""
+    from gradbench.results import read_any
+
+    expected = len(read_any(ASV_DIR)[0])
+    shutil.copytree(ASV_DIR, tmp_path / name)  # the results folder so named
+    shutil.copytree(ASV_DIR, tmp_path / "top")
+    for machine in (name, sibling):  # machines' folders so named
+        if machine:
+            shutil.copytree(tmp_path / "top" / "vm-cpu", tmp_path / "top" / machine)
+    shutil.rmtree(tmp_path / "top" / "vm-cpu")
+    for folder, machines in ((tmp_path / name, 1), (tmp_path / "top", 2 if sibling else 1),
+                             (tmp_path / "top" / name, 1)):
+        assert len(read_any(str(folder))[0]) == machines * expected, folder  # was: not an asv folder, or too many
