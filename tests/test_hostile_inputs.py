@@ -658,3 +658,18 @@ def test_an_asv_folder_whose_name_holds_glob_characters_is_read_as_named(tmp_pat
     for folder, machines in ((tmp_path / name, 1), (tmp_path / "top", 2 if sibling else 1),
                              (tmp_path / "top" / name, 1)):
         assert len(read_any(str(folder))[0]) == machines * expected, folder  # was: not an asv folder, or too many
+
+
+def test_a_gate_whose_every_shared_case_is_untrusted_fails_in_one_line(tmp_path, capsys):
+    paths = [_write_jsonl(tmp_path / f"{m}.jsonl", [dict(r, machine=m, time_trusted=False, time_distrust="contended")
+                                                      for r in _records()]) for m in ("a", "b")]
+    assert main(["compare", *paths, "--by", "machine", "--fail-above", "10"]) == 1  # was: "OK", exit 0
+    out = capsys.readouterr().out
+    assert "OK" not in out
+    [fail] = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert fail.startswith("FAIL: nothing judged: all ") and "untrusted" in fail
+    for m in ("a", "b"):  # one case trusted on both sides: judged
+        _write_jsonl(tmp_path / f"{m}.jsonl", [dict(r, machine=m) if r["model"] == "mlp" else
+                                               dict(r, machine=m, time_trusted=False) for r in _records()])
+    assert main(["compare", *paths, "--by", "machine", "--fail-above", "10"]) == 0
+

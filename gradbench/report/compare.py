@@ -226,7 +226,7 @@ def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]
                      fail_above: float | None) -> int:
     """The comparison as printed by `gradbench compare`; with ``fail_above``, the gate: 1 when a trusted
     case is slower by more than that percentage with its whole interval beyond, or when no case was on
-    both sides (a gate that compared nothing has not passed), else 0."""
+    both sides or every shared case is untrusted (a gate that judged nothing has not passed), else 0."""
     from .tables import render, terminal_text
 
     print(f"compared by {by}: baseline {sides[0]!r} vs {', '.join(repr(s) for s in sides[1:])}; "
@@ -245,7 +245,12 @@ def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]
         print(f"\nFAIL: nothing compared: no case is on both sides ({', '.join(repr(s) for s in sides)}), so "
               f"--fail-above {fail_above:g} judged nothing")
         return 1
-    if not table.empty and (table["interval"] != BETWEEN).any():
+    if not table["trusted"].any():
+        print(f"\nFAIL: nothing judged: all {len(table)} shared cases have only untrusted timings on a side "
+              f"(contention, or an imprecise median), so --fail-above {fail_above:g} judged nothing; measure again "
+              "on a quiet machine")
+        return 1
+    if (table["interval"] != BETWEEN).any():
         print("\nnote: with one run a side the intervals miss the variation between processes, so this gate "
               "also fails on noise; measure each side with --repeat K (README: Comparing)")
     bad, doubtful = regressions(table, fail_above)
