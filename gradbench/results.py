@@ -137,13 +137,19 @@ def _skipped_warning(name: str, unit: str, mistyped: list[tuple[int, str]]) -> s
     return f"{where}: {len(mistyped)} record(s) with wrong-typed fields skipped{more}; first: {mistyped[0][1]}"
 
 
+def _all_skipped(path, unit: str, mistyped: list[tuple[int, str]]) -> ResultsFileError:
+    """A file none of whose records can be used: said as such, not as an empty file or inputs that agree."""
+    return ResultsFileError(f"all {len(mistyped)} records in {str(path)!r} skipped: {unit} {mistyped[0][0]}: "
+                            f"{mistyped[0][1]}")
+
+
 def read_jsonl(path) -> tuple[list[dict], list[str]]:
     """Records of a gradbench JSONL file, and warnings for lines that could not be used.
 
     A line cut short by a kill mid-write is skipped with a warning, never an error; so is a record
     whose fields have the wrong types (one warning per file, naming the lines). An empty file is a
     valid, empty result (a shard that received no cases); a file with lines but no gradbench record
-    at all raises ResultsFileError.
+    at all raises ResultsFileError, and so does one whose every record is skipped.
     """
     records: list[dict] = []
     warnings: list[str] = []
@@ -174,6 +180,8 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
                 f"{name}:{number}: "
                 + ("truncated last line ignored (killed mid-write?)" if last else "not a gradbench record, ignored")
             )
+    if mistyped and not records:
+        raise _all_skipped(path, "line", mistyped)
     if mistyped:
         warnings.append(_skipped_warning(name, "line", mistyped))
     if bad and not records and not mistyped:
@@ -529,6 +537,8 @@ def read_any(path) -> tuple[list[dict], list[str]]:
     if not path.endswith(".jsonl"):  # JSONL lines were checked as read, with their line numbers
         found = [(i, problems(r)) for i, r in enumerate(records, 1)]
         mistyped = [(i, wrong[0]) for i, wrong in found if wrong]
+        if mistyped and len(mistyped) == len(records):
+            raise _all_skipped(path, "record", mistyped)
         if mistyped:
             warnings = [*warnings, _skipped_warning(os.path.basename(path), "record", mistyped)]
             records = [r for r, (_, wrong) in zip(records, found) if not wrong]

@@ -673,3 +673,21 @@ def test_a_gate_whose_every_shared_case_is_untrusted_fails_in_one_line(tmp_path,
                                                dict(r, machine=m, time_trusted=False) for r in _records()])
     assert main(["compare", *paths, "--by", "machine", "--fail-above", "10"]) == 0
 
+
+@pytest.mark.parametrize("kind", ["jsonl", "asv"])
+def test_an_input_whose_every_record_is_skipped_says_so_in_one_line(tmp_path, capsys, kind):
+    good = _write_jsonl(tmp_path / "good.jsonl", [dict(r, machine="a") for r in _records()])
+    if kind == "jsonl":
+        bad = _write_jsonl(tmp_path / "bad.jsonl", [dict(r, machine="b", device="cpu/../x") for r in _records()])
+        count, first = len(_records()), "line 1: device='cpu/../x' is not"
+    else:
+        bad = str(tmp_path / "asv")
+        shutil.copytree(ASV_DIR, bad)
+        [result] = [p for p in (tmp_path / "asv" / "vm-cpu").iterdir() if p.name != "machine.json"]
+        result.write_text(result.read_text().replace("\"'tiny'\"", "\"'../x'\""))
+        count, first = "", "record 1: size='../x' is not"
+    assert main(["compare", good, bad, "--by", "machine", "--fail-above", "10"]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()  # was: a warning, then "--by machine needs inputs that differ"
+    assert f"all {count}" in line and f"records in {bad!r} skipped: {first}" in line, line
+    assert "Traceback" not in captured.err and captured.out == ""
