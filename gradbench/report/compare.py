@@ -245,12 +245,8 @@ def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]
         print(f"\nFAIL: nothing compared: no case is on both sides ({', '.join(repr(s) for s in sides)}), so "
               f"--fail-above {fail_above:g} judged nothing")
         return 1
-    if not table["trusted"].any():
-        print(f"\nFAIL: nothing judged: all {len(table)} shared cases have only untrusted timings on a side "
-              f"(contention, or an imprecise median), so --fail-above {fail_above:g} judged nothing; measure again "
-              "on a quiet machine")
-        return 1
-    if (table["interval"] != BETWEEN).any():
+    judged = bool(table["trusted"].any())
+    if judged and (table["interval"] != BETWEEN).any():
         print("\nnote: with one run a side the intervals miss the variation between processes, so this gate "
               "also fails on noise; measure each side with --repeat K (README: Comparing)")
     bad, doubtful = regressions(table, fail_above)
@@ -258,6 +254,11 @@ def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]
         print(f"\nnot judged: {len(doubtful)} untrusted cases look slower by more than {fail_above:g}%:")
         for (_, row), case in zip(doubtful.iterrows(), text_table(doubtful).index):
             print(f"  {case} {row['mode']}: {terminal_text(row['distrust'])}")
+    if not judged:
+        print(f"\nFAIL: nothing judged: all {len(table)} shared cases have only untrusted timings on a side "
+              f"(contention, or an imprecise median), so --fail-above {fail_above:g} judged nothing; measure again "
+              "on a quiet machine")
+        return 1
     if not bad.empty:
         print(f"\nFAIL: {len(bad)} cases slower by more than {fail_above:g}% with the whole interval beyond:")
         print(render(text_table(bad)))
