@@ -17,6 +17,7 @@ from . import __version__
 from .errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, BadInput, WriteFailed, cannot_write
 from .record import finite_or_none
 from .settings import argument, list_arg
+from .text import terminal_text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,8 +176,8 @@ def cmd_report(args) -> int:
     out = args.out or (report_dir_for(args.results[0]) if len(args.results) == 1 and
                        args.results[0].endswith(".jsonl") else os.path.join("results", "report"))
     paths = write_report(df, out, title=args.title or "gradbench report: " + ", ".join(args.results))
-    print(f"report: {paths['html']}\n        {paths['markdown']}\n        {len(paths['figures'])} figure files "
-          f"in {os.path.join(out, 'figures')}")
+    print(terminal_text(f"report: {paths['html']}") + "\n        " + terminal_text(paths['markdown'])
+          + f"\n        {len(paths['figures'])} figure files in " + terminal_text(os.path.join(out, 'figures')))
     return 0
 
 
@@ -192,10 +193,14 @@ def cmd_compare(args) -> int:
         raise BadInput(str(exc)) from None
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise BadInput(f"--out {args.out!r} is a file; compare --out takes a folder for the table and figure")
+    if args.out:
+        from .report.files import output_root
+
+        output_root(args.out)  # refused before the comparison is printed: one line, not a table and then a line
     exit_status = print_comparison(table, sides, only, args.by, args.fail_above)
     if args.out:
         for path in write_comparison(df, table, args.by, args.out):
-            print(f"wrote: {path}")
+            print(f"wrote: {terminal_text(path)}")
     return exit_status
 
 
@@ -393,11 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except BadInput as exc:
-        print(f"gradbench: error: {exc}", file=sys.stderr)
+    except BadInput as exc:  # one line, whatever a file's name or contents put in it
+        print(f"gradbench: error: {terminal_text(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except WriteFailed as exc:
-        print(f"gradbench: error: {exc}", file=sys.stderr)
+        print(f"gradbench: error: {terminal_text(exc)}", file=sys.stderr)
         return EXIT_WRITE_FAILED
 
 

@@ -27,6 +27,7 @@ from .record import (IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, case_key, complet
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
 from .modes import MODES
+from .text import terminal_text
 from .workload import DTYPES
 
 
@@ -65,21 +66,46 @@ def _finite_or_null(text: str):
     return value if math.isfinite(value) else None  # 1e999 overflows to infinity: null too
 
 
+def loads(text: str, ours: bool = True):
+    """JSON as the readers take it (``ours``: a bare NaN or Infinity, or a float overflowing to one, read as
+    null). JSON nested deeper than Python recurses ('[' * 100000) is a ValueError, as any malformed JSON."""
+    try:
+        return json.loads(text, parse_constant=_null_constant, parse_float=_finite_or_null) if ours else \
+            json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def problems(record: dict) -> list[str]:
     """Why a record read from a file cannot be used (empty when it can): fields of the wrong kind or
-    range, an identity no gradbench run could have had (identity_errors), or a capacity search's record
+    range, an identity no gradbench run could have had (identity_errors), a time no step took (time_errors),
+    or a capacity search's record
     without the budget and answer every one of them carries (the report places it by them)."""
-    found = kind_errors(record) + identity_errors(record)
+    found = kind_errors(record) + identity_errors(record) + time_errors(record)
     if record.get("source") == "capacity" and (record.get("memory_budget_bytes") is None
                                                or record.get("capacity_batch_size") is None):
         found.append("a capacity record without memory_budget_bytes and capacity_batch_size")
     return found
 
 
-# Identity fields with a closed set of values, and those every table is keyed by (never null).
+def time_errors(record: dict) -> list[str]:
+    """A median at or below 0 s, or a raw sample below 0 s: no step takes no time, and every rate (flops/s,
+    samples/s) and ratio divides by the median."""
+    median, samples = record.get("time_median_s"), record.get("samples_s")
+    found = [f"time_median_s={short_repr(median)} is not above 0"] if _is_number(median) and median <= 0 else []
+    below = [v for v in samples if _is_number(v) and v < 0] if isinstance(samples, list) else []
+    return found + ([f"samples_s holds {short_repr(below[0])}, below 0"] if below else [])
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Identity fields with a closed set of values, and those every table and figure is keyed by (never null;
+# compile and autocast may be: IDENTITY_DEFAULTS says what their null means).
 CLOSED_IDENTITY = {"dtype": tuple(DTYPES), "mode": tuple(MODES), "step": STEPS, "compile": COMPILE_SETTINGS,
                    "autocast": AUTOCAST_SETTINGS}
-REQUIRED_IDENTITY = ("model", "mode", "step")
+REQUIRED_IDENTITY = ("model", "size", "batch_size", "device", "dtype", "mode", "step")
 
 
 def identity_errors(record: dict) -> list[str]:
@@ -111,13 +137,19 @@ def _skipped_warning(name: str, unit: str, mistyped: list[tuple[int, str]]) -> s
     return f"{where}: {len(mistyped)} record(s) with wrong-typed fields skipped{more}; first: {mistyped[0][1]}"
 
 
+def _all_skipped(path, unit: str, mistyped: list[tuple[int, str]]) -> ResultsFileError:
+    """A file none of whose records can be used: said as such, not as an empty file or inputs that agree."""
+    return ResultsFileError(f"all {len(mistyped)} records in {str(path)!r} skipped: {unit} {mistyped[0][0]}: "
+                            f"{mistyped[0][1]}")
+
+
 def read_jsonl(path) -> tuple[list[dict], list[str]]:
     """Records of a gradbench JSONL file, and warnings for lines that could not be used.
 
     A line cut short by a kill mid-write is skipped with a warning, never an error; so is a record
     whose fields have the wrong types (one warning per file, naming the lines). An empty file is a
     valid, empty result (a shard that received no cases); a file with lines but no gradbench record
-    at all raises ResultsFileError.
+    at all raises ResultsFileError, and so does one whose every record is skipped.
     """
     records: list[dict] = []
     warnings: list[str] = []
@@ -132,7 +164,7 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, parse_constant=_null_constant, parse_float=_finite_or_null)
+            obj = loads(line)
         except ValueError:  # not JSON, or an integer of more digits than Python converts
             obj = None
         if is_record(obj):
@@ -148,6 +180,8 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
                 f"{name}:{number}: "
                 + ("truncated last line ignored (killed mid-write?)" if last else "not a gradbench record, ignored")
             )
+    if mistyped and not records:
+        raise _all_skipped(path, "line", mistyped)
     if mistyped:
         warnings.append(_skipped_warning(name, "line", mistyped))
     if bad and not records and not mistyped:
@@ -344,27 +378,47 @@ def _none_if(value, *empty):
     return None if value in empty else value
 
 
-def read_asv_results(path) -> list[dict]:
-    """An asv results folder (results/asv/results, or one machine's folder in it) -> records."""
+ASV_VALUE_MAX = 1000  # characters: asv stores a parameter's repr; gradbench's are short names and numbers
+
+
+def asv_value(text):
+    """One asv parameter value from its stored repr: a string, number, bool or None; ValueError otherwise.
+    A long one is refused unparsed: literal_eval of '-' * 200000 + '1' exhausts memory."""
+    if not isinstance(text, str) or len(text) > ASV_VALUE_MAX:
+        raise ValueError(f"parameter value {short_repr(text)} is not a literal of at most {ASV_VALUE_MAX} characters")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        value = ...
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"parameter value {short_repr(text)} is not the literal of a string, number or None")
+    return value
+
+
+def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
+    """An asv results folder (results/asv/results, or one machine's folder in it) -> records. A benchmark
+    whose param_names repeat a name is refused (which value is the model?), with one line in ``warnings``.
+    Folder names are glob.escape'd where they are globbed: 'res[1]' is a name, not a pattern."""
 
     machine_dirs = [path] if os.path.exists(os.path.join(path, "machine.json")) else sorted(
-        os.path.dirname(p) for p in glob.glob(os.path.join(path, "*", "machine.json"))
+        os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(path), "*", "machine.json"))
     )
     if not machine_dirs:
         raise ResultsFileError(f"{str(path)!r} is not an asv results folder (no machine.json in it or below it)")
     param_names: dict[str, list[str]] = {}
     for candidate in (os.path.join(path, "benchmarks.json"), os.path.join(os.path.dirname(path), "benchmarks.json")):
         if os.path.exists(candidate):
-            param_names = {k: v.get("param_names", []) for k, v in json.loads(read_text(candidate)).items()
+            param_names = {k: v.get("param_names", []) for k, v in loads(read_text(candidate), ours=False).items()
                            if isinstance(v, dict)}
             break
     records: list[dict] = []
+    refused: dict[str, str] = {}
     for machine_dir in machine_dirs:
-        for result_file in sorted(glob.glob(os.path.join(machine_dir, "*.json"))):
+        for result_file in sorted(glob.glob(os.path.join(glob.escape(machine_dir), "*.json"))):
             if os.path.basename(result_file) == "machine.json":
                 continue
             try:
-                data = json.loads(read_text(result_file))
+                data = loads(read_text(result_file), ours=False)
                 columns = data["result_columns"]
             except ResultsFileError:
                 raise
@@ -377,17 +431,24 @@ def read_asv_results(path) -> list[dict]:
                 if suffix not in ASV_METRICS:
                     continue
                 step, field = ASV_METRICS[suffix]
+                names = param_names.get(name) or ASV_PARAM_NAMES
+                repeated = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+                if repeated:
+                    refused.setdefault(name, repeated[0])
+                    continue
                 row = dict(zip(columns, row))
                 values = row.get("result") or []
-                names = param_names.get(name) or ASV_PARAM_NAMES
-                combos = list(itertools.product(*row.get("params", [])))
+                combos = itertools.product(*row.get("params", []))  # lazily: as many as there are results
                 q25, q75 = row.get("stats_q_25") or [], row.get("stats_q_75") or []
                 samples = row.get("samples") or []
                 repeats = row.get("stats_repeat") or []  # samples asv took, kept or not (--quick: 1)
                 for i, (combo, value) in enumerate(zip(combos, values)):
                     if value is None or (isinstance(value, float) and math.isnan(value)):
                         continue
-                    identity = dict(zip(names, (ast.literal_eval(v) for v in combo)))
+                    try:
+                        identity = dict(zip(names, (asv_value(v) for v in combo)))
+                    except ValueError as exc:
+                        raise ResultsFileError(f"{result_file!r} is not an asv result file: {exc}") from None
                     key = (step, *sorted(identity.items()))
                     record = merged.setdefault(key, new_record(**identity, step=step))
                     record[field] = value
@@ -416,6 +477,10 @@ def read_asv_results(path) -> list[dict]:
                     python=params.get("python"),
                 )
                 records.append(record)
+    if refused and warnings is not None:
+        (name, repeated), *more = refused.items()
+        warnings.append(f"{os.path.basename(os.path.normpath(str(path)))}: {len(refused)} benchmark(s) refused, "
+                        f"their param_names repeat a name; first: {short_repr(name)} repeats {short_repr(repeated)}")
     if not records:
         raise ResultsFileError(f"{str(path)!r} holds no gradbench asv results")
     return records
@@ -472,6 +537,8 @@ def read_any(path) -> tuple[list[dict], list[str]]:
     if not path.endswith(".jsonl"):  # JSONL lines were checked as read, with their line numbers
         found = [(i, problems(r)) for i, r in enumerate(records, 1)]
         mistyped = [(i, wrong[0]) for i, wrong in found if wrong]
+        if mistyped and len(mistyped) == len(records):
+            raise _all_skipped(path, "record", mistyped)
         if mistyped:
             warnings = [*warnings, _skipped_warning(os.path.basename(path), "record", mistyped)]
             records = [r for r, (_, wrong) in zip(records, found) if not wrong]
@@ -483,7 +550,8 @@ def read_any(path) -> tuple[list[dict], list[str]]:
 
 def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
     if os.path.isdir(path):
-        return read_asv_results(path), []
+        warnings: list[str] = []
+        return read_asv_results(path, warnings), warnings
     if path.endswith(".jsonl"):
         records, warnings = read_gradbench_jsonl(path)
     else:
@@ -494,13 +562,14 @@ def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
         if not text.strip():  # an empty result (a shard that got no case), whatever its name
             return [], []
         try:
-            data = json.loads(text, parse_constant=_null_constant, parse_float=_finite_or_null)
+            data = loads(text)
         except ValueError:
             data = None
         if isinstance(data, dict) and "benchmarks" in data and "machine_info" in data:
             records, warnings = read_pytest_benchmark(path, data), []
         elif isinstance(data, dict) and "result_columns" in data:
-            records, warnings = read_asv_results(os.path.dirname(os.path.abspath(path))), []
+            warnings = []
+            records = read_asv_results(os.path.dirname(os.path.abspath(path)), warnings)
         else:  # perhaps JSONL under another name
             records, warnings = read_gradbench_jsonl(path)
     return records, warnings
@@ -525,7 +594,7 @@ def load(paths, warn=None):
         seen.add(same)
         found, warnings = read_any(path)
         for w in warnings:
-            (warn or (lambda m: print(f"gradbench: warning: {m}", file=sys.stderr)))(w)
+            (warn or (lambda m: print(f"gradbench: warning: {terminal_text(m)}", file=sys.stderr)))(w)
         records.extend(found)
     if not records:
         names = ", ".join(repr(str(p)) for p in paths)

@@ -12,6 +12,7 @@ import time
 
 from .errors import BadInput, cannot_write
 from .settings import RunSettings
+from .text import terminal_text
 
 
 def default_out(run_id: str) -> str:
@@ -89,7 +90,7 @@ def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
     if settings.resume:
         previous = previous_results(out, cases, repeat, settings.threads, this_machine=not on_slurm)
         for w in previous.warnings:
-            print(f"gradbench: warning: {w}", file=sys.stderr)
+            print(f"gradbench: warning: {terminal_text(w)}", file=sys.stderr)
     elif (os.path.exists(out) and os.path.getsize(out) > 0) or attached:
         raise BadInput(f"--out {out!r} already has results{' (or a Slurm job)' if attached else ''}; pass --resume "
                        "to continue it, or choose another --out")

@@ -56,6 +56,7 @@ def _report_writes_only_into_out(tmp_path, capsys, inputs) -> str:
     ("mode", TRAVERSAL), ("step", "forward\n"),  # refused already: modes and steps were checked
     ("size", "../owned"), ("size", "a/b"), ("size", "x" * 200), ("model", "mlp\x1b[2J"),
     ("model", "m.py:f\n<script>"), ("model", None), ("mode", None),
+    ("size", None), ("batch_size", None), ("device", None), ("dtype", None), ("step", None),  # round 4: were read
 ])
 def test_a_record_whose_identity_is_not_a_valid_value_is_skipped_with_one_warning(tmp_path, field, value):
     from gradbench.results import read_jsonl
@@ -95,7 +96,7 @@ def test_a_run_refuses_a_size_that_reading_would_skip(capsys, tmp_path, size):
 def test_a_crafted_jsonl_never_writes_outside_the_report_folder(tmp_path, capsys):
     crafted = [dict(r, dtype=TRAVERSAL) for r in _records()]
     err = _report_writes_only_into_out(tmp_path, capsys, [_write_jsonl(tmp_path / "crafted.jsonl", crafted)])
-    assert "record(s) with wrong-typed fields skipped" in err and "no records in" in err  # every record refused
+    assert f"all {len(crafted)} records in " in err and "skipped: line 1: dtype=" in err  # every record refused
 
 
 def test_a_crafted_asv_folder_never_writes_outside_the_report_folder(tmp_path, capsys):
@@ -105,7 +106,7 @@ def test_a_crafted_asv_folder_never_writes_outside_the_report_folder(tmp_path, c
     text = result.read_text().replace("\"'cpu'\"", json.dumps(repr("cpu/../../../owned")))
     result.write_text(text)
     err = _report_writes_only_into_out(tmp_path, capsys, [str(folder), JSONL])
-    assert "asv: record 1: " in err and "device='cpu/../../../owned'" in err
+    assert "asv' skipped: record 1: " in err and "device='cpu/../../../owned'" in err  # every asv record refused
 
 
 def test_a_crafted_pytest_benchmark_file_never_writes_outside_the_report_folder(tmp_path, capsys):
@@ -115,7 +116,7 @@ def test_a_crafted_pytest_benchmark_file_never_writes_outside_the_report_folder(
     crafted = tmp_path / "bench.json"
     crafted.write_text(json.dumps(data))
     err = _report_writes_only_into_out(tmp_path, capsys, [str(crafted), JSONL])
-    assert "bench.json: record 1: " in err
+    assert "bench.json' skipped: record 1: " in err  # every record refused
 
 
 def test_figure_names_are_slugs_inside_the_output_folder(tmp_path):
@@ -215,7 +216,7 @@ def test_csv_cells_starting_with_a_formula_character_are_quoted_and_numbers_are_
     table = pd.DataFrame({"text": ["=1+1", "-2", "@x", "\tx", "\rx", "+x", "plain", None],
                           "number": [-1.5, 2.0, -3.0, 0.0, 1.0, 1.0, 1.0, 1.0]})
     safe = csv_safe(table)
-    assert safe["text"].tolist()[:-1] == ["'=1+1", "'-2", "'@x", "'\tx", "'\rx", "'+x", "plain"]
+    assert safe["text"].tolist()[:-1] == ["'=1+1", "'-2", "'@x", "\\tx", "\\rx", "'+x", "plain"]  # tab, CR: escaped
     assert pd.isna(safe["text"].iloc[-1])
     assert safe["number"].tolist() == table["number"].tolist()
 
@@ -328,7 +329,7 @@ def test_compare_prints_no_terminal_command_from_a_record(tmp_path, capsys):
               time_median_s=r["time_median_s"] and r["time_median_s"] * 3,
               samples_s=r["samples_s"] and [v * 3 for v in r["samples_s"]]) for r in records]
     paths = [_write_jsonl(tmp_path / "a.jsonl", a), _write_jsonl(tmp_path / "b.jsonl", b)]
-    assert main(["compare", *paths, "--by", "machine", "--fail-above", "10"]) == 0
+    assert main(["compare", *paths, "--by", "machine", "--fail-above", "10"]) == 1  # every case untrusted
     out = capsys.readouterr().out
     assert "not judged" in out and "busy\\x1b[2J\\x9b2J" in out and "b\\x1b[31m / a\\x1b]0;retitled\\x07" in out
     assert not any(ch in out for ch in "\x1b\x07\x9b")  # was: the escapes themselves, run by the terminal
@@ -354,3 +355,339 @@ def test_a_figures_folder_that_leads_out_of_the_report_folder_is_refused(tmp_pat
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "leads to" in err and "outside" in err, err
     assert os.listdir(elsewhere) == []  # was: every figure written there
+
+
+# ---------------------------------------------------------------- issue 24, round 4: found attacking the above
+
+def test_compare_csv_has_no_bare_line_break_a_reader_could_start_a_formula_after(tmp_path, capsys):
+    """A reader that breaks lines at a bare CR saw 'vm2\\r=cmd|...' as a row starting with the formula."""
+    records = _records()
+    a = [dict(r, machine="vm") for r in records]
+    b = [dict(r, machine="vm2\r=cmd|' /C calc'!A0", error=r["error"] and "x\n@SUM(1)") for r in records]
+    paths = [_write_jsonl(tmp_path / "a.jsonl", a), _write_jsonl(tmp_path / "b.jsonl", b)]
+    assert main(["compare", *paths, "--by", "machine", "--out", str(tmp_path / "cmp")]) == 0
+    capsys.readouterr()
+    raw = (tmp_path / "cmp" / "compare_by_machine.csv").read_bytes()
+    assert b"\r" not in raw  # was: the CR itself, unquoted
+    for line in raw.decode().split("\n")[:-1]:
+        for cell in line.split(","):  # every text field quoted: a formula never starts a field
+            assert not cell[:1] in "=+-@", line
+    table = pd.read_csv(tmp_path / "cmp" / "compare_by_machine.csv")
+    assert set(table["other"]) == {"vm2\\r=cmd|' /C calc'!A0"}
+    assert pd.api.types.is_float_dtype(table["time_ratio"])
+
+
+def test_csv_text_cells_show_control_characters_escaped():
+    from gradbench.report.files import csv_safe
+
+    table = pd.DataFrame({"text": ["a\r=1", "\n=2", "\x00x", "b\x1b[2J"]})
+    assert csv_safe(table)["text"].tolist() == ["a\\r=1", "\\n=2", "\\x00x", "b\\x1b[2J"]  # was: raw
+
+
+def test_null_compile_and_autocast_still_mean_eager(tmp_path):
+    from gradbench.results import read_jsonl
+
+    records = [dict(r, compile=None, autocast=None) for r in _records()]
+    kept, warnings = read_jsonl(_write_jsonl(tmp_path / "old.jsonl", records))
+    assert len(kept) == len(records) and warnings == []
+
+
+@pytest.mark.parametrize("field", ["size", "batch_size", "device", "dtype"])
+def test_a_report_of_records_with_a_null_identity_field_is_no_traceback(tmp_path, capsys, field):
+    records = [dict(r, **{field: None}) if r["model"] == "mlp" else r for r in _records()]
+    out = tmp_path / "r"
+    assert main(["report", _write_jsonl(tmp_path / "null.jsonl", records), "--out", str(out)]) == 0  # was: KeyError
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"first: {field} is null" in err
+    assert len([line for line in err.splitlines() if line.startswith("gradbench: warning")]) == 1
+
+
+def test_an_asv_benchmark_whose_param_names_repeat_a_name_is_refused_with_one_warning(tmp_path, capsys):
+    folder = tmp_path / "asv"
+    shutil.copytree(ASV_DIR, folder)
+    benchmarks = json.loads((folder / "benchmarks.json").read_text())
+    benchmarks["bench_modes.Forward.time_forward"]["param_names"] = ["model", "model", "batch_size", "device", "mode"]
+    (folder / "benchmarks.json").write_text(json.dumps(benchmarks))
+    assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 0  # was: KeyError 'size'
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [warning] = [line for line in err.splitlines() if line.startswith("gradbench: warning")]
+    assert "bench_modes.Forward.time_forward" in warning and "'model'" in warning
+    from gradbench.results import load
+
+    df = load(str(folder), warn=lambda message: None)
+    forward = df[df["step"] == "forward"]
+    assert forward["time_median_s"].isna().all() and forward["peak_bytes"].notna().any()  # the others read
+
+
+DEEP = "[" * 100000
+
+
+@pytest.mark.parametrize("line", [DEEP, '{"a": ' * 100000 + "1" + "}" * 100000])
+def test_a_deeply_nested_jsonl_line_is_a_malformed_line(tmp_path, line):
+    from gradbench.results import read_jsonl
+
+    path = tmp_path / "deep.jsonl"
+    path.write_text(open(JSONL).read() + line + "\n" + open(JSONL).read().splitlines()[0] + "\n")
+    records, warnings = read_jsonl(str(path))  # was: RecursionError
+    assert len(records) == len(_records()) + 1 and warnings == [f"deep.jsonl:{len(_records()) + 1}: not a gradbench "
+                                                                 "record, ignored"]
+
+
+@pytest.mark.parametrize("where", ["pytest-benchmark", "asv result", "asv benchmarks.json"])
+def test_a_deeply_nested_json_file_is_one_line(tmp_path, capsys, where):
+    if where == "pytest-benchmark":
+        target = tmp_path / "bench.json"
+        target.write_text(DEEP)
+        inputs = [str(target)]
+    else:
+        folder = tmp_path / "asv"
+        shutil.copytree(ASV_DIR, folder)
+        target = folder / "benchmarks.json" if where == "asv benchmarks.json" else next(
+            p for p in (folder / "vm-cpu").iterdir() if p.name != "machine.json")
+        target.write_text(DEEP)
+        inputs = [str(folder)]
+    assert main(["report", *inputs, "--out", str(tmp_path / "r")]) == 2  # was: RecursionError
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("value", ["-" * 200000 + "1", "9" * 5000, "(" * 999 + ")" * 999, "2**64", "[1]"])
+def test_an_asv_parameter_value_that_is_no_short_literal_is_one_line(tmp_path, capsys, value):
+    folder = tmp_path / "asv"
+    shutil.copytree(ASV_DIR, folder)
+    [result] = [p for p in (folder / "vm-cpu").iterdir() if p.name != "machine.json"]
+    result.write_text(result.read_text().replace('["8"]', json.dumps([value])))
+    assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 2  # was: MemoryError, for the first
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "is not an asv result file: parameter value" in err and len(err) < 400, err
+
+
+TERMINAL_COMMANDS = "\x1b\x07\x9b"
+
+
+def test_compare_prints_a_side_with_cases_of_its_own_escaped(tmp_path, capsys):
+    records = _records()
+    a = [dict(r, machine="a\x1b]0;PWNED\x07") for r in records]
+    b = [dict(r, machine="b\x9b2J") for r in records if r["model"] != "mlp"]
+    paths = [_write_jsonl(tmp_path / "a.jsonl", a), _write_jsonl(tmp_path / "b.jsonl", b)]
+    assert main(["compare", *paths, "--by", "machine"]) == 0
+    out = capsys.readouterr().out
+    assert "cases only on a\\x1b]0;PWNED\\x07; first: mlp/tiny" in out
+    assert not any(ch in out for ch in TERMINAL_COMMANDS)  # was: the side's name raw
+
+
+def test_reading_warnings_name_a_results_file_escaped(tmp_path, capsys):
+    records = _records()
+    records[0]["time_median_s"] = "fast"
+    path = _write_jsonl(tmp_path / "x\x1b]0;PWNED\x07.jsonl", records)
+    assert main(["report", path, "--out", str(tmp_path / "r")]) == 0
+    captured = capsys.readouterr()
+    assert "x\\x1b]0;PWNED\\x07.jsonl:1: 1 record(s)" in captured.err
+    assert not any(ch in captured.err + captured.out for ch in TERMINAL_COMMANDS)  # was: the file name raw
+
+
+def test_an_error_line_shows_control_characters_escaped(tmp_path, capsys):
+    folder = tmp_path / "asv"
+    shutil.copytree(ASV_DIR, folder)
+    benchmarks = json.loads((folder / "benchmarks.json").read_text())
+    benchmarks["bench_modes.Forward.time_forward"]["param_names"] = ["model", "size", "batch_size", "device",
+                                                                     "\x1b]0;PWNED\x07"]
+    (folder / "benchmarks.json").write_text(json.dumps(benchmarks))
+    assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and not any(ch in err for ch in TERMINAL_COMMANDS), err
+
+
+@pytest.fixture
+def drawn_texts(monkeypatch):
+    """Every text matplotlib draws (titles, legends, tick and facet labels), as it was given to it."""
+    import matplotlib.text
+
+    drawn: list[str] = []
+    draw = matplotlib.text.Text.draw
+
+    def spy(self, renderer):
+        drawn.append(self.get_text())
+        return draw(self, renderer)
+
+    monkeypatch.setattr(matplotlib.text.Text, "draw", spy)
+    return drawn
+
+
+HOSTILE_NAMES = ["a\x1b]0;PWNED\x07" + "m" * 5000, "b\r$\\nocommand$\u202e"]
+
+
+def _clean_and_short(drawn: list[str]) -> None:
+    import re
+
+    assert drawn
+    assert not [t for t in drawn if re.search(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", t)]
+    assert max(len(t) for t in drawn) < 200
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_compare_figure_draws_long_and_hostile_machine_names_shortened_and_escaped(tmp_path, capsys, drawn_texts,
+                                                                                    name):
+    paths = [_write_jsonl(tmp_path / f"{i}.jsonl", [dict(r, machine=machine) for r in _records()])
+             for i, machine in enumerate(["vm", name])]
+    code = main(["compare", *paths, "--by", "machine", "--out", str(tmp_path / "cmp")])
+    captured = capsys.readouterr()
+    assert code == 0 and "Traceback" not in captured.err, captured.err  # was: 'left cannot be >= right', exit 1;
+    assert (tmp_path / "cmp" / "compare_by_machine.png").exists()       # or mathtext's ValueError on '$\\x$'
+    _clean_and_short(drawn_texts)  # was: the control characters, and 5000 characters, given to matplotlib
+
+
+def test_report_figures_draw_hostile_asv_machine_names_shortened_and_escaped(tmp_path, capsys, drawn_texts):
+    folder = tmp_path / "asv"
+    shutil.copytree(ASV_DIR, folder)
+    [result] = [p for p in (folder / "vm-cpu").iterdir() if p.name != "machine.json"]
+    result.write_text(result.read_text().replace('"machine": "vm-cpu"', '"machine": ' + json.dumps(HOSTILE_NAMES[1]
+                                                                                                    + "x" * 5000)))
+    code = main(["report", str(folder), "--out", str(tmp_path / "r")])
+    captured = capsys.readouterr()
+    assert code == 0 and "Traceback" not in captured.err, captured.err  # was: mathtext's ValueError
+    _clean_and_short(drawn_texts)
+
+
+def test_figure_text_is_short_escaped_and_keeps_two_names_two():
+    from gradbench.report.figures import figure_text
+
+    assert figure_text("vm-cpu") == "vm-cpu"
+    long_a, long_b = "x" * 100 + "a", "x" * 100 + "b"
+    assert len(figure_text(long_a)) == 60 and figure_text(long_a) != figure_text(long_b)
+    assert figure_text("a\x1b$b$") == "a\\x1b\\$b\\$"
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"time_median_s": 0.0}, "time_median_s=0.0 is not above 0"),
+    ({"time_median_s": -0.001}, "time_median_s=-0.001 is not above 0"),
+    ({"samples_s": [0.001, -0.5, 0.002]}, "samples_s holds -0.5, below 0"),
+])
+def test_a_timing_at_or_below_zero_is_skipped_with_one_warning(tmp_path, fields, problem):
+    from gradbench.results import read_any
+
+    records = _records()
+    ok = next(i for i, r in enumerate(records) if r["status"] == "ok")
+    records[ok].update(fields)
+    kept, warnings = read_any(_write_jsonl(tmp_path / "zero.jsonl", records))
+    assert len(kept) == len(records) - 1  # was: read, and a ratio or rate divided by it
+    [warning] = warnings
+    assert problem in warning
+
+
+def test_a_capacity_record_timed_at_zero_is_skipped_and_never_divided_by(tmp_path, capsys):
+    from gradbench.report.capacity import capacity_rows
+    from gradbench.results import to_frame
+
+    records = [dict(r, source="capacity", memory_budget_bytes=2 ** 30, capacity_batch_size=r["batch_size"],
+                    time_median_s=0.0) for r in _records() if r["status"] == "ok"]
+    path = _write_jsonl(tmp_path / "capacity.jsonl", records + _records())
+    assert main(["report", path, "--out", str(tmp_path / "r")]) == 0  # was: ZeroDivisionError
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "time_median_s=0.0 is not above 0" in err
+    rows = capacity_rows(to_frame(records[:1]))  # one that did not come through reading
+    assert rows[0]["samples_per_s"] is None
+
+
+MARKED = "*bold* _em_ `code` ~~gone~~ <https://evil.example/x> \u202eevil\u2066 eval_no_grad"
+
+
+def test_report_md_shows_emphasis_code_autolinks_and_bidi_from_records_as_text(tmp_path):
+    from gradbench.report.tables import markdown_text
+
+    assert markdown_text(MARKED) == ("\\*bold\\* \\_em\\_ \\`code\\` \\~\\~gone\\~\\~ &lt;https://evil.example/x&gt; "
+                                     "\\\\u202eevil\\\\u2066 eval_no_grad")  # was: '*bold* _em_ `code` ~~gone~~'
+    records = [dict(r, machine=MARKED, time_trusted=False, time_distrust=MARKED) for r in _records()]
+    out = tmp_path / "report"
+    assert main(["report", _write_jsonl(tmp_path / "m.jsonl", records), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "*bold*" not in md and "`code`" not in md and "<https:" not in md and "\u202e" not in md
+    assert "\\*bold\\*" in md
+
+
+def test_report_html_shows_control_characters_from_records_escaped(tmp_path):
+    records = [dict(r, machine="m\x1b[2J\u202e", time_trusted=False, time_distrust="why\x07\r") for r in _records()]
+    out = tmp_path / "report"
+    assert main(["report", _write_jsonl(tmp_path / "c.jsonl", records), "--out", str(out), "--title", "t\x1b]0;x"]) == 0
+    page = (out / "report.html").read_text()
+    assert not [ch for ch in "\x1b\x07\r\u202e" if ch in page]  # was: carried raw into the page
+    assert "m\\x1b[2J\\u202e" in page and "why\\x07\\r" in page and "t\\x1b]0;x" in page
+
+
+@pytest.mark.parametrize("default", [True, False])
+def test_a_report_folder_that_is_a_link_out_is_refused_in_one_line(tmp_path, capsys, default):
+    """A results file shipped beside a planted X-report link (the default folder), or an --out that is one."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(JSONL, tmp_path / "run.jsonl")
+    (tmp_path / "run-report").symlink_to(elsewhere)
+    out = [] if default else ["--out", str(tmp_path / "run-report") + os.sep]
+    assert main(["report", str(tmp_path / "run.jsonl"), *out]) == 2  # was: 0, report and figures written there
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "is a link to" in err and "Traceback" not in err, err
+    assert os.listdir(elsewhere) == []
+
+
+def test_a_compare_out_folder_that_is_a_link_out_is_refused_in_one_line(tmp_path, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "cmp").symlink_to(elsewhere)
+    paths = [_write_jsonl(tmp_path / f"{m}.jsonl", [dict(r, machine=m) for r in _records()]) for m in ("a", "b")]
+    assert main(["compare", *paths, "--by", "machine", "--out", str(tmp_path / "cmp")]) == 2  # was: 0
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1 and "is a link to" in captured.err, captured.err
+    assert captured.out == "" and os.listdir(elsewhere) == []
+
+
+
+
+@pytest.mark.parametrize("name, sibling", [("res[1]", None), ("[!x]", None), ("a*b", "aXb"), ("what?", "whatX")])
+def test_an_asv_folder_whose_name_holds_glob_characters_is_read_as_named(tmp_path, name, sibling):
+    """A name is not a pattern: 'res[1]' matched no folder, 'a*b' matched its sibling 'aXb' too."""
+    from gradbench.results import read_any
+
+    expected = len(read_any(ASV_DIR)[0])
+    shutil.copytree(ASV_DIR, tmp_path / name)  # the results folder so named
+    shutil.copytree(ASV_DIR, tmp_path / "top")
+    for machine in (name, sibling):  # machines' folders so named
+        if machine:
+            shutil.copytree(tmp_path / "top" / "vm-cpu", tmp_path / "top" / machine)
+    shutil.rmtree(tmp_path / "top" / "vm-cpu")
+    for folder, machines in ((tmp_path / name, 1), (tmp_path / "top", 2 if sibling else 1),
+                             (tmp_path / "top" / name, 1)):
+        assert len(read_any(str(folder))[0]) == machines * expected, folder  # was: not an asv folder, or too many
+
+
+def test_a_gate_whose_every_shared_case_is_untrusted_fails_in_one_line(tmp_path, capsys):
+    paths = [_write_jsonl(tmp_path / f"{m}.jsonl", [dict(r, machine=m, time_trusted=False, time_distrust="contended")
+                                                      for r in _records()]) for m in ("a", "b")]
+    assert main(["compare", *paths, "--by", "machine", "--fail-above", "10"]) == 1  # was: "OK", exit 0
+    out = capsys.readouterr().out
+    assert "OK" not in out
+    [fail] = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert fail.startswith("FAIL: nothing judged: all ") and "untrusted" in fail
+    for m in ("a", "b"):  # one case trusted on both sides: judged
+        _write_jsonl(tmp_path / f"{m}.jsonl", [dict(r, machine=m) if r["model"] == "mlp" else
+                                               dict(r, machine=m, time_trusted=False) for r in _records()])
+    assert main(["compare", *paths, "--by", "machine", "--fail-above", "10"]) == 0
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "asv"])
+def test_an_input_whose_every_record_is_skipped_says_so_in_one_line(tmp_path, capsys, kind):
+    good = _write_jsonl(tmp_path / "good.jsonl", [dict(r, machine="a") for r in _records()])
+    if kind == "jsonl":
+        bad = _write_jsonl(tmp_path / "bad.jsonl", [dict(r, machine="b", device="cpu/../x") for r in _records()])
+        count, first = len(_records()), "line 1: device='cpu/../x' is not"
+    else:
+        bad = str(tmp_path / "asv")
+        shutil.copytree(ASV_DIR, bad)
+        [result] = [p for p in (tmp_path / "asv" / "vm-cpu").iterdir() if p.name != "machine.json"]
+        result.write_text(result.read_text().replace("\"'tiny'\"", "\"'../x'\""))
+        count, first = "", "record 1: size='../x' is not"
+    assert main(["compare", good, bad, "--by", "machine", "--fail-above", "10"]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.strip().splitlines()  # was: a warning, then "--by machine needs inputs that differ"
+    assert f"all {count}" in line and f"records in {bad!r} skipped: {first}" in line, line
+    assert "Traceback" not in captured.err and captured.out == ""

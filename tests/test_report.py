@@ -237,9 +237,24 @@ def test_compare_fail_above(tmp_path, capsys):
 
 def test_compare_never_fails_on_untrusted_timings_and_lists_them(tmp_path, capsys):
     base, other = _judged_pair(tmp_path, 1.5, trusted=False)
+    read = lambda path: [json.loads(line) for line in open(path)]  # noqa: E731
+    steady = [dict(r, time_trusted=True, time_distrust=None) for r in read(base) if r["model"] != "mlp"]
+    for path in (base, other):  # a workload trusted on both sides, and not slower: the gate judges something
+        mlp = [r for r in read(path) if r["model"] == "mlp"]
+        lines = mlp + [dict(r, machine=mlp[0]["machine"]) for r in steady]
+        open(path, "w").write("".join(json.dumps(r) + "\n" for r in lines))
     assert main(["compare", base, other, "--by", "machine", "--fail-above", "20"]) == 0
     out = capsys.readouterr().out
     assert "not judged" in out and "other processes used 40%" in out and "FAIL" not in out
+
+
+def test_compare_gate_with_only_untrusted_timings_fails_having_judged_nothing(tmp_path, capsys):
+    base, other = _judged_pair(tmp_path, 1.5, trusted=False)
+    assert main(["compare", base, other, "--by", "machine", "--fail-above", "20"]) == 1  # was: 0, "OK"
+    out = capsys.readouterr().out
+    assert "not judged" in out and "other processes used 40%" in out  # still listed, with the reason
+    [fail] = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert fail.startswith("FAIL: nothing judged: ") and "OK" not in out
 
 
 @pytest.mark.parametrize("threshold", ["nan", "inf", "-inf", "-5"])

@@ -39,7 +39,7 @@ def capacity_rows(df: pd.DataFrame) -> list[dict]:
                    bytes_at_max=measured.get(best), bytes_at_next=measured.get(best + 1), samples_per_s=None,
                    time_trusted=None, capped=best > 0 and (best + 1) not in measured, error=None,
                    measured_batches=sorted(measured))
-        if not timed.empty:
+        if not timed.empty and float(timed["time_median_s"].iloc[-1]) > 0:  # reading skips such a record too
             row.update(samples_per_s=best / float(timed["time_median_s"].iloc[-1]),
                        time_trusted=timed["time_trusted"].iloc[-1])
         if best == 0:
@@ -64,7 +64,7 @@ def capacity_blocks(df: pd.DataFrame) -> list[tuple]:
 
 def capacity_figure(df: pd.DataFrame, out_dir: str) -> list[str]:
     """Memory needed against batch size per mode, the budget as a line, each mode's largest batch marked."""
-    from .figures import PALETTE, _save, plt
+    from .figures import PALETTE, _save, figure_text, plt
 
     records = capacity_records(df)
     records = records[records["status"] == "ok"]
@@ -80,7 +80,7 @@ def capacity_figure(df: pd.DataFrame, out_dir: str) -> list[str]:
     for ax, (case, part) in zip(axes.flat, panels):
         for mode, points in part.groupby("mode", sort=False):
             points = points.sort_values("batch_size").drop_duplicates("batch_size", keep="last")
-            ax.plot(points["batch_size"], points["needed_mib"], "o-", color=PALETTE.get(mode), label=mode,
+            ax.plot(points["batch_size"], points["needed_mib"], "o-", color=PALETTE.get(mode), label=figure_text(mode),
                     markersize=3, linewidth=1)
             best = int(points["capacity_batch_size"].iloc[-1])
             at = points[points["batch_size"] == best]
@@ -92,7 +92,7 @@ def capacity_figure(df: pd.DataFrame, out_dir: str) -> list[str]:
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel("held + peak (MiB)")
-        ax.set_title(f"{case[0]}/{case[1]} {case[2]} {case[3]} {case[4]}", fontsize=9)
+        ax.set_title(figure_text(f"{case[0]}/{case[1]} {case[2]} {case[3]} {case[4]}"), fontsize=9)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, loc="upper left")

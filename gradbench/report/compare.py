@@ -197,16 +197,16 @@ def text_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def draw(df: pd.DataFrame, by: str, out_dir: str) -> list[str]:
     """Forward time per mode, hue = the compared dimension, one panel per workload."""
-    from .figures import _save, sns
+    from .figures import _save, figure_text, sns
 
     ok = df[(df["status"] == "ok") & (df["step"] == "forward")].copy()
     if ok.empty:
         return []
     os.makedirs(out_dir, exist_ok=True)
-    ok[by] = side_labels(ok, by)
+    ok[by] = side_labels(ok, by).map(figure_text)  # a machine's (gpu's, run's) name from the records
     ok["time_ms"] = ok["time_median_s"].astype(float) * 1e3
     shown_elsewhere = ("dtype", "mode", "step", *(["device"] if by == "device" else []))
-    ok["workload"] = [case_label(r, omit=shown_elsewhere) for r in ok.to_dict("records")]
+    ok["workload"] = [figure_text(case_label(r, omit=shown_elsewhere)) for r in ok.to_dict("records")]
     grid = sns.catplot(data=ok, x="mode", y="time_ms", hue=by, col="workload", col_wrap=3, kind="bar",
                        height=3, aspect=1.4, sharey=False, errorbar=None)
     grid.set_axis_labels("", "forward time (ms)")
@@ -219,14 +219,14 @@ def draw(df: pd.DataFrame, by: str, out_dir: str) -> list[str]:
 def one_sided_lines(only: dict[str, list[str]]) -> list[str]:
     """One line per side for the cases it alone has, however many: '588 cases only on cuda; first: ...'."""
     return [f"{len(labels)} case{'s' if len(labels) > 1 else ''} {where}; first: {labels[0]}"
-            for where, labels in only.items()]  # sides and labels: printable (reading checked the identity)
+            for where, labels in only.items()]  # raw: each renderer escapes them its own way
 
 
 def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]], by: str,
                      fail_above: float | None) -> int:
     """The comparison as printed by `gradbench compare`; with ``fail_above``, the gate: 1 when a trusted
     case is slower by more than that percentage with its whole interval beyond, or when no case was on
-    both sides (a gate that compared nothing has not passed), else 0."""
+    both sides or every shared case is untrusted (a gate that judged nothing has not passed), else 0."""
     from .tables import render, terminal_text
 
     print(f"compared by {by}: baseline {sides[0]!r} vs {', '.join(repr(s) for s in sides[1:])}; "
@@ -235,7 +235,7 @@ def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]
     if only:
         print()
         for line in one_sided_lines(only):
-            print(line)
+            print(terminal_text(line))  # a side is a machine's (gpu's, torch's, run's) name from the records
     if not table.empty and not table["trusted"].all():
         print(f"\n{int((~table['trusted']).sum())} cases have only untrusted timings on a side (marked NO); "
               "--fail-above does not fail on them")
@@ -245,7 +245,8 @@ def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]
         print(f"\nFAIL: nothing compared: no case is on both sides ({', '.join(repr(s) for s in sides)}), so "
               f"--fail-above {fail_above:g} judged nothing")
         return 1
-    if not table.empty and (table["interval"] != BETWEEN).any():
+    judged = bool(table["trusted"].any())
+    if judged and (table["interval"] != BETWEEN).any():
         print("\nnote: with one run a side the intervals miss the variation between processes, so this gate "
               "also fails on noise; measure each side with --repeat K (README: Comparing)")
     bad, doubtful = regressions(table, fail_above)
@@ -253,6 +254,11 @@ def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]
         print(f"\nnot judged: {len(doubtful)} untrusted cases look slower by more than {fail_above:g}%:")
         for (_, row), case in zip(doubtful.iterrows(), text_table(doubtful).index):
             print(f"  {case} {row['mode']}: {terminal_text(row['distrust'])}")
+    if not judged:
+        print(f"\nFAIL: nothing judged: all {len(table)} shared cases have only untrusted timings on a side "
+              f"(contention, or an imprecise median), so --fail-above {fail_above:g} judged nothing; measure again "
+              "on a quiet machine")
+        return 1
     if not bad.empty:
         print(f"\nFAIL: {len(bad)} cases slower by more than {fail_above:g}% with the whole interval beyond:")
         print(render(text_table(bad)))
@@ -265,8 +271,8 @@ def write_comparison(df: pd.DataFrame, table: pd.DataFrame, by: str, out_dir: st
     """The table as CSV (its text cells inert in a spreadsheet) and the figure into ``out_dir``, each file
     whole or not at all."""
     from ..atomic import write_text
-    from .files import csv_safe, output_path
+    from .files import csv_text, output_path, output_root
 
-    path = output_path(out_dir, f"compare_by_{by}", "csv")
-    write_text(path, csv_safe(table).to_csv(index=False), "table")
+    path = output_path(output_root(out_dir), f"compare_by_{by}", "csv")
+    write_text(path, csv_text(table), "table")
     return [path, *draw(df, by, out_dir)]

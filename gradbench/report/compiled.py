@@ -353,10 +353,10 @@ def compiled_blocks(runs: pd.DataFrame, cases: pd.DataFrame) -> list[tuple]:
 
 def compiled_figure(df: pd.DataFrame, out_dir: str) -> list[str]:
     """compiled / eager time per mode, hue = compile setting, one panel per workload and step."""
-    from .figures import _save, sns
+    from .figures import _save, figure_text, sns
 
-    rows = [{"panel": f"{case_label(c, omit=('mode', 'step', 'compile'))} {c['step']}", "mode": c["mode"],
-             "compile": c["compile"], "ratio": _ratio(c, e, "time_median_s")}
+    rows = [{"panel": figure_text(f"{case_label(c, omit=('mode', 'step', 'compile'))} {c['step']}"), "mode": c["mode"],
+             "compile": figure_text(c["compile"]), "ratio": _ratio(c, e, "time_median_s")}
             for c, e in paired(one_source(df), "compile")]
     data = pd.DataFrame([r for r in rows if r["ratio"] is not None])
     if data.empty:

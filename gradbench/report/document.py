@@ -14,15 +14,16 @@ from ..atomic import write_text
 from ..modes import MODES
 from ..errors import cannot_write
 from ..record import case_label
+from ..text import terminal_text
 from .capacity import capacity_blocks, capacity_figure
 from .compiled import compiled_blocks, compiled_figure
 from .energy import energy_blocks
 from .compare import compare, interval_kind, one_sided_lines, text_table
 from .figures import draw_all
-from .files import output_folder, output_path
+from .files import output_folder, output_path, output_root
 from .findings import findings
 from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, markdown_text,
-                     one_per_case, one_source, render, summary_tables)
+                     one_per_case, one_source, render, summary_tables, terminal_table)
 
 ENV_FIELDS = ["source", "machine", "cpu", "gpu", "driver", "cuda", "torch", "python", "threads", "git_commit"]
 
@@ -191,20 +192,26 @@ th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3
 .refs{color:#777;font-size:11px;display:block}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"""
 
 
+def _html_text(text) -> str:
+    """Text from a record as report.html shows it: markup escaped, control and bidi characters shown escaped
+    (raw, a U+202E reverses what is read; terminal_text)."""
+    return html.escape(terminal_text(text))
+
+
 def _html(blocks) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(blocks[0][1])}</title>"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_html_text(blocks[0][1])}</title>"
              f"<style>{_CSS}</style></head><body>"]
     for block in blocks:
         kind = block[0]
         if kind in ("h1", "h2", "h3", "h4"):
-            parts.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
+            parts.append(f"<{kind}>{_html_text(block[1])}</{kind}>")
         elif kind == "p":
-            parts.append(f"<p>{html.escape(block[1])}</p>")
+            parts.append(f"<p>{_html_text(block[1])}</p>")
         elif kind == "table":
-            parts.append(block[1].to_html(border=0, na_rep="-"))
+            parts.append(terminal_table(block[1]).to_html(border=0, na_rep="-"))
         elif kind == "findings":
-            items = "".join(f"<li>{html.escape(f.text)}<span class='refs'>records: "
-                            f"{html.escape('; '.join(f.records))}</span></li>" for f in block[1])
+            items = "".join(f"<li>{_html_text(f.text)}<span class='refs'>records: "
+                            f"{_html_text('; '.join(f.records))}</span></li>" for f in block[1])
             parts.append(f"<ul>{items}</ul>")
         elif kind == "img":
             with open(block[1], "rb") as f:
@@ -216,7 +223,7 @@ def _html(blocks) -> str:
 
 def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report") -> dict:
     """Draw the figures and write report.md and report.html into out_dir; return their paths."""
-    folder = output_folder(out_dir, "figures")
+    folder = output_folder(output_root(out_dir), "figures")
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:

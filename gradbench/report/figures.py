@@ -4,6 +4,7 @@ Each mode keeps one colour in every figure, so a reader learns the legend once.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 import matplotlib
@@ -17,11 +18,31 @@ import seaborn as sns  # noqa: E402
 from ..atomic import replaced  # noqa: E402
 from ..modes import MODES  # noqa: E402
 from ..record import IDENTITY_DEFAULTS, case_label  # noqa: E402
+from ..text import terminal_text  # noqa: E402
 from .files import output_path  # noqa: E402
 from .tables import one_source, ratio_to_train, workload_label  # noqa: E402
 
 PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
 MODE_ORDER = list(MODES)
+FIGURE_TEXT_MAX = 60
+
+
+def figure_text(text) -> str:
+    """``text`` from a record as matplotlib is given it (title, legend, tick or facet label): control characters
+    shown escaped (terminal_text), every '$' escaped (two start mathtext, which raises on what it cannot parse),
+    at most FIGURE_TEXT_MAX characters (a 5000-character machine name left the axes no room: 'left cannot be >=
+    right'). One cut short ends in a hash of the whole, so that two names stay two."""
+    shown = terminal_text(text).replace("$", r"\$")
+    if len(shown) <= FIGURE_TEXT_MAX:
+        return shown
+    digest = hashlib.sha256(str(text).encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{shown[:FIGURE_TEXT_MAX - len(digest) - 1]}~{digest}"
+
+
+def figure_values(df: pd.DataFrame, columns) -> pd.DataFrame:
+    """``df`` with the text values of ``columns`` as figure_text shows them (numbers keep their order)."""
+    shown = lambda v: figure_text(v) if isinstance(v, str) else v  # noqa: E731
+    return df.assign(**{c: df[c].map(shown) for c in columns})
 
 
 def _save(fig, out_dir: str, name: str) -> list[str]:
@@ -90,14 +111,15 @@ def _vs_batch(df: pd.DataFrame, out_dir: str, name: str, y: str, ylabel: str, ti
     measured = df[df[y].notna()]  # asv --bench: a field may be absent
     for (device, dtype, *chosen), part in sorted(measured.groupby(["device", "dtype", *settings]), key=_eager_first):
         grid = sns.relplot(
-            data=part, x="batch_size", y=y, hue="mode", hue_order=_modes_in(part), palette=PALETTE,
-            row="model", col="size", kind="line", marker="o", height=2.6, aspect=1.3, facet_kws={"sharey": False},
-            **line_kws,
+            data=figure_values(part, ["model", "size"]), x="batch_size", y=y, hue="mode", hue_order=_modes_in(part),
+            palette=PALETTE, row="model", col="size", kind="line", marker="o", height=2.6, aspect=1.3,
+            facet_kws={"sharey": False}, **line_kws,
         )
         _tidy_axes(grid, part["batch_size"].unique(), log_y=log_y)
         grid.set_axis_labels("batch size", ylabel)
         changed = [(k, v) for k, v in zip(settings, chosen) if v != IDENTITY_DEFAULTS[k]]
-        grid.figure.suptitle(f"{title} ({', '.join([device, dtype, *(f'{k}={v}' for k, v in changed)])})", y=1.02)
+        setting = ", ".join(figure_text(v) for v in [device, dtype, *(f"{k}={v}" for k, v in changed)])
+        grid.figure.suptitle(f"{title} ({setting})", y=1.02)
         paths += _save(grid.figure, out_dir, "_".join([name, device, dtype, *(f"{k}-{v}" for k, v in changed)]))
     return paths
 
@@ -126,7 +148,7 @@ def ratio_heatmaps(df: pd.DataFrame, out_dir: str) -> list[str]:
     index = panels[0][0].index
     for table, _ in panels[1:]:
         index = index.union(table.index, sort=False)
-    labels = [workload_label(i) for i in index]
+    labels = [figure_text(workload_label(i)) for i in index]
     height = 1.2 + 0.28 * len(labels)
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), height), sharey=True, squeeze=False)
     for ax, (table, title) in zip(axes[0], panels):
@@ -149,7 +171,7 @@ def saved_bytes_by_mode(df: pd.DataFrame, out_dir: str) -> list[str]:
         return []
     largest = ok.groupby(["model", "size", "device", *IDENTITY_DEFAULTS])["batch_size"].transform("max")
     ok = ok[ok["batch_size"] == largest]
-    ok["case"] = [case_label(r, omit=("dtype", "mode", "step")) for r in ok.to_dict("records")]
+    ok["case"] = [figure_text(case_label(r, omit=("dtype", "mode", "step"))) for r in ok.to_dict("records")]
     ok["saved_mib"] = ok["saved_bytes"].astype(float) / 2**20
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * ok["case"].nunique() + 3), 4))
     sns.barplot(data=ok, x="case", y="saved_mib", hue="mode", hue_order=_modes_in(ok), palette=PALETTE, ax=ax,
@@ -171,9 +193,10 @@ def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
     if asv.empty or asv["git_commit"].nunique() < 1:
         return []
     order = asv.sort_values("timestamp").drop_duplicates("git_commit")["git_commit"].tolist()
-    asv["commit"] = pd.Categorical(asv["git_commit"].str[:8], [c[:8] for c in order], ordered=True)
-    asv["panel"] = _label(asv) + " b" + asv["batch_size"].astype(str) + " " + asv["device"] + " " + \
-        asv["machine"].astype(str)
+    asv["commit"] = pd.Categorical(asv["git_commit"].str[:8].map(figure_text, na_action="ignore"),
+                                   list(dict.fromkeys(figure_text(c[:8]) for c in order)), ordered=True)
+    asv["panel"] = (_label(asv) + " b" + asv["batch_size"].astype(str) + " " + asv["device"] + " " +
+                    asv["machine"].astype(str)).map(figure_text)
     asv["time_ms"] = asv["time_median_s"].astype(float) * 1e3
     # a one-sample result (asv --quick) is one call (cold, before 0.3.1): drawn apart, never joined to the timings
     asv["timing"] = [ONE_SAMPLE if n == 1 else "timed" for n in asv["n_samples"]]

@@ -14,6 +14,7 @@ import pandas as pd
 from ..modes import MODES
 from ..measure.stats import iqr, median_ci
 from ..record import CASE_KEY_FIELDS, WORKLOAD_FIELDS, case_label
+from ..text import terminal_text
 
 GROUP = [*WORKLOAD_FIELDS, "step"]
 UNTRUSTED_MARK = "\u2020"  # dagger, after a time that is not trusted
@@ -218,22 +219,20 @@ def behaviour_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(sorted(rows, key=lambda row: order[row["mode"]])).set_index("mode")
 
 
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: ESC and CSI start a terminal's commands
-
-
-def terminal_text(text) -> str:
-    """Text from a record, inert on a terminal: its control characters shown escaped, as repr shows them (a
-    machine named '\\x1b]0;...' would retitle the window, '\\x1b[2J' clear the screen)."""
-    return CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))
+# '*', '`' and '~' mark emphasis, code and strikethrough anywhere; '_' only where it is not inside a word
+# (CommonMark: 'eval_no_grad' has no emphasis, so it stays as people type it)
+MARKDOWN_MARKS = re.compile(r"[*`~]|(?<![^\W_])_|_(?![^\W_])")
 
 
 def markdown_text(text, cell: bool = False) -> str:
     """Text from a record or the command line, inert in markdown as report.html's is in HTML: no raw HTML
-    (an error message's '</table><script>'), no entity, link or image, no line break; in a table ``cell``,
-    no column bar either; control characters shown escaped (terminal_text: report.md is read with cat too)."""
+    (an error message's '</table><script>') nor autolink ('<http://...>'), no entity, link or image, no
+    emphasis or code span, no line break; in a table ``cell``, no column bar either; control and bidi
+    characters shown escaped (terminal_text: report.md is read with cat too)."""
     text = terminal_text(" ".join(str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n")))
     text = text.replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = text.replace("](", "]\\(").replace("][", "]\\[")  # [text](url), ![alt](src), [text][ref]
+    text = MARKDOWN_MARKS.sub(lambda m: "\\" + m.group(), text)
     return text.replace("|", "\\|") if cell else text
 
 
@@ -249,9 +248,17 @@ def render(table: pd.DataFrame, fmt: str = "table") -> str:
         for idx, row in table.iterrows():
             lines.append("| " + " | ".join(markdown_text(v, cell=True) for v in [idx, *row.tolist()]) + " |")
         return "\n".join(lines)
+    return terminal_table(table).to_string()
+
+
+def terminal_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A new ``table`` whose text cells, index and column names are terminal_text (the caller's is left as it
+    was); numbers keep their dtype, and so their format."""
     inert = lambda v: terminal_text(v) if isinstance(v, str) else v  # noqa: E731
-    table = table.rename(index=inert, columns=inert)  # a new frame: the caller's is left as it was
-    for i in range(table.shape[1]):  # numbers keep their dtype, and so their format
+    table = table.rename(index=inert, columns=inert)
+    if isinstance(table.index.name, str):
+        table.index.name = inert(table.index.name)
+    for i in range(table.shape[1]):
         if not pd.api.types.is_numeric_dtype(table.iloc[:, i]):
             table.iloc[:, i] = table.iloc[:, i].map(inert)
-    return table.to_string()
+    return table
