@@ -166,7 +166,8 @@ class Record:
     fastpath: bool = _f("behaviour", "bool", "", "PyTorch's fused transformer kernels ran (null: no transformer "
                         "layer)")
     max_abs_diff_vs_eval_no_grad: float = _f("behaviour", "float", "", "largest output difference from the same "
-                                             "input under eval_no_grad")
+                                             "input under eval_no_grad; null where the outputs differ in number "
+                                             "or shape")
     # energy: NVML's total energy counter around the timed blocks (measure/energy.py); null on cpu
     energy_sampling: bool = _f("energy", "bool", "", "--energy-sampling: timing went on until its window spanned 10 "
                                "updates of the energy counter, so that energy_j could be measured (null on cpu)")
