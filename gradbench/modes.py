@@ -100,30 +100,40 @@ def output_head(model: nn.Module, forward: Callable[[], object]) -> str:
     """The name of the nn.Linear that ran last among those the output depends on: the head a fine-tune
     trains. Observed, not assumed: the last registered Linear may be off the output path (an auxiliary
     branch, a pooler whose result is dropped). One forward with grad enabled and one backward; the
-    weights and buffers are the caller's to restore."""
+    weights and buffers are the caller's to restore, every parameter's requires_grad and .grad are
+    put back here.
+
+    The forward hooks are gone before the backward: activation checkpointing runs forwards again in it,
+    which would make a checkpointed Linear the last to run. The backward is .backward(), not
+    autograd.grad, which reentrant checkpointing refuses."""
     last_linear(model)  # one exists, or the error says so
     names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     ran: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: ran.append(m)) for m in names]
-    saved = [(p, p.requires_grad) for p in model.parameters()]
+    saved = [(p, p.requires_grad, p.grad) for p in model.parameters()]
     try:
         for lin in names:
             lin.weight.requires_grad_(True)
-        with torch.enable_grad():
-            out = forward()
+        hooks = [m.register_forward_hook(lambda m, i, o: ran.append(m)) for m in names]
+        try:
+            with torch.enable_grad():
+                out = forward()
+        finally:
+            for h in hooks:
+                h.remove()
         from .measure.behaviour import output_tensors
 
-        outputs = [t for t in output_tensors(out) if t.is_floating_point() and t.requires_grad]
-        weights = [m.weight for m in names]
+        outputs = [t for t in output_tensors(out) if (t.is_floating_point() or t.is_complex()) and t.requires_grad]
         if not outputs:
             raise ValueError("mode 'finetune_head': the output depends on no nn.Linear's weight")
-        grads = torch.autograd.grad(sum(t.float().sum() for t in outputs), weights, allow_unused=True)
+        for p, _, _ in saved:
+            p.grad = None
+        with torch.enable_grad():
+            sum((t.abs() if t.is_complex() else t).float().sum() for t in outputs).backward()
+        used = {m for m in names if m.weight.grad is not None}
     finally:
-        for h in hooks:
-            h.remove()
-        for p, rg in saved:
+        for p, rg, grad in saved:
             p.requires_grad_(rg)
-    used = {m for m, g in zip(names, grads) if g is not None}
+            p.grad = grad
     on_path = [m for m in ran if m in used]
     if not on_path:
         raise ValueError("mode 'finetune_head': the output depends on no nn.Linear's weight")
