@@ -241,8 +241,8 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
         record["status"] = "ok"
     except NotCompiled as exc:
         record.update(status="not_applicable", error=str(exc))
-    except KeyboardInterrupt as exc:
-        if interrupts.signalled:  # the user's Ctrl-C: stop
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if interrupts.by_signal(exc):  # the user's Ctrl-C, or SIGTERM: stop
             raise
         record.update(status="error", error=raised_by_model(exc))
     except Exception as exc:  # a failing case is a result: record it and let the sweep go on
@@ -280,8 +280,8 @@ def run_case(
         except Exception as exc:  # the model or its batch could not be built (out of memory, say): a result
             return workload_failure_record(case, run_id or new_run_id(), "oom" if is_oom(exc) else "error",
                                            f"{type(exc).__name__}: {exc}".strip())
-        except KeyboardInterrupt as exc:
-            if interrupts.signalled:
+        except (KeyboardInterrupt, SystemExit) as exc:  # from the model's code (make_input's), or a signal
+            if interrupts.by_signal(exc):
                 raise
             return workload_failure_record(case, run_id or new_run_id(), "error", raised_by_model(exc))
     return measure_case(case, workload, run_id)
