@@ -170,6 +170,8 @@ class AppliedMode:
             elif mode.trainable == "head":
                 p.requires_grad_(id(p) in head_params)
         self.undone = False
+        self._set_training = [(m, m.training) for m in model.modules()]  # as this mode set them
+        self._set_requires_grad = [(p, p.requires_grad) for p in model.parameters()]
 
     def overrides(self) -> str | None:
         """What this mode switched back that the model was built with: modules built in eval put in train,
@@ -186,6 +188,24 @@ class AppliedMode:
         if trained:
             parts.append(f"put {len(trained)} module(s) built in eval mode in train mode ({_few(trained)})")
         return f"mode {self.mode.name!r} " + " and ".join(parts) if parts else None
+
+    def drifted(self) -> list[str]:
+        """What the model's own code switched back since this mode was applied (a forward that calls
+        self.train() undoes eval; one that calls requires_grad_(True) undoes frozen), named; then set as
+        the mode set it again, so that the next pass measures the mode its record names."""
+        names = {m: n or type(self.model).__name__ for n, m in self.model.named_modules()}
+        pnames = {p: n for n, p in self.model.named_parameters()}
+        modules = [(m, was) for m, was in self._set_training if m.training != was]
+        params = [(p, was) for p, was in self._set_requires_grad if p.requires_grad != was]
+        out = [f"put {len(group)} module(s) in {'eval' if was else 'train'} mode ({_few([names[m] for m, _ in group])})"
+               for was in (False, True) if (group := [(m, w) for m, w in modules if w == was])]
+        out += [f"set requires_grad={not was} on {len(group)} parameter(s) ({_few([pnames.get(p, '?') for p, _ in group])})"
+                for was in (False, True) if (group := [(p, w) for p, w in params if w == was])]
+        for m, was in modules:
+            m.training = was
+        for p, was in params:
+            p.requires_grad_(was)
+        return out
 
     def grad_context(self) -> ContextManager:
         return self.mode.grad_context()

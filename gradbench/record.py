@@ -69,7 +69,9 @@ class Record:
                              "(modules built in eval put in train, parameters built frozen made trainable): the "
                              "user's own configuration, which mode as_built measures; null when none")
     global_state_warning: str = _f("outcome", "str", "", "global torch state the model's code changed (named, then "
-                                   "restored before the next case); null when it changed none")
+                                   "restored before the next case), and the mode's own training flags or "
+                                   "requires_grad it switched back (named, then set again after each pass); null "
+                                   "when it changed none")
     # time
     time_median_s: float = _f("time", "float", "s", "median time of one step")
     time_iqr_s: float = _f("time", "float", "s", "interquartile range of the samples")

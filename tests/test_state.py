@@ -52,6 +52,22 @@ def test_forward_that_changes_state_is_named_for_its_case_and_undone():
     assert torch.get_default_dtype() == torch.float32
 
 
+@pytest.mark.parametrize("how, mode, named, labelled", [
+    ("train", "eval", "put 3 module(s) in train mode (_UndoesItsMode, fc, drop)", (False, True)),
+    ("thaw", "frozen", "set requires_grad=True on 2 parameter(s) (fc.weight, fc.bias)", (True, False)),
+])
+def test_a_forward_that_undoes_its_mode_is_named_and_later_passes_measure_the_mode(how, mode, named, labelled):
+    workload = Workload("user_models:undoes_its_mode", how, 4, "cpu", "float32")
+    r = gradbench.run_case(model="user_models:undoes_its_mode", size=how, batch_size=4, mode=mode, max_time_s=FAST,
+                           workload=workload)
+    assert r["status"] == "ok", r["error"]
+    assert f"undid mode {mode!r} in its own code: {named}" in (r["global_state_warning"] or ""), \
+        r["global_state_warning"]
+    assert workload.model.seen[-1] == labelled  # the timing pass ran in the mode its record names
+    assert all(m.training for m in workload.model.modules()) and all(p.requires_grad for p in
+                                                                     workload.model.parameters())  # as built
+
+
 def test_modes_set_their_switches_whatever_the_caller_left_on():
     torch.set_grad_enabled(False)
     try:
