@@ -2,7 +2,9 @@
 model's own code named and undone, so that one model cannot silently change the numbers of the next.
 
 A user model module that calls ``torch.set_grad_enabled(False)`` at import, changes the default
-dtype, the thread count, autocast, a backend's switch (oneDNN, cuDNN, TF32, the attention kernels),
+dtype, the thread count, autocast, a backend's switch (oneDNN, cuDNN, TF32, the attention kernels, flush
+denormal, autograd's multithreading), disables the garbage collector, adds a warnings filter that hides
+gradbench's warnings,
 re-seeds the RNG, registers a hook on every module (torch.nn.modules.module.register_module_forward_hook
 and its kin), changes the working directory, leaves a TorchFunctionMode or TorchDispatchMode pushed,
 or replaces one of torch's functions (``F.dropout = ...``) or an nn.Module method would otherwise make
@@ -10,6 +12,7 @@ every later case in that process measure something other than what its record sa
 """
 from __future__ import annotations
 
+import gc
 import os
 import random
 import sys
@@ -213,6 +216,65 @@ def _bindings(prefix: str, owner, keep: Callable[[object], bool]) -> "tuple[Call
     return get, set_
 
 
+def _flush_denormal() -> bool:
+    """torch has no getter for set_flush_denormal: a denormal float32 times one reads back as zero when it is
+    on. The flag is the calling thread's (the CPU's FTZ/DAZ bits), as is this one-element probe; no mode a
+    model left pushed sees it."""
+    with torch._C._DisableTorchDispatch(), torch._C.DisableTorchFunction():
+        return torch.tensor([1e-40], dtype=torch.float32, device="cpu").mul(1.0).item() == 0.0
+
+
+def _set_gc_enabled(value: bool) -> None:
+    gc.enable() if value else gc.disable()
+
+
+def _describe_filter(f: tuple) -> str:
+    action, message, category, module, lineno = f
+    return " ".join(filter(None, (action, category.__name__, message and f"matching {message.pattern!r}",
+                                  module and f"in {module.pattern}", lineno and f"line {lineno}")))
+
+
+def _a_librarys_own(f: tuple) -> bool:
+    """A filter for a library's own warning class (sympy's import adds 'once' for SymPyDeprecationWarning):
+    the library's business, hiding none of gradbench's or another model's warnings."""
+    return f[2].__module__ != "builtins"
+
+
+@dataclass(frozen=True, eq=False)
+class WarningFilters:
+    """warnings.filters: equal when no filter was added or removed, save a library's for its own class
+    (whose going is as harmless)."""
+
+    filters: tuple
+
+    def _diff(self, found: "WarningFilters") -> tuple[list, list]:
+        added = [f for f in found.filters if f not in self.filters and not _a_librarys_own(f)]
+        removed = [f for f in self.filters if f not in found.filters and not _a_librarys_own(f)]
+        return added, removed
+
+    def changes_to(self, found: "WarningFilters") -> list[str]:
+        added, removed = self._diff(found)
+        return [f"warnings filter {_describe_filter(f)} added" for f in added] + \
+            [f"warnings filter {_describe_filter(f)} removed" for f in removed]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, WarningFilters) and self._diff(other) == ([], [])
+
+    def __repr__(self) -> str:
+        return f"<{len(self.filters)} warnings filters>"
+
+
+def _warning_filters() -> WarningFilters:
+    return WarningFilters(tuple(warnings.filters))
+
+
+def _set_warning_filters(value: WarningFilters) -> None:
+    """As ``value`` holds them, keeping what a library added for its own class since."""
+    kept = [f for f in warnings.filters if f not in value.filters and _a_librarys_own(f)]
+    warnings.filters[:] = kept + list(value.filters)
+    warnings._filters_mutated()  # cached per-module decisions are stale now
+
+
 _backends, _matmul = torch.backends, torch.backends.cuda.matmul
 SWITCHES = (
     Switch("grad mode enabled", torch.is_grad_enabled, torch.set_grad_enabled),
@@ -252,6 +314,11 @@ SWITCHES = (
                                                               "_global_parameter_registration_hooks",
                                                               "_global_buffer_registration_hooks")),
     Switch("working directory", _working_directory, _set_working_directory),
+    Switch("garbage collector enabled", gc.isenabled, _set_gc_enabled),
+    Switch("flush denormal", _flush_denormal, torch.set_flush_denormal),
+    Switch("autograd multithreading", torch.autograd.is_multithreading_enabled,
+           torch._C._set_multithreading_enabled),
+    Switch("warnings filters", _warning_filters, _set_warning_filters),
     Switch("torch functions", *_bindings("torch", torch, _is_callable)),
     Switch("torch.nn.functional functions", *_bindings("torch.nn.functional", _functional, _is_callable)),
     Switch("torch.nn.Module methods", *_bindings("torch.nn.Module", torch.nn.Module, _is_method)),
@@ -261,7 +328,8 @@ SWITCHES = (
     Switch("torch dispatch modes", _dispatch_modes, _set_dispatch_modes),
 )
 MODE_STACKS = ("torch function modes", "torch dispatch modes")
-_AS_THE_PROCESS_HAS_THEM = ("torch functions", "torch.nn.functional functions", "torch.nn.Module methods")
+_AS_THE_PROCESS_HAS_THEM = ("torch functions", "torch.nn.functional functions", "torch.nn.Module methods",
+                            "garbage collector enabled", "warnings filters")  # a harness may disable gc itself
 _NO_HOOKS = {s.name: GlobalHooks(tuple(() for _ in s.get().contents)) for s in SWITCHES
              if isinstance(s.get(), GlobalHooks)}
 
@@ -290,8 +358,8 @@ TORCH_DEFAULTS = {
 
 def expected_state(seed: int | None, threads: int | None = None, cudnn_benchmark: bool = False) -> dict:
     """What every case runs under: torch's defaults (no global module hooks, no function or dispatch mode
-    pushed), backend switches as the process found them, the process's thread count, working directory and
-    torch's functions and nn.Module's methods as they are now (a sweep worker takes this before any model's code runs), and the
+    pushed), backend switches as the process found them, the process's thread count, working directory,
+    garbage collector, warnings filters and torch's functions and nn.Module's methods as they are now (a sweep worker takes this before any model's code runs), and the
     case's settings.
 
     ``seed=None``: the RNG is left out (a check between cases: each case seeds its own).

@@ -1,5 +1,6 @@
 """Clean global state per case: a model's code that changes torch's global switches is named in a
 warning and in the record, undone, and cannot change another case's numbers."""
+import gc
 import os
 import subprocess
 import sys
@@ -25,7 +26,11 @@ def process_state_kept(monkeypatch):
     monkeypatch.setattr(F, "dropout", F.dropout)
     monkeypatch.setattr(torch, "relu", torch.relu)
     monkeypatch.setattr(torch.nn.Module, "zero_grad", torch.nn.Module.zero_grad)
+    gc_enabled, multithreading = gc.isenabled(), torch.autograd.is_multithreading_enabled()
     yield
+    gc.enable() if gc_enabled else gc.disable()
+    torch.set_flush_denormal(False)
+    torch._C._set_multithreading_enabled(multithreading)
     while torch._C._len_torch_function_stack():
         torch._C._pop_torch_function_stack()
     while torch._C._len_torch_dispatch_stack():
@@ -169,6 +174,12 @@ def test_sweep_names_the_module_and_later_cases_are_unaffected(tmp_path):
     ("function_mode@forward", "torch function modes [] -> [state_changers.SkipsDropout"),
     ("dispatch_mode@build", "torch dispatch modes [] -> [state_changers.PassesThrough]"),
     ("dispatch_mode@forward", "torch dispatch modes [] -> [state_changers.PassesThrough"),
+    ("gc_off@build", "garbage collector enabled True -> False"),
+    ("gc_off@forward", "garbage collector enabled True -> False"),
+    ("flush_denormal@build", "flush denormal False -> True"),
+    ("autograd_single_thread@forward", "autograd multithreading True -> False"),
+    ("ignore_warnings@build", "warnings filter ignore Warning added"),
+    ("ignore_warnings@forward", "warnings filter ignore Warning added"),
 ])
 def test_every_kind_of_change_is_named_and_the_next_case_is_clean(size, named, process_state_kept):
     before = state.snapshot()
