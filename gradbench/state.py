@@ -177,12 +177,13 @@ class Bindings:
     objects: tuple  # (name, object) pairs
 
     def rebound(self, found: "Bindings") -> list[tuple[str, object]]:
-        """(name, object in ``found``) for each attribute ``found`` binds otherwise, and not by torch."""
+        """(name, object in ``found``) for each attribute ``found`` binds otherwise, where neither binding is
+        torch's own wrapper (so that equality is the same both ways round)."""
         now = dict(found.objects)
         out = []
         for name, obj in self.objects:
             new = now.get(name, _REMOVED)
-            if new is not obj and not _installed_by_torch(new):
+            if new is not obj and not _installed_by_torch(new) and not _installed_by_torch(obj):
                 out.append((name, new))
         return out
 
