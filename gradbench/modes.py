@@ -100,30 +100,40 @@ def output_head(model: nn.Module, forward: Callable[[], object]) -> str:
     """The name of the nn.Linear that ran last among those the output depends on: the head a fine-tune
     trains. Observed, not assumed: the last registered Linear may be off the output path (an auxiliary
     branch, a pooler whose result is dropped). One forward with grad enabled and one backward; the
-    weights and buffers are the caller's to restore."""
+    weights and buffers are the caller's to restore, every parameter's requires_grad and .grad are
+    put back here.
+
+    The forward hooks are gone before the backward: activation checkpointing runs forwards again in it,
+    which would make a checkpointed Linear the last to run. The backward is .backward(), not
+    autograd.grad, which reentrant checkpointing refuses."""
     last_linear(model)  # one exists, or the error says so
     names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     ran: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: ran.append(m)) for m in names]
-    saved = [(p, p.requires_grad) for p in model.parameters()]
+    saved = [(p, p.requires_grad, p.grad) for p in model.parameters()]
     try:
         for lin in names:
             lin.weight.requires_grad_(True)
-        with torch.enable_grad():
-            out = forward()
+        hooks = [m.register_forward_hook(lambda m, i, o: ran.append(m)) for m in names]
+        try:
+            with torch.enable_grad():
+                out = forward()
+        finally:
+            for h in hooks:
+                h.remove()
         from .measure.behaviour import output_tensors
 
-        outputs = [t for t in output_tensors(out) if t.is_floating_point() and t.requires_grad]
-        weights = [m.weight for m in names]
+        outputs = [t for t in output_tensors(out) if (t.is_floating_point() or t.is_complex()) and t.requires_grad]
         if not outputs:
             raise ValueError("mode 'finetune_head': the output depends on no nn.Linear's weight")
-        grads = torch.autograd.grad(sum(t.float().sum() for t in outputs), weights, allow_unused=True)
+        for p, _, _ in saved:
+            p.grad = None
+        with torch.enable_grad():
+            sum((t.abs() if t.is_complex() else t).float().sum() for t in outputs).backward()
+        used = {m for m in names if m.weight.grad is not None}
     finally:
-        for h in hooks:
-            h.remove()
-        for p, rg in saved:
+        for p, rg, grad in saved:
             p.requires_grad_(rg)
-    used = {m for m, g in zip(names, grads) if g is not None}
+            p.grad = grad
     on_path = [m for m in ran if m in used]
     if not on_path:
         raise ValueError("mode 'finetune_head': the output depends on no nn.Linear's weight")
@@ -160,6 +170,8 @@ class AppliedMode:
             elif mode.trainable == "head":
                 p.requires_grad_(id(p) in head_params)
         self.undone = False
+        self._set_training = [(m, m.training) for m in model.modules()]  # as this mode set them
+        self._set_requires_grad = [(p, p.requires_grad) for p in model.parameters()]
 
     def overrides(self) -> str | None:
         """What this mode switched back that the model was built with: modules built in eval put in train,
@@ -176,6 +188,24 @@ class AppliedMode:
         if trained:
             parts.append(f"put {len(trained)} module(s) built in eval mode in train mode ({_few(trained)})")
         return f"mode {self.mode.name!r} " + " and ".join(parts) if parts else None
+
+    def drifted(self) -> list[str]:
+        """What the model's own code switched back since this mode was applied (a forward that calls
+        self.train() undoes eval; one that calls requires_grad_(True) undoes frozen), named; then set as
+        the mode set it again, so that the next pass measures the mode its record names."""
+        names = {m: n or type(self.model).__name__ for n, m in self.model.named_modules()}
+        pnames = {p: n for n, p in self.model.named_parameters()}
+        modules = [(m, was) for m, was in self._set_training if m.training != was]
+        params = [(p, was) for p, was in self._set_requires_grad if p.requires_grad != was]
+        out = [f"put {len(group)} module(s) in {'eval' if was else 'train'} mode ({_few([names[m] for m, _ in group])})"
+               for was in (False, True) if (group := [(m, w) for m, w in modules if w == was])]
+        out += [f"set requires_grad={not was} on {len(group)} parameter(s) ({_few([pnames.get(p, '?') for p, _ in group])})"
+                for was in (False, True) if (group := [(p, w) for p, w in params if w == was])]
+        for m, was in modules:
+            m.training = was
+        for p, was in params:
+            p.requires_grad_(was)
+        return out
 
     def grad_context(self) -> ContextManager:
         return self.mode.grad_context()

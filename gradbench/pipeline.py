@@ -84,6 +84,10 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
     compiled = case.compile != "none"
     watch = CompileWatch() if compiled else contextlib.nullcontext()
     forward = forward_for(workload, case.compile, case.autocast, case.compile_cold)
+    drift: list[str] = []  # the mode's own switches the model's code turned back, set again after each pass
+
+    def mode_restored(applied) -> None:
+        drift.extend(c for c in applied.drifted() if c not in drift)
     try:
         # 1. reset state: torch's switches as every case expects them; the model's changes are named
         with guard, _device_scope(workload.device), workload.parameters_restored(), \
@@ -101,6 +105,7 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
                     first_call_s = clock_for(workload.device).block(step.run, 1)
                     frames, graphs = compiled_code_run(step.run)  # and is compiled code what runs now?
                 step.settle()
+                mode_restored(applied)
                 if not graphs:
                     raise NotCompiled(f"no compiled graph runs in the {case.step} of {case.model} in mode "
                                       f"{case.mode!r}: dynamo skipped its forward, which runs eager "
@@ -109,11 +114,13 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
             # 2. behaviour: what the mode does to a forward, observed in seeded probe forwards
             if not memory_only:
                 record.update(workload.behaviour(applied, forward, (case.compile, case.autocast)))
+                mode_restored(applied)
             torch.manual_seed(case.seed)
             # 3. warm-up and memory: the backend runs the step once (lazy initialisation, such as oneDNN
             #    primitives or cuDNN autotuning, is not the step's cost), settles, and measures the
             #    second step's peak above that baseline, with no dispatch mode active
             record.update(_allocator_peak(case, workload, step, memory or peak_backend(workload.device)))
+            mode_restored(applied)
             # 4. counting, in one instrumented step: the tensor-level cross-check of the peak, the bytes
             #    saved for backward and a train step's flops (a forward's are counted once per workload)
             if not memory_only:
@@ -122,20 +129,25 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
                 saved = SavedTensorsCounter(workload.held_tensors())
                 counted = make_step(workload, applied, case.step, lambda: saved.run(forward))
                 record.update(_counted_step(case, workload, counted, saved, eager))
+                mode_restored(applied)
             torch.manual_seed(case.seed)
             if compiled:
                 record.update(watch.fields())  # and again at exit, the harness's timing included
                 if before_timing is not None:
                     before_timing()
             yield Prepared(record, step.run, first_call_s)  # 5. time: the caller's clock (measure_case, or a harness)
+            mode_restored(applied)
     finally:
         if compiled and hasattr(watch, "_events"):
             record.update(watch.fields())
         inside = workload.forward_state_changes(case.mode)
         warnings = [describe(f"model {case.model!r}", f"inside its forward in mode {case.mode!r}", inside),
                     describe(f"model {case.model!r}", f"while running mode {case.mode!r}",
-                             [c for c in guard.changes if c not in inside])]
+                             [c for c in guard.changes if c not in inside]),
+                    f"model {case.model!r} undid mode {case.mode!r} in its own code: {'; '.join(drift)} (set "
+                    "again after each pass; a pass it undid measured something else)" if drift else None]
         announce(warnings[1])  # the first was announced when the forward was observed
+        announce(warnings[2])
         record["global_state_warning"] = "; ".join(w for w in (record.get("global_state_warning"), *warnings)
                                                    if w) or None
 
@@ -241,8 +253,8 @@ def measure_case(case: Case, workload: Workload, run_id: str | None = None, cloc
         record["status"] = "ok"
     except NotCompiled as exc:
         record.update(status="not_applicable", error=str(exc))
-    except KeyboardInterrupt as exc:
-        if interrupts.signalled:  # the user's Ctrl-C: stop
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if interrupts.by_signal(exc):  # the user's Ctrl-C, or SIGTERM: stop
             raise
         record.update(status="error", error=raised_by_model(exc))
     except Exception as exc:  # a failing case is a result: record it and let the sweep go on
@@ -280,8 +292,8 @@ def run_case(
         except Exception as exc:  # the model or its batch could not be built (out of memory, say): a result
             return workload_failure_record(case, run_id or new_run_id(), "oom" if is_oom(exc) else "error",
                                            f"{type(exc).__name__}: {exc}".strip())
-        except KeyboardInterrupt as exc:
-            if interrupts.signalled:
+        except (KeyboardInterrupt, SystemExit) as exc:  # from the model's code (make_input's), or a signal
+            if interrupts.by_signal(exc):
                 raise
             return workload_failure_record(case, run_id or new_run_id(), "error", raised_by_model(exc))
     return measure_case(case, workload, run_id)

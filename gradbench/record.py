@@ -69,7 +69,9 @@ class Record:
                              "(modules built in eval put in train, parameters built frozen made trainable): the "
                              "user's own configuration, which mode as_built measures; null when none")
     global_state_warning: str = _f("outcome", "str", "", "global torch state the model's code changed (named, then "
-                                   "restored before the next case); null when it changed none")
+                                   "restored before the next case), and the mode's own training flags or "
+                                   "requires_grad it switched back (named, then set again after each pass); null "
+                                   "when it changed none")
     # time
     time_median_s: float = _f("time", "float", "s", "median time of one step")
     time_iqr_s: float = _f("time", "float", "s", "interquartile range of the samples")
@@ -166,7 +168,8 @@ class Record:
     fastpath: bool = _f("behaviour", "bool", "", "PyTorch's fused transformer kernels ran (null: no transformer "
                         "layer)")
     max_abs_diff_vs_eval_no_grad: float = _f("behaviour", "float", "", "largest output difference from the same "
-                                             "input under eval_no_grad")
+                                             "input under eval_no_grad; null where the outputs differ in number "
+                                             "or shape")
     # energy: NVML's total energy counter around the timed blocks (measure/energy.py); null on cpu
     energy_sampling: bool = _f("energy", "bool", "", "--energy-sampling: timing went on until its window spanned 10 "
                                "updates of the energy counter, so that energy_j could be measured (null on cpu)")

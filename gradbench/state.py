@@ -2,23 +2,31 @@
 model's own code named and undone, so that one model cannot silently change the numbers of the next.
 
 A user model module that calls ``torch.set_grad_enabled(False)`` at import, changes the default
-dtype, the thread count, autocast, a backend's switch (oneDNN, cuDNN, TF32, the attention kernels),
+dtype, the thread count, autocast, a backend's switch (oneDNN, cuDNN, TF32, the attention kernels, flush
+denormal, autograd's multithreading), disables the garbage collector, adds a warnings filter that hides
+gradbench's warnings,
 re-seeds the RNG, registers a hook on every module (torch.nn.modules.module.register_module_forward_hook
-and its kin) or changes the working directory would otherwise make every later case in that process
-measure something other than what its record says.
+and its kin), changes the working directory, leaves a TorchFunctionMode or TorchDispatchMode pushed,
+or replaces one of torch's functions (``F.dropout = ...``) or an nn.Module method would otherwise make
+every later case in that process measure something other than what its record says.
 """
 from __future__ import annotations
 
+import gc
 import os
 import random
 import sys
+import types
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as _functional
 from torch.nn.modules import module as _nn_module
+from torch.overrides import _get_current_function_mode_stack
+from torch.utils import _python_dispatch
 
 SEED_RANGE = 2**64  # torch.initial_seed() reports a seed modulo this (-5 reads back as 2**64 - 5)
 
@@ -48,9 +56,17 @@ class GlobalHooks:
     full_backward: bool | None = None
 
     def __repr__(self) -> str:
-        names = Counter(f"{getattr(h, '__module__', None) or '?'}.{getattr(h, '__qualname__', type(h).__name__)}"
-                        for items in self.contents for _, h in items if callable(h))
-        return f"[{', '.join(name if n == 1 else f'{name} x{n}' for name, n in names.items())}]"
+        return _counted(_name_of(h) for items in self.contents for _, h in items if callable(h))
+
+
+def _name_of(obj) -> str:
+    return f"{getattr(obj, '__module__', None) or '?'}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def _counted(names) -> str:
+    """'[a.f, b.g x3]': each name once, in order, with how many times it occurs."""
+    counts = Counter(names)
+    return f"[{', '.join(name if n == 1 else f'{name} x{n}' for name, n in counts.items())}]"
 
 
 def _global_hooks(*dicts: str, flag: str | None = None) -> "tuple[Callable, Callable]":
@@ -82,6 +98,182 @@ def _working_directory() -> str:
         return os.getcwd()
     except OSError:  # removed while current
         return "(removed)"
+
+
+@dataclass(frozen=True, eq=False)
+class ModeStack:
+    """The modes on torch's function-mode or dispatch-mode stack, bottom first (the default device's own
+    mode, torch.set_default_device's, is the "default device" switch's and not listed): equal when the
+    very same modes are pushed; shown by their classes."""
+
+    modes: tuple = ()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ModeStack) and len(self.modes) == len(other.modes) and \
+            all(a is b for a, b in zip(self.modes, other.modes))
+
+    def __repr__(self) -> str:
+        return _counted(_name_of(type(m)) for m in self.modes)
+
+
+def _global_device_context():
+    return getattr(getattr(torch, "_GLOBAL_DEVICE_CONTEXT", None), "device_context", None)
+
+
+def _function_modes() -> ModeStack:
+    device = _global_device_context()
+    return ModeStack(tuple(m for m in _get_current_function_mode_stack() if m is not device))
+
+
+def _set_function_modes(value: ModeStack) -> None:
+    """Pop every mode, then push back the default device's own (at the bottom, where torch keeps it) and
+    ``value``'s. Popped, not exited: a mode's own __exit__ is the model's code."""
+    device = _global_device_context()
+    popped = [torch._C._pop_torch_function_stack() for _ in range(torch._C._len_torch_function_stack())]
+    keep = [m for m in popped if m is device]
+    for mode in keep + list(value.modes):
+        torch._C._push_on_torch_function_stack(mode)
+
+
+def _dispatch_modes() -> ModeStack:
+    return ModeStack(tuple(_python_dispatch._get_current_dispatch_mode_stack()))
+
+
+def _set_dispatch_modes(value: ModeStack) -> None:
+    """Pop every mode, then push ``value``'s. TorchDispatchMode's own __exit__ and __enter__ (the base
+    class's, not a subclass's) keep torch's is-in-a-dispatch-mode flags right; a mode pushed without
+    __enter__ is popped plainly."""
+    base = _python_dispatch.TorchDispatchMode
+    while torch._C._len_torch_dispatch_stack():
+        top = torch._C._get_dispatch_stack_at(torch._C._len_torch_dispatch_stack() - 1)
+        if isinstance(top, base) and top.__dict__.get("old_dispatch_mode_flags"):
+            base.__exit__(top, None, None, None)
+        else:
+            _python_dispatch._pop_mode(top.__dict__.get("_mode_key"))
+    for mode in value.modes:
+        base.__enter__(mode) if isinstance(mode, base) else _python_dispatch._push_mode(mode)
+
+
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+_REMOVED = object()
+
+
+def _installed_by_torch(obj) -> bool:
+    """A function torch binds in place of one of its own: a closure in torch's own package (torch._dynamo
+    wraps torch.manual_seed and tags nn.Module.__init__ and __setstate__ when it first compiles)."""
+    obj = getattr(obj, "__func__", obj)  # staticmethod, classmethod
+    code = getattr(obj, "__code__", None)
+    return code is not None and "<locals>" in getattr(code, "co_qualname", "<locals>") and \
+        os.path.abspath(code.co_filename).startswith(_TORCH_DIR)
+
+
+@dataclass(frozen=True, eq=False)
+class Bindings:
+    """What each attribute of a namespace (torch's callables, torch.nn.functional's, nn.Module's methods) is
+    bound to, compared by identity: equal when no attribute was rebound or removed, save by torch itself."""
+
+    prefix: str
+    owner: object
+    objects: tuple  # (name, object) pairs
+
+    def rebound(self, found: "Bindings") -> list[tuple[str, object]]:
+        """(name, object in ``found``) for each attribute ``found`` binds otherwise, where neither binding is
+        torch's own wrapper (so that equality is the same both ways round)."""
+        now = dict(found.objects)
+        out = []
+        for name, obj in self.objects:
+            new = now.get(name, _REMOVED)
+            if new is not obj and not _installed_by_torch(new) and not _installed_by_torch(obj):
+                out.append((name, new))
+        return out
+
+    def changes_to(self, found: "Bindings") -> list[str]:
+        return [f"{self.prefix}.{name} " + ("removed" if new is _REMOVED else f"replaced by {_name_of(new)}")
+                for name, new in self.rebound(found)]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Bindings) and not self.rebound(other) and not other.rebound(self)
+
+    def __repr__(self) -> str:
+        return f"<{len(self.objects)} attributes of {self.prefix}>"
+
+
+def _is_callable(obj) -> bool:
+    return callable(obj) and not isinstance(obj, types.ModuleType)
+
+
+def _is_method(obj) -> bool:
+    return callable(obj) or isinstance(obj, (staticmethod, classmethod, property))
+
+
+def _bindings(prefix: str, owner, keep: Callable[[object], bool]) -> "tuple[Callable, Callable]":
+    """Getter and setter of a namespace's bindings: setting rebinds what was rebound and not by torch."""
+    def get():
+        return Bindings(prefix, owner, tuple((n, o) for n, o in list(vars(owner).items()) if keep(o)))
+
+    def set_(value: Bindings):
+        for name, _ in value.rebound(get()):
+            setattr(owner, name, dict(value.objects)[name])
+    return get, set_
+
+
+def _flush_denormal() -> bool:
+    """torch has no getter for set_flush_denormal: a denormal float32 times one reads back as zero when it is
+    on. The flag is the calling thread's (the CPU's FTZ/DAZ bits), as is this one-element probe; no mode a
+    model left pushed sees it."""
+    with torch._C._DisableTorchDispatch(), torch._C.DisableTorchFunction():
+        return torch.tensor([1e-40], dtype=torch.float32, device="cpu").mul(1.0).item() == 0.0
+
+
+def _set_gc_enabled(value: bool) -> None:
+    gc.enable() if value else gc.disable()
+
+
+def _describe_filter(f: tuple) -> str:
+    action, message, category, module, lineno = f
+    return " ".join(filter(None, (action, category.__name__, message and f"matching {message.pattern!r}",
+                                  module and f"in {module.pattern}", lineno and f"line {lineno}")))
+
+
+def _a_librarys_own(f: tuple) -> bool:
+    """A filter for a library's own warning class (sympy's import adds 'once' for SymPyDeprecationWarning):
+    the library's business, hiding none of gradbench's or another model's warnings."""
+    return f[2].__module__ != "builtins"
+
+
+@dataclass(frozen=True, eq=False)
+class WarningFilters:
+    """warnings.filters: equal when no filter was added or removed, save a library's for its own class
+    (whose going is as harmless)."""
+
+    filters: tuple
+
+    def _diff(self, found: "WarningFilters") -> tuple[list, list]:
+        added = [f for f in found.filters if f not in self.filters and not _a_librarys_own(f)]
+        removed = [f for f in self.filters if f not in found.filters and not _a_librarys_own(f)]
+        return added, removed
+
+    def changes_to(self, found: "WarningFilters") -> list[str]:
+        added, removed = self._diff(found)
+        return [f"warnings filter {_describe_filter(f)} added" for f in added] + \
+            [f"warnings filter {_describe_filter(f)} removed" for f in removed]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, WarningFilters) and self._diff(other) == ([], [])
+
+    def __repr__(self) -> str:
+        return f"<{len(self.filters)} warnings filters>"
+
+
+def _warning_filters() -> WarningFilters:
+    return WarningFilters(tuple(warnings.filters))
+
+
+def _set_warning_filters(value: WarningFilters) -> None:
+    """As ``value`` holds them, keeping what a library added for its own class since."""
+    kept = [f for f in warnings.filters if f not in value.filters and _a_librarys_own(f)]
+    warnings.filters[:] = kept + list(value.filters)
+    warnings._filters_mutated()  # cached per-module decisions are stale now
 
 
 _backends, _matmul = torch.backends, torch.backends.cuda.matmul
@@ -123,8 +315,22 @@ SWITCHES = (
                                                               "_global_parameter_registration_hooks",
                                                               "_global_buffer_registration_hooks")),
     Switch("working directory", _working_directory, _set_working_directory),
+    Switch("garbage collector enabled", gc.isenabled, _set_gc_enabled),
+    Switch("flush denormal", _flush_denormal, torch.set_flush_denormal),
+    Switch("autograd multithreading", torch.autograd.is_multithreading_enabled,
+           torch._C._set_multithreading_enabled),
+    Switch("warnings filters", _warning_filters, _set_warning_filters),
+    Switch("torch functions", *_bindings("torch", torch, _is_callable)),
+    Switch("torch.nn.functional functions", *_bindings("torch.nn.functional", _functional, _is_callable)),
+    Switch("torch.nn.Module methods", *_bindings("torch.nn.Module", torch.nn.Module, _is_method)),
     Switch("RNG seed", torch.initial_seed, torch.manual_seed),
+    # last: set after every other switch, so that no leaked mode is on the stacks while they are set (apply)
+    Switch("torch function modes", _function_modes, _set_function_modes),
+    Switch("torch dispatch modes", _dispatch_modes, _set_dispatch_modes),
 )
+MODE_STACKS = ("torch function modes", "torch dispatch modes")
+_AS_THE_PROCESS_HAS_THEM = ("torch functions", "torch.nn.functional functions", "torch.nn.Module methods",
+                            "garbage collector enabled", "warnings filters")  # a harness may disable gc itself
 _NO_HOOKS = {s.name: GlobalHooks(tuple(() for _ in s.get().contents)) for s in SWITCHES
              if isinstance(s.get(), GlobalHooks)}
 
@@ -147,16 +353,20 @@ TORCH_DEFAULTS = {
     "autocast (cpu)": False,
     "autocast (cuda)": False,
     **_NO_HOOKS,
+    **{name: ModeStack() for name in MODE_STACKS},
 }
 
 
 def expected_state(seed: int | None, threads: int | None = None, cudnn_benchmark: bool = False) -> dict:
-    """What every case runs under: torch's defaults (no global module hooks), backend switches as the
-    process found them, the process's thread count and working directory, and the case's settings.
+    """What every case runs under: torch's defaults (no global module hooks, no function or dispatch mode
+    pushed), backend switches as the process found them, the process's thread count, working directory,
+    garbage collector, warnings filters and torch's functions and nn.Module's methods as they are now (a sweep worker takes this before any model's code runs), and the
+    case's settings.
 
     ``seed=None``: the RNG is left out (a check between cases: each case seeds its own).
     """
-    expected = {**_AS_FOUND, **TORCH_DEFAULTS,
+    now = {s.name: s.get() for s in SWITCHES if s.name in _AS_THE_PROCESS_HAS_THEM}
+    expected = {**_AS_FOUND, **TORCH_DEFAULTS, **now,
                 "threads": torch.get_num_threads() if threads is None else threads,
                 "working directory": _working_directory(),
                 "cudnn.benchmark": cudnn_benchmark,
@@ -167,14 +377,25 @@ def expected_state(seed: int | None, threads: int | None = None, cudnn_benchmark
 
 
 def apply(state: dict) -> None:
+    """Set every switch ``state`` names. The mode stacks are emptied first, so that a mode a model left
+    pushed intercepts none of the setters, and pushed again last where ``state`` holds modes."""
+    for s in SWITCHES:
+        if s.name in MODE_STACKS and s.name in state and s.get() != ModeStack():
+            s.set(ModeStack())
     for s in SWITCHES:
         if s.set is not None and s.name in state and s.get() != state[s.name]:
             s.set(state[s.name])
 
 
 def differences(found: dict, expected: dict) -> list[str]:
-    """'grad mode enabled True -> False' for each switch that is not as expected."""
-    return [f"{name} {expected[name]!r} -> {found[name]!r}" for name in expected if found[name] != expected[name]]
+    """'grad mode enabled True -> False' for each switch that is not as expected; a switch of many parts
+    (torch's functions) names the parts that changed."""
+    out = []
+    for name in expected:
+        if found[name] != expected[name]:
+            parts = getattr(expected[name], "changes_to", None)
+            out.extend(parts(found[name]) if parts else [f"{name} {expected[name]!r} -> {found[name]!r}"])
+    return out
 
 
 def check_and_restore(expected: dict) -> list[str]:

@@ -186,7 +186,7 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
                 status = "oom" if is_oom(exc) else "error"
                 record = failure_record(case, run_id, status, f"{type(exc).__name__}: {exc}".strip())
                 record["traceback"] = traceback.format_exc(limit=5)
-            except KeyboardInterrupt as exc:  # raised by the model's factory: a worker ignores SIGINT
+            except (KeyboardInterrupt, SystemExit) as exc:  # the model's code's: a worker ignores SIGINT and SIGTERM
                 record = failure_record(case, run_id, "error", raised_by_model(exc))
                 record["traceback"] = traceback.format_exc(limit=5)
             if leaked:

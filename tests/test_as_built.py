@@ -53,3 +53,67 @@ def test_an_unknown_head_is_refused_naming_the_linear_modules():
     assert "--head 'nope'" in record["error"] and "body, out, aux" in record["error"]
     with pytest.raises(ValueError, match="bad head ''"):
         run_case("mlp", "tiny", 8, mode="finetune_head", head="")
+
+
+class _Checkpointed:
+    """pre -> a checkpointed segment around mid -> head; the output also as a complex tensor, or in a dict
+    beside an integer tensor."""
+
+    @staticmethod
+    def build(reentrant: bool, output: str = "tensor"):
+        import torch
+        from torch import nn
+        from torch.utils.checkpoint import checkpoint
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.pre, self.mid, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+
+            def forward(self, x):
+                h = checkpoint(lambda h: torch.tanh(self.mid(h)), self.pre(x), use_reentrant=reentrant)
+                y = self.head(h)
+                if output == "complex":
+                    return torch.complex(y, torch.zeros_like(y))
+                return {"labels": torch.zeros(2, dtype=torch.long), "logits": y} if output == "dict" else y
+
+        return Net()
+
+
+@pytest.mark.parametrize("reentrant, output", [
+    (False, "tensor"),  # was 'mid': the checkpoint's recomputation in the backward ran mid's forward hook last
+    (True, "tensor"),  # was: RuntimeError, reentrant checkpointing refuses autograd.grad
+    (False, "complex"),  # was: ValueError, the output depends on no nn.Linear's weight
+    (False, "dict"),
+])
+def test_output_head_is_the_last_linear_on_the_output_path_whatever_the_model_does(reentrant, output):
+    import warnings
+
+    import torch
+
+    from gradbench.modes import output_head
+
+    model = _Checkpointed.build(reentrant, output)
+    x = torch.randn(2, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reentrant checkpointing warns that no input requires grad
+        assert output_head(model, lambda: model(x)) == "head"
+
+
+def test_output_head_leaves_every_grad_and_requires_grad_as_it_found_them():
+    import warnings
+
+    import torch
+
+    from gradbench.modes import output_head
+
+    model = _Checkpointed.build(reentrant=True)
+    model.pre.bias.requires_grad_(False)
+    held = torch.full_like(model.head.weight, 3.0)
+    model.head.weight.grad = held
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert output_head(model, lambda: model(torch.randn(2, 4))) == "head"
+    assert model.head.weight.grad is held and torch.equal(held, torch.full_like(held, 3.0))
+    assert [n for n, p in model.named_parameters() if p.grad is not None] == ["head.weight"]
+    assert [n for n, p in model.named_parameters() if not p.requires_grad] == ["pre.bias"]

@@ -97,3 +97,41 @@ def test_a_model_that_fails_only_in_eval_fails_only_its_eval_cases():
     broken = gradbench.run_case(model="user_models:fails_in_eval", size="x", batch_size=4, mode="eval_no_grad",
                                 max_time_s=FAST, workload=workload)
     assert broken["status"] == "error" and "boom in eval" in broken["error"]
+
+
+@pytest.mark.parametrize("reference_shape", [(1, 3), (5, 3)])  # broadcast to a number; raised
+def test_outputs_of_another_shape_have_no_difference_rather_than_a_broadcast_one(reference_shape):
+    import torch
+
+    from gradbench.measure.behaviour import default_generators, probe_behaviour
+
+    model = torch.nn.Linear(3, 3)
+    x = torch.ones(4, 3)
+    r = probe_behaviour(model, lambda: model(x), [torch.zeros(reference_shape)], 0,
+                        default_generators(torch.device("cpu")))
+    assert r["max_abs_diff_vs_eval_no_grad"] is None
+
+
+def test_a_probe_forward_that_raises_leaves_the_random_streams_as_they_were():
+    import random
+
+    import numpy as np
+    import torch
+
+    from gradbench.measure.behaviour import default_generators, probe_behaviour
+
+    model = torch.nn.Linear(3, 3)
+    calls = []
+
+    def forward():
+        calls.append(1)
+        if len(calls) == 2:  # the second probe, under seed + 1
+            raise RuntimeError("boom")
+        return model(torch.ones(2, 3))
+
+    torch.manual_seed(7), random.seed(7), np.random.seed(7)
+    expected = (torch.rand(1), random.random(), np.random.rand())
+    torch.manual_seed(7), random.seed(7), np.random.seed(7)
+    with pytest.raises(RuntimeError, match="boom"):
+        probe_behaviour(model, forward, None, 0, default_generators(torch.device("cpu")))
+    assert (torch.rand(1), random.random(), np.random.rand()) == expected

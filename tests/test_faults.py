@@ -304,6 +304,41 @@ def test_a_real_ctrl_c_while_a_model_runs_still_stops_run_case():
     assert signal.getsignal(signal.SIGINT) is handler
 
 
+@pytest.mark.parametrize("function, message", [
+    ("exits", "SystemExit raised inside the model's code (sys.exit(3)), not by a signal (in forward"),
+    ("exits_in_make_input", "SystemExit raised inside the model's code (sys.exit('no batch today'))"),
+])
+def test_run_case_records_a_sys_exit_in_the_models_code(function, message):
+    try:
+        r = gradbench.run_case(model=f"user_models:{function}", size="x", batch_size=2, mode="eval",
+                               max_time_s=0.02)
+    except SystemExit:
+        pytest.fail("the model's sys.exit() escaped run_case and would have ended the measuring process")
+    assert r["status"] == "error" and r["error"].startswith(message), r["error"]
+
+
+def test_a_sys_exit_in_a_models_forward_is_an_error_and_the_sweep_goes_on(tmp_path):
+    model = f"{os.path.join(os.path.dirname(__file__), 'fixtures', 'user_models.py')}:exits"
+    code, records = _sweep_with(model, tmp_path)
+    assert code == 0
+    theirs = [r for r in records if r["model"] == model]
+    assert len(theirs) == 2 and all(r["status"] == "error" and "sys.exit(3)" in r["error"] for r in theirs), theirs
+    assert [r["status"] for r in records if r["model"] == "mlp"] == ["ok", "ok"]
+
+
+def test_a_real_sigterm_while_a_model_runs_still_stops_run_case():
+    import signal
+
+    from gradbench.runner import Terminated, _terminated_as_exit
+
+    with _terminated_as_exit():  # the runner's own handler: SIGTERM raises Terminated, a SystemExit
+        handler = signal.getsignal(signal.SIGTERM)
+        with pytest.raises(Terminated):
+            gradbench.run_case(model="user_models:terminates_itself", size="x", batch_size=2, mode="eval",
+                               max_time_s=0.02)
+        assert signal.getsignal(signal.SIGTERM) is handler
+
+
 def test_a_real_ctrl_c_stops_a_sweep_while_a_model_runs(tmp_path):
     import signal
     import subprocess

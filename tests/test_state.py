@@ -1,5 +1,6 @@
 """Clean global state per case: a model's code that changes torch's global switches is named in a
 warning and in the record, undone, and cannot change another case's numbers."""
+import gc
 import os
 import subprocess
 import sys
@@ -14,6 +15,26 @@ from gradbench.workload import Workload
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 FAST = 0.02
+
+
+@pytest.fixture
+def process_state_kept(monkeypatch):
+    """What state_changers changes, put back after the test whatever gradbench did (so that a test run
+    against a gradbench that does not restore it leaves the other tests alone)."""
+    import torch.nn.functional as F
+
+    monkeypatch.setattr(F, "dropout", F.dropout)
+    monkeypatch.setattr(torch, "relu", torch.relu)
+    monkeypatch.setattr(torch.nn.Module, "zero_grad", torch.nn.Module.zero_grad)
+    gc_enabled, multithreading = gc.isenabled(), torch.autograd.is_multithreading_enabled()
+    yield
+    gc.enable() if gc_enabled else gc.disable()
+    torch.set_flush_denormal(False)
+    torch._C._set_multithreading_enabled(multithreading)
+    while torch._C._len_torch_function_stack():
+        torch._C._pop_torch_function_stack()
+    while torch._C._len_torch_dispatch_stack():
+        torch._C._pop_torch_dispatch_stack()
 
 
 def test_module_that_turns_grad_off_at_import_is_named_and_undone():
@@ -34,6 +55,22 @@ def test_forward_that_changes_state_is_named_for_its_case_and_undone():
     assert "while running mode 'eval'" in r["global_state_warning"]
     assert "default dtype torch.float32 -> torch.float64" in r["global_state_warning"]
     assert torch.get_default_dtype() == torch.float32
+
+
+@pytest.mark.parametrize("how, mode, named, labelled", [
+    ("train", "eval", "put 3 module(s) in train mode (_UndoesItsMode, fc, drop)", (False, True)),
+    ("thaw", "frozen", "set requires_grad=True on 2 parameter(s) (fc.weight, fc.bias)", (True, False)),
+])
+def test_a_forward_that_undoes_its_mode_is_named_and_later_passes_measure_the_mode(how, mode, named, labelled):
+    workload = Workload("user_models:undoes_its_mode", how, 4, "cpu", "float32")
+    r = gradbench.run_case(model="user_models:undoes_its_mode", size=how, batch_size=4, mode=mode, max_time_s=FAST,
+                           workload=workload)
+    assert r["status"] == "ok", r["error"]
+    assert f"undid mode {mode!r} in its own code: {named}" in (r["global_state_warning"] or ""), \
+        r["global_state_warning"]
+    assert workload.model.seen[-1] == labelled  # the timing pass ran in the mode its record names
+    assert all(m.training for m in workload.model.modules()) and all(p.requires_grad for p in
+                                                                     workload.model.parameters())  # as built
 
 
 def test_modes_set_their_switches_whatever_the_caller_left_on():
@@ -129,8 +166,22 @@ def test_sweep_names_the_module_and_later_cases_are_unaffected(tmp_path):
     ("backward_pre_hook@forward", "global module backward pre-hooks [] -> [state_changers.watch"),
     ("chdir@build", "working directory"),
     ("chdir@forward", "working directory"),
+    ("patch_dropout@build", "torch.nn.functional.dropout replaced by state_changers.no_dropout"),
+    ("patch_dropout@forward", "torch.nn.functional.dropout replaced by state_changers.no_dropout"),
+    ("patch_relu@build", "torch.relu replaced by state_changers.relu_unchanged"),
+    ("patch_module@build", "torch.nn.Module.zero_grad replaced by state_changers.no_zero_grad"),
+    ("function_mode@build", "torch function modes [] -> [state_changers.SkipsDropout]"),
+    ("function_mode@forward", "torch function modes [] -> [state_changers.SkipsDropout"),
+    ("dispatch_mode@build", "torch dispatch modes [] -> [state_changers.PassesThrough]"),
+    ("dispatch_mode@forward", "torch dispatch modes [] -> [state_changers.PassesThrough"),
+    ("gc_off@build", "garbage collector enabled True -> False"),
+    ("gc_off@forward", "garbage collector enabled True -> False"),
+    ("flush_denormal@build", "flush denormal False -> True"),
+    ("autograd_single_thread@forward", "autograd multithreading True -> False"),
+    ("ignore_warnings@build", "warnings filter ignore Warning added"),
+    ("ignore_warnings@forward", "warnings filter ignore Warning added"),
 ])
-def test_every_kind_of_change_is_named_and_the_next_case_is_clean(size, named):
+def test_every_kind_of_change_is_named_and_the_next_case_is_clean(size, named, process_state_kept):
     before = state.snapshot()
     r = gradbench.run_case(model="state_changers:build", size=size, batch_size=4, mode="train", max_time_s=FAST)
     assert named in (r["global_state_warning"] or ""), r["global_state_warning"]
@@ -138,6 +189,74 @@ def test_every_kind_of_change_is_named_and_the_next_case_is_clean(size, named):
     assert {k: v for k, v in after.items() if k != "RNG seed"} == {k: v for k, v in before.items() if k != "RNG seed"}
     clean = gradbench.run_case(model="cnn", size="tiny", batch_size=4, mode="eval_no_grad", max_time_s=FAST)
     assert clean["global_state_warning"] is None
+
+
+BEHAVIOUR = ("status", "dropout_active", "dropout_evidence", "stochastic_ops", "saved_bytes", "graph_recorded",
+             "grads_computed", "global_state_warning")
+
+
+@pytest.mark.parametrize("change, named", [
+    ("patch_dropout", "torch.nn.functional.dropout replaced by state_changers.no_dropout"),
+    ("function_mode", "torch function modes [] -> [state_changers.SkipsDropout]"),
+    ("dispatch_mode", "torch dispatch modes [] -> [state_changers.PassesThrough]"),
+    ("patch_relu", "torch.relu replaced by state_changers.relu_unchanged"),
+])
+def test_the_next_built_in_model_measures_as_it_does_alone(change, named, process_state_kept):
+    """Issue 24: a factory that monkeypatched F.dropout, or left a function mode pushed, made mlp's train
+    record say dropout_active False and saved_bytes 23040 (41472 alone), with no warning anywhere."""
+    alone = gradbench.run_case(model="mlp", size="tiny", batch_size=4, mode="train", max_time_s=FAST)
+    assert alone["dropout_active"] is True and alone["global_state_warning"] is None
+    changer = gradbench.run_case(model="state_changers:build", size=f"{change}@build", batch_size=4, mode="train",
+                                 max_time_s=FAST)
+    assert named in (changer["global_state_warning"] or ""), changer["global_state_warning"]
+    after = gradbench.run_case(model="mlp", size="tiny", batch_size=4, mode="train", max_time_s=FAST)
+    assert {f: after[f] for f in BEHAVIOUR} == {f: alone[f] for f in BEHAVIOUR}
+
+
+def test_a_callers_own_function_mode_sits_out_the_case_and_survives_it():
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
+
+    class CountsLinear(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            CountsLinear.calls += func is F.linear
+            return func(*args, **(kwargs or {}))
+
+    with CountsLinear():
+        r = gradbench.run_case(model="mlp", size="tiny", batch_size=4, mode="train", max_time_s=FAST)
+        assert r["status"] == "ok" and r["global_state_warning"] is None
+        assert CountsLinear.calls == 0  # not run inside the case: the model's forwards are not intercepted
+        torch.nn.Linear(2, 2)(torch.ones(2))
+        assert CountsLinear.calls == 1  # and the caller's again afterwards
+
+
+def test_check_and_restore_names_what_a_model_left_behind_in_one_line_each(process_state_kept):
+    import torch.nn.functional as F
+
+    from state_changers import CHANGES
+
+    expected = state.expected_state(seed=None)
+    dropout = F.dropout
+    for change in ("patch_dropout", "function_mode", "dispatch_mode"):
+        CHANGES[change]()
+    assert state.check_and_restore(expected) == [
+        "torch.nn.functional.dropout replaced by state_changers.no_dropout",
+        "torch function modes [] -> [state_changers.SkipsDropout]",
+        "torch dispatch modes [] -> [state_changers.PassesThrough]"]
+    assert F.dropout is dropout
+    assert not torch._C._len_torch_function_stack() and not torch._C._len_torch_dispatch_stack()
+    assert state.check_and_restore(expected) == []
+
+
+def test_what_torch_itself_rebinds_is_not_a_change():
+    """torch.compile's first call wraps torch.manual_seed and tags nn.Module.__init__ (torch._dynamo), and
+    adds an 'once' warnings filter for SymPy: torch's doing, not a model's, and left as torch set it."""
+    expected = state.expected_state(seed=None)
+    compiled = torch.compile(torch.nn.Linear(2, 2), backend="eager")
+    compiled(torch.ones(2)).sum().backward()
+    assert state.check_and_restore(expected) == []
 
 
 def test_a_global_module_hook_from_one_model_does_not_reach_the_next():

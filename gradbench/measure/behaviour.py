@@ -140,8 +140,48 @@ def _comparable(outputs: list[torch.Tensor]) -> bool:
     return any(bool((~t.isnan()).any()) for t in outputs)
 
 
+class _RandomStreams:
+    """The random streams the probes seed (the default generators, Python's, NumPy's), taken to be put back:
+    whatever a probe forward raises, the caller's next random number is the one it would have drawn."""
+
+    def __init__(self, generators: list[torch.Generator]):
+        self.generators = [(g, g.get_state()) for g in generators]
+        self.python = random.getstate()
+        numpy = sys.modules.get("numpy")
+        self.numpy = numpy.random.get_state() if numpy is not None else None
+
+    def restore(self) -> None:
+        for g, saved in self.generators:
+            g.set_state(saved)
+        random.setstate(self.python)
+        if self.numpy is not None:
+            sys.modules["numpy"].random.set_state(self.numpy)
+
+
+def max_abs_diff(outputs: list[torch.Tensor], reference: list[torch.Tensor] | None) -> float | None:
+    """Largest elementwise difference from the reference outputs; None where they cannot be compared
+    element for element (another count of tensors, or a tensor of another shape: broadcasting would
+    compare elements that do not correspond)."""
+    if reference is None or len(reference) != len(outputs) or \
+            any(a.shape != b.shape for a, b in zip(outputs, reference)):
+        return None
+    return max((float((a.float() - b.float()).abs().max()) for a, b in zip(outputs, reference) if a.numel()),
+               default=0.0)
+
+
 def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: list[torch.Tensor] | None,
                     seed: int, generators: list[torch.Generator], instrumented: bool = True) -> dict:
+    """What the mode did, from the probe forwards (``_probe``); the random streams they seed are put back
+    afterwards, raised or not."""
+    streams = _RandomStreams(generators)
+    try:
+        return _probe(model, forward, reference, seed, generators, instrumented)
+    finally:
+        streams.restore()
+
+
+def _probe(model: nn.Module, forward: Callable[[], object], reference: list[torch.Tensor] | None,
+           seed: int, generators: list[torch.Generator], instrumented: bool = True) -> dict:
     """Forwards through ``forward()`` under seed, seed + 1 and, if they differ, seed again; what the mode did.
 
     ``reference``: outputs of the same input under eval_no_grad, for max_abs_diff_vs_eval_no_grad.
@@ -202,12 +242,7 @@ def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: 
                 stochastic = True  # untraced, the seed mattered and repeats
             else:
                 stochastic, evidence = bool(trace.rng_ops), "random_ops"
-    diff = None
-    if reference is not None and len(reference) == len(first):
-        diff = max(
-            (float((a.float() - b.float()).abs().max()) for a, b in zip(first, reference) if a.numel()),
-            default=0.0,
-        )
+    diff = max_abs_diff(first, reference)
     has_transformer = any(isinstance(m, _TRANSFORMER_LAYERS) for m in model.modules())
     return {
         "dropout_active": stochastic,
