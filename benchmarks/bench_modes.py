@@ -1,6 +1,6 @@
 """asv benchmarks: each mode's forward and train-step time, memory and saved bytes.
 
-Params come from gradbench.harness (GRADBENCH_ASV_GRID=quick|default|full). All preparation is in
+Params come from gradbench.harness (GRADBENCH_ASV_GRID=smoke|quick|default|full). All preparation is in
 setup, through gradbench's one pipeline (state, behaviour, memory, flops) and its warm-up rule; the
 timed methods do nothing but a block of steps, which the suite's timer counts per step. Combinations
 that cannot run here (cuda without a GPU, a train step where no graph exists) raise

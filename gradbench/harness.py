@@ -24,6 +24,9 @@ GRID_VARIABLE = "GRADBENCH_ASV_GRID"
 # torch.compile and autocast axes, off unless asked for (lists as on the command line: "none,default")
 AXIS_VARIABLES = {"compile": "GRADBENCH_COMPILE", "autocast": "GRADBENCH_AUTOCAST"}
 GRIDS = {
+    # the suites' own test: two modes, so that asv starts 20 processes, not quick's 50 (4-5 s each)
+    "smoke": Grid(models=("mlp",), sizes=("tiny",), batch_sizes=(8,), devices=("cpu", "cuda"),
+                  modes=("train", "eval_no_grad")),
     # CI and a first look: a few processes' worth
     "quick": Grid(models=("mlp",), sizes=("tiny",), batch_sizes=(8,), devices=("cpu", "cuda"), modes=CORE_MODES),
     # a laptop: under 15 minutes of asv on a 2-core CPU (asv starts a process per combination)

@@ -39,14 +39,14 @@ def _same_fields_as_gradbench_run(records):
 def test_pytest_benchmark_suite_writes_extra_info(tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "benchmarks", "--gradbench-grid", "quick", "--benchmark-json", str(out),
+        [sys.executable, "-m", "pytest", "benchmarks", "--gradbench-grid", "smoke", "--benchmark-json", str(out),
          "-q", "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["machine_info"]["torch"] and "gpu" in data["machine_info"]
     benchmarks = data["benchmarks"]
-    grid = GRIDS["quick"]
+    grid = GRIDS["smoke"]
     cpu_cases = len(grid.models) * len(grid.sizes) * len(grid.batch_sizes) * len(grid.modes)
     graph_modes = sum(m in ("train", "eval", "finetune_head") for m in grid.modes)
     assert len(benchmarks) == cpu_cases + graph_modes * cpu_cases // len(grid.modes)
@@ -93,7 +93,7 @@ def test_asv_check_and_quick_run_save_results(tmp_path):
     head = _git_head()
     if head is None:
         pytest.skip("asv run needs a git checkout")
-    env = {**os.environ, "HOME": str(tmp_path), "GRADBENCH_ASV_GRID": "quick"}
+    env = {**os.environ, "HOME": str(tmp_path), "GRADBENCH_ASV_GRID": "smoke"}
     config = json.load(open(os.path.join(ROOT, "asv.conf.json")))
     config.update(repo=ROOT, benchmark_dir=os.path.join(ROOT, "benchmarks"), results_dir=str(tmp_path / "results"),
                   html_dir=str(tmp_path / "html"),
@@ -123,7 +123,7 @@ def test_asv_check_and_quick_run_save_results(tmp_path):
         assert any(n.endswith("." + name) for n in names), name
     peak = next(v for n, v in saved["results"].items() if n.endswith(".track_peak_bytes"))
     values = peak[0]  # one value per parameter combination, cpu ones first; cuda ones null here
-    assert all(_is_number(v) and v > 0 for v in values[: len(GRIDS["quick"].modes)])
+    assert all(_is_number(v) and v > 0 for v in values[: len(GRIDS["smoke"].modes)])
     records = read_asv_results(str(tmp_path / "results"))
     _same_fields_as_gradbench_run(records)
     ours = _run_case_record("train")
@@ -263,5 +263,5 @@ def test_grid_from_env(monkeypatch):
     monkeypatch.setenv("GRADBENCH_ASV_GRID", "default")
     assert grid_from_env() == GRIDS["default"]  # eager: no compile or autocast asked for
     monkeypatch.setenv("GRADBENCH_ASV_GRID", "huge")
-    with pytest.raises(ValueError, match="unknown GRADBENCH_ASV_GRID 'huge'; valid grids: quick, default, full"):
+    with pytest.raises(ValueError, match="unknown GRADBENCH_ASV_GRID 'huge'; valid grids: smoke, quick, default, full"):
         grid_from_env()
