@@ -184,8 +184,8 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
                 time_it: bool = False, max_time_s: float = 2.0, write=None, run_id: str | None = None) -> dict:
     """One case's answer as a JSON-ready object (the fields of `gradbench capacity --format json`).
 
-    ``write(record)``, if given, receives the record of every batch measured (source "capacity",
-    with the budget and the answer), and with ``time_it`` the timed record at the answer."""
+    ``write(record)``, if given, receives the record of every batch measured (kind capacity_probe, source
+    "capacity", with the budget and the answer), and with ``time_it`` the timed record at the answer."""
     from .modes import MODES
     from .record import new_run_id
 
@@ -234,7 +234,8 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
             out["error"] = f"timing at batch {found.max_batch_size}: {record['status']}: {record['error']}"
     if write is not None:
         for record in [*needed.records.values(), *([timed] if timed else [])]:
-            write({**record, "source": "capacity", "memory_budget_bytes": budget_bytes,
+            # kind says what the record is; source "capacity" stays, as readers before kind tell them by it
+            write({**record, "source": "capacity", "kind": "capacity_probe", "memory_budget_bytes": budget_bytes,
                    "capacity_batch_size": found.max_batch_size})
     return out
 

@@ -12,6 +12,12 @@ import math
 import uuid
 from dataclasses import dataclass, field, fields
 
+# The record format; migrate.py brings older records to it on reading, one step per version:
+# 1 = gradbench 0.1, 2 = 0.2, 3 = 0.3, 4 = 0.4 (before format_version was written), 5 = format_version and kind.
+FORMAT_VERSION = 5
+# What a record stands for. Readers take every record as a case unless told apart, by source today.
+# "prediction" and "ab_trial" are reserved for issue 25's predicted cases and A/B trials; nothing writes them yet.
+KINDS = ("case", "capacity_probe", "prediction", "ab_trial")
 STATUSES = ("ok", "error", "oom", "timeout", "crashed", "not_applicable")
 # A case recorded with one of these is done; resume re-runs the others (failures may be transient).
 DONE_STATUSES = ("ok", "not_applicable")
@@ -20,6 +26,8 @@ DONE_STATUSES = ("ok", "not_applicable")
 WORKLOAD_FIELDS = ("model", "size", "batch_size", "device", "dtype", "compile", "autocast")
 CASE_KEY_FIELDS = (*WORKLOAD_FIELDS, "mode", "step")
 # What a record from before a field existed means by its null: files from before gradbench 0.4 ran eager.
+# Reading JSONL fills these in already (migrate.py); asv and pytest-benchmark records, and records made
+# in memory, still leave them null, so every reader keeps reading a null through this.
 IDENTITY_DEFAULTS = {"compile": "none", "autocast": "none"}
 # Settings that change what a case measures without changing which case it is: a results file holds
 # one value of each, so that --resume never mixes two experiments under one case key.
@@ -36,6 +44,12 @@ def _f(group: str, kind: str, unit: str, doc: str):
 @dataclass
 class Record:
     """One case. Every field may be null: not measured, not applicable, or not recorded by that source."""
+
+    # record: which format it is written in, and what it stands for
+    format_version: int = _f("record", "int", "", "the record format (1 = gradbench 0.1 ... 4 = 0.4, 5 = this "
+                             "field's own); older records are migrated on reading, so readers see the newest")
+    kind: str = _f("record", "str", "", "case (one measured case), or capacity_probe (one batch a `gradbench "
+                   "capacity` search measured); prediction and ab_trial are reserved")
 
     # identity: what was run
     model: str = _f("identity", "str", "",
@@ -220,8 +234,9 @@ BEHAVIOUR_FLAGS = tuple(name for name, meta in SCHEMA.items()
 
 
 def new_record(**values) -> dict:
-    """A record as a dict with every declared field (null where not given); unknown names raise TypeError."""
-    record = vars(Record(**values)).copy()
+    """A record as a dict with every declared field (null where not given); unknown names raise TypeError.
+    It is of the current format and, unless told otherwise, a case."""
+    record = vars(Record(**{"format_version": FORMAT_VERSION, "kind": "case", **values})).copy()
     if record["timestamp"] is None:
         record["timestamp"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return record
@@ -257,7 +272,7 @@ NON_NEGATIVE_UNITS = ("bytes", "count")
 def kind_errors(record: dict) -> list[str]:
     """Declared fields whose values are not of their kind, or out of its range (a reader skips such a
     record): an int beyond int64, a float that is not finite, bytes or a count below 0, a status that is
-    not one of STATUSES."""
+    not one of STATUSES, a kind not one of KINDS."""
     problems = [f"{name}={short_repr(record[name])} is not {meta['kind']}" for name, meta in SCHEMA.items()
                 if record.get(name) is not None and not _is_kind(record[name], meta["kind"])]
     problems += [f"{name}={short_repr(record[name])} is below 0" for name, meta in SCHEMA.items()
@@ -265,6 +280,8 @@ def kind_errors(record: dict) -> list[str]:
                  and record[name] < 0]
     if record.get("status") is not None and record["status"] not in STATUSES:
         problems.append(f"status={short_repr(record['status'])} is not one of {', '.join(STATUSES)}")
+    if record.get("kind") is not None and record["kind"] not in KINDS:
+        problems.append(f"kind={short_repr(record['kind'])} is not one of {', '.join(KINDS)}")
     return problems
 
 
