@@ -21,9 +21,10 @@ from .case import DEVICES, STEPS, validate_device
 from .compiled import AUTOCAST_SETTINGS, COMPILE_SETTINGS
 from .errors import WriteFailed
 from .inputs import NotRegularFile, read_regular
+from .migrate import TooNew, migrated
 from .models import NAME_RULE, SIZE_RULE, plain_model_name, plain_size_name
-from .record import (IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, case_key, completed, finite_or_none, kind_errors, new_record,
-                     short_repr, type_errors)
+from .record import (FORMAT_VERSION, IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, case_key, completed, finite_or_none,
+                     kind_errors, new_record, short_repr, type_errors)
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
 from .modes import MODES
@@ -137,6 +138,13 @@ def _skipped_warning(name: str, unit: str, mistyped: list[tuple[int, str]]) -> s
     return f"{where}: {len(mistyped)} record(s) with wrong-typed fields skipped{more}; first: {mistyped[0][1]}"
 
 
+def _too_new_warning(name: str, too_new: list[tuple[int, int]]) -> str:
+    """One warning for a file's records of a newer format: which, and what this gradbench reads."""
+    newest = max(v for _, v in too_new)
+    return (f"{name}:{too_new[0][0]}: {len(too_new)} record(s) of format_version up to {newest} skipped: this "
+            f"gradbench reads formats up to {FORMAT_VERSION} (a newer gradbench wrote them; upgrade to read them)")
+
+
 def _all_skipped(path, unit: str, mistyped: list[tuple[int, str]]) -> ResultsFileError:
     """A file none of whose records can be used: said as such, not as an empty file or inputs that agree."""
     return ResultsFileError(f"all {len(mistyped)} records in {str(path)!r} skipped: {unit} {mistyped[0][0]}: "
@@ -146,14 +154,17 @@ def _all_skipped(path, unit: str, mistyped: list[tuple[int, str]]) -> ResultsFil
 def read_jsonl(path) -> tuple[list[dict], list[str]]:
     """Records of a gradbench JSONL file, and warnings for lines that could not be used.
 
-    A line cut short by a kill mid-write is skipped with a warning, never an error; so is a record
-    whose fields have the wrong types (one warning per file, naming the lines). An empty file is a
-    valid, empty result (a shard that received no cases); a file with lines but no gradbench record
-    at all raises ResultsFileError, and so does one whose every record is skipped.
+    Records come out in the current format (migrate.py), whatever gradbench wrote them. A line cut short
+    by a kill mid-write is skipped with a warning, never an error; so is a record whose fields have the
+    wrong types (one warning per file, naming the lines), and one of a format newer than this gradbench
+    reads (another). An empty file is a valid, empty result (a shard that received no cases); a file with
+    lines but no gradbench record at all raises ResultsFileError, and so does one whose every record is
+    skipped.
     """
     records: list[dict] = []
     warnings: list[str] = []
     mistyped: list[tuple[int, str]] = []
+    too_new: list[tuple[int, int]] = []
     bad = 0
     name = os.path.basename(str(path))
     try:
@@ -168,6 +179,14 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
         except ValueError:  # not JSON, or an integer of more digits than Python converts
             obj = None
         if is_record(obj):
+            try:
+                obj = migrated(obj)
+            except TooNew as exc:
+                too_new.append((number, exc.version))
+                continue
+            except ValueError as exc:  # a format_version that names no format
+                mistyped.append((number, str(exc)))
+                continue
             wrong = problems(obj)
             if wrong:
                 mistyped.append((number, wrong[0]))
@@ -180,10 +199,12 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
                 f"{name}:{number}: "
                 + ("truncated last line ignored (killed mid-write?)" if last else "not a gradbench record, ignored")
             )
-    if mistyped and not records:
-        raise _all_skipped(path, "line", mistyped)
+    if (mistyped or too_new) and not records:
+        raise _all_skipped(path, "line", sorted(mistyped + [(n, str(TooNew(v))) for n, v in too_new]))
     if mistyped:
         warnings.append(_skipped_warning(name, "line", mistyped))
+    if too_new:
+        warnings.append(_too_new_warning(name, too_new))
     if bad and not records and not mistyped:
         raise ResultsFileError(f"{str(path)!r} is not a gradbench JSONL results file (no line is a gradbench record)")
     return records, warnings
@@ -469,6 +490,7 @@ def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
                                        f"{short_repr(data.get('date'))} ({exc})") from None
             for record in merged.values():
                 record.update(
+                    format_version=FORMAT_VERSION, kind="case",  # made here, in the current format
                     dtype="float32", status="ok", error=None, source="asv", git_commit=commit,
                     run_id=f"asv:{params.get('machine')}:{(commit or '')[:8]}", timestamp=timestamp,
                     machine=params.get("machine"), cpu=params.get("cpu"),
@@ -510,6 +532,7 @@ def read_pytest_benchmark(path, data: dict) -> list[dict]:
         )
         record.update({k: v for k, v in provenance.items() if v is not None})
         record.update(
+            format_version=FORMAT_VERSION, kind="case",  # made here, in the current format
             status="ok", error=None, source="pytest-benchmark", timestamp=data.get("datetime"),
             time_median_s=stats.get("median"), time_iqr_s=stats.get("iqr"), n_samples=stats.get("rounds"),
             samples_s=stats.get("data"), run_id=f"pytest-benchmark:{machine.get('node')}:{data.get('datetime')}",
