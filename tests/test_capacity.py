@@ -125,7 +125,7 @@ def test_capacity_records_make_the_reports_capacity_section(tmp_path, capsys):
                  "--memory-budget", "8MiB", "--time", "--format", "json", "--out", str(out)]) == 0
     rows = {r["mode"]: r for r in json.loads(capsys.readouterr().out)}
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert {r["source"] for r in records} == {"capacity"}
+    assert {r["source"] for r in records} == {"capacity"} and {r["kind"] for r in records} == {"capacity_probe"}
     assert {r["memory_budget_bytes"] for r in records} == {BUDGET}
     for mode, row in rows.items():
         mine = [r for r in records if r["mode"] == mode]
