@@ -41,7 +41,7 @@ class TooNew(ValueError):
     """A record of a format newer than this gradbench reads (a newer gradbench wrote it)."""
 
     def __init__(self, version: int):
-        super().__init__(f"format_version {version} is newer than this gradbench reads ({FORMAT_VERSION})")
+        super().__init__(f"format_version {short_repr(version)} is newer than this gradbench reads ({FORMAT_VERSION})")
         self.version = version
 
 

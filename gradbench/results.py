@@ -141,8 +141,9 @@ def _skipped_warning(name: str, unit: str, mistyped: list[tuple[int, str]]) -> s
 def _too_new_warning(name: str, too_new: list[tuple[int, int]]) -> str:
     """One warning for a file's records of a newer format: which, and what this gradbench reads."""
     newest = max(v for _, v in too_new)
-    return (f"{name}:{too_new[0][0]}: {len(too_new)} record(s) of format_version up to {newest} skipped: this "
-            f"gradbench reads formats up to {FORMAT_VERSION} (a newer gradbench wrote them; upgrade to read them)")
+    return (f"{name}:{too_new[0][0]}: {len(too_new)} record(s) of format_version up to {short_repr(newest)} "
+            f"skipped: this gradbench reads formats up to {FORMAT_VERSION} (a newer gradbench wrote them; upgrade "
+            "to read them)")
 
 
 def _all_skipped(path, unit: str, mistyped: list[tuple[int, str]]) -> ResultsFileError:

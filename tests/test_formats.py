@@ -110,6 +110,10 @@ def test_a_newer_format_is_skipped_with_one_warning(tmp_path):
     only.write_text(json.dumps({**_record(), "format_version": newer}) + "\n")
     with pytest.raises(ResultsFileError, match=f"all 1 records.*format_version {newer} is newer"):
         read_jsonl(only)
+    huge = tmp_path / "huge.jsonl"  # a crafted version of 4000 digits is named short, not printed whole
+    huge.write_text(json.dumps(_record()) + "\n" + json.dumps({**_record(), "format_version": 10 ** 4000}) + "\n")
+    [warning] = read_jsonl(huge)[1]
+    assert "an integer of" in warning and len(warning) < 300
 
 
 @pytest.mark.parametrize("bad", [{"kind": "bogus"}, {"kind": 3}, {"format_version": 0}, {"format_version": "5"}])
