@@ -19,10 +19,11 @@ import sys
 
 from .case import DEVICES, STEPS, validate_device
 from .compiled import AUTOCAST_SETTINGS, COMPILE_SETTINGS
+from .dataset import standing
 from .errors import WriteFailed
 from .inputs import NotRegularFile, read_regular
 from .models import NAME_RULE, SIZE_RULE, plain_model_name, plain_size_name
-from .record import (IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, case_key, completed, finite_or_none, kind_errors, new_record,
+from .record import (IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, completed, finite_or_none, kind_errors, new_record,
                      short_repr, type_errors)
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
@@ -317,30 +318,6 @@ ASV_METRICS = {
 ASV_PARAM_NAMES = ["model", "size", "batch_size", "device", "mode"]
 
 
-def _standing(record: dict) -> int:
-    """How well a record of a case stands for it: a trusted timing; an untrusted one, or none (a capacity
-    search's memory pass, which its timing at the same batch must replace); then a failure."""
-    if record.get("status") != "ok":
-        return 0
-    return 1 if record.get("time_trusted") is False or record.get("time_median_s") is None else 2
-
-
-def chosen_per_case(records: list[dict]) -> list[dict]:
-    """Within one file, one record per case and worker process (repeat): the newest among those that
-    stand best. So a resumed case's new result replaces its failure, and among --retry-untrusted
-    attempts a trusted one stands, else an ok one: a failed retry never hides a measurement."""
-    chosen: dict[tuple, dict] = {}
-    for r in records:
-        # a capacity search's records (per budget) never stand for, or displace, a run's record of a case
-        key = (case_key(r), r.get("repeat") or 1, r.get("source"), r.get("memory_budget_bytes"))
-        old = chosen.get(key)
-        if old is not None and _standing(old) > _standing(r):
-            continue
-        chosen.pop(key, None)  # re-insert at the end: file order of the newest records
-        chosen[key] = r
-    return list(chosen.values())
-
-
 SINGLE_SAMPLE = ("one sample (asv --quick, or a single round): one call, with no spread to judge it by (before "
                  "gradbench 0.3.1, a cold first call with its lazy set-up), not a timing (judged on reading)")
 
@@ -371,7 +348,7 @@ def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
     records = [completed(r) for r in records]  # older files lack newer fields
     for r in records:
         r["source"] = r["source"] or "gradbench"
-    return chosen_per_case(records), warnings
+    return standing(records), warnings  # a file holds every attempt; dataset.py says which stand
 
 
 def _none_if(value, *empty):
