@@ -47,12 +47,12 @@ def print_summary(out: str, everything, records: list[dict], progress, wall: flo
     Slurm task, a retry) is counted once, as what it became. ``concurrent``: several workers measured at
     once (--gpus, Slurm), so the harness overhead is not wall time minus measurement time."""
     from .report.tables import render, summary_tables
-    from .results import chosen_per_case
+    from .dataset import standing as records_that_stand
 
     for title, table in (summary_tables(everything) if everything is not None else {}).items():
         print(f"\nforward: {title}")
         print(render(table))
-    standing = chosen_per_case(records)
+    standing = records_that_stand(records)
     failed = [r for r in standing if r["status"] not in ("ok", "not_applicable")]
     if failed:
         print(f"\n{len(failed)} cases did not complete (they are results too):")
@@ -78,9 +78,9 @@ def print_summary(out: str, everything, records: list[dict], progress, wall: flo
 
 def print_untrusted(records: list[dict], retries: int) -> None:
     """The cases whose best attempt is still untrusted, with the reason; what retries recovered."""
-    from .results import chosen_per_case
+    from .dataset import standing as records_that_stand
 
-    standing = [r for r in chosen_per_case(records) if r["status"] == "ok"]
+    standing = [r for r in records_that_stand(records) if r["status"] == "ok"]
     recovered = sum(1 for r in standing if (r.get("attempt") or 1) > 1 and r.get("time_trusted"))
     bad = [r for r in standing if r.get("time_trusted") is False]
     if recovered:

@@ -19,11 +19,12 @@ import sys
 
 from .case import DEVICES, STEPS, validate_device
 from .compiled import AUTOCAST_SETTINGS, COMPILE_SETTINGS
+from .dataset import kind_of, standing
 from .errors import WriteFailed
 from .inputs import NotRegularFile, read_regular
 from .migrate import TooNew, migrated
 from .models import NAME_RULE, SIZE_RULE, plain_model_name, plain_size_name
-from .record import (FORMAT_VERSION, IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, case_key, completed, finite_or_none,
+from .record import (FORMAT_VERSION, IDENTITY_DEFAULTS, RECORD_FIELDS, SCHEMA, completed, finite_or_none,
                      kind_errors, new_record, short_repr, type_errors)
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
@@ -83,8 +84,8 @@ def problems(record: dict) -> list[str]:
     or a capacity search's record
     without the budget and answer every one of them carries (the report places it by them)."""
     found = kind_errors(record) + identity_errors(record) + time_errors(record)
-    if record.get("source") == "capacity" and (record.get("memory_budget_bytes") is None
-                                               or record.get("capacity_batch_size") is None):
+    if kind_of(record) == "capacity_probe" and (record.get("memory_budget_bytes") is None
+                                                 or record.get("capacity_batch_size") is None):
         found.append("a capacity record without memory_budget_bytes and capacity_batch_size")
     return found
 
@@ -339,30 +340,6 @@ ASV_METRICS = {
 ASV_PARAM_NAMES = ["model", "size", "batch_size", "device", "mode"]
 
 
-def _standing(record: dict) -> int:
-    """How well a record of a case stands for it: a trusted timing; an untrusted one, or none (a capacity
-    search's memory pass, which its timing at the same batch must replace); then a failure."""
-    if record.get("status") != "ok":
-        return 0
-    return 1 if record.get("time_trusted") is False or record.get("time_median_s") is None else 2
-
-
-def chosen_per_case(records: list[dict]) -> list[dict]:
-    """Within one file, one record per case and worker process (repeat): the newest among those that
-    stand best. So a resumed case's new result replaces its failure, and among --retry-untrusted
-    attempts a trusted one stands, else an ok one: a failed retry never hides a measurement."""
-    chosen: dict[tuple, dict] = {}
-    for r in records:
-        # a capacity search's records (per budget) never stand for, or displace, a run's record of a case
-        key = (case_key(r), r.get("repeat") or 1, r.get("source"), r.get("memory_budget_bytes"))
-        old = chosen.get(key)
-        if old is not None and _standing(old) > _standing(r):
-            continue
-        chosen.pop(key, None)  # re-insert at the end: file order of the newest records
-        chosen[key] = r
-    return list(chosen.values())
-
-
 SINGLE_SAMPLE = ("one sample (asv --quick, or a single round): one call, with no spread to judge it by (before "
                  "gradbench 0.3.1, a cold first call with its lazy set-up), not a timing (judged on reading)")
 
@@ -393,7 +370,7 @@ def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
     records = [completed(r) for r in records]  # older files lack newer fields
     for r in records:
         r["source"] = r["source"] or "gradbench"
-    return chosen_per_case(records), warnings
+    return standing(records), warnings  # a file holds every attempt; dataset.py says which stand
 
 
 def _none_if(value, *empty):

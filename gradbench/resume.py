@@ -54,7 +54,8 @@ def check_same_settings(out: str, records: list[dict], wanted: dict) -> None:
 
 def previous_results(out: str, cases, repeat: int, threads: int | None, this_machine: bool = True) -> Previous:
     """Read ``out`` for --resume (absent: nothing done yet)."""
-    from .results import ResultsFileError, chosen_per_case, read_jsonl
+    from .dataset import cases as case_records, standing
+    from .results import ResultsFileError, read_jsonl
     from .sweep import untrusted
 
     previous = Previous()
@@ -64,9 +65,9 @@ def previous_results(out: str, cases, repeat: int, threads: int | None, this_mac
         records, previous.warnings = read_jsonl(out)
     except ResultsFileError as exc:
         raise BadInput(f"cannot --resume: {exc}") from None
-    records = [r for r in records if r.get("source") != "capacity"]  # a capacity search's passes are not cases
+    records = case_records(records)  # a capacity search's probes are not cases
     check_same_settings(out, records, settings_of(cases, threads, this_machine))
     previous.done = {(case_key(r), r.get("repeat") or 1) for r in records if r.get("status") in DONE_STATUSES}
-    previous.untrusted = {(case_key(r), r.get("repeat") or 1) for r in chosen_per_case(records) if untrusted(r)}
+    previous.untrusted = {(case_key(r), r.get("repeat") or 1) for r in standing(records) if untrusted(r)}
     previous.skipped = sum((case_key(c.identity()), k) in previous.done for c in cases for k in range(1, repeat + 1))
     return previous

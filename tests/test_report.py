@@ -75,7 +75,8 @@ def test_compare_says_when_there_is_no_interval():
 
 
 def test_repeated_processes_are_kept_apart_on_load_and_combined_in_the_report(tmp_path):
-    from gradbench.report.tables import one_per_case, summary_tables
+    from gradbench.dataset import combined as combine
+    from gradbench.report.tables import summary_tables
 
     train = _ok_forward(JSONL, "train")
     evng = dict(train, mode="eval_no_grad")
@@ -86,7 +87,7 @@ def test_repeated_processes_are_kept_apart_on_load_and_combined_in_the_report(tm
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     df = gradbench.load(str(path))
     assert len(df) == 5  # one record per case and process
-    combined = one_per_case(df).set_index("mode")
+    combined = combine(df).set_index("mode")
     assert combined.loc["train", "time_median_s"] == pytest.approx(1.1)  # median of the processes' medians
     assert combined.loc["eval_no_grad", "time_median_s"] == 0.5  # the untrusted process left out
     row = combined.loc["train"]  # interval and counts describe the pooled samples, not one process

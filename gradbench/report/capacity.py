@@ -9,12 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..capacity import capacity_table, small_line
-
-CASE = ["model", "size", "device", "dtype", "step"]
-
-
-def capacity_records(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["source"] == "capacity"] if "source" in df else df.iloc[:0]
+from ..dataset import CAPACITY_CASE as CASE, capacity_curve, capacity_searches
 
 
 def _needed(record) -> int | None:
@@ -27,8 +22,7 @@ def capacity_rows(df: pd.DataFrame) -> list[dict]:
     """One answer per case, mode and budget (the newest search of each), as `capacity --format json` gives it."""
     rows = []
     keys = [*CASE, "mode", "memory_budget_bytes"]
-    for key, part in capacity_records(df).groupby(keys, sort=False):
-        part = part[part["run_id"] == part["run_id"].iloc[-1]]
+    for key, part in capacity_searches(df).groupby(keys, sort=False):
         # every record holds its batch's memory, the timed one at the answer too (reading keeps one a batch)
         measured = {int(r["batch_size"]): _needed(r) for _, r in part.iterrows()}
         best = int(part["capacity_batch_size"].iloc[-1])
@@ -66,7 +60,7 @@ def capacity_figure(df: pd.DataFrame, out_dir: str) -> list[str]:
     """Memory needed against batch size per mode, the budget as a line, each mode's largest batch marked."""
     from .figures import PALETTE, _save, figure_text, plt
 
-    records = capacity_records(df)
+    records = capacity_searches(df)
     records = records[records["status"] == "ok"]
     records = records.assign(needed_mib=(pd.to_numeric(records["held_bytes"]) + pd.to_numeric(records["peak_bytes"]))
                              / 2**20)
@@ -79,7 +73,7 @@ def capacity_figure(df: pd.DataFrame, out_dir: str) -> list[str]:
     fig, axes = plt.subplots(rows_, columns, figsize=(5.2 * columns, 3.8 * rows_), squeeze=False)
     for ax, (case, part) in zip(axes.flat, panels):
         for mode, points in part.groupby("mode", sort=False):
-            points = points.sort_values("batch_size").drop_duplicates("batch_size", keep="last")
+            points = capacity_curve(points)
             ax.plot(points["batch_size"], points["needed_mib"], "o-", color=PALETTE.get(mode), label=figure_text(mode),
                     markersize=3, linewidth=1)
             best = int(points["capacity_batch_size"].iloc[-1])

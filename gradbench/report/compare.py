@@ -19,8 +19,9 @@ import os
 import numpy as np
 import pandas as pd
 
+from ..dataset import HARNESS_ORDER, UNTRUSTED, best_ranked, cases as case_records, per_run
 from ..record import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, case_label
-from .tables import HARNESS_ORDER, as_text, is_untrusted
+from .tables import as_text
 
 BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device",
       "run": "run_id", "file": "source_file", "harness": "source", "compile": "compile", "autocast": "autocast"}
@@ -75,12 +76,6 @@ def harnesses_first(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("source", key=lambda s: s.map(lambda v: rank.get(v, len(rank))), kind="stable")
 
 
-def _side_runs(part: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
-    """A side's records of one case, one per run: the trusted ones if any (True), else all (False)."""
-    trusted = part[[not is_untrusted(v) for v in part["time_trusted"]]]  # null: not judged, kept
-    return (trusted, True) if not trusted.empty else (part, False)
-
-
 def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], dict[str, list[str]]]:
     """(table of shared cases, sides in order, cases present on one side only: their labels, sorted, under
     where they are, 'only on cuda' or, with more than two sides, 'on gradbench, not on asv')."""
@@ -92,7 +87,7 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], dict[st
         ok = df.sort_values(by, key=lambda s: s.ne(IDENTITY_DEFAULTS[by]), kind="stable")
     else:
         ok = df
-    ok = ok[(ok["status"] == "ok") & (ok["source"] != "capacity")].copy()  # capacity: memory passes, not cases
+    ok = case_records(ok[ok["status"] == "ok"]).copy()
     ok["side"] = side_labels(ok, by)
     sides = list(dict.fromkeys(ok["side"]))
     if len(sides) < 2:
@@ -101,8 +96,7 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], dict[st
     key = [k for k in CASE_KEY_FIELDS if k != BY[by]]
     for column in RUN_KEY:
         ok[column] = as_text(ok[column])
-    # one record per run and case: the newest (a resumed or retried case's last word)
-    ok = ok.drop_duplicates(key + ["side"] + RUN_KEY, keep="last")
+    ok = per_run(ok, key + ["side"] + RUN_KEY)  # one record per run and case
     cases = {side: dict(tuple(part.groupby(key, sort=False))) for side, part in ok.groupby("side", sort=False)}
     base_side = sides[0]
     base = cases[base_side]
@@ -123,7 +117,8 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], dict[st
 
 
 def _case_row(base: pd.DataFrame, other: pd.DataFrame) -> dict:
-    (a, a_trusted), (b, b_trusted) = _side_runs(base), _side_runs(other)
+    (a, a_rank), (b, b_rank) = best_ranked(base), best_ranked(other)  # a side's runs that count
+    a_trusted, b_trusted = a_rank != UNTRUSTED, b_rank != UNTRUSTED  # untimed: nothing to distrust
     a_ms = float(np.median(a["time_median_s"].astype(float))) * 1e3
     b_ms = float(np.median(b["time_median_s"].astype(float))) * 1e3
     ci = bootstrap_ratio_ci([_samples(r) for _, r in a.iterrows()], [_samples(r) for _, r in b.iterrows()])

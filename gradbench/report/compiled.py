@@ -12,11 +12,12 @@ import re
 
 import pandas as pd
 
+from ..dataset import baseline as baseline_of, one_source
 from ..modes import MODES
 from ..record import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, WORKLOAD_FIELDS, case_label
 from ..results import with_identity_defaults
 from .findings import Finding, untrusted_note
-from .tables import UNTRUSTED_LEGEND, UNTRUSTED_MARK, as_text, human_bytes, is_untrusted, one_source
+from .tables import UNTRUSTED_LEGEND, UNTRUSTED_MARK, as_text, human_bytes, is_untrusted
 
 EAGER = IDENTITY_DEFAULTS["compile"]  # "none"
 NO_AUTOCAST = IDENTITY_DEFAULTS["autocast"]
@@ -41,20 +42,6 @@ def _keys(df: pd.DataFrame, columns) -> list[tuple]:
     return list(zip(*(as_text(df[c]) for c in columns)))
 
 
-def _run_ids(record) -> set:
-    """A combined --repeat row joins its processes' run ids with '; '."""
-    return set(str(record.get("run_id") or "").split("; ")) - {""}
-
-
-def _closest(record, candidates: list):
-    """The baseline of ``record`` among records of its case: one from the same run if there is one, else
-    the newest. None when there is none, so that no ratio is made up."""
-    if not candidates:
-        return None
-    same_run = [c for c in candidates if _run_ids(c) & _run_ids(record)]
-    return max(same_run or candidates, key=lambda c: str(c.get("timestamp") or ""))
-
-
 def paired(df: pd.DataFrame, axis: str = "compile") -> list[tuple[dict, dict | None]]:
     """(changed, baseline) for every ok timed record whose ``axis`` is not 'none': the record of the same
     case with ``axis`` 'none', or None. Autocast is set against no autocast among eager records only, so
@@ -69,7 +56,7 @@ def paired(df: pd.DataFrame, axis: str = "compile") -> list[tuple[dict, dict | N
     by_case: dict[tuple, list] = {}
     for key, record in zip(_keys(baseline, match), baseline.to_dict("records")):
         by_case.setdefault(key, []).append(record)
-    pairs = [(record, _closest(record, by_case.get(key, [])))
+    pairs = [(record, baseline_of(record, by_case.get(key, [])))
              for key, record in zip(_keys(changed, match), changed.to_dict("records"))]
     return sorted(pairs, key=lambda pair: _case_order(pair[0]))
 

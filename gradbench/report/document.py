@@ -10,6 +10,7 @@ import os
 import pandas as pd
 
 from .. import __version__
+from .. import dataset
 from ..atomic import write_text
 from ..modes import MODES
 from ..errors import cannot_write
@@ -22,8 +23,8 @@ from .compare import compare, interval_kind, one_sided_lines, text_table
 from .figures import draw_all
 from .files import output_folder, output_path, output_root
 from .findings import findings
-from .tables import (HARNESS_ORDER, UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, markdown_text,
-                     one_per_case, one_source, render, summary_tables, terminal_table)
+from .tables import (UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, markdown_text, render, summary_tables,
+                     terminal_table)
 
 ENV_FIELDS = ["source", "machine", "cpu", "gpu", "driver", "cuda", "torch", "python", "threads", "git_commit"]
 
@@ -114,15 +115,15 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
     """``df``: the records as read (counted as such); ``combined``: one row per case (tables, findings).
     Capacity records (`gradbench capacity --out`) have a section of their own and stay out of the rest."""
     raw = df
-    cases = df[df["source"] != "capacity"]
-    df = one_per_case(cases) if combined is None else combined[combined["source"] != "capacity"]
+    cases = dataset.cases(df)
+    df = dataset.combined(cases) if combined is None else dataset.cases(combined)
     ok = int((raw["status"] == "ok").sum())
     repeats = (f" Cases measured in several processes (--repeat) are combined: {len(cases)} records make "
                f"{len(df)} case results, each the median of its processes' medians.") if len(df) < len(cases) else ""
-    chosen = one_source(df)
+    chosen = dataset.one_source(df)
     harnesses = (f" Where several harnesses or commits measured a workload, its tables, findings and figures "
                  f"use the records of one harness, the first of "
-                 f"{', '.join(h for h in HARNESS_ORDER if h in set(df['source']))} that measured it, at its "
+                 f"{', '.join(h for h in dataset.HARNESS_ORDER if h in set(df['source']))} that measured it, at its "
                  f"newest commit ({len(chosen)} of {len(df)} case results); the side-by-side table and the asv "
                  f"history have them all.") if len(chosen) < len(df) else ""
     df = chosen  # modes are set against each other within one harness's records of one commit
@@ -229,7 +230,7 @@ def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report"
     except OSError as exc:
         raise cannot_write("report to", out_dir, exc) from None
     md_path, html_path = output_path(out_dir, "report", "md"), output_path(out_dir, "report", "html")
-    combined = one_per_case(df[df["source"] != "capacity"])  # a --repeat run's processes combined
+    combined = dataset.combined(df)  # a --repeat run's processes combined; capacity probes left out
     figures = ((draw_all(combined, folder) + compiled_figure(combined, folder) if not combined.empty else [])
                + capacity_figure(df, folder))
     blocks = build_blocks(df, figures, out_dir, title, combined)

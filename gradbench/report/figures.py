@@ -16,11 +16,12 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..atomic import replaced  # noqa: E402
+from ..dataset import one_source  # noqa: E402
 from ..modes import MODES  # noqa: E402
 from ..record import IDENTITY_DEFAULTS, case_label  # noqa: E402
 from ..text import terminal_text  # noqa: E402
 from .files import output_path  # noqa: E402
-from .tables import one_source, ratio_to_train, workload_label  # noqa: E402
+from .tables import ratio_to_train, workload_label  # noqa: E402
 
 PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
 MODE_ORDER = list(MODES)
@@ -192,6 +193,7 @@ def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
     asv = df[(df.get("source") == "asv") & (df["step"] == "forward") & df["time_median_s"].notna()].copy()
     if asv.empty or asv["git_commit"].nunique() < 1:
         return []
+    # the x axis: commits in time order (not selection: every record is plotted, dataset.py is not asked)
     order = asv.sort_values("timestamp").drop_duplicates("git_commit")["git_commit"].tolist()
     asv["commit"] = pd.Categorical(asv["git_commit"].str[:8].map(figure_text, na_action="ignore"),
                                    list(dict.fromkeys(figure_text(c[:8]) for c in order)), ordered=True)
@@ -214,7 +216,7 @@ def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
 
 
 def draw_all(df: pd.DataFrame, out_dir: str) -> list[str]:
-    """Every figure; those by mode from one harness and commit per workload (tables.one_source), the
+    """Every figure; those by mode from one harness and commit per workload (dataset.one_source), the
     asv history from every asv record."""
     os.makedirs(out_dir, exist_ok=True)
     paths: list[str] = []

@@ -11,9 +11,9 @@ import re
 import numpy as np
 import pandas as pd
 
+from ..dataset import combined
 from ..modes import MODES
-from ..measure.stats import iqr, median_ci
-from ..record import CASE_KEY_FIELDS, WORKLOAD_FIELDS, case_label
+from ..record import WORKLOAD_FIELDS, case_label
 from ..text import terminal_text
 
 GROUP = [*WORKLOAD_FIELDS, "step"]
@@ -33,49 +33,6 @@ def is_untrusted(value) -> bool:
 def as_text(values, blank: str = "-"):
     """A column or frame as text, a null as ``blank``: keys that a NaN (never equal to itself) cannot split."""
     return values.astype(object).where(values.notna(), blank).astype(str)
-
-
-def one_per_case(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per case and input file: the processes of a --repeat run combined. Their trusted records
-    stand if there are any; time and memory are the median over them, raw samples pooled."""
-    keys = ["source_file", "git_commit", *CASE_KEY_FIELDS]  # commits are not repeats (asv results)
-    keyed = as_text(df[keys])
-    duplicated = keyed.duplicated(keep=False)
-    if not duplicated.any():
-        return df
-    rows = [r for _, r in df[~duplicated].iterrows()]
-    for _, part in df[duplicated].groupby([keyed[k][duplicated] for k in keys], sort=False):
-        done = part[part["status"] == "ok"]
-        if done.empty:
-            rows.append(part.iloc[-1])
-            continue
-        trusted = done[[not is_untrusted(v) for v in done["time_trusted"]]]
-        use = trusted if not trusted.empty else done
-        rows.append(_combined(use, trusted.empty))
-    return pd.DataFrame(rows).reset_index(drop=True)
-
-
-HARNESS_ORDER = ("gradbench", "asv", "pytest-benchmark")  # whose timing stands first: gradbench's own
-
-
-def one_source(df: pd.DataFrame) -> pd.DataFrame:
-    """Each workload's records from one harness and one commit: the first harness in HARNESS_ORDER that
-    measured it, and that harness's newest commit (asv runs many). A ratio or a finding then never
-    sets one timer's train against another's eval, nor one commit's against another's. (The report
-    shows the harnesses side by side, and the asv history every commit.)"""
-    if df.empty:
-        return df
-    keys = [as_text(df[k]) for k in WORKLOAD_FIELDS]
-    if df["source"].nunique() > 1:
-        rank = df["source"].map(lambda v: HARNESS_ORDER.index(v) if v in HARNESS_ORDER else len(HARNESS_ORDER))
-        df = df[rank == rank.groupby(keys).transform("min")]
-        keys = [k.loc[df.index] for k in keys]
-    commits = as_text(df["git_commit"])
-    if commits.nunique() > 1:
-        stamp = as_text(df["timestamp"], "")
-        newest = stamp.groupby([*keys, commits]).transform("max")  # a commit's newest record
-        df = df[newest.groupby(keys).transform("max") == newest]
-    return df
 
 
 def _by_mode(df: pd.DataFrame, values, step: str, aggfunc: str) -> pd.DataFrame:
@@ -107,32 +64,6 @@ def workload_label(index) -> str:
     return case_label(dict(zip(WORKLOAD_FIELDS, index)), omit=("mode", "step"))
 
 
-def _combined(use: pd.DataFrame, untrusted: bool) -> pd.Series:
-    """Several processes' records of one case as one: medians over processes; the interval, IQR and
-    count of the pooled samples; the worst contention any of them saw; no single run or repeat."""
-    row = use.iloc[-1].copy()
-    for column in ("time_median_s", "peak_bytes", "saved_bytes", "held_bytes"):
-        values = pd.to_numeric(use[column], errors="coerce").dropna()
-        row[column] = float(values.median()) if not values.empty else row[column]
-    pooled = [v for s in use["samples_s"] if isinstance(s, list) for v in s if v is not None]
-    row["samples_s"] = pooled
-    if len(pooled) >= 2:
-        row["time_iqr_s"] = iqr(pooled)
-        row["time_ci_low_s"], row["time_ci_high_s"] = median_ci(pooled)
-    row["n_samples"] = len(pooled)
-    row["time_converged"] = bool(use["time_converged"].eq(True).all())
-    for column in ("cpu_other_share", "cpu_steal_share", "cpu_wait_share"):
-        values = pd.to_numeric(use[column], errors="coerce").dropna()
-        row[column] = float(values.max()) if not values.empty else None
-    flops = pd.to_numeric(pd.Series([row["flops"]]), errors="coerce").iloc[0]
-    row["flops_per_s"] = flops / row["time_median_s"] if pd.notna(flops) and row["time_median_s"] else None
-    row["repeat"] = None
-    row["run_id"] = "; ".join(dict.fromkeys(use["run_id"].dropna().astype(str)))
-    row["time_trusted"] = False if untrusted else row["time_trusted"]
-    row["time_distrust"] = "; ".join(dict.fromkeys(use["time_distrust"].dropna())) if untrusted else None
-    return row
-
-
 def untrusted_ratios(df: pd.DataFrame, step: str = "forward") -> pd.DataFrame:
     """Like ratio_to_train's table: True where the mode's or train's time is untrusted."""
     wide = _by_mode(df, lambda ok: [is_untrusted(v) for v in ok["time_trusted"]], step, "any")
@@ -144,7 +75,7 @@ def untrusted_ratios(df: pd.DataFrame, step: str = "forward") -> pd.DataFrame:
 def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The run summary: forward time and peak memory of each mode as a ratio to train; a time ratio
     resting on an untrusted timing carries the mark."""
-    df = one_per_case(df)
+    df = combined(df)  # a --repeat run's processes as one
     out = {}
     for title, metric in (("median time vs train", "time_median_s"), ("peak memory vs train", "peak_bytes")):
         table = ratio_to_train(df, metric)
