@@ -189,8 +189,8 @@ def test_compare_two_repeated_runs_of_the_same_code_resamples_processes(tmp_path
     for path in paths:
         result = gradbench("run", *args, "--out", str(path))
         assert result.returncode == 0, result.stderr
-    result = gradbench("compare", *map(str, paths), "--by", "file", "--fail-above", "1000",
-                       "--out", str(tmp_path / "cmp"))
+    # no gate: on a busy machine every timing may be untrusted, and a gate that judged nothing fails
+    result = gradbench("compare", *map(str, paths), "--by", "file", "--out", str(tmp_path / "cmp"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 shared cases" in result.stdout
     import pandas as pd
