@@ -209,7 +209,7 @@ def cmd_capacity(args) -> int:
     from .capacity import capacity_of, capacity_table, default_budget, parse_size
     from .case import Case
     from .record import new_run_id
-    from .results import JsonlWriter
+    from .storage import JsonlWriter
     from .modes import MODES
     from .report.tables import render
     from .settings import check_user_models

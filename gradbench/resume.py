@@ -55,7 +55,8 @@ def check_same_settings(out: str, records: list[dict], wanted: dict) -> None:
 def previous_results(out: str, cases, repeat: int, threads: int | None, this_machine: bool = True) -> Previous:
     """Read ``out`` for --resume (absent: nothing done yet)."""
     from .dataset import cases as case_records, standing
-    from .results import ResultsFileError, read_jsonl
+    from .reading import ResultsFileError
+    from .results import read_jsonl
     from .sweep import untrusted
 
     previous = Previous()

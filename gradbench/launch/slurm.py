@@ -444,7 +444,8 @@ def merge(out: str, job: dict, ended: dict[int, dict], write, progress) -> None:
     again); record every case a task did not reach as crashed, with its Slurm state; mark the job merged."""
     from ..case import Case
     from ..record import case_key
-    from ..results import ResultsFileError, read_jsonl
+    from ..reading import ResultsFileError
+    from ..results import read_jsonl
 
     def key(record: dict) -> tuple:
         return (record.get("run_id"), record.get("slurm_job_id"), record.get("slurm_array_task_id"),

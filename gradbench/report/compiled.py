@@ -13,9 +13,9 @@ import re
 import pandas as pd
 
 from ..dataset import baseline as baseline_of, one_source
+from ..frame import with_identity_defaults
 from ..modes import MODES
 from ..record import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, WORKLOAD_FIELDS, case_label
-from ..results import with_identity_defaults
 from .findings import Finding, untrusted_note
 from .tables import UNTRUSTED_LEGEND, UNTRUSTED_MARK, as_text, human_bytes, is_untrusted
 
