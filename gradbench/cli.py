@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from . import __version__
+from .version import __version__
 from .errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, BadInput, WriteFailed, cannot_write
 from .record import finite_or_none
 from .settings import argument, list_arg
