@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .errors import BadInput
+from .errors import BadInput, option
 from .record import DONE_STATUSES, MEASUREMENT_SETTINGS, case_key
-from .settings import option
 
 
 @dataclass
