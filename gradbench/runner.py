@@ -75,7 +75,7 @@ def _terminated_as_exit():
 def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
     """The sweep into ``out`` (its lock held): resume, sweep (here, or as a Slurm job array), summary, report."""
     from .console import ProgressPrinter, print_summary
-    from .launch.slurm import slurm_dir, unmerged
+    from .launch.jobs import slurm_dir, unmerged
     from .reading import ResultsFileError
     from .results import load
     from .storage import JsonlWriter
