@@ -108,7 +108,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import measure_modes, print_explanation
+    from .explain import measure_modes
+    from .report.explain import print_explanation
 
     models = list_arg(args.models)
     if models == []:
