@@ -74,12 +74,13 @@ def _terminated_as_exit():
 
 def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
     """The sweep into ``out`` (its lock held): resume, sweep (here, or as a Slurm job array), summary, report."""
-    from .console import ProgressPrinter, print_summary
+    from .console import ProgressPrinter
     from .launch.jobs import slurm_dir, unmerged
     from .reading import ResultsFileError
+    from .report.summary import print_summary
     from .results import load
-    from .storage import JsonlWriter
     from .resume import Previous, previous_results
+    from .storage import JsonlWriter
     from .sweep import run_sweep
 
     cases, repeat = list(settings.cases), settings.repeat

@@ -643,7 +643,7 @@ def test_sigterm_says_how_to_resume(tmp_path):
 
 
 def test_the_summary_counts_the_records_that_stand(capsys):
-    from gradbench.console import print_summary
+    from gradbench.report.summary import print_summary
     from gradbench.record import new_record
     from gradbench.sweep import Progress
 
