@@ -254,7 +254,7 @@ def capacity_table(rows: list[dict]):
     """mode -> max batch, bytes per sample and the ratio to train's batch, per model/size/step/device/dtype."""
     import pandas as pd
 
-    from .report.tables import human_bytes
+    from .units import human_bytes
 
     shown = []
     for r in rows:

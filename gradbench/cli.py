@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from . import __version__
+from .version import __version__
 from .errors import EXIT_BAD_INPUT, EXIT_WRITE_FAILED, BadInput, WriteFailed, cannot_write
 from .record import finite_or_none
 from .settings import argument, list_arg
@@ -108,7 +108,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .explain import measure_modes, print_explanation
+    from .explain import measure_modes
+    from .report.explain import print_explanation
 
     models = list_arg(args.models)
     if models == []:
@@ -209,7 +210,7 @@ def cmd_capacity(args) -> int:
     from .capacity import capacity_of, capacity_table, default_budget, parse_size
     from .case import Case
     from .record import new_run_id
-    from .results import JsonlWriter
+    from .storage import JsonlWriter
     from .modes import MODES
     from .report.tables import render
     from .settings import check_user_models

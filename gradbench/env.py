@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from . import __version__
+from .version import __version__
 
 
 def _cpu_name() -> str:

@@ -1,4 +1,5 @@
-"""The two errors a user sees as one line instead of a traceback, and their exit statuses."""
+"""The two errors a user sees as one line instead of a traceback, their exit statuses, and how such a
+line names an option."""
 from __future__ import annotations
 
 EXIT_BAD_INPUT = 2
@@ -24,3 +25,8 @@ def cannot_write(what: str, path, exc: OSError, after: str = "") -> Exception:
     reason = "a part of its path is a file, not a folder" if exc.errno == errno.EEXIST else exc.strerror or exc
     message = f"cannot write {what} {str(path)!r}: {reason}{after}"
     return WriteFailed(message) if failed else BadInput(message)
+
+
+def option(key: str) -> str:
+    """A setting's key as the option a message names it by: max_time -> --max-time."""
+    return f"--{key.replace('_', '-')}"

@@ -6,9 +6,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .errors import BadInput
+from .errors import BadInput, option
 from .record import DONE_STATUSES, MEASUREMENT_SETTINGS, case_key
-from .settings import option
 
 
 @dataclass
@@ -55,7 +54,8 @@ def check_same_settings(out: str, records: list[dict], wanted: dict) -> None:
 def previous_results(out: str, cases, repeat: int, threads: int | None, this_machine: bool = True) -> Previous:
     """Read ``out`` for --resume (absent: nothing done yet)."""
     from .dataset import cases as case_records, standing
-    from .results import ResultsFileError, read_jsonl
+    from .reading import ResultsFileError
+    from .results import read_jsonl
     from .sweep import untrusted
 
     previous = Previous()

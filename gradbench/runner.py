@@ -27,7 +27,7 @@ def report_dir_for(results_path: str) -> str:
 
 def execute(settings: RunSettings) -> int:
     from .record import new_run_id
-    from .results import ResultsLock, ResultsLocked
+    from .storage import ResultsLock, ResultsLocked
 
     run_id = new_run_id()
     out = settings.out or default_out(run_id)
@@ -74,10 +74,13 @@ def _terminated_as_exit():
 
 def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
     """The sweep into ``out`` (its lock held): resume, sweep (here, or as a Slurm job array), summary, report."""
-    from .console import ProgressPrinter, print_summary
-    from .launch.slurm import slurm_dir, unmerged
-    from .results import JsonlWriter, ResultsFileError, load
+    from .console import ProgressPrinter
+    from .launch.jobs import slurm_dir, unmerged
+    from .reading import ResultsFileError
+    from .report.summary import print_summary
+    from .results import load
     from .resume import Previous, previous_results
+    from .storage import JsonlWriter
     from .sweep import run_sweep
 
     cases, repeat = list(settings.cases), settings.repeat

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from .errors import BadInput
+from .errors import BadInput, option
 from .inputs import NotRegularFile, read_regular
 
 LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "compile", "autocast")
@@ -44,10 +44,6 @@ def list_arg(values) -> list[str] | None:
     if values is None:
         return None
     return list(dict.fromkeys(v.strip() for value in values for v in value.split(",") if v.strip()))
-
-
-def option(key: str) -> str:
-    return f"--{key.replace('_', '-')}"
 
 
 def load_config(path: str) -> dict:

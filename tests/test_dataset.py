@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from gradbench import dataset
-from gradbench.results import to_frame
+from gradbench.frame import to_frame
 
 CASE = dict(model="mlp", size="tiny", batch_size=8, device="cpu", dtype="float32", mode="eval", step="forward",
             source="gradbench", source_file="r.jsonl", git_commit="abc", run_id="run1")

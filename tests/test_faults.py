@@ -402,7 +402,8 @@ def test_records_with_wrong_typed_fields_are_skipped_with_one_warning(tmp_path, 
 
 
 def test_a_bare_nan_from_another_tool_is_read_as_null_and_never_written(tmp_path):
-    from gradbench.results import JsonlWriter, read_jsonl
+    from gradbench.results import read_jsonl
+    from gradbench.storage import JsonlWriter
 
     record = json.loads(next(line for line in open(JSONL) if '"status": "ok"' in line))
     path = tmp_path / "nan.jsonl"
@@ -424,13 +425,13 @@ def test_a_bare_nan_from_another_tool_is_read_as_null_and_never_written(tmp_path
 
 
 def _lock_is_free(path) -> None:
-    from gradbench.results import ResultsLock
+    from gradbench.storage import ResultsLock
 
     ResultsLock(path).release()  # raises ResultsLocked while any process holds it
 
 
 def test_the_lock_holds_by_any_name_of_the_file(tmp_path):
-    from gradbench.results import ResultsLock, ResultsLocked
+    from gradbench.storage import ResultsLock, ResultsLocked
 
     out = tmp_path / "shared.jsonl"
     link = tmp_path / "link.jsonl"
@@ -642,7 +643,7 @@ def test_sigterm_says_how_to_resume(tmp_path):
 
 
 def test_the_summary_counts_the_records_that_stand(capsys):
-    from gradbench.console import print_summary
+    from gradbench.report.summary import print_summary
     from gradbench.record import new_record
     from gradbench.sweep import Progress
 

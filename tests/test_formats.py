@@ -14,7 +14,9 @@ from gradbench import migrate
 from gradbench.cli import main
 from gradbench.migrate import STEPS, inferred_version, migrated
 from gradbench.record import FORMAT_VERSION, KINDS, new_record
-from gradbench.results import JsonlWriter, ResultsFileError, read_any, read_jsonl
+from gradbench.reading import ResultsFileError
+from gradbench.results import read_any, read_jsonl
+from gradbench.storage import JsonlWriter
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 # release -> the format its files are inferred to be

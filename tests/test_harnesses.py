@@ -13,7 +13,8 @@ import gradbench
 from gradbench.harness import GRIDS, BenchmarkCase, NotApplicable, grid_from_env
 from gradbench.harness import workload as harness_workload
 from gradbench.record import RECORD_FIELDS, SCHEMA, type_errors
-from gradbench.results import read_asv_results, read_pytest_benchmark
+from gradbench.importers.asv import read_asv_results
+from gradbench.importers.pytest_benchmark import read_pytest_benchmark
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ("dropout_active", "bn_batch_stats", "bn_stats_updated", "graph_recorded", "fastpath")

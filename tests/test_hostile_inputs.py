@@ -138,7 +138,7 @@ def test_figure_names_are_slugs_inside_the_output_folder(tmp_path):
 def test_figures_of_records_that_skipped_reading_still_land_in_their_folder(tmp_path, hostile):
     """Records handed to the report by a notebook, unchecked: the file names hold them harmlessly."""
     from gradbench.report.figures import draw_all
-    from gradbench.results import to_frame
+    from gradbench.frame import to_frame
 
     records = [dict(r, source="gradbench", source_file="x", **hostile) for r in _records()]
     out = tmp_path / "out" / "figures"
@@ -579,7 +579,7 @@ def test_a_timing_at_or_below_zero_is_skipped_with_one_warning(tmp_path, fields,
 
 def test_a_capacity_record_timed_at_zero_is_skipped_and_never_divided_by(tmp_path, capsys):
     from gradbench.report.capacity import capacity_rows
-    from gradbench.results import to_frame
+    from gradbench.frame import to_frame
 
     records = [dict(r, source="capacity", memory_budget_bytes=2 ** 30, capacity_batch_size=r["batch_size"],
                     time_median_s=0.0) for r in _records() if r["status"] == "ok"]

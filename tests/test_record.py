@@ -7,7 +7,8 @@ import pytest
 
 import gradbench
 from gradbench.record import RECORD_FIELDS, SCHEMA, new_record, schema_markdown, type_errors
-from gradbench.results import JsonlWriter, read_jsonl
+from gradbench.results import read_jsonl
+from gradbench.storage import JsonlWriter
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 

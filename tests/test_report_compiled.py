@@ -12,7 +12,7 @@ from gradbench.report.compiled import (compiled_blocks, compiled_groups, has_com
 from gradbench.report.document import build_blocks, write_report
 from gradbench.report.findings import findings
 from gradbench.report.tables import UNTRUSTED_MARK
-from gradbench.results import to_frame
+from gradbench.frame import to_frame
 
 # as torch 2.13's dynamo words them (gradbench.compiled keeps the first line, without the entry's "0/1: ")
 RECOMPILE_REASON = ("tensor 'self._modules['head']._parameters['bias']' requires_grad mismatch. expected "
@@ -270,7 +270,7 @@ def test_guards_on_computed_numbers_read_as_one_kind():
 
 
 def test_pytest_benchmark_booleans_stored_as_0_1_are_read_back_as_booleans():
-    from gradbench.results import read_pytest_benchmark
+    from gradbench.importers.pytest_benchmark import read_pytest_benchmark
 
     info = dict(model="mlp", size="tiny", batch_size=8, device="cpu", dtype="float32", mode="eval", step="forward",
                 compile="default", autocast="none", compile_cold=0, dropout_active=1, time_trusted=False)

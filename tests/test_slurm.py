@@ -122,7 +122,8 @@ def _job(out, cases_by_task, job_id="41"):
 
 def test_merge_appends_each_record_once_and_records_unreached_cases_as_crashed_with_the_slurm_state(tmp_path):
     from gradbench.pipeline import workload_failure_record
-    from gradbench.results import JsonlWriter, read_jsonl
+    from gradbench.results import read_jsonl
+    from gradbench.storage import JsonlWriter
 
     out = tmp_path / "m.jsonl"
     cases = Grid(**SMALL).cases()

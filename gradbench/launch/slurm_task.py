@@ -16,7 +16,7 @@ def run_part(parts_dir: str, task: int, cases: list, options: dict) -> dict:
     """Measure ``cases`` into parts_dir/JOB_TASK.jsonl. ``options``: run_id, timeout_s, isolate, threads,
     repeat, retry_untrusted, gpus. Returns counts (submitit keeps them; gradbench reads the part file)."""
     from ..console import ProgressPrinter
-    from ..results import JsonlWriter, ResultsLock
+    from ..storage import JsonlWriter, ResultsLock
     from ..resume import previous_results
     from ..sweep import run_sweep
 
@@ -60,7 +60,7 @@ def _gpus_here(gpus, part: str, cases: list, options: dict):
     import torch
 
     from ..errors import BadInput
-    from ..results import JsonlWriter
+    from ..storage import JsonlWriter
     from ..sweep import failure_record
     from .gpus import resolve
 

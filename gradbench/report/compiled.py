@@ -13,11 +13,12 @@ import re
 import pandas as pd
 
 from ..dataset import baseline as baseline_of, one_source
+from ..frame import with_identity_defaults
 from ..modes import MODES
 from ..record import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, WORKLOAD_FIELDS, case_label
-from ..results import with_identity_defaults
+from ..units import human_bytes
 from .findings import Finding, untrusted_note
-from .tables import UNTRUSTED_LEGEND, UNTRUSTED_MARK, as_text, human_bytes, is_untrusted
+from .tables import UNTRUSTED_LEGEND, UNTRUSTED_MARK, as_text, is_untrusted
 
 EAGER = IDENTITY_DEFAULTS["compile"]  # "none"
 NO_AUTOCAST = IDENTITY_DEFAULTS["autocast"]

@@ -9,7 +9,7 @@ import os
 
 import pandas as pd
 
-from .. import __version__
+from ..version import __version__
 from .. import dataset
 from ..atomic import write_text
 from ..modes import MODES

@@ -15,6 +15,7 @@ from ..dataset import combined
 from ..modes import MODES
 from ..record import WORKLOAD_FIELDS, case_label
 from ..text import terminal_text
+from ..units import human_bytes
 
 GROUP = [*WORKLOAD_FIELDS, "step"]
 UNTRUSTED_MARK = "\u2020"  # dagger, after a time that is not trusted
@@ -95,16 +96,6 @@ def _yes_no(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return "yes" if value else "no"
-
-
-def human_bytes(n) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return "-"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 def _ops(value) -> str:

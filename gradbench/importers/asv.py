@@ -1,0 +1,137 @@
+"""asv result folders (results/asv/results, or one machine's folder in it) -> records of the one
+schema (record.py). asv stores parameter values as reprs: they are read as literals, never evaluated."""
+from __future__ import annotations
+
+import ast
+import datetime as _dt
+import glob
+import itertools
+import math
+import os
+
+from ..reading import ResultsFileError, loads, read_text
+from ..record import FORMAT_VERSION, new_record, short_repr
+
+# asv benchmark (class.method suffix) -> (step, record field)
+ASV_METRICS = {
+    "Forward.time_forward": ("forward", "time_median_s"),
+    "TrainStep.time_train_step": ("train_step", "time_median_s"),
+    "ForwardMemory.track_peak_bytes": ("forward", "peak_bytes"),
+    "ForwardMemory.track_saved_bytes": ("forward", "saved_bytes"),
+    "CudaMemory.track_cuda_max_memory_allocated": ("forward", "cuda_max_allocated_bytes"),
+    "Forward.peakmem_forward": ("forward", "rss_peak_bytes"),  # gradbench 0.1's suite
+}
+ASV_PARAM_NAMES = ["model", "size", "batch_size", "device", "mode"]
+
+
+def _none_if(value, *empty):
+    return None if value in empty else value
+
+
+ASV_VALUE_MAX = 1000  # characters: asv stores a parameter's repr; gradbench's are short names and numbers
+
+
+def asv_value(text):
+    """One asv parameter value from its stored repr: a string, number, bool or None; ValueError otherwise.
+    A long one is refused unparsed: literal_eval of '-' * 200000 + '1' exhausts memory."""
+    if not isinstance(text, str) or len(text) > ASV_VALUE_MAX:
+        raise ValueError(f"parameter value {short_repr(text)} is not a literal of at most {ASV_VALUE_MAX} characters")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        value = ...
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"parameter value {short_repr(text)} is not the literal of a string, number or None")
+    return value
+
+
+def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
+    """An asv results folder (results/asv/results, or one machine's folder in it) -> records. A benchmark
+    whose param_names repeat a name is refused (which value is the model?), with one line in ``warnings``.
+    Folder names are glob.escape'd where they are globbed: 'res[1]' is a name, not a pattern."""
+
+    machine_dirs = [path] if os.path.exists(os.path.join(path, "machine.json")) else sorted(
+        os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(path), "*", "machine.json"))
+    )
+    if not machine_dirs:
+        raise ResultsFileError(f"{str(path)!r} is not an asv results folder (no machine.json in it or below it)")
+    param_names: dict[str, list[str]] = {}
+    for candidate in (os.path.join(path, "benchmarks.json"), os.path.join(os.path.dirname(path), "benchmarks.json")):
+        if os.path.exists(candidate):
+            param_names = {k: v.get("param_names", []) for k, v in loads(read_text(candidate), ours=False).items()
+                           if isinstance(v, dict)}
+            break
+    records: list[dict] = []
+    refused: dict[str, str] = {}
+    for machine_dir in machine_dirs:
+        for result_file in sorted(glob.glob(os.path.join(glob.escape(machine_dir), "*.json"))):
+            if os.path.basename(result_file) == "machine.json":
+                continue
+            try:
+                data = loads(read_text(result_file), ours=False)
+                columns = data["result_columns"]
+            except ResultsFileError:
+                raise
+            except (OSError, ValueError, KeyError) as exc:
+                raise ResultsFileError(f"{result_file!r} is not an asv result file: {exc}") from None
+            params = data.get("params", {})
+            merged: dict[tuple, dict] = {}
+            for name, row in data.get("results", {}).items():
+                suffix = ".".join(name.split(".")[-2:])
+                if suffix not in ASV_METRICS:
+                    continue
+                step, field = ASV_METRICS[suffix]
+                names = param_names.get(name) or ASV_PARAM_NAMES
+                repeated = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+                if repeated:
+                    refused.setdefault(name, repeated[0])
+                    continue
+                row = dict(zip(columns, row))
+                values = row.get("result") or []
+                combos = itertools.product(*row.get("params", []))  # lazily: as many as there are results
+                q25, q75 = row.get("stats_q_25") or [], row.get("stats_q_75") or []
+                samples = row.get("samples") or []
+                repeats = row.get("stats_repeat") or []  # samples asv took, kept or not (--quick: 1)
+                for i, (combo, value) in enumerate(zip(combos, values)):
+                    if value is None or (isinstance(value, float) and math.isnan(value)):
+                        continue
+                    try:
+                        identity = dict(zip(names, (asv_value(v) for v in combo)))
+                    except ValueError as exc:
+                        raise ResultsFileError(f"{result_file!r} is not an asv result file: {exc}") from None
+                    key = (step, *sorted(identity.items()))
+                    record = merged.setdefault(key, new_record(**identity, step=step))
+                    record[field] = value
+                    if field == "time_median_s":
+                        if i < len(q25) and q25[i] is not None and q75[i] is not None:
+                            record["time_iqr_s"] = q75[i] - q25[i]
+                        if i < len(repeats) and isinstance(repeats[i], int):
+                            record["n_samples"] = repeats[i]
+                        if i < len(samples) and samples[i]:
+                            record["samples_s"] = samples[i]
+                            record["n_samples"] = len(samples[i])
+            commit = data.get("commit_hash")
+            try:
+                timestamp = _dt.datetime.fromtimestamp(data.get("date", 0) / 1000, _dt.timezone.utc).isoformat(
+                    timespec="seconds")
+            except (OverflowError, OSError, ValueError) as exc:  # a date past what a datetime holds
+                raise ResultsFileError(f"{result_file!r} is not an asv result file: bad date "
+                                       f"{short_repr(data.get('date'))} ({exc})") from None
+            for record in merged.values():
+                record.update(
+                    format_version=FORMAT_VERSION, kind="case",  # made here, in the current format
+                    dtype="float32", status="ok", error=None, source="asv", git_commit=commit,
+                    run_id=f"asv:{params.get('machine')}:{(commit or '')[:8]}", timestamp=timestamp,
+                    machine=params.get("machine"), cpu=params.get("cpu"),
+                    gpu=_none_if(params.get("gpu"), "none", ""), driver=_none_if(params.get("driver"), "none", ""),
+                    cuda=_none_if(params.get("cuda"), "none", ""), torch=params.get("torch"),
+                    python=params.get("python"),
+                )
+                records.append(record)
+    if refused and warnings is not None:
+        (name, repeated), *more = refused.items()
+        warnings.append(f"{os.path.basename(os.path.normpath(str(path)))}: {len(refused)} benchmark(s) refused, "
+                        f"their param_names repeat a name; first: {short_repr(name)} repeats {short_repr(repeated)}")
+    if not records:
+        raise ResultsFileError(f"{str(path)!r} holds no gradbench asv results")
+    return records

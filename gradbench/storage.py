@@ -1,0 +1,116 @@
+"""Writing results: one record a line to a JSONL file, each line whole or not at all, and the lock
+that lets one run at a time write a results file. Nothing here reads results (results.py does)."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+
+from .errors import WriteFailed
+from .record import finite_or_none, type_errors
+
+
+def to_json_line(record: dict) -> str:
+    """One record as a JSON line: declared fields of the declared kinds only, NaN and infinity as null."""
+    clean = finite_or_none(record)
+    problems = type_errors(clean)
+    if problems:
+        raise TypeError(f"record breaks the schema (gradbench/record.py): {'; '.join(problems)}")
+    return json.dumps(clean, allow_nan=False)
+
+class ResultsLocked(Exception):
+    """Another run is writing this results file."""
+
+
+class ResultsLock:
+    """An exclusive lock on a results file for one run, so that two runs never both measure into one
+    file, by whatever name, symlink or hard link they reach it: the lock (flock) is on the file itself,
+    which is created if absent. The kernel drops it when the process ends, however it ends."""
+
+    def __init__(self, path):
+        import fcntl
+
+        self.path = str(path)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._file = open(self.path, "ab")
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _flock_holder(os.fstat(self._file.fileno()))
+            self._file.close()
+            raise ResultsLocked(f"{self.path!r} is being written by another gradbench run ({holder}); "
+                                "wait for it, or choose another --out") from None
+
+    def release(self) -> None:
+        self._file.close()  # closing drops the lock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _flock_holder(stat: os.stat_result) -> str:
+    """'pid N' of the process holding a flock on the file (Linux /proc/locks), else 'another process'."""
+    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                parts = line.split()
+                if "FLOCK" in parts and device in parts:
+                    return f"pid {parts[parts.index(device) - 1]}"
+    except OSError:
+        pass
+    return "another process"
+
+
+class JsonlWriter:
+    """Appends records one line at a time, each written whole and fsynced, so a kill loses at most the
+    line in flight. A line that cannot be written whole (disk full, quota, file size limit) is cut
+    back off the file and WriteFailed raised: every record before it is intact, no partial line left."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.written = 0
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        # A previous run killed mid-write may have left a partial line: start on a fresh line.
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        if end > 0 and os.pread(self._fd, 1, end - 1) != b"\n":
+            self._append(b"\n")
+
+    def _append(self, data: bytes) -> None:
+        before = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            done = 0
+            while done < len(data):
+                n = os.write(self._fd, data[done:])
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += n
+            os.fsync(self._fd)
+        except BaseException as exc:  # a signal's exception mid-line too: the line goes, whole
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, before)
+            if not isinstance(exc, OSError):
+                raise
+            raise WriteFailed(f"cannot write results to {self.path!r}: {exc.strerror or exc}; the {self.written} "
+                              f"records this run wrote before it are intact; make room, then continue with "
+                              f"--out {self.path} --resume") from None
+
+    def write(self, record: dict) -> None:
+        self._append((to_json_line(record) + "\n").encode())
+        self.written += 1
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
