@@ -1,12 +1,11 @@
 """`gradbench capacity`: the largest batch each mode fits in a memory budget, measured (capacity.py)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 
-from ..errors import BadInput, cannot_write
+from ..errors import BadInput
 from ..record import finite_or_none
 from ..settings import list_arg
 from .arguments import SECONDS
@@ -34,10 +33,8 @@ def add_parser(sub):
 
 def run(args) -> int:
     """The largest batch each mode fits in a memory budget, measured (gradbench/capacity.py)."""
-    from ..capacity import capacity_of, capacity_table, default_budget, parse_size
+    from ..capacity import capacity_table, default_budget, measure_capacities, parse_size
     from ..case import Case
-    from ..record import new_run_id
-    from ..results import JsonlWriter
     from ..modes import MODES
     from ..report.tables import render
     from ..settings import check_user_models
@@ -59,20 +56,9 @@ def run(args) -> int:
     if args.out is not None and (not args.out or os.path.isdir(args.out)):
         raise BadInput(f"--out {args.out!r} is not a file name; give a JSONL file to append the records to")
     check_user_models(args.models)
-    rows, run_id = [], new_run_id()
-    try:
-        opened = JsonlWriter(args.out) if args.out else contextlib.nullcontext()
-    except OSError as exc:
-        raise cannot_write("--out", args.out, exc) from None
-    with opened as writer:
-        for i, (m, s, d, t, mode, step) in enumerate(combos, 1):
-            print(f"gradbench: capacity {i}/{len(combos)}: {m}/{s} {d} {t} {mode} {step} in {budgets[d]} bytes",
-                  file=sys.stderr)
-            rows.append(capacity_of(m, s, d, t, mode, step, budgets[d], args.time, args.max_time, run_id=run_id,
-                                    write=writer.write if writer else None))
+    rows, written = measure_capacities(combos, budgets, args.time, args.max_time, out=args.out)
     if args.out:
-        print(f"gradbench: {writer.written} records appended to {args.out} (gradbench report reads them)",
-              file=sys.stderr)
+        print(f"gradbench: {written} records appended to {args.out} (gradbench report reads them)", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(finite_or_none(rows), indent=1, allow_nan=False))
     else:
