@@ -280,3 +280,30 @@ def capacity_table(rows: list[dict]):
         line["note"] = r["error"] or r.get("note") or ""
         shown.append(line)
     return pd.DataFrame(shown).set_index("case")
+
+
+def measure_capacities(cases: list[tuple], budgets: dict[str, int], time_it: bool = False, max_time_s: float = 2.0,
+                       out: str | None = None) -> tuple[list[dict], int]:
+    """Every case's answer (``(model, size, device, dtype, mode, step)``, in the budget of its device), in order,
+    with a progress line on stderr per case; with ``out``, the record of every batch measured appended to that
+    JSONL file as each case ends, so that a search stopped halfway keeps what it measured.
+    Returns the answers and the number of records written."""
+    import contextlib
+    import sys
+
+    from .errors import cannot_write
+    from .record import new_run_id
+    from .storage import JsonlWriter
+
+    rows, run_id = [], new_run_id()
+    try:
+        opened = JsonlWriter(out) if out else contextlib.nullcontext()
+    except OSError as exc:
+        raise cannot_write("--out", out, exc) from None
+    with opened as writer:
+        for i, (m, s, d, t, mode, step) in enumerate(cases, 1):
+            print(f"gradbench: capacity {i}/{len(cases)}: {m}/{s} {d} {t} {mode} {step} in {budgets[d]} bytes",
+                  file=sys.stderr)
+            rows.append(capacity_of(m, s, d, t, mode, step, budgets[d], time_it, max_time_s, run_id=run_id,
+                                    write=writer.write if writer else None))
+    return rows, writer.written if writer else 0

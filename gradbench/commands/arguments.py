@@ -1,0 +1,19 @@
+"""What several commands take from the command line, checked: argument types, and results files read
+(a file that cannot be read is bad input, one line, not a traceback)."""
+from __future__ import annotations
+
+from ..errors import BadInput
+from ..settings import argument
+
+SECONDS = argument(float, above=0)  # finite, > 0
+INTEGER = argument(int)  # ASCII decimal digits: int() would take "1_000"
+
+
+def load_results(paths: list[str]):
+    """The records of gradbench JSONL files, asv result folders and pytest-benchmark JSON, as one frame."""
+    from ..results import load
+
+    try:
+        return load(paths)
+    except ValueError as exc:  # ResultsFileError: empty, truncated, foreign
+        raise BadInput(str(exc)) from None
