@@ -78,6 +78,14 @@ def capacity_probes(data):
     return _of_kind(data, "capacity_probe")
 
 
+def reported(data):
+    """The records of the kinds this gradbench reports (cases and capacity probes): a reserved kind
+    (prediction, ab_trial) has no reader yet, and is never counted or shown as a case."""
+    if isinstance(data, list):
+        return [r for r in data if kind_of(r) in KINDS]
+    return data[_kinds(data).isin(KINDS)]
+
+
 def _untrusted(value) -> bool:
     """time_trusted is false (null: not judged, e.g. asv or pytest-benchmark); numpy's bool too."""
     return value is False or (type(value).__name__ == "bool_" and not value)
@@ -153,7 +161,7 @@ def combined(df):
     import pandas as pd
 
     df = cases(df)
-    keys = ["source_file", "git_commit", *CASE_KEY_FIELDS]  # commits are not repeats (asv results)
+    keys = ["source_file", "source", "git_commit", *CASE_KEY_FIELDS]  # commits and harnesses are not repeats
     keyed = _text(df[keys])
     duplicated = keyed.duplicated(keep=False)
     if not duplicated.any():

@@ -69,7 +69,9 @@ def _from_3(record: dict) -> dict:
 
 def _from_4(record: dict) -> dict:
     """0.4 -> 5: the kind, from the source that wrote it (a capacity search's batches said source capacity)."""
-    kind = record.get("kind") or ("capacity_probe" if record.get("source") == "capacity" else "case")
+    kind = record.get("kind")  # a kind a 0.4 record somehow had stands, to be judged like any value
+    if kind is None:
+        kind = "capacity_probe" if record.get("source") == "capacity" else "case"
     return {**record, "kind": kind, "format_version": 5}
 
 

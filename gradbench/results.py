@@ -190,6 +190,7 @@ def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
     records = [completed(r) for r in records]  # older files lack newer fields
     for r in records:
         r["source"] = r["source"] or "gradbench"
+        judged_on_reading(r)  # before choosing: an imprecise old timing must not outrank a newer one
     return standing(records), warnings  # a file holds every attempt; dataset.py says which stand
 
 def read_any(path) -> tuple[list[dict], list[str]]:

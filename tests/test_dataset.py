@@ -99,3 +99,27 @@ def test_a_capacity_probe_stands_per_search():
     assert dataset.standing([first, second]) == [first, second]
     searches = dataset.capacity_searches(to_frame([first, second]))
     assert searches["run_id"].tolist() == ["s2"]  # the newest search, whatever the rank of its probes
+
+
+def test_two_harnesses_records_of_one_case_are_not_combined_as_repeats():
+    ours, theirs = ok(1.0), ok(3.0, source="pytest-benchmark")
+    rows = dataset.combined(to_frame([ours, theirs]))
+    assert sorted(rows["time_median_s"].tolist()) == [1.0, 3.0]
+
+
+def test_an_imprecise_old_timing_is_judged_before_it_can_outrank_a_newer_one(tmp_path):
+    """A record from before trust verdicts (time_trusted null) whose interval is wide is untrusted on reading;
+    it was chosen first, as if trusted, and a newer untrusted record of the case vanished."""
+    import json
+
+    from gradbench.record import new_record
+    from gradbench.results import read_gradbench_jsonl
+
+    base = {k: v for k, v in CASE.items() if k not in ("source_file",)}
+    old = new_record(**base, status="ok", time_median_s=1e-3, time_ci_low_s=0.2e-3, time_ci_high_s=1.8e-3)
+    old["time_trusted"] = None
+    newer = new_record(**base, status="ok", time_median_s=2e-3, time_trusted=False, time_distrust="contention")
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(old) + "\n" + json.dumps(newer) + "\n")
+    [standing], _ = read_gradbench_jsonl(path)
+    assert standing["time_median_s"] == 2e-3

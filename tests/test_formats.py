@@ -142,3 +142,26 @@ def test_asv_and_pytest_benchmark_records_are_cases_in_the_current_format():
     for path in (os.path.join(fixtures, "asv"), os.path.join(fixtures, "pytest-benchmark.json")):
         records = read_any(path)[0]
         assert records and {(r["format_version"], r["kind"]) for r in records} == {(FORMAT_VERSION, "case")}, path
+
+
+@pytest.mark.parametrize("kind", ["", 0, []])
+def test_a_falsy_kind_in_a_file_without_a_format_is_skipped_too(kind, tmp_path):
+    """Migration fills a missing kind, never a wrong one (an empty kind was read as a case before 0.4's step)."""
+    path = tmp_path / "old.jsonl"
+    old = {k: v for k, v in _record(mode="train").items() if k != "format_version"}
+    path.write_text(json.dumps(_record()) + "\n" + json.dumps({**old, "kind": kind}) + "\n")
+    records, [warning] = read_jsonl(path)
+    assert [r["mode"] for r in records] == ["eval"] and "old.jsonl:2" in warning
+
+
+def test_a_reserved_kind_is_left_out_of_the_report_and_said_so(tmp_path):
+    from gradbench.cli import main
+
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [
+        _record(time_trusted=True), _record(mode="train", time_trusted=True),
+        _record(batch_size=16, mode="train", kind="prediction", time_trusted=False, time_distrust="PREDICTED")]))
+    assert main(["report", str(path), "--out", str(tmp_path / "r")]) == 0
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "PREDICTED" not in text and "b16" not in text
+    assert "2 records" in text and "1 records of kinds this gradbench does not report yet" in text

@@ -114,7 +114,8 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
                  combined: pd.DataFrame | None = None) -> list[tuple]:
     """``df``: the records as read (counted as such); ``combined``: one row per case (tables, findings).
     Capacity records (`gradbench capacity --out`) have a section of their own and stay out of the rest."""
-    raw = df
+    reserved = len(df) - len(dataset.reported(df))
+    raw = df = dataset.reported(df)
     cases = dataset.cases(df)
     df = dataset.combined(cases) if combined is None else dataset.cases(combined)
     ok = int((raw["status"] == "ok").sum())
@@ -131,7 +132,9 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
         ("h1", title),
         ("p", f"{len(raw)} records ({ok} ok) from {raw['source_file'].nunique() if 'source_file' in raw else 1} "
               f"source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
-              "Every number below is computed from those records." + repeats + harnesses),
+              "Every number below is computed from those records." + repeats + harnesses +
+              (f" {reserved} records of kinds this gradbench does not report yet (prediction, ab_trial) are left "
+               "out." if reserved else "")),
         ("h2", "Environment"),
         ("table", _environment(raw)),
         *_trust_blocks(raw),
