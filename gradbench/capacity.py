@@ -297,7 +297,8 @@ def measure_capacities(cases: list[tuple], budgets: dict[str, int], time_it: boo
 
     rows, run_id = [], new_run_id()
     try:
-        opened = JsonlWriter(out) if out else contextlib.nullcontext()
+        opened = JsonlWriter(out, then="search again (capacity has no --resume; a report reads the newest search)") \
+            if out else contextlib.nullcontext()
     except OSError as exc:
         raise cannot_write("--out", out, exc) from None
     with opened as writer:

@@ -71,8 +71,10 @@ class JsonlWriter:
     line in flight. A line that cannot be written whole (disk full, quota, file size limit) is cut
     back off the file and WriteFailed raised: every record before it is intact, no partial line left."""
 
-    def __init__(self, path):
+    def __init__(self, path, then: str | None = None):
+        """``then``: what the user does once there is room again (a run resumes; other writers say theirs)."""
         self.path = str(path)
+        self.then = then or f"continue with --out {self.path} --resume"
         self.written = 0
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
@@ -97,8 +99,7 @@ class JsonlWriter:
             if not isinstance(exc, OSError):
                 raise
             raise WriteFailed(f"cannot write results to {self.path!r}: {exc.strerror or exc}; the {self.written} "
-                              f"records this run wrote before it are intact; make room, then continue with "
-                              f"--out {self.path} --resume") from None
+                              f"records this run wrote before it are intact; make room, then {self.then}") from None
 
     def write(self, record: dict) -> None:
         self._append((to_json_line(record) + "\n").encode())

@@ -191,6 +191,16 @@ def test_results_that_cannot_be_written_stop_the_run_with_no_partial_line(tmp_pa
     _lock_is_free(out)
 
 
+def test_capacity_results_that_cannot_be_written_advise_no_option_capacity_lacks(tmp_path):
+    out = tmp_path / "full.jsonl"
+    args = ["capacity", "--models", "mlp", "--sizes", "tiny", "--modes", "eval_no_grad", "--memory-budget", "1MiB",
+            "--out", str(out)]
+    line = _one_error_line(_gradbench(args, max_bytes=3000), 1)
+    assert f"cannot write results to {str(out)!r}" in line and "search again" in line
+    assert "--resume" not in line.replace("has no --resume", "")  # was: 'continue with --out ... --resume'
+    assert out.read_bytes().endswith(b"\n") or out.read_bytes() == b""
+
+
 def test_a_report_that_cannot_be_written_leaves_no_half_written_file(tmp_path):
     out = tmp_path / "report"
     result = _gradbench(["report", JSONL, "--out", str(out)], max_bytes=30_000)  # smaller than the figures
