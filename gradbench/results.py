@@ -27,6 +27,12 @@ from .workload import DTYPES
 def is_record(obj) -> bool:
     return isinstance(obj, dict) and all(k in obj for k in ("model", "mode", "step", "status"))
 
+
+def _declares_a_newer_format(obj) -> bool:
+    """A newer gradbench's record, whatever fields that format has (it may have renamed what is_record looks for)."""
+    version = obj.get("format_version") if isinstance(obj, dict) else None
+    return isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
+
 def problems(record: dict) -> list[str]:
     """Why a record read from a file cannot be used (empty when it can): fields of the wrong kind or
     range, an identity no gradbench run could have had (identity_errors), a time no step took (time_errors),
@@ -129,7 +135,7 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
             obj = loads(line)
         except ValueError:  # not JSON, or an integer of more digits than Python converts
             obj = None
-        if is_record(obj):
+        if is_record(obj) or _declares_a_newer_format(obj):
             try:
                 obj = migrated(obj)
             except TooNew as exc:

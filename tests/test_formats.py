@@ -165,3 +165,11 @@ def test_a_reserved_kind_is_left_out_of_the_report_and_said_so(tmp_path):
     text = (tmp_path / "r" / "report.md").read_text()
     assert "PREDICTED" not in text and "b16" not in text
     assert "2 records" in text and "1 records of kinds this gradbench does not report yet" in text
+
+
+def test_a_newer_format_that_renamed_fields_is_named_as_newer(tmp_path):
+    """A newer gradbench may rename what this one recognises a record by: the file is too new, not foreign."""
+    path = tmp_path / "newer.jsonl"
+    path.write_text(json.dumps({"format_version": FORMAT_VERSION + 1, "outcome": "ok", "model": "mlp"}) + "\n")
+    with pytest.raises(ResultsFileError, match=f"format_version {FORMAT_VERSION + 1} is newer"):
+        read_jsonl(path)
