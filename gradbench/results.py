@@ -223,14 +223,20 @@ def read_any(path) -> tuple[list[dict], list[str]]:
             records = [r for r, (_, wrong) in zip(records, found) if not wrong]
     for r in records:
         r["source_file"] = path
-        judged_on_reading(r)
     return records, warnings
+
+
+def _judged(records: list[dict]) -> list[dict]:
+    """An importer's records, judged on reading (read_gradbench_jsonl judges its own, before choosing)."""
+    for r in records:
+        judged_on_reading(r)
+    return records
 
 
 def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
     if os.path.isdir(path):
         warnings: list[str] = []
-        return read_asv_results(path, warnings), warnings
+        return _judged(read_asv_results(path, warnings)), warnings
     if path.endswith(".jsonl"):
         records, warnings = read_gradbench_jsonl(path)
     else:
@@ -245,10 +251,10 @@ def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
         except ValueError:
             data = None
         if isinstance(data, dict) and "benchmarks" in data and "machine_info" in data:
-            records, warnings = read_pytest_benchmark(path, data), []
+            records, warnings = _judged(read_pytest_benchmark(path, data)), []
         elif isinstance(data, dict) and "result_columns" in data:
             warnings = []
-            records = read_asv_results(os.path.dirname(os.path.abspath(path)), warnings)
+            records = _judged(read_asv_results(os.path.dirname(os.path.abspath(path)), warnings))
         else:  # perhaps JSONL under another name
             records, warnings = read_gradbench_jsonl(path)
     return records, warnings
