@@ -17,3 +17,9 @@ def load_results(paths: list[str]):
         return load(paths)
     except ValueError as exc:  # ResultsFileError: empty, truncated, foreign
         raise BadInput(str(exc)) from None
+
+
+def add_head(parser) -> None:
+    """--head as case and explain take it: one module name (run's takes the same, said for a grid)."""
+    parser.add_argument("--head", metavar="NAME", help="the module finetune_head trains (default: the last "
+                        "nn.Linear the output depends on)")

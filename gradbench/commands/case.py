@@ -6,7 +6,7 @@ import json
 from ..errors import BadInput
 from ..record import finite_or_none
 from ..settings import argument
-from .arguments import SECONDS
+from .arguments import SECONDS, add_head
 
 
 def add_parser(sub):
@@ -23,8 +23,7 @@ def add_parser(sub):
     case.add_argument("--compile", default="none", help="none default max-autotune reduce-overhead (cuda)")
     case.add_argument("--autocast", default="none", help="none bfloat16 float16 (cuda)")
     case.add_argument("--compile-cold", action="store_true", help="reset the compiler's caches first")
-    case.add_argument("--head", metavar="NAME", help="the module finetune_head trains (default: the last nn.Linear "
-                      "the output depends on)")
+    add_head(case)
     case.add_argument("--energy-sampling", action="store_true", help="cuda: time until the energy counter has "
                       "updated 10 times, so that energy_j is measured")
     return case

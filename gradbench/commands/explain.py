@@ -6,7 +6,7 @@ import json
 from ..errors import BadInput
 from ..record import finite_or_none
 from ..settings import argument, list_arg
-from .arguments import SECONDS
+from .arguments import SECONDS, add_head
 
 
 def add_parser(sub):
@@ -23,8 +23,7 @@ def add_parser(sub):
                          "reduce-overhead (cuda) (default: none)")
     explain.add_argument("--autocast", default="none", help="autocast dtype: none bfloat16 float16 (cuda) "
                          "(default: none)")
-    explain.add_argument("--head", metavar="NAME", help="the module finetune_head trains (default: the last "
-                         "nn.Linear the output depends on)")
+    add_head(explain)
     return explain
 
 
