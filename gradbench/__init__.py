@@ -1,6 +1,6 @@
 """gradbench: what model.eval(), torch.no_grad(), requires_grad=False and inference_mode really cost and save."""
 from .case import Case
-from .pipeline import run_case
+from .session import run_case
 from .results import load
 from .version import __version__
 

@@ -147,24 +147,22 @@ def case_needs(model: str, size: str, device: str, dtype: str, mode: str, step: 
     memory passes (None: out of memory). Other failures (a model that refuses the batch) propagate.
     ``needed.records`` keeps the record of every batch measured, out-of-memory ones included."""
     from .case import Case
-    from .pipeline import base_record, is_oom, prepare, workload_failure_record
-    from .record import new_run_id
-    from .workload import Workload
+    from .session import Session, failed
 
     records: dict[int, dict] = {}
-    run_id = run_id or new_run_id()
+    session = Session(run_id)
 
     def needed(batch: int) -> int | None:
         case = Case(model, size, batch, device, dtype, mode, step, seed).validate()
         try:
-            workload = Workload(*case.workload_key)
-            with prepare(case, workload, base_record(case, workload, run_id), memory_only=True) as prepared:
+            with session.prepared(case, memory_only=True) as prepared:
                 record = prepared.record
         except Exception as exc:
-            if not is_oom(exc):
+            status, message = failed(exc)
+            if status != "oom":
                 raise
-            _release(device)
-            records[batch] = workload_failure_record(case, run_id, "oom", f"{type(exc).__name__}: {exc}".strip())
+            session.release()
+            records[batch] = session.failure(case, status, message)
             return None
         records[batch] = {**record, "status": "ok"}
         return int(record["held_bytes"] + record["peak_bytes"])
@@ -173,11 +171,15 @@ def case_needs(model: str, size: str, device: str, dtype: str, mode: str, step: 
     return needed
 
 
-def _release(device: str) -> None:
-    if str(device).startswith("cuda"):
-        import torch
-
-        torch.cuda.empty_cache()
+def _search(needed, budget_bytes: int) -> tuple["Capacity", str | None]:
+    """find_capacity, and where batch 1 is refused (BatchNorm in a train-flag mode), from batch 2, saying so."""
+    try:
+        return find_capacity(needed, budget_bytes), None
+    except Exception as exc:
+        if needed.records:  # it failed past batch 1: nothing to retry
+            raise
+        note = f"batch 1 refused, probed from 2: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        return find_capacity(needed, budget_bytes, probes=tuple(2 * p for p in PROBES)), note
 
 
 def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step: str, budget_bytes: int,
@@ -186,8 +188,9 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
 
     ``write(record)``, if given, receives the record of every batch measured (kind capacity_probe, source
     "capacity", with the budget and the answer), and with ``time_it`` the timed record at the answer."""
-    from .modes import MODES
+    from .case import Case
     from .record import new_run_id
+    from .session import not_applicable
 
     run_id = run_id or new_run_id()
 
@@ -195,20 +198,13 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
                memory_budget_bytes=budget_bytes, max_batch_size=None, fixed_bytes=None, bytes_per_sample=None,
                bytes_at_max=None, bytes_at_next=None, samples_per_s=None, time_trusted=None, capped=False,
                measured_batches=[], note=None, error=None)
-    if step == "train_step" and not MODES[mode].records_graph:
-        out["error"] = f"mode {mode!r} records no autograd graph, so there is no train step"
+    reason = not_applicable(Case(model, size, 1, device, dtype, mode, step))
+    if reason:
+        out["error"] = reason
         return out
     needed = case_needs(model, size, device, dtype, mode, step, run_id=run_id)
-    note = None
     try:
-        try:
-            found = find_capacity(needed, budget_bytes)
-        except Exception as exc:
-            if needed.records:  # it failed past batch 1: nothing to retry
-                raise
-            # BatchNorm in a train-flag mode refuses a batch of one: the line starts at two
-            note = f"batch 1 refused, probed from 2: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-            found = find_capacity(needed, budget_bytes, probes=tuple(2 * p for p in PROBES))
+        found, out["note"] = _search(needed, budget_bytes)
     except Exception as exc:  # the model refused a batch size: a result, and the other cases go on
         out["error"] = f"{type(exc).__name__}: {exc}".strip()
         return out
@@ -216,14 +212,13 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
     out.update(max_batch_size=found.max_batch_size, fixed_bytes=found.fixed_bytes,
                bytes_per_sample=found.bytes_per_sample, bytes_at_max=found.bytes_at_max,
                bytes_at_next=found.bytes_at_next, capped=found.capped, measured_batches=sorted(found.measured))
-    out["note"] = note
     if found.max_batch_size == 0:
         first = min(found.measured)
         out["error"] = (f"batch {first} does not fit: it needs {found.measured[first]} bytes, the budget is "
                         f"{budget_bytes}" if found.measured[first] is not None else
                         f"batch {first} ran out of memory")
     elif time_it:
-        from .pipeline import run_case
+        from .session import run_case
 
         record = timed = run_case(model, size, found.max_batch_size, device, dtype, mode, step,
                                   max_time_s=max_time_s, run_id=run_id)

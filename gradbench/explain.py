@@ -15,9 +15,8 @@ def measure_modes(models: list[str], size: str, batch_size: int, device: str, dt
     cannot be imported or built. Under ``compile`` the modes share one compiled model, in MODES order."""
     from .case import Case
     from .modes import MODES
-    from .pipeline import measure_case
+    from .session import Session
     from .settings import check_user_models
-    from .workload import Workload
 
     try:
         cases_by_model = {model: [Case(model, size, batch_size, device, dtype, mode, "forward",
@@ -27,14 +26,15 @@ def measure_modes(models: list[str], size: str, batch_size: int, device: str, dt
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     check_user_models(models)
-    output = {}
+    output, session = {}, Session()
     for model, cases in cases_by_model.items():
         slow = " (compiling: tens of seconds per mode on a CPU)" if compile != "none" else ""
         print(f"gradbench: measuring {len(cases)} modes of {model}/{size}{slow} ...", file=sys.stderr)
         try:
-            workload = Workload(*cases[0].workload_key)
+            session.workload(cases[0])
         except Exception as exc:  # a model that cannot be built here (a bad factory, no memory for the batch)
             raise BadInput(str(exc) if isinstance(exc, ValueError) else f"cannot build {model}/{size} with batch "
                            f"{batch_size}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
-        output[model] = [measure_case(c, workload) for c in cases]
+        output[model] = [session.measure(c) for c in cases]
+    session.release()
     return output

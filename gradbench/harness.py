@@ -13,12 +13,11 @@ import os
 import torch
 
 from .case import Case
-from .compiled import autocast_not_applicable, cuda_only
 from .modes import CORE_MODES, DEFAULT_MODES, MODES
 from .measure.timing import clock_for, steps_per_block, warm_up
-from .pipeline import WARMUP_STEPS, prepare
-from .sweep import Grid
-from .workload import Workload
+from .pipeline import WARMUP_STEPS
+from .plan import Grid
+from .session import Session, not_applicable
 
 GRID_VARIABLE = "GRADBENCH_ASV_GRID"
 # torch.compile and autocast axes, off unless asked for (lists as on the command line: "none,default")
@@ -69,15 +68,13 @@ class NotApplicable(NotImplementedError):
     """
 
 
-_workloads: dict[tuple, Workload] = {}
+# One per process: a model is built once, whatever number of benchmarks use it.
+_session = Session(keep_workloads=True)
 
 
-def workload(model: str, size: str, batch_size: int, device: str, dtype: str = "float32", seed: int = 0):
-    """One Workload per process and key: a model is built once, whatever number of benchmarks use it."""
-    key = (model, size, batch_size, device, dtype, seed)
-    if key not in _workloads:
-        _workloads[key] = Workload(*key)
-    return _workloads[key]
+def workload(model: str, size: str, batch_size: int, device: str, dtype: str = "float32"):
+    """The workload a BenchmarkCase of these values measures on (the same model object)."""
+    return _session.workload(Case(model, size, batch_size, device, dtype))
 
 
 class BenchmarkCase:
@@ -92,17 +89,15 @@ class BenchmarkCase:
                  dtype: str = "float32", compile: str = "none", autocast: str = "none"):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise NotApplicable("no CUDA GPU on this machine")
-        if step == "train_step" and not MODES[mode].records_graph:
-            raise NotApplicable(f"mode {mode!r} records no graph: no train step")
-        if autocast_not_applicable(autocast, dtype):
-            raise NotApplicable(autocast_not_applicable(autocast, dtype))
-        if not device.startswith("cuda") and cuda_only(compile, autocast):
-            raise NotApplicable(f"compile {compile!r} with autocast {autocast!r} needs a CUDA device")
-        case = Case(model, size, batch_size, device, dtype, mode, step, compile=compile, autocast=autocast).validate()
-        self.workload = workload(model, size, batch_size, device, dtype)
+        case = Case(model, size, batch_size, device, dtype, mode, step, compile=compile, autocast=autocast)
+        reason = not_applicable(case)
+        if reason:
+            raise NotApplicable(reason)
+        case.validate()
+        self.workload = _session.workload(case)
         self.device = self.workload.device
         self._stack = contextlib.ExitStack()
-        prepared = self._stack.enter_context(prepare(case, self.workload))
+        prepared = self._stack.enter_context(_session.prepared(case, workload=self.workload))
         self.record, self._step = prepared.record, prepared.step
         # warm by gradbench's own rule, so that even a harness's first timed call (asv --quick's only
         # one) is a warm step, as in `gradbench run`

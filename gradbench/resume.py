@@ -56,7 +56,7 @@ def previous_results(out: str, cases, repeat: int, threads: int | None, this_mac
     from .dataset import cases as case_records, standing
     from .reading import ResultsFileError
     from .results import read_jsonl
-    from .sweep import untrusted
+    from .plan import needs_retry as untrusted
 
     previous = Previous()
     if not os.path.exists(out) or not cases:

@@ -1,5 +1,6 @@
-"""One `gradbench run`: take the results file (one run owns it), resume what it holds, sweep the
-rest into it, print the summary, write the report. Settings come validated (settings.py)."""
+"""One `gradbench run`: take the results file (one run owns it), resume what it holds, plan the rest and
+hand the plan to an executor (local, or Slurm). Settings come validated (settings.py); the summary and
+the report are the command's (commands/run.py), written while the file is still this run's."""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +10,10 @@ import stat
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from typing import Callable
 
+from .console import ProgressPrinter
 from .errors import BadInput, cannot_write
 from .settings import RunSettings
 from .text import terminal_text
@@ -25,7 +29,9 @@ def report_dir_for(results_path: str) -> str:
     return base + "-report"
 
 
-def execute(settings: RunSettings) -> int:
+def execute(settings: RunSettings, finish: Callable[["Finished"], None] | None = None) -> int:
+    """The run, with its results file locked from before it is read for --resume until ``finish`` (the
+    command's summary and report) has read it back."""
     from .record import new_run_id
     from .storage import ResultsLock, ResultsLocked
 
@@ -44,11 +50,30 @@ def execute(settings: RunSettings) -> int:
         raise cannot_write("--out", out, exc) from None
     with lock, _terminated_as_exit():
         try:
-            return _measure_into(out, settings, run_id)
+            finished = _measure_into(out, settings, run_id)
         except BadInput:  # refused before anything was measured (Slurm refused the job): leave no empty file
             if not existed and os.path.exists(out) and os.path.getsize(out) == 0:
                 os.remove(out)
             raise
+        if finished.stopped is not None:
+            return finished.stopped
+        if finish is not None:
+            finish(finished)
+        return 0
+
+
+@dataclass
+class Finished:
+    """What a run leaves for its summary and report: this run's records, its progress and wall time, or
+    the exit status it was stopped with (then there is no summary)."""
+
+    out: str
+    settings: RunSettings
+    records: list
+    progress: object = None
+    wall_s: float = 0.0
+    started: float = 0.0
+    stopped: int | None = None
 
 
 class Terminated(SystemExit):
@@ -72,80 +97,75 @@ def _terminated_as_exit():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _measure_into(out: str, settings: RunSettings, run_id: str) -> int:
-    """The sweep into ``out`` (its lock held): resume, sweep (here, or as a Slurm job array), summary, report."""
-    from .console import ProgressPrinter
-    from .launch.jobs import slurm_dir, unmerged
-    from .reading import ResultsFileError
-    from .report.summary import print_summary
-    from .results import load
-    from .resume import Previous, previous_results
+def _measure_into(out: str, settings: RunSettings, run_id: str) -> Finished:
+    """The sweep into ``out`` (its lock held): what is done already, then the rest, here or on Slurm."""
+    from .plan import Plan
     from .storage import JsonlWriter
-    from .sweep import run_sweep
 
-    cases, repeat = list(settings.cases), settings.repeat
-    on_slurm = settings.launcher == "slurm"
-    attached = unmerged(out)
-    if attached and not on_slurm:
-        raise BadInput(f"--out {out!r} belongs to Slurm job {attached[-1]['job_id']}, not yet merged "
-                       f"({slurm_dir(out)}); resume it with --launcher slurm --resume")
-    previous = Previous()
-    if settings.resume:
-        previous = previous_results(out, cases, repeat, settings.threads, this_machine=not on_slurm)
-        for w in previous.warnings:
-            print(f"gradbench: warning: {terminal_text(w)}", file=sys.stderr)
-    elif (os.path.exists(out) and os.path.getsize(out) > 0) or attached:
-        raise BadInput(f"--out {out!r} already has results{' (or a Slurm job)' if attached else ''}; pass --resume "
-                       "to continue it, or choose another --out")
+    previous = _previous(out, settings)
     try:
         writer = JsonlWriter(out)
     except OSError as exc:
         raise cannot_write("--out", out, exc) from None
-
-    def announce(previous) -> None:
-        times = f" ({len(cases)} x {repeat} worker processes)" if repeat > 1 else ""
-        where = f" on Slurm ({settings.slurm.jobs} tasks at most)" if on_slurm else ""
-        print(f"gradbench: {len(cases) * repeat - previous.skipped} cases{times} to run{where} ({previous.skipped} "
-              f"already done) -> {out}", file=sys.stderr)
-
-    started = time.perf_counter()
-    records: list[dict] = []
+    finished = Finished(out, settings, records=[], started=time.perf_counter())
 
     def write(record):
         writer.write(record)
-        records.append(record)
+        finished.records.append(record)
 
+    plan = Plan(settings.cases, repeat=settings.repeat, retry_untrusted=settings.retry_untrusted,
+                isolate=settings.isolate, done=frozenset(previous.done), untrusted_done=frozenset(previous.untrusted))
+    executor = _executor(out, settings, run_id, previous)
     try:
         with writer:
-            if on_slurm:
-                from .launch.slurm import sweep_on_slurm
-
-                progress = sweep_on_slurm(
-                    out, settings, run_id, write, announce=announce,
-                    previous_for=lambda: previous_results(out, cases, repeat, settings.threads, this_machine=False))
-            else:
-                announce(previous)
-                progress = run_sweep(cases, write, run_id=run_id, timeout_s=settings.timeout_s,
-                                     isolate=settings.isolate, threads=settings.threads, on_record=ProgressPrinter(),
-                                     repeat=repeat, retry_untrusted=settings.retry_untrusted, done=previous.done,
-                                     untrusted_done=previous.untrusted, gpus=settings.gpus)
+            finished.progress = executor.run(plan, write, ProgressPrinter())
     except (KeyboardInterrupt, Terminated) as stopped:
-        again = "--launcher slurm --resume (the same command)" if on_slurm else "--resume"
+        again = "--launcher slurm --resume (the same command)" if settings.launcher == "slurm" else "--resume"
         how = "terminated (SIGTERM)" if isinstance(stopped, Terminated) else "interrupted"
-        print(f"\ngradbench: {how}; this run wrote {len(records)} records to {out}; "
+        print(f"\ngradbench: {how}; this run wrote {len(finished.records)} records to {out}; "
               f"continue with: gradbench run ... --out {out} {again}", file=sys.stderr)
-        return stopped.code if isinstance(stopped, Terminated) else 130
-    wall = time.perf_counter() - started
-    try:
-        everything = load([out], warn=lambda m: None)  # this run and any it resumed
-    except ResultsFileError:  # nothing recorded at all (an empty shard, say): no tables, no report
-        everything = None
-    print_summary(out, everything, records, progress, wall, settings.retry_untrusted,
-                  concurrent=on_slurm or bool(settings.gpus))
-    if everything is not None and not settings.no_report:
-        from .report.document import write_report
+        finished.stopped = stopped.code if isinstance(stopped, Terminated) else 130
+    finished.wall_s = time.perf_counter() - finished.started
+    return finished
 
-        paths = write_report(everything, report_dir_for(out), title=f"gradbench report: {out}")
-        print(f"report: {paths['html']} (and report.md, figures/)")
-        print(f"        report written {time.perf_counter() - started - wall:.1f} s after the sweep")
-    return 0
+
+def _previous(out: str, settings: RunSettings):
+    """What --out holds of this sweep (--resume), or a refusal: it has results, or an unmerged Slurm job."""
+    from .launch.jobs import slurm_dir, unmerged
+    from .resume import Previous, previous_results
+
+    attached = unmerged(out)
+    if attached and settings.launcher != "slurm":
+        raise BadInput(f"--out {out!r} belongs to Slurm job {attached[-1]['job_id']}, not yet merged "
+                       f"({slurm_dir(out)}); resume it with --launcher slurm --resume")
+    if settings.resume:
+        previous = previous_results(out, settings.cases, settings.repeat, settings.threads,
+                                    this_machine=settings.launcher != "slurm")
+        for w in previous.warnings:
+            print(f"gradbench: warning: {terminal_text(w)}", file=sys.stderr)
+        return previous
+    if (os.path.exists(out) and os.path.getsize(out) > 0) or attached:
+        raise BadInput(f"--out {out!r} already has results{' (or a Slurm job)' if attached else ''}; pass --resume "
+                       "to continue it, or choose another --out")
+    return Previous()
+
+
+def _executor(out: str, settings: RunSettings, run_id: str, previous):
+    """The local executor (one worker at a time, or one per GPU), or Slurm's, which announces what is to
+    run itself once it has merged what finished jobs measured."""
+    cases, repeat = settings.cases, settings.repeat
+
+    def announce(previous) -> None:
+        times = f" ({len(cases)} x {repeat} worker processes)" if repeat > 1 else ""
+        where = f" on Slurm ({settings.slurm.jobs} tasks at most)" if settings.launcher == "slurm" else ""
+        print(f"gradbench: {len(cases) * repeat - previous.skipped} cases{times} to run{where} ({previous.skipped} "
+              f"already done) -> {out}", file=sys.stderr)
+
+    if settings.launcher == "slurm":
+        from .executors.slurm import SlurmExecutor
+
+        return SlurmExecutor(out, settings, run_id, announce)
+    from .executors.local import LocalExecutor
+
+    announce(previous)
+    return LocalExecutor(run_id, settings.timeout_s, settings.threads, settings.gpus)

@@ -17,10 +17,8 @@ from .record import case_label
 from .measure.contention import ContentionMonitor, monitor_for
 from .measure.timing import time_step
 from .measure.trust import distrust_reasons
-from .modes import MODES
-from .pipeline import prepare
-from .sweep import Grid
-from .workload import Workload
+from .plan import Grid
+from .session import Session, not_applicable
 
 AGREEMENT_CASES = (("mlp", "tiny", 8), ("cnn", "tiny", 8), ("transformer", "tiny", 8))
 
@@ -60,22 +58,20 @@ def compare_with_torch_timer(step, device: str, max_time_s: float = 0.5, rounds:
     return statistics.median(ours), statistics.median(theirs)
 
 
-def agreement(case: Case, workload: Workload | None = None) -> tuple[float, float]:
-    """Both medians for one case's step, prepared by the pipeline as for a measurement, on the case's workload."""
-    workload = workload if workload is not None and workload.key == case.workload_key else Workload(*case.workload_key)
-    with prepare(case, workload) as prepared:
+def agreement(case: Case, session: Session | None = None) -> tuple[float, float]:
+    """Both medians for one case's step, prepared by the pipeline as for a measurement (on the session's
+    workload, built once for the cases that share it)."""
+    with (session or Session()).prepared(case) as prepared:
         return compare_with_torch_timer(prepared.step, case.device, case.max_time_s)
 
 
 def grid_agreement(grid: Grid, tolerance: float) -> int:
     """Agreement on every measurable case of a grid (the --quick sweep's); exit status 1 if any disagrees."""
-    cases = [c for c in grid.cases() if c.step == "forward" or MODES[c.mode].records_graph]
-    within, skipped, workload = 0, 0, None
+    cases = [c for c in grid.cases() if not not_applicable(c)]
+    within, skipped, session = 0, 0, Session()
     for i, case in enumerate(cases, 1):
         try:
-            if workload is None or workload.key != case.workload_key:
-                workload = Workload(*case.workload_key)
-            ours, theirs = agreement(case, workload)
+            ours, theirs = agreement(case, session)
         except Exception as exc:  # e.g. BatchNorm with a batch of one in train mode
             print(f"[{i}/{len(cases)}] {case_label(case.identity())}: skipped ({type(exc).__name__})")
             skipped += 1

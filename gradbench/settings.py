@@ -204,7 +204,7 @@ def build_grid(settings: dict):
     --launcher slurm the nodes measure, so CUDA need not exist here."""
     from .case import Case
     from .modes import MODES
-    from .sweep import QUICK, Grid, default_devices
+    from .plan import QUICK, Grid, default_devices
 
     here = settings.get("launcher", "local") == "local"
     base = dict(QUICK) if settings.get("quick") else {}
@@ -279,7 +279,7 @@ def check_user_models(models) -> None:
 class RunSettings:
     """Everything one `gradbench run` needs, validated."""
 
-    grid: object  # sweep.Grid
+    grid: object  # plan.Grid
     cases: tuple
     out: str | None  # None: a new file under results/runs
     resume: bool
@@ -296,7 +296,7 @@ class RunSettings:
 
 def run_settings(args: argparse.Namespace) -> RunSettings:
     """`gradbench run`'s arguments (and --config) -> RunSettings, or BadInput naming what is wrong."""
-    from .sweep import ISOLATION, parse_shard, shard
+    from .plan import ISOLATION, parse_shard, shard
 
     settings = merged(args)
     gpus = None

@@ -2,7 +2,7 @@
 the head finetune_head trains: observed from what the output depends on, or named with --head."""
 import pytest
 
-from gradbench.pipeline import run_case
+from gradbench.session import run_case
 from gradbench.workload import Workload
 
 FAST = 0.02

@@ -7,7 +7,7 @@ import pytest
 
 from gradbench.capacity import capacity_of, find_capacity, parse_size
 from gradbench.cli import main
-from gradbench.pipeline import run_case
+from gradbench.session import run_case
 
 MODEL = os.path.join(os.path.dirname(__file__), "fixtures", "user_models.py") + ":capacity_net"
 BUDGET = 8 * 2**20

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from gradbench.case import Case
-from gradbench.pipeline import run_case
+from gradbench.session import run_case
 from gradbench.record import case_key
-from gradbench.sweep import Grid, group_by_workload, shuffled
+from gradbench.plan import Grid, group_by_workload, shuffled
 from gradbench.workload import Workload
 
 

@@ -10,7 +10,7 @@ from gradbench.measure.contention import (
     Contention, ContentionMonitor, GpuProbe, cpu_shares, cpu_ticks, read_own_schedstat, read_proc_stat,
 )
 from gradbench.measure.trust import distrust_reasons, verdict_fields
-from gradbench.pipeline import run_case
+from gradbench.session import run_case
 from fake_nvml import FakeNvml
 
 

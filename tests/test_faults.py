@@ -655,7 +655,7 @@ def test_sigterm_says_how_to_resume(tmp_path):
 def test_the_summary_counts_the_records_that_stand(capsys):
     from gradbench.report.summary import print_summary
     from gradbench.record import new_record
-    from gradbench.sweep import Progress
+    from gradbench.executors.base import Progress
 
     case = dict(model="mlp", size="tiny", batch_size=2, device="cpu", dtype="float32", mode="eval", step="forward")
     crashed = new_record(**case, status="crashed", error="the Slurm task was cancelled", source="gradbench")

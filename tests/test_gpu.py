@@ -10,7 +10,7 @@ import torch
 
 from gradbench.cli import main
 from gradbench.measure.contention import load_nvml
-from gradbench.pipeline import run_case
+from gradbench.session import run_case
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

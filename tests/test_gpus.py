@@ -12,7 +12,9 @@ from gradbench.cli import main
 from gradbench.errors import BadInput
 from gradbench.launch.gpus import check_cases, parse_gpus, physical_id, pinned_environment, resolve, run_on_gpus
 from gradbench.case import Case
-from gradbench.sweep import Grid, WorkerPool, run_sweep
+from gradbench.executors.local import run_sweep
+from gradbench.executors.pool import WorkerPool
+from gradbench.plan import Grid
 
 
 def test_gpu_ids_are_parsed_and_checked_against_what_is_visible():

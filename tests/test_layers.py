@@ -132,11 +132,11 @@ def _loaded_on_the_way_to_a_local_run(tmp_path) -> str:
             "args = build_parser().parse_args(['run', '--devices', 'cpu', '--models', 'mlp', '--sizes', 'tiny',\n"
             "    '--batch-sizes', '2', '--modes', 'eval', '--no-report', '--out', sys.argv[1]])\n"
             "settings = run_settings(args)\n"
-            "import gradbench.sweep\n"
+            "import gradbench.executors.local as local\n"
             "def stop(*args, **kwargs):\n"
             "    print('sweep reached')\n"
             "    raise SystemExit(0)  # the sweep itself is not what is checked\n"
-            "gradbench.sweep.run_sweep = stop\n"
+            "local.LocalExecutor.run = stop\n"
             "runner.execute(settings)\n")
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", code, str(tmp_path / "r.jsonl")],
                           capture_output=True, text=True, timeout=300, cwd=os.path.dirname(PACKAGE))

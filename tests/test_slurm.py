@@ -53,7 +53,8 @@ def test_records_measured_in_a_slurm_array_name_the_array_task_and_host(slurm, t
 
 from gradbench.errors import BadInput  # noqa: E402
 from gradbench.launch import slurm as launch  # noqa: E402
-from gradbench.sweep import Grid, Progress  # noqa: E402
+from gradbench.executors.base import Progress  # noqa: E402
+from gradbench.plan import Grid  # noqa: E402
 
 SMALL = dict(models=("mlp",), sizes=("tiny",), batch_sizes=(2, 4, 8), modes=("eval", "train"),
              steps=("forward",), max_time_s=0.02)
@@ -121,7 +122,7 @@ def _job(out, cases_by_task, job_id="41"):
 
 
 def test_merge_appends_each_record_once_and_records_unreached_cases_as_crashed_with_the_slurm_state(tmp_path):
-    from gradbench.pipeline import workload_failure_record
+    from gradbench.session import Session
     from gradbench.results import read_jsonl
     from gradbench.storage import JsonlWriter
 
@@ -133,7 +134,7 @@ def test_merge_appends_each_record_once_and_records_unreached_cases_as_crashed_w
     measured = tasks[0][:3]  # task 0 got through three cases, task 1 none
     with JsonlWriter(parts / "41_0.jsonl") as writer:
         for case in measured:
-            writer.write({**workload_failure_record(case, "r1", "ok", None), "slurm_job_id": 41,
+            writer.write({**Session("r1").failure(case, "ok", None), "slurm_job_id": 41,
                           "slurm_array_task_id": 0, "repeat": 1, "attempt": 1})
     ended = {0: {"state": "CANCELLED", "exit_code": "0:15", "node": "node3", "reason": None}}
     with JsonlWriter(out) as writer:

@@ -10,7 +10,7 @@ import pytest
 
 from gradbench.record import RECORD_FIELDS, case_key
 from gradbench.results import read_jsonl
-from gradbench.sweep import Grid, group_by_workload, parse_shard, shard, shuffled
+from gradbench.plan import Grid, group_by_workload, parse_shard, shard, shuffled
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 FAST = ["--max-time", "0.05", "--no-report"]

@@ -30,7 +30,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..pipeline import run_case
+    from ..session import run_case
 
     try:
         record = run_case(model=args.model, size=args.size, batch_size=args.batch_size, device=args.device,

@@ -1,4 +1,5 @@
-"""`gradbench run`: sweep the grid and write records to JSONL (runner.py runs it; settings.py checks it)."""
+"""`gradbench run`: sweep the grid and write records to JSONL (runner.py runs it; settings.py checks it), then
+print the summary and write the report."""
 from __future__ import annotations
 
 from .arguments import INTEGER
@@ -91,4 +92,28 @@ def run(args) -> int:
     from ..runner import execute
     from ..settings import run_settings
 
-    return execute(run_settings(args))
+    return execute(run_settings(args), finish=summarise)
+
+
+def summarise(finished) -> None:
+    """The run's end: the summary over the whole results file (this run and any it resumed), then the report."""
+    import time
+
+    from ..reading import ResultsFileError
+    from ..report.summary import print_summary
+    from ..results import load
+    from ..runner import report_dir_for
+
+    settings, out = finished.settings, finished.out
+    try:
+        everything = load([out], warn=lambda m: None)
+    except ResultsFileError:  # nothing recorded at all (an empty shard, say): no tables, no report
+        everything = None
+    print_summary(out, everything, finished.records, finished.progress, finished.wall_s, settings.retry_untrusted,
+                  concurrent=settings.launcher == "slurm" or bool(settings.gpus))
+    if everything is not None and not settings.no_report:
+        from ..report.document import write_report
+
+        paths = write_report(everything, report_dir_for(out), title=f"gradbench report: {out}")
+        print(f"report: {paths['html']} (and report.md, figures/)")
+        print(f"        report written {time.perf_counter() - finished.started - finished.wall_s:.1f} s after the sweep")

@@ -22,7 +22,7 @@ def run(args) -> int:
         if args.device is not None:
             raise BadInput("--device and --grid quick: the --quick sweep's cases are on cpu; give one of them")
         from ..selfcheck import grid_agreement
-        from ..sweep import QUICK, Grid
+        from ..plan import QUICK, Grid
 
         return grid_agreement(Grid(**QUICK), args.tolerance)
     if args.device is not None:

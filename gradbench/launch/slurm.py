@@ -126,7 +126,7 @@ def check_cluster(which=None) -> None:
 def split_among(cases: list, jobs: int) -> list[list]:
     """Whole workloads to at most ``jobs`` tasks, largest first to the least loaded, so the tasks are
     about even. Fewer workloads than jobs: fewer tasks (a workload is never split across nodes)."""
-    from ..sweep import group_by_workload
+    from ..plan import group_by_workload
 
     groups = sorted(group_by_workload(cases), key=len, reverse=True)
     tasks: list[list] = [[] for _ in range(min(jobs, len(groups)))]
@@ -195,7 +195,7 @@ def sweep_on_slurm(out: str, settings, run_id: str, write, previous_for, announc
     a record to --out; ``previous_for()``: what --out holds now (resume.Previous); ``announce(previous)``:
     prints what is to run."""
     from ..record import case_key
-    from ..sweep import Progress
+    from ..executors.base import Progress
 
     queue = SlurmQueue()
     progress = Progress(total=0)
@@ -427,7 +427,7 @@ def merge(out: str, job: dict, ended: dict[int, dict], write, progress) -> None:
 def crashed_record(case, job: dict, task: int, info: dict | None, repeat: int, out: str) -> dict:
     """A case whose task ended without recording it: crashed, with what Slurm says of the task. The
     machine fields are the node's (where known), not this submitting machine's."""
-    from ..sweep import failure_record
+    from ..executors.local import failure_record
 
     name = f"{job['job_id']}_{task}" if job["tasks"] > 1 else job["job_id"]  # submitit: one task is no array
     log = os.path.join(slurm_dir(out), "logs", name)

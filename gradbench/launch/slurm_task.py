@@ -18,7 +18,7 @@ def run_part(parts_dir: str, task: int, cases: list, options: dict) -> dict:
     from ..console import ProgressPrinter
     from ..storage import JsonlWriter, ResultsLock
     from ..resume import previous_results
-    from ..sweep import run_sweep
+    from ..executors.local import run_sweep
 
     job_id = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID") or "local"
     task = int(os.environ.get("SLURM_ARRAY_TASK_ID", task))
@@ -61,7 +61,7 @@ def _gpus_here(gpus, part: str, cases: list, options: dict):
 
     from ..errors import BadInput
     from ..storage import JsonlWriter
-    from ..sweep import failure_record
+    from ..executors.local import failure_record
     from .gpus import resolve
 
     try:

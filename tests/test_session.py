@@ -1,0 +1,80 @@
+"""One Session owns the workload cache and the failure and not-applicable policy for every front end."""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from gradbench.case import Case
+from gradbench.session import Session, not_applicable, run_case
+
+FAST = 0.02
+
+
+def user(name: str) -> str:
+    return f"user_models:{name}"
+
+
+@pytest.mark.parametrize("case, reason", [
+    (Case("mlp", "tiny", 2, mode="no_grad", step="train_step"), "mode 'no_grad': it records no autograd graph"),
+    (Case("mlp", "tiny", 2, dtype="bfloat16", autocast="bfloat16"), "autocast 'bfloat16' lowers float32 work"),
+    (Case("mlp", "tiny", 2, compile="reduce-overhead"), "compile 'reduce-overhead' with autocast 'none' needs a CUDA"),
+])
+def test_cases_that_cannot_run_by_design_are_named_with_the_reason(case, reason):
+    assert reason in not_applicable(case)
+
+
+def test_a_runnable_case_is_applicable_and_as_built_asks_the_model():
+    import torch
+
+    assert not_applicable(Case("mlp", "tiny", 2, mode="train", step="train_step")) is None
+    frozen = torch.nn.Linear(2, 2).requires_grad_(False)
+    assert "no parameter of the model as built requires grad" in \
+        not_applicable(Case("mlp", "tiny", 2, mode="as_built", step="train_step"), frozen)
+
+
+def test_a_workload_is_built_once_for_the_cases_that_share_it_and_only_the_last_is_kept():
+    builds = []
+
+    @contextlib.contextmanager
+    def building(key):
+        builds.append(key)
+        yield
+
+    session = Session(building=building)
+    a, b = Case("mlp", "tiny", 2, mode="eval"), Case("mlp", "tiny", 2, mode="train")
+    assert session.workload(a) is session.workload(b)
+    other = Case("mlp", "tiny", 3)
+    session.workload(other)
+    assert builds == [a.workload_key, other.workload_key] and list(session._workloads) == [other.workload_key]
+    session.release()
+    assert session._workloads == {}
+
+
+def test_a_workload_that_cannot_be_built_is_a_record_with_its_message_and_traceback():
+    record = Session("r1").measure(Case(user("raises"), "x", 2, max_time_s=FAST).validate())
+    assert record["status"] == "error" and record["error"] == \
+        "ValueError: model 'user_models:raises' failed for size 'x': RuntimeError: factory exploded"
+    assert "factory exploded" in record["traceback"] and record["run_id"] == "r1"
+
+
+def test_the_models_own_keyboard_interrupt_while_building_is_an_error_not_a_stop():
+    record = Session().measure(Case(user("interrupts_in_factory"), "x", 2, max_time_s=FAST).validate())
+    assert record["status"] == "error" and "KeyboardInterrupt raised inside the model's code" in record["error"]
+
+
+def test_a_case_that_cannot_run_is_not_applicable_and_an_ok_case_is_measured():
+    session = Session()
+    na = session.measure(Case("mlp", "tiny", 2, mode="eval_no_grad", step="train_step", max_time_s=FAST))
+    assert na["status"] == "not_applicable" and "no train step" in na["error"] and na["params"] > 0
+    ok = session.measure(Case("mlp", "tiny", 2, mode="eval", max_time_s=FAST))
+    assert ok["status"] == "ok" and ok["time_median_s"] > 0 and ok["measure_wall_s"] >= ok["time_measured_s"]
+
+
+def test_run_case_raises_on_bad_values_but_records_what_the_models_code_did():
+    with pytest.raises(ValueError, match="mode"):
+        run_case(model="mlp", size="tiny", mode="evil")
+    with pytest.raises(ValueError, match="factory exploded"):  # the caller's model: bad input to run_case
+        run_case(model=user("raises"), size="x", batch_size=2, max_time_s=FAST)
+    record = run_case(model=user("interrupts_in_factory"), size="x", batch_size=2, max_time_s=FAST)
+    assert record["status"] == "error" and "KeyboardInterrupt" in record["error"]
