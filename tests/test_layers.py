@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gradbench")
-# The command front end may import the report: cli.py, a commands/ package, and runner.py, the body of
-# `gradbench run` (it ends a run by printing the summary and writing the report).
-FRONT_END = ("gradbench.cli", "gradbench.commands", "gradbench.runner")
+# The command front end may import the report: cli.py and the commands/ package (`gradbench run` ends by
+# printing the summary and writing the report there; runner.py, which runs the sweep, does not).
+FRONT_END = ("gradbench.cli", "gradbench.commands")
 
 
 def modules(root: str = PACKAGE) -> dict[str, str]:

@@ -1,3 +1,3 @@
-"""Where a sweep's workers run. Local (sweep.py, one worker at a time) is the default; gpus.py runs one
+"""Where a sweep's workers run. Local (executors/local.py, one worker at a time) is the default; gpus.py runs one
 worker per GPU at once; slurm.py submits the sweep as a Slurm job array and merges what its tasks record,
 and jobs.py keeps its jobs beside the results file."""
