@@ -22,7 +22,7 @@ import torch
 
 from .global_switches import MODE_STACKS, SWITCHES, GlobalHooks, ModeStack, working_directory
 
-SEED_RANGE = 2**64  # torch.initial_seed() reports a seed modulo this (-5 reads back as 2**64 - 5)
+TORCH_SEED_MODULUS = 2**64  # torch.initial_seed() reports a seed modulo this (-5 reads back as 2**64 - 5)
 
 _AS_THE_PROCESS_HAS_THEM = ("torch functions", "torch.nn.functional functions", "torch.nn.Module methods",
                             "garbage collector enabled", "warnings filters")  # a harness may disable gc itself
@@ -65,7 +65,7 @@ def expected_state(seed: int | None, threads: int | None = None, cudnn_benchmark
                 "threads": torch.get_num_threads() if threads is None else threads,
                 "working directory": working_directory(),
                 "cudnn.benchmark": cudnn_benchmark,
-                "RNG seed": None if seed is None else seed % SEED_RANGE}
+                "RNG seed": None if seed is None else seed % TORCH_SEED_MODULUS}
     if seed is None:
         del expected["RNG seed"]
     return expected
