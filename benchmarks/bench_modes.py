@@ -1,6 +1,6 @@
 """asv benchmarks: each mode's forward and train-step time, memory and saved bytes.
 
-Params come from gradbench.harness (GRADBENCH_ASV_GRID=smoke|quick|default|full). All preparation is in
+Params come from gradbench.harness (GRADBENCH_GRID=smoke|quick|default|full). All preparation is in
 setup, through gradbench's one pipeline (state, behaviour, memory, flops) and its warm-up rule; the
 timed methods do nothing but a block of steps, which the suite's timer counts per step. Combinations
 that cannot run here (cuda without a GPU, a train step where no graph exists) raise
@@ -14,7 +14,7 @@ from gradbench.harness import BenchmarkCase, grid_from_env
 
 try:
     GRID = grid_from_env()
-except ValueError as exc:  # a bad GRADBENCH_ASV_GRID, GRADBENCH_COMPILE or GRADBENCH_AUTOCAST: one line
+except ValueError as exc:  # a bad GRADBENCH_GRID, GRADBENCH_COMPILE or GRADBENCH_AUTOCAST: one line
     raise SystemExit(f"gradbench: {exc}") from None
 PARAMS = [list(GRID.models), list(GRID.sizes), list(GRID.batch_sizes), list(GRID.devices), list(GRID.modes)]
 PARAM_NAMES = ["model", "size", "batch_size", "device", "mode"]

@@ -7,7 +7,7 @@ No imports: asv imports every module in this folder, and its environments have n
 
 def pytest_addoption(parser):
     parser.addoption("--gradbench-grid", choices=("smoke", "quick", "default", "full"), default=None,
-                     help="which grid to benchmark (default: $GRADBENCH_ASV_GRID or quick)")
+                     help="which grid to benchmark (default: $GRADBENCH_GRID or quick)")
     parser.addoption("--gradbench-compile", default=None, help="torch.compile settings, e.g. none,default "
                      "(default: $GRADBENCH_COMPILE, else none: eager)")
     parser.addoption("--gradbench-autocast", default=None, help="autocast settings, e.g. none,bfloat16 "

@@ -3,6 +3,9 @@
 Both harnesses time with their own timers (that is what they are for); everything else comes from
 gradbench's one pipeline (pipeline.prepare: state, behaviour, memory, flops) and its warm-up rule
 (measure/timing.warm_up), so the numbers mean the same thing in every front-end.
+
+The grid is named by $GRADBENCH_GRID. Its name was GRADBENCH_ASV_GRID before the pytest-benchmark
+suite read it too; that name is still honoured where GRADBENCH_GRID is unset (or empty).
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ from .pipeline import WARMUP_STEPS
 from .plan import Grid
 from .session import Session, not_applicable
 
-GRID_VARIABLE = "GRADBENCH_ASV_GRID"
+GRID_VARIABLE = "GRADBENCH_GRID"
+OLD_GRID_VARIABLE = "GRADBENCH_ASV_GRID"  # read where GRID_VARIABLE is not set
 # torch.compile and autocast axes, off unless asked for (lists as on the command line: "none,default")
 AXIS_VARIABLES = {"compile": "GRADBENCH_COMPILE", "autocast": "GRADBENCH_AUTOCAST"}
 GRIDS = {
@@ -39,9 +43,10 @@ GRIDS = {
 
 def grid_from_env(default: str = "quick", compile: str | None = None, autocast: str | None = None) -> Grid:
     """The named grid, with the compile and autocast axes from the arguments, else the environment."""
-    name = os.environ.get(GRID_VARIABLE, default) or default
+    variable = GRID_VARIABLE if os.environ.get(GRID_VARIABLE) else OLD_GRID_VARIABLE
+    name = os.environ.get(variable, default) or default
     if name not in GRIDS:
-        raise ValueError(f"unknown {GRID_VARIABLE} {name!r}; valid grids: {', '.join(GRIDS)}")
+        raise ValueError(f"unknown {variable} {name!r}; valid grids: {', '.join(GRIDS)}")
     return with_axes(GRIDS[name], compile, autocast)
 
 

@@ -48,75 +48,102 @@ def list_arg(values) -> list[str] | None:
 
 def load_config(path: str) -> dict:
     """A TOML file's settings (top level or a [run] table), each checked for its type."""
+    data = _settings_table(_read_toml(path), path)
+    if isinstance(data.get("gpus"), int) and not isinstance(data["gpus"], bool):
+        data["gpus"] = str(data["gpus"])
+    if isinstance(data.get("gpus"), list) and all(isinstance(v, int) and not isinstance(v, bool) for v in data["gpus"]):
+        data["gpus"] = ",".join(map(str, data["gpus"]))  # gpus = [0, 1]
+    for key, value in data.items():
+        data[key] = _config_value(key, value, path)
+    return data
+
+
+def _read_toml(path: str) -> dict:
+    """The file as TOML; one that cannot be read or parsed is refused in one line."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
     try:
-        data = tomllib.loads(read_regular(path).decode("utf-8"))
+        return tomllib.loads(read_regular(path).decode("utf-8"))
     except NotRegularFile as exc:
         raise BadInput(f"--config {exc}; name a TOML file") from None
     except OSError as exc:
         raise BadInput(f"cannot read --config {path!r}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"malformed --config {path!r}: {exc}") from None
+
+
+def _settings_table(data: dict, path: str) -> dict:
+    """The file's settings by option name (slurm-time and slurm_time are one key), all of them known."""
     table = data.get("run", data)
     if not isinstance(table, dict):
         raise BadInput(f"bad [run] in --config {path!r}: expected a table of settings, got {table!r}")
     if table is not data and len(data) > 1:
         outside = sorted(k for k in data if k != "run")[0]
         raise BadInput(f"key {outside!r} in --config {path!r} is outside its [run] table; move it into [run]")
-    data, given_as = {}, {}
+    named, given_as = {}, {}
     for key, value in table.items():
         name = key.replace("-", "_")
-        if name in data:
+        if name in named:
             raise BadInput(f"--config {path!r} gives {name!r} twice (as {given_as[name]!r} and {key!r}); "
                            "give it once")
-        data[name], given_as[name] = value, key
-    unknown = sorted(set(data) - set(RUN_OPTIONS))
+        named[name], given_as[name] = value, key
+    unknown = sorted(set(named) - set(RUN_OPTIONS))
     if unknown:
         raise BadInput(f"unknown key {unknown[0]!r} in --config {path!r}; valid keys: {', '.join(RUN_OPTIONS)}")
-    if isinstance(data.get("gpus"), int) and not isinstance(data["gpus"], bool):
-        data["gpus"] = str(data["gpus"])
-    if isinstance(data.get("gpus"), list) and all(isinstance(v, int) and not isinstance(v, bool) for v in data["gpus"]):
-        data["gpus"] = ",".join(map(str, data["gpus"]))  # gpus = [0, 1]
-    for key, value in data.items():
-        if key in BOOL_OPTIONS and not isinstance(value, bool):
-            raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected true or false")
-        if key == "gpus" and not isinstance(value, str):
-            raise BadInput(f"bad 'gpus' in --config {path!r}: {value!r}; expected \"all\", a GPU index or a list "
-                           "of them")
-        if key in STRING_OPTIONS and not isinstance(value, str):
-            raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a string")
-        if key in PAIR_OPTIONS:
-            if isinstance(value, dict):  # a [run.slurm_options] table
-                odd = next((k for k, v in value.items() if not isinstance(v, (str, int, bool))), None)
-                if odd is not None:
-                    raise BadInput(f"bad slurm_options.{odd} in --config {path!r}: {value[odd]!r}; expected a string, "
-                                   "an integer, true or false")
-                value = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a table, or a list of "
-                               "\"KEY=VALUE\" strings")
-            data[key] = value
-        if key in LIST_OPTIONS:  # lists of their own type, as the README says: no string for a list
-            integers = key == "batch_sizes"
-            example = "[8, 64]" if integers else '["mlp", "cnn"]'
-            if not isinstance(value, list):
-                raise BadInput(f"bad value for {key!r} in --config {path!r}: {value!r}; expected a list, such as "
-                               f"{key} = {example}")
-            kind_ok = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if integers else \
-                (lambda v: isinstance(v, str))
-            if not all(kind_ok(v) for v in value):
-                raise BadInput(f"bad value for {key!r} in --config {path!r}: {value!r}; expected a list of "
-                               f"{'integers' if integers else 'names'}, such as {key} = {example}")
-            data[key] = list_arg([str(v) for v in value])  # "mlp,cnn" as on the command line
-        if key in NUMBER_RULES:
-            try:
-                checked_number(option(key), value, *NUMBER_RULES[key])
-            except BadInput as exc:
-                raise BadInput(f"{exc} (in --config {path!r})") from None
-    return data
+    return named
+
+
+def _config_value(key: str, value, path: str):
+    """``value`` checked for ``key``'s type, as the command line would give it (lists as names, slurm_options
+    as KEY=VALUE strings)."""
+    if key in BOOL_OPTIONS and not isinstance(value, bool):
+        raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected true or false")
+    if key == "gpus" and not isinstance(value, str):
+        raise BadInput(f"bad 'gpus' in --config {path!r}: {value!r}; expected \"all\", a GPU index or a list "
+                       "of them")
+    if key in STRING_OPTIONS and not isinstance(value, str):
+        raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a string")
+    if key in PAIR_OPTIONS:
+        return _config_pairs(key, value, path)
+    if key in LIST_OPTIONS:
+        return _config_list(key, value, path)
+    if key in NUMBER_RULES:
+        try:
+            checked_number(option(key), value, *NUMBER_RULES[key])
+        except BadInput as exc:
+            raise BadInput(f"{exc} (in --config {path!r})") from None
+    return value
+
+
+def _config_pairs(key: str, value, path: str) -> list[str]:
+    """slurm_options as a [run.slurm_options] table or a list of "KEY=VALUE" strings -> the strings."""
+    if isinstance(value, dict):  # a [run.slurm_options] table
+        odd = next((k for k, v in value.items() if not isinstance(v, (str, int, bool))), None)
+        if odd is not None:
+            raise BadInput(f"bad slurm_options.{odd} in --config {path!r}: {value[odd]!r}; expected a string, "
+                           "an integer, true or false")
+        value = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in value.items()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a table, or a list of "
+                       "\"KEY=VALUE\" strings")
+    return value
+
+
+def _config_list(key: str, value, path: str) -> list[str]:
+    """A list of its own type, as the README says (no string for a list), as the command line gives it."""
+    integers = key == "batch_sizes"
+    example = "[8, 64]" if integers else '["mlp", "cnn"]'
+    if not isinstance(value, list):
+        raise BadInput(f"bad value for {key!r} in --config {path!r}: {value!r}; expected a list, such as "
+                       f"{key} = {example}")
+    kind_ok = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if integers else \
+        (lambda v: isinstance(v, str))
+    if not all(kind_ok(v) for v in value):
+        raise BadInput(f"bad value for {key!r} in --config {path!r}: {value!r}; expected a list of "
+                       f"{'integers' if integers else 'names'}, such as {key} = {example}")
+    return list_arg([str(v) for v in value])  # "mlp,cnn" as on the command line
 
 
 def merged(args: argparse.Namespace) -> dict:

@@ -94,7 +94,7 @@ def test_asv_check_and_quick_run_save_results(tmp_path):
     head = _git_head()
     if head is None:
         pytest.skip("asv run needs a git checkout")
-    env = {**os.environ, "HOME": str(tmp_path), "GRADBENCH_ASV_GRID": "smoke"}
+    env = {**os.environ, "HOME": str(tmp_path), "GRADBENCH_GRID": "smoke"}
     config = json.load(open(os.path.join(ROOT, "asv.conf.json")))
     config.update(repo=ROOT, benchmark_dir=os.path.join(ROOT, "benchmarks"), results_dir=str(tmp_path / "results"),
                   html_dir=str(tmp_path / "html"),
@@ -261,8 +261,22 @@ def test_run_case_and_gradbench_run_write_the_same_fields(tmp_path):
 
 
 def test_grid_from_env(monkeypatch):
-    monkeypatch.setenv("GRADBENCH_ASV_GRID", "default")
+    monkeypatch.delenv("GRADBENCH_ASV_GRID", raising=False)
+    monkeypatch.setenv("GRADBENCH_GRID", "default")
     assert grid_from_env() == GRIDS["default"]  # eager: no compile or autocast asked for
-    monkeypatch.setenv("GRADBENCH_ASV_GRID", "huge")
-    with pytest.raises(ValueError, match="unknown GRADBENCH_ASV_GRID 'huge'; valid grids: smoke, quick, default, full"):
+    monkeypatch.setenv("GRADBENCH_GRID", "huge")
+    with pytest.raises(ValueError, match="unknown GRADBENCH_GRID 'huge'; valid grids: smoke, quick, default, full"):
+        grid_from_env()
+
+
+def test_the_grids_old_variable_still_works_and_the_new_one_wins(monkeypatch):
+    monkeypatch.delenv("GRADBENCH_GRID", raising=False)
+    monkeypatch.setenv("GRADBENCH_ASV_GRID", "default")
+    assert grid_from_env() == GRIDS["default"]
+    monkeypatch.setenv("GRADBENCH_GRID", "smoke")
+    assert grid_from_env() == GRIDS["smoke"]
+    monkeypatch.setenv("GRADBENCH_ASV_GRID", "huge")  # not read while the new name is set
+    assert grid_from_env() == GRIDS["smoke"]
+    monkeypatch.delenv("GRADBENCH_GRID")
+    with pytest.raises(ValueError, match="unknown GRADBENCH_ASV_GRID 'huge'"):  # named as it was given
         grid_from_env()

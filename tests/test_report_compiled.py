@@ -7,7 +7,7 @@ import pytest
 
 import gradbench
 from gradbench.record import new_record
-from gradbench.report.compiled import (compiled_blocks, compiled_groups, has_compiled, paired, recompile_table,
+from gradbench.report.compilation import (compiled_blocks, compiled_groups, has_compiled, paired, recompile_table,
                                        versus_table)
 from gradbench.report.document import build_blocks, write_report
 from gradbench.report.findings import findings
@@ -263,7 +263,7 @@ def test_compare_by_compile_sets_each_compiled_case_against_eager_whatever_the_o
 
 
 def test_guards_on_computed_numbers_read_as_one_kind():
-    from gradbench.report.compiled import guard_kinds
+    from gradbench.report.compilation import guard_kinds
 
     reasons = ["s == 0.2328774333000183  # (_dynamo/output_graph.py:3375 in x)", "s == -1e-05", GLOBAL_STATE]
     assert guard_kinds(reasons) == ["a number the forward computed", "grad mode"]

@@ -54,6 +54,7 @@ def test_records_measured_in_a_slurm_array_name_the_array_task_and_host(slurm, t
 from gradbench.errors import BadInput  # noqa: E402
 from gradbench.launch import slurm as launch  # noqa: E402
 from gradbench.executors.base import Progress  # noqa: E402
+from gradbench.launch import slurm_merge, slurm_queue  # noqa: E402
 from gradbench.plan import Grid  # noqa: E402
 
 SMALL = dict(models=("mlp",), sizes=("tiny",), batch_sizes=(2, 4, 8), modes=("eval", "train"),
@@ -100,16 +101,16 @@ def test_queue_states_are_read_from_squeue_and_scontrol_only():
                    "JobId=7 ArrayJobId=7 ArrayTaskId=1-2%1 JobState=PENDING Reason=JobArrayTaskLimit "
                    "NodeList=(null)\n"), ""
 
-    queue = launch.SlurmQueue(fake)
+    queue = slurm_queue.SlurmQueue(fake)
     assert queue.active("7") == {0: "RUNNING", 1: "PENDING JobArrayTaskLimit", 2: "PENDING"}
     assert queue.ended("7") == {0: {"state": "CANCELLED", "exit_code": "0:15", "node": "node3", "reason": None}}
-    gone = launch.SlurmQueue(lambda argv: (1, "", "slurm_load_jobs error: Invalid job id specified"))
+    gone = slurm_queue.SlurmQueue(lambda argv: (1, "", "slurm_load_jobs error: Invalid job id specified"))
     assert gone.active("7") == {} and gone.ended("7") == {}
-    single = launch.SlurmQueue(lambda argv: (0, "N/A|RUNNING\n", "") if argv[0] == "squeue" else
+    single = slurm_queue.SlurmQueue(lambda argv: (0, "N/A|RUNNING\n", "") if argv[0] == "squeue" else
                                (0, "JobId=9 JobState=TIMEOUT Reason=TimeLimit ExitCode=0:1 NodeList=n1\n", ""))
     assert single.active("9") == {0: "RUNNING"}  # submitit submits a job of one task as no array
     assert single.ended("9") == {0: {"state": "TIMEOUT", "exit_code": "0:1", "node": "n1", "reason": "TimeLimit"}}
-    silent = launch.SlurmQueue(lambda argv: (1, "", "Unable to contact slurm controller (connect failure)"))
+    silent = slurm_queue.SlurmQueue(lambda argv: (1, "", "Unable to contact slurm controller (connect failure)"))
     assert silent.active("7") is None  # not "ended": the submitter keeps waiting
 
 
@@ -138,7 +139,7 @@ def test_merge_appends_each_record_once_and_records_unreached_cases_as_crashed_w
                           "slurm_array_task_id": 0, "repeat": 1, "attempt": 1})
     ended = {0: {"state": "CANCELLED", "exit_code": "0:15", "node": "node3", "reason": None}}
     with JsonlWriter(out) as writer:
-        launch.merge(str(out), job, ended, writer.write, Progress(total=0))
+        slurm_merge.merge(str(out), job, ended, writer.write, Progress(total=0))
     records = read_jsonl(out)[0]
     assert len(records) == len(cases)
     crashed = [r for r in records if r["status"] == "crashed"]
@@ -149,7 +150,7 @@ def test_merge_appends_each_record_once_and_records_unreached_cases_as_crashed_w
     assert by_task[1]["slurm_state"] is None and "Slurm no longer knows it" in by_task[1]["error"]
     assert launch.load_jobs(str(out))[0]["merged"] is True
     with JsonlWriter(out) as writer:  # a merge cut short and run again adds nothing twice
-        launch.merge(str(out), job, ended, writer.write, Progress(total=0))
+        slurm_merge.merge(str(out), job, ended, writer.write, Progress(total=0))
     assert len(read_jsonl(out)[0]) == len(cases)
 
 
@@ -312,7 +313,7 @@ def test_a_killed_submitter_leaves_the_array_running_and_resume_completes_it_exa
     submitter.send_signal(signal.SIGKILL)
     submitter.wait()
     job_id = launch.load_jobs(str(out))[0]["job_id"]
-    assert launch.SlurmQueue().active(job_id), "the array should still be running after its submitter died"
+    assert slurm_queue.SlurmQueue().active(job_id), "the array should still be running after its submitter died"
     resumed = _gradbench(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "submitted" not in resumed.stderr  # re-attached: nothing submitted again
@@ -358,7 +359,7 @@ def test_resume_after_the_job_is_gone_submits_only_the_missing_cases(slurm, tmp_
     submitter.wait()
     first = launch.load_jobs(str(out))[0]["job_id"]
     subprocess.run(["scancel", first], check=True, timeout=60)
-    _wait_for(lambda: not launch.SlurmQueue().active(first), what="the job to leave the queue")
+    _wait_for(lambda: not slurm_queue.SlurmQueue().active(first), what="the job to leave the queue")
     resumed = _gradbench(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     jobs = launch.load_jobs(str(out))

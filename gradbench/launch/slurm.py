@@ -7,21 +7,21 @@ then scontrol for tasks that have left it; never accounting, which many clusters
 and when no task is left merges the parts into --out: every record once, and every case a task did not
 record as `crashed`, with the task's Slurm state. The job is kept in OUT-slurm/job.json, so a submitter
 that was killed is re-attached by `--resume`; a job that has ended meanwhile is merged, and only the
-cases still missing are submitted again.
+cases still missing are submitted again. Reading Slurm's queue is slurm_queue.py's, merging slurm_merge.py's.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
 import os
-import re
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 
 from ..errors import BadInput, cannot_write
 from .jobs import load_jobs, save_jobs, slurm_dir, unmerged
+from .slurm_merge import merge, records_in
+from .slurm_queue import NEVER_STARTS, SlurmQueue
 from .slurm_task import part_path
 
 POLL_S = 2.0
@@ -33,10 +33,6 @@ OWN_PARAMETERS = {"time": "--slurm-time", "partition": "--slurm-partition", "con
 REFUSED_PARAMETERS = {"nodes", "ntasks_per_node", "num_gpus", "additional_parameters", "setup", "teardown",
                       "srun_args", "job_name"}
 DEFAULT_TIME_MIN = 60
-# squeue reasons for which a pending job waits for ever, until its request or the cluster changes
-NEVER_STARTS = {"PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints",
-                "DependencyNeverSatisfied", "InvalidAccount", "InvalidQOS", "QOSMaxGRESPerJob",
-                "ReqNodeNotAvail", "AssocMaxJobsLimit", "AssocGrpCpuLimit", "Resources_Unavailable"}
 
 
 @dataclass(frozen=True)
@@ -133,57 +129,6 @@ def split_among(cases: list, jobs: int) -> list[list]:
     for group in groups:
         min(tasks, key=len).extend(group)
     return tasks
-
-
-# ---------------------------------------------------------------- what Slurm says
-
-
-class SlurmQueue:
-    """squeue and scontrol, read-only. ``run``: (argv) -> (returncode, stdout, stderr), injectable."""
-
-    def __init__(self, run=None):
-        self._run = run or _run
-
-    def active(self, job_id: str) -> dict[int, str] | None:
-        """Array task -> state (PENDING, RUNNING, COMPLETING, ...) of the tasks still in the queue;
-        {} when none is; None when Slurm does not answer. A pending task's state carries Slurm's reason
-        after a space (PENDING Priority)."""
-        code, out, err = self._run(["squeue", "-h", "-r", "-j", str(job_id), "-o", "%K|%T|%r"])
-        if code != 0:
-            return {} if "invalid job id" in err.lower() else None
-        tasks = {}
-        for line in out.splitlines():
-            index, _, rest = line.strip().partition("|")
-            state, _, reason = rest.partition("|")
-            if index.isdigit() or index == "N/A":  # N/A: a job of one task, which submitit submits as no array
-                pending = state.strip() == "PENDING" and reason.strip() not in ("", "None")
-                tasks[int(index) if index.isdigit() else 0] = f"PENDING {reason.strip()}" if pending else state.strip()
-        return tasks
-
-    def ended(self, job_id: str) -> dict[int, dict]:
-        """Array task -> {state, exit_code, node, reason} for the tasks Slurm still remembers (for
-        MinJobAge, 300 s by default, after they end). Pending tasks and forgotten ones are absent."""
-        code, out, _ = self._run(["scontrol", "show", "job", str(job_id), "-o"])
-        if code != 0:
-            return {}
-        tasks = {}
-        for line in out.splitlines():
-            fields = dict(re.findall(r"(?:^|\s)(ArrayTaskId|JobState|ExitCode|NodeList|Reason)=(\S*)", line))
-            index = fields.get("ArrayTaskId", "0")  # none: a job of one task, not an array
-            if index.isdigit():
-                tasks[int(index)] = {
-                    "state": fields.get("JobState"), "exit_code": fields.get("ExitCode"),
-                    "node": None if fields.get("NodeList") in (None, "", "(null)") else fields["NodeList"],
-                    "reason": None if fields.get("Reason") in (None, "None") else fields["Reason"]}
-        return tasks
-
-
-def _run(argv: list[str]) -> tuple[int, str, str]:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 1, "", str(exc)
-    return done.returncode, done.stdout, done.stderr
 
 
 # ---------------------------------------------------------------- the submitting command
@@ -342,7 +287,7 @@ def _attach(out: str, job: dict, queue: SlurmQueue, write, progress, poll_s: flo
             silent = False
             waiting = [state.partition(" ")[2] for state in active.values() if state.startswith("PENDING")]
             reasons = sorted({r for r in waiting if r})
-            recorded = sum(_lines(part_path(parts, job_id, t)) for t in range(tasks))
+            recorded = sum(records_in(part_path(parts, job_id, t)) for t in range(tasks))
             line = (f"slurm job {job_id}: {len(waiting)} pending" + (f" ({', '.join(reasons)})" if reasons else "")
                     + f", {len(active) - len(waiting)} running, {tasks - len(active)} ended of {tasks} tasks; "
                     f"{recorded}/{expected} records")
@@ -368,81 +313,3 @@ def _attach(out: str, job: dict, queue: SlurmQueue, write, progress, poll_s: flo
     merge(out, job, queue.ended(job_id), write, progress)
 
 
-def _lines(path: str) -> int:
-    try:
-        with open(path, "rb") as f:
-            return f.read().count(b"\n")
-    except OSError:
-        return 0
-
-
-def merge(out: str, job: dict, ended: dict[int, dict], write, progress) -> None:
-    """Append the job's part files to --out, skipping records already there (a merge cut short and run
-    again); record every case a task did not reach as crashed, with its Slurm state; mark the job merged."""
-    from ..case import Case
-    from ..record import case_key
-    from ..reading import ResultsFileError
-    from ..results import read_jsonl
-
-    def key(record: dict) -> tuple:
-        return (record.get("run_id"), record.get("slurm_job_id"), record.get("slurm_array_task_id"),
-                case_key(record), record.get("repeat") or 1, record.get("attempt") or 1)
-
-    try:
-        present = {key(r) for r in read_jsonl(out)[0]} if os.path.exists(out) else set()
-    except ResultsFileError:
-        present = set()
-    parts = os.path.join(slurm_dir(out), "parts")
-
-    def emit(record: dict) -> None:
-        if key(record) in present:
-            return
-        write(record)
-        present.add(key(record))
-        progress.total += 1
-        progress.done += 1
-        progress.statuses[record["status"]] = progress.statuses.get(record["status"], 0) + 1
-
-    for task, cases in enumerate(job["cases"]):
-        path = part_path(parts, job["job_id"], task)
-        try:
-            records, warnings = read_jsonl(path) if os.path.exists(path) else ([], [])
-        except ResultsFileError as exc:
-            records, warnings = [], [str(exc)]
-        for warning in warnings:
-            print(f"gradbench: warning: task {job['job_id']}_{task}: {warning}", file=sys.stderr)
-        for record in records:
-            emit(record)
-        seen = {(case_key(r), r.get("repeat") or 1) for r in records}
-        for fields in cases:
-            case = Case(**fields)
-            for repeat in range(1, job.get("repeat", 1) + 1):
-                if (case_key(case.identity()), repeat) not in seen:
-                    emit(crashed_record(case, job, task, ended.get(task), repeat, out))
-    job["merged"] = True
-    jobs = load_jobs(out)
-    save_jobs(out, [job if j["job_id"] == job["job_id"] else j for j in jobs])
-
-
-def crashed_record(case, job: dict, task: int, info: dict | None, repeat: int, out: str) -> dict:
-    """A case whose task ended without recording it: crashed, with what Slurm says of the task. The
-    machine fields are the node's (where known), not this submitting machine's."""
-    from ..executors.local import failure_record
-
-    name = f"{job['job_id']}_{task}" if job["tasks"] > 1 else job["job_id"]  # submitit: one task is no array
-    log = os.path.join(slurm_dir(out), "logs", name)
-    if info is None:
-        state, what = None, "Slurm no longer knows it (cancelled before it started, or forgotten after MinJobAge)"
-    else:
-        state = info["state"]
-        what = f"it ended {state}" + (f" (exit code {info['exit_code']})" if info.get("exit_code") else "") + \
-            (f", reason {info['reason']}" if info.get("reason") else "")
-        if state == "TIMEOUT":
-            what += f"; its time limit was {job.get('parameters', {}).get('time', '?')} min: give --slurm-time more"
-    message = f"Slurm task {name} did not record this case: {what}" + (f"; its logs: {log}/" if os.path.isdir(log) else "")
-    record = failure_record(case, job["run_id"], "crashed", message)
-    node = info.get("node") if info else None
-    record.update(launcher="slurm", slurm_job_id=int(job["job_id"]), slurm_array_task_id=task, slurm_state=state,
-                  host=node, machine=node, cpu=None, cpu_count=None, gpu=None, gpu_count=None, driver=None, platform=None,
-                  gpu_index=None, threads=job.get("threads"), repeat=repeat, attempt=1)
-    return record

@@ -191,13 +191,7 @@ def _probe(model: nn.Module, forward: Callable[[], object], reference: list[torc
     intercepting nothing afterwards (torch 2.13): what only they observe is null. No backward
     either (grads_computed null; a train step counts its own).
     """
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-
-    def restore_buffers():
-        with torch.no_grad():
-            for b, saved in buffers:
-                b.copy_(saved)
-
+    restore_buffers = _buffer_restorer(model)
     norm_buffers = [b for m in model.modules() if isinstance(m, _BATCHNORM) for b in m.buffers()]
     norms_before = [b.detach().clone() for b in norm_buffers]
     trace = OpTrace(generators) if instrumented else contextlib.nullcontext()
@@ -211,14 +205,7 @@ def _probe(model: nn.Module, forward: Callable[[], object], reference: list[torc
     graph_recorded = any(t.requires_grad and t.grad_fn is not None for t in outputs)
     grads = 0 if instrumented else None  # compiled: a probe's backward would compile the backward graph
     if graph_recorded and instrumented:  # before the case's own first train step, hiding its compile time
-        # Count the parameters a backward would reach, then leave no gradient behind.
-        before = {id(p): p.grad for p in model.parameters()}
-        for p in model.parameters():
-            p.grad = None
-        sum(t.float().sum() for t in outputs if t.requires_grad).backward()
-        grads = sum(1 for p in model.parameters() if p.grad is not None)
-        for p in model.parameters():
-            p.grad = before[id(p)]
+        grads = _parameters_reached(model, outputs)
     del out, outputs
     restore_buffers()
 
@@ -228,20 +215,7 @@ def _probe(model: nn.Module, forward: Callable[[], object], reference: list[torc
         restore_buffers()
         return outputs
 
-    other = under(seed + 1)
-    stochastic, evidence = False, "outputs"
-    if not _comparable(first):  # the outputs cannot say: the random draws observed decide
-        stochastic, evidence = (bool(trace.rng_ops), "random_ops") if instrumented else (None, None)
-    elif not _same(first, other):  # the seed mattered, or the forward does not repeat at all: which?
-        again = under(seed)
-        stochastic = _same(first, again)
-        if not stochastic and instrumented:  # the traced forward may round apart (inference_mode: other kernels)
-            if _same(again, other):
-                stochastic = False  # untraced, the seed did not matter
-            elif _same(again, under(seed)):
-                stochastic = True  # untraced, the seed mattered and repeats
-            else:
-                stochastic, evidence = bool(trace.rng_ops), "random_ops"
+    stochastic, evidence = _stochastic(first, under, seed, trace.rng_ops if instrumented else None)
     diff = max_abs_diff(first, reference)
     has_transformer = any(isinstance(m, _TRANSFORMER_LAYERS) for m in model.modules())
     return {
@@ -256,3 +230,50 @@ def _probe(model: nn.Module, forward: Callable[[], object], reference: list[torc
         "fastpath": bool(_FASTPATH_OPS & trace.ops) if instrumented and has_transformer else None,
         "max_abs_diff_vs_eval_no_grad": diff,
     }
+
+
+def _buffer_restorer(model: nn.Module) -> Callable[[], None]:
+    """A function that puts every buffer of ``model`` back as it is now (a probe forward may update them)."""
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def restore_buffers():
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+    return restore_buffers
+
+
+def _parameters_reached(model: nn.Module, outputs: list[torch.Tensor]) -> int:
+    """How many parameters a backward from ``outputs`` gives a gradient; every .grad is left as it was."""
+    before = {id(p): p.grad for p in model.parameters()}
+    for p in model.parameters():
+        p.grad = None
+    sum(t.float().sum() for t in outputs if t.requires_grad).backward()
+    grads = sum(1 for p in model.parameters() if p.grad is not None)
+    for p in model.parameters():
+        p.grad = before[id(p)]
+    return grads
+
+
+def _stochastic(first: list[torch.Tensor], under: Callable[[int], list[torch.Tensor]], seed: int,
+                rng_ops: list[str] | None) -> tuple[bool | None, str | None]:
+    """(dropout_active, dropout_evidence): whether the seed decides the outputs, from the first (traced)
+    forward's and those of forwards run again ``under`` a seed. ``rng_ops``: the operators the trace saw
+    draw random numbers; None where there was no trace."""
+    instrumented = rng_ops is not None
+    other = under(seed + 1)
+    if not _comparable(first):  # the outputs cannot say: the random draws observed decide
+        return (bool(rng_ops), "random_ops") if instrumented else (None, None)
+    if _same(first, other):
+        return False, "outputs"
+    again = under(seed)  # the seed mattered, or the forward does not repeat at all: which?
+    if _same(first, again):
+        return True, "outputs"
+    if not instrumented:
+        return False, "outputs"
+    # the traced forward may round apart (inference_mode: other kernels)
+    if _same(again, other):
+        return False, "outputs"  # untraced, the seed did not matter
+    if _same(again, under(seed)):
+        return True, "outputs"  # untraced, the seed mattered and repeats
+    return bool(rng_ops), "random_ops"

@@ -17,7 +17,7 @@ from ..errors import cannot_write
 from ..record import case_label
 from ..text import terminal_text
 from .capacity import capacity_blocks, capacity_figure
-from .compiled import compiled_blocks, compiled_figure
+from .compilation import compiled_blocks, compiled_figure
 from .energy import energy_blocks
 from .compare import compare, interval_kind, one_sided_lines, text_table
 from .figures import draw_all

@@ -4,7 +4,7 @@ changed. The measuring is explain.py's."""
 from __future__ import annotations
 
 from ..record import case_label
-from .compiled import guard_kinds
+from .compilation import guard_kinds
 from .tables import UNTRUSTED_LEGEND, behaviour_table, markdown_text, render
 
 

@@ -120,7 +120,7 @@ def versus_table(pairs: list[tuple], axis: str = "compile") -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("workload") if rows else pd.DataFrame()
 
 
-# dynamo's wording of a failed guard -> the switch it guarded (report/compiled.py names switches, not guards)
+# dynamo's wording of a failed guard -> the switch it guarded (report/compilation.py names switches, not guards)
 GUARD_KINDS = (("grad_mode", "grad mode"), ("dispatch key set mismatch", "inference mode"),
                (".training ==", "training flag"), ("requires_grad mismatch", "requires_grad"),
                ("autocast", "autocast"))
