@@ -7,17 +7,19 @@ import errno
 import json
 import os
 
+from collections.abc import Mapping
+
 from .errors import WriteFailed
-from .record import finite_or_none, type_errors
+from .record import Record
 
 
-def to_json_line(record: dict) -> str:
-    """One record as a JSON line: declared fields of the declared kinds only, NaN and infinity as null."""
-    clean = finite_or_none(record)
-    problems = type_errors(clean)
-    if problems:
-        raise TypeError(f"record breaks the schema (gradbench/record.py): {'; '.join(problems)}")
-    return json.dumps(clean, allow_nan=False)
+def to_json_line(record: Mapping) -> str:
+    """A Record, or a draft (the dict measuring code fills), as a JSON line: declared fields of the declared
+    kinds only, NaN and infinity as null. Anything else is made a Record first, which refuses what breaks
+    the schema (InvalidRecord, a TypeError): a draft's undeclared or mistyped field, and an unknown field a
+    record read from an old file kept (it is never written again)."""
+    frozen = record if isinstance(record, Record) and not record.unknown else Record(record)
+    return json.dumps(frozen.to_json(), allow_nan=False)
 
 class ResultsLocked(Exception):
     """Another run is writing this results file."""
@@ -101,7 +103,9 @@ class JsonlWriter:
             raise WriteFailed(f"cannot write results to {self.path!r}: {exc.strerror or exc}; the {self.written} "
                               f"records this run wrote before it are intact; make room, then {self.then}") from None
 
-    def write(self, record: dict) -> None:
+    def write(self, record: Mapping) -> None:
+        """Append a Record, or a draft (a dict, frozen into a Record first: nothing undeclared or of the wrong
+        kind is written)."""
         self._append((to_json_line(record) + "\n").encode())
         self.written += 1
 

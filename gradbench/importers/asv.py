@@ -1,5 +1,6 @@
 """asv result folders (results/asv/results, or one machine's folder in it) -> records of the one
-schema (record.py). asv stores parameter values as reprs: they are read as literals, never evaluated."""
+schema (record.py), as the values of each record (results.py checks and freezes them). asv stores
+parameter values as reprs: they are read as literals, never evaluated."""
 from __future__ import annotations
 
 import ast
@@ -46,7 +47,8 @@ def asv_value(text):
 
 
 def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
-    """An asv results folder (results/asv/results, or one machine's folder in it) -> records. A benchmark
+    """An asv results folder (results/asv/results, or one machine's folder in it) -> the values of its
+    records (drafts: one per case, its metrics merged). A benchmark
     whose param_names repeat a name is refused (which value is the model?), with one line in ``warnings``.
     Folder names are glob.escape'd where they are globbed: 'res[1]' is a name, not a pattern."""
 
@@ -100,16 +102,16 @@ def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
                     except ValueError as exc:
                         raise ResultsFileError(f"{result_file!r} is not an asv result file: {exc}") from None
                     key = (step, *sorted(identity.items()))
-                    record = merged.setdefault(key, new_record(**identity, step=step))
-                    record[field] = value
+                    draft = merged.setdefault(key, new_record(**identity, step=step))  # one case's metrics
+                    draft[field] = value
                     if field == "time_median_s":
                         if i < len(q25) and q25[i] is not None and q75[i] is not None:
-                            record["time_iqr_s"] = q75[i] - q25[i]
+                            draft["time_iqr_s"] = q75[i] - q25[i]
                         if i < len(repeats) and isinstance(repeats[i], int):
-                            record["n_samples"] = repeats[i]
+                            draft["n_samples"] = repeats[i]
                         if i < len(samples) and samples[i]:
-                            record["samples_s"] = samples[i]
-                            record["n_samples"] = len(samples[i])
+                            draft["samples_s"] = samples[i]
+                            draft["n_samples"] = len(samples[i])
             commit = data.get("commit_hash")
             try:
                 timestamp = _dt.datetime.fromtimestamp(data.get("date", 0) / 1000, _dt.timezone.utc).isoformat(
@@ -117,17 +119,16 @@ def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
             except (OverflowError, OSError, ValueError) as exc:  # a date past what a datetime holds
                 raise ResultsFileError(f"{result_file!r} is not an asv result file: bad date "
                                        f"{short_repr(data.get('date'))} ({exc})") from None
-            for record in merged.values():
-                record.update(
-                    format_version=FORMAT_VERSION, kind="case",  # made here, in the current format
-                    dtype="float32", status="ok", error=None, source="asv", git_commit=commit,
-                    run_id=f"asv:{params.get('machine')}:{(commit or '')[:8]}", timestamp=timestamp,
-                    machine=params.get("machine"), cpu=params.get("cpu"),
-                    gpu=_none_if(params.get("gpu"), "none", ""), driver=_none_if(params.get("driver"), "none", ""),
-                    cuda=_none_if(params.get("cuda"), "none", ""), torch=params.get("torch"),
-                    python=params.get("python"),
-                )
-                records.append(record)
+            common = dict(
+                format_version=FORMAT_VERSION, kind="case",  # made here, in the current format
+                dtype="float32", status="ok", error=None, source="asv", git_commit=commit,
+                run_id=f"asv:{params.get('machine')}:{(commit or '')[:8]}", timestamp=timestamp,
+                machine=params.get("machine"), cpu=params.get("cpu"),
+                gpu=_none_if(params.get("gpu"), "none", ""), driver=_none_if(params.get("driver"), "none", ""),
+                cuda=_none_if(params.get("cuda"), "none", ""), torch=params.get("torch"),
+                python=params.get("python"),
+            )
+            records.extend({**draft, **common} for draft in merged.values())
     if refused and warnings is not None:
         (name, repeated), *more = refused.items()
         warnings.append(f"{os.path.basename(os.path.normpath(str(path)))}: {len(refused)} benchmark(s) refused, "
