@@ -101,26 +101,41 @@ def identity_errors(record: Mapping) -> list[str]:
     return found
 
 
+def _skipped(name: str, unit: str, skipped: list[tuple], what: str) -> str:
+    """'F:3: 3 record(s) WHAT skipped (and lines 6, 7)': how many of a file's records were skipped, and where
+    (the first, then up to five more)."""
+    where = f"{name}:{skipped[0][0]}" if unit == "line" else f"{name}: {unit} {skipped[0][0]}"
+    more = f" (and {unit}s {', '.join(str(n) for n, _ in skipped[1:6])}{', ...' if len(skipped) > 6 else ''})" \
+        if len(skipped) > 1 else ""
+    return f"{where}: {len(skipped)} record(s) {what} skipped{more}"
+
+
 def _skipped_warning(name: str, unit: str, mistyped: list[tuple[int, str]]) -> str:
     """One warning for a file's skipped records: 'F:3: 3 record(s) ... (and lines 6, 7); first: ...'."""
-    where = f"{name}:{mistyped[0][0]}" if unit == "line" else f"{name}: {unit} {mistyped[0][0]}"
-    more = f" (and {unit}s {', '.join(str(n) for n, _ in mistyped[1:6])}{', ...' if len(mistyped) > 6 else ''})" \
-        if len(mistyped) > 1 else ""
-    return f"{where}: {len(mistyped)} record(s) with wrong-typed fields skipped{more}; first: {mistyped[0][1]}"
+    return f"{_skipped(name, unit, mistyped, 'with wrong-typed fields')}; first: {mistyped[0][1]}"
 
 
 def _too_new_warning(name: str, too_new: list[tuple[int, int]]) -> str:
-    """One warning for a file's records of a newer format: which, and what this gradbench reads."""
+    """One warning for a file's records of a newer format: how many and which, and what this gradbench reads."""
     newest = max(v for _, v in too_new)
-    return (f"{name}:{too_new[0][0]}: {len(too_new)} record(s) of format_version up to {short_repr(newest)} "
-            f"skipped: this gradbench reads formats up to {FORMAT_VERSION} (a newer gradbench wrote them; upgrade "
-            "to read them)")
+    return (f"{_skipped(name, 'line', too_new, f'of format_version up to {short_repr(newest)}')}: this gradbench "
+            f"reads formats up to {FORMAT_VERSION} (a newer gradbench wrote them; upgrade to read them)")
 
 
 def _all_skipped(path, unit: str, mistyped: list[tuple[int, str]]) -> ResultsFileError:
     """A file none of whose records can be used: said as such, not as an empty file or inputs that agree."""
     return ResultsFileError(f"all {len(mistyped)} records in {str(path)!r} skipped: {unit} {mistyped[0][0]}: "
                             f"{mistyped[0][1]}")
+
+
+def _format_version_as_written(line: str, obj):
+    """``obj`` with the format_version its line holds: the readers' JSON reads a non-finite number as null
+    (1e999, NaN), which in format_version names no format, and must not pass for a record without one."""
+    if isinstance(obj, dict) and "format_version" in obj and obj["format_version"] is None:
+        written = loads(line, ours=False).get("format_version")
+        if written is not None:
+            return {**obj, "format_version": written}
+    return obj
 
 
 def read_jsonl(path) -> tuple[list[Record], list[str]]:
@@ -147,7 +162,7 @@ def read_jsonl(path) -> tuple[list[Record], list[str]]:
         if not line.strip():
             continue
         try:
-            obj = loads(line)
+            obj = _format_version_as_written(line, loads(line))
         except ValueError:  # not JSON, or an integer of more digits than Python converts
             obj = None
         if is_record(obj) or _declares_a_newer_format(obj):

@@ -178,3 +178,27 @@ def test_every_reader_gives_records():
         records = read_any(path)[0]
         assert records and all(isinstance(r, Record) and r["source_file"] == path for r in records), path
 
+
+def test_a_non_finite_format_version_is_a_bad_value_not_a_missing_one(tmp_path):
+    """JSON's 1e999 parses to infinity, which the readers read as null: a format_version of null would be
+    inferred from the fields (as if the file were from before format_version), so the record was read."""
+    path = tmp_path / "inf.jsonl"
+    good = json.dumps(_record().to_json())
+    path.write_text("\n".join([good, good.replace(f'"format_version": {FORMAT_VERSION}', '"format_version": 1e999'),
+                               good.replace(f'"format_version": {FORMAT_VERSION}', '"format_version": NaN'),
+                               good.replace(f'"format_version": {FORMAT_VERSION}', '"format_version": null')]) + "\n")
+    records, [warning] = read_jsonl(path)
+    assert len(records) == 2  # the first, and the null one (a format inferred, as before)
+    assert warning.startswith("inf.jsonl:2: 2 record(s) with wrong-typed fields skipped (and lines 3)")
+    assert "format_version=inf is not a format" in warning
+
+
+def test_the_warning_for_records_too_new_says_how_many_lines_and_which(tmp_path):
+    path = tmp_path / "newer.jsonl"
+    newer = json.dumps({**_record().to_json(), "format_version": FORMAT_VERSION + 1})
+    path.write_text("\n".join([json.dumps(_record().to_json()), newer, newer, json.dumps(_record().to_json()),
+                               newer]) + "\n")
+    records, [warning] = read_jsonl(path)
+    assert len(records) == 2
+    assert warning.startswith(f"newer.jsonl:2: 3 record(s) of format_version up to {FORMAT_VERSION + 1} skipped "
+                              "(and lines 3, 5): this gradbench reads formats up to")
