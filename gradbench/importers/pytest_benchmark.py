@@ -4,14 +4,15 @@ the values of one record (results.py checks and freezes them)."""
 from __future__ import annotations
 
 from ..reading import ResultsFileError
-from ..record import FORMAT_VERSION, SCHEMA
+from ..record import FORMAT_VERSION, RECORD_FIELDS, SCHEMA
 
 
 BOOL_FIELDS = tuple(name for name, meta in SCHEMA.items() if meta["kind"] == "bool")
 
 
 def read_pytest_benchmark(path, data: dict) -> list[dict]:
-    """pytest-benchmark's --benchmark-json output of gradbench's suite -> the values of its records."""
+    """pytest-benchmark's --benchmark-json output of gradbench's suite -> the values of its records, every
+    declared field present (null where it had none)."""
     machine = data.get("machine_info", {})
     commit = data.get("commit_info", {})
     records = []
@@ -28,7 +29,7 @@ def read_pytest_benchmark(path, data: dict) -> list[dict]:
             torch=machine.get("torch"), python=machine.get("python_version"), git_commit=commit.get("id"),
         )
         records.append({
-            **info, **flags,  # the pipeline's record, less its timing
+            **dict.fromkeys(RECORD_FIELDS), **info, **flags,  # the pipeline's record, less its timing
             **{k: v for k, v in provenance.items() if v is not None},
             "format_version": FORMAT_VERSION, "kind": "case",  # made here, in the current format
             "status": "ok", "error": None, "source": "pytest-benchmark", "timestamp": data.get("datetime"),
