@@ -13,13 +13,12 @@ from .errors import WriteFailed
 from .record import Record
 
 
-def to_json_line(record: Mapping) -> str:
-    """A Record, or a draft (the dict measuring code fills), as a JSON line: declared fields of the declared
-    kinds only, NaN and infinity as null. Anything else is made a Record first, which refuses what breaks
-    the schema (InvalidRecord, a TypeError): a draft's undeclared or mistyped field, and an unknown field a
-    record read from an old file kept (it is never written again)."""
-    frozen = record if isinstance(record, Record) and not record.unknown else Record(record)
-    return json.dumps(frozen.to_json(), allow_nan=False)
+def as_written(record: Mapping) -> Record:
+    """The Record a JsonlWriter writes of a Record or a draft (the dict measuring code fills): declared fields
+    of the declared kinds only, NaN and infinity as null. Anything else is made a Record, which refuses what
+    breaks the schema (InvalidRecord, a TypeError): a draft's undeclared or mistyped field, and an unknown
+    field a record read from an old file kept (it is never written again)."""
+    return record if isinstance(record, Record) and not record.unknown else Record(record)
 
 class ResultsLocked(Exception):
     """Another run is writing this results file."""
@@ -103,11 +102,13 @@ class JsonlWriter:
             raise WriteFailed(f"cannot write results to {self.path!r}: {exc.strerror or exc}; the {self.written} "
                               f"records this run wrote before it are intact; make room, then {self.then}") from None
 
-    def write(self, record: Mapping) -> None:
-        """Append a Record, or a draft (a dict, frozen into a Record first: nothing undeclared or of the wrong
-        kind is written)."""
-        self._append((to_json_line(record) + "\n").encode())
+    def write(self, record: Mapping) -> Record:
+        """Append a Record, or a draft (frozen into a Record first: nothing undeclared or of the wrong kind is
+        written); returns the Record written."""
+        frozen = as_written(record)
+        self._append((json.dumps(frozen.to_json(), allow_nan=False) + "\n").encode())
         self.written += 1
+        return frozen
 
     def close(self) -> None:
         if self._fd is not None:

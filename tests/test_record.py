@@ -202,3 +202,13 @@ def test_the_warning_for_records_too_new_says_how_many_lines_and_which(tmp_path)
     assert len(records) == 2
     assert warning.startswith(f"newer.jsonl:2: 3 record(s) of format_version up to {FORMAT_VERSION + 1} skipped "
                               "(and lines 3, 5): this gradbench reads formats up to")
+
+
+def test_the_writer_freezes_a_draft_and_returns_the_record_it_wrote(tmp_path):
+    draft = new_record(**CASE, status="ok", samples_s=[1e-3, float("nan")])
+    with JsonlWriter(tmp_path / "r.jsonl") as writer:
+        written = writer.write(draft)
+        assert writer.write(written) == written  # a Record is written as it is
+    assert isinstance(written, Record) and written["samples_s"] == (1e-3, None)
+    assert draft["samples_s"][1] != draft["samples_s"][1]  # the draft itself is left as it was (NaN)
+    assert [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()] == [written.to_json()] * 2
