@@ -305,7 +305,8 @@ class Record(Mapping):
     @classmethod
     def read(cls, values: Mapping) -> Record:
         """A record read from a file, migrated: fields it lacks are null, unknown ones kept; InvalidRecord
-        (its ``problems``) if a declared field is not of its kind or range."""
+        (its ``problems``) if a declared field is not of its kind or range, or format_version or kind is
+        not there."""
         problems = _errors(values)
         if problems:
             raise InvalidRecord(problems)
