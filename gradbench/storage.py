@@ -6,7 +6,6 @@ import contextlib
 import errno
 import json
 import os
-
 from collections.abc import Mapping
 
 from .errors import WriteFailed
