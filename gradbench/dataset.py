@@ -5,8 +5,9 @@ attempts, the processes of a --repeat run, and a capacity search's probes beside
 Every reader (the run summary, --resume, the report, compare) asks here which of them count.
 
 Kinds. A record is a ``case`` (one measured case) or a ``capacity_probe`` (one batch a `gradbench
-capacity` search measured): its ``kind`` field, or, in files from before that field, source "capacity".
-A capacity probe never stands for a case, nor displaces one.
+capacity` search measured): its ``kind`` field, which every Record carries (migrate.py gives a record
+from before that field the kind its source says: capacity, or a case). A draft or a DataFrame row
+without a kind is read by the same rule. A capacity probe never stands for a case, nor displaces one.
 
 Rank. How well a record stands for its case, best first:
   TRUSTED   ok, with a timing not judged untrusted (time_trusted true, or null: not judged, e.g. asv)
@@ -34,6 +35,7 @@ Groups: what is kept apart (each stands on its own) and what competes.
 from __future__ import annotations
 
 from .measure.stats import iqr, median_ci
+from .migrate import kind_from_source
 from .record import CASE_KEY_FIELDS, WORKLOAD_FIELDS, case_key
 
 KINDS = ("case", "capacity_probe")
@@ -43,23 +45,18 @@ CAPACITY_CASE = ["model", "size", "device", "dtype", "step"]  # a capacity answe
 
 
 def kind_of(record) -> str:
-    """A record's kind: its own field where it has one, else what files from before it meant."""
+    """A record's kind: its own field where it has one, else what files from before it meant. The one rule,
+    for a DataFrame's rows too (_kinds)."""
     kind = record.get("kind")
-    if isinstance(kind, str):
-        return kind
-    return "capacity_probe" if record.get("source") == "capacity" else "case"
+    return kind if isinstance(kind, str) else kind_from_source(record)
 
 
 def _kinds(df):
     """kind_of for every row of a DataFrame."""
     import pandas as pd
 
-    derived = pd.Series("case", index=df.index, dtype=object)
-    if "source" in df:
-        derived = derived.mask(df["source"] == "capacity", "capacity_probe")
-    if "kind" in df:
-        derived = df["kind"].where(df["kind"].map(lambda v: isinstance(v, str)), derived)
-    return derived
+    rows = df[[c for c in ("kind", "source") if c in df]].to_dict("records")
+    return pd.Series([kind_of(r) for r in rows], index=df.index, dtype=object)
 
 
 def _of_kind(data, kind: str):
@@ -110,11 +107,11 @@ def _group(record) -> tuple:
     return (kind, case_key(record), record.get("repeat") or 1, record.get("source"), *search)
 
 
-def standing(records: list[dict]) -> list[dict]:
+def standing(records: list) -> list:
     """The records that stand, one per case and repeat (harness and kind apart), in the file order of
     the records chosen: so a resumed case's result replaces its failure, and among --retry-untrusted
     attempts a trusted one stands, else an ok one."""
-    chosen: dict[tuple, dict] = {}
+    chosen: dict[tuple, object] = {}
     for r in records:
         key = _group(r)
         old = chosen.get(key)

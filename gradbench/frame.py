@@ -4,14 +4,15 @@ storage's job (it writes lines) nor the report's: gradbench.load (results.py) re
 nothing outside report/ imports the report."""
 from __future__ import annotations
 
-from .record import IDENTITY_DEFAULTS, RECORD_FIELDS
+from .record import IDENTITY_DEFAULTS, RECORD_FIELDS, Record
 
 
-def to_frame(records: list[dict]):
-    """Records -> a pandas DataFrame with every schema column (unknown fields kept)."""
+def to_frame(records: list):
+    """Records (or drafts) -> a pandas DataFrame with every schema column (unknown fields kept), a row per
+    record as its JSON line holds it (lists as lists)."""
     import pandas as pd
 
-    df = pd.DataFrame.from_records(records)
+    df = pd.DataFrame.from_records([r.to_json() if isinstance(r, Record) else r for r in records])
     for column in RECORD_FIELDS:
         if column not in df.columns:
             df[column] = None

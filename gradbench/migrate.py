@@ -67,12 +67,16 @@ def _from_3(record: dict) -> dict:
             "format_version": 4}
 
 
+def kind_from_source(record) -> str:
+    """What a record from before ``kind`` stands for, by the source that wrote it: a capacity search's
+    batches said source capacity; every other record is a case."""
+    return "capacity_probe" if record.get("source") == "capacity" else "case"
+
+
 def _from_4(record: dict) -> dict:
-    """0.4 -> 5: the kind, from the source that wrote it (a capacity search's batches said source capacity)."""
+    """0.4 -> 5: the kind, from the source that wrote it."""
     kind = record.get("kind")  # a kind a 0.4 record somehow had stands, to be judged like any value
-    if kind is None:
-        kind = "capacity_probe" if record.get("source") == "capacity" else "case"
-    return {**record, "kind": kind, "format_version": 5}
+    return {**record, "kind": kind_from_source(record) if kind is None else kind, "format_version": 5}
 
 
 # STEPS[N - 1] takes format N to N + 1; the last one reaches FORMAT_VERSION.

@@ -1,16 +1,26 @@
-"""The record: what one case measured, one JSON object per line. This declaration IS the schema.
+"""The record: what one case measured, one JSON object per line. ``Fields`` declares the schema; a
+``Record`` is one record, frozen and checked.
 
 Field names are a contract others depend on: add fields, never rename them. Every field has a
-kind, a unit and a sentence; nothing may write a field that is not declared here (``Record``
-refuses unknown names), JSON never holds NaN or infinity (null instead), and the README's field
-table is generated from this list (a test keeps the two equal).
+kind, a unit and a sentence; nothing may write a field that is not declared here, JSON never holds
+NaN or infinity (null instead), and the README's field table is generated from this list (a test
+keeps the two equal).
+
+A record is in three parts (PARTS): the case (what was run: its identity and the settings it was
+measured under), what was measured, and the environment (where, with what, by which front end); and
+every record carries its format_version and kind. Measuring code fills a draft (``new_record``, a
+dict) while a case runs; the writer freezes it into a ``Record``, which refuses what the schema does
+not declare. Readers get Records (results.py), and change one only by making another
+(``Record.replace``), checked again.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 
 # The record format; migrate.py brings older records to it on reading, one step per version:
 # 1 = gradbench 0.1, 2 = 0.2, 3 = 0.3, 4 = 0.4 (before format_version was written), 5 = format_version and kind.
@@ -42,8 +52,9 @@ def _f(group: str, kind: str, unit: str, doc: str):
 
 
 @dataclass
-class Record:
-    """One case. Every field may be null: not measured, not applicable, or not recorded by that source."""
+class Fields:
+    """The declaration of every field a Record holds. Every field may be null (not measured, not applicable,
+    or not recorded by that source) but format_version and kind, which every Record carries."""
 
     # record: which format it is written in, and what it stands for
     format_version: int = _f("record", "int", "", "the record format (1 = gradbench 0.1 ... 4 = 0.4, 5 = this "
@@ -227,24 +238,218 @@ class Record:
     source_file: str = _f("provenance", "str", "", "the file it was read from (null in files; set when reading)")
 
 
-SCHEMA = {f.name: f.metadata for f in fields(Record)}
+SCHEMA = {f.name: f.metadata for f in fields(Fields)}
 RECORD_FIELDS = tuple(SCHEMA)
 BEHAVIOUR_FLAGS = tuple(name for name, meta in SCHEMA.items()
                         if meta["group"] == "behaviour" and meta["kind"] == "bool")
 
+# A record's three parts, by schema group. format_version and kind (group "record") say what the record
+# itself is; every record carries both, outside the parts.
+PARTS = {
+    "case": ("identity",),  # what was run: the case's identity and the settings it was measured under
+    "measured": ("outcome", "time", "compile", "trust", "memory", "behaviour", "energy", "work"),
+    "environment": ("provenance",),  # where and with what it ran, and the front end that measured it
+}
+PART_FIELDS = {part: tuple(name for name, meta in SCHEMA.items() if meta["group"] in groups)
+               for part, groups in PARTS.items()}
+LIST_FIELDS = tuple(name for name, meta in SCHEMA.items() if meta["kind"].startswith("list["))
+
 
 def new_record(**values) -> dict:
-    """A record as a dict with every declared field (null where not given); unknown names raise TypeError.
-    It is of the current format and, unless told otherwise, a case."""
-    record = vars(Record(**{"format_version": FORMAT_VERSION, "kind": "case", **values})).copy()
+    """A draft: the dict measuring code fills in while a case runs, every declared field present (null where
+    not given), of the current format and, unless told otherwise, a case; an undeclared name raises
+    InvalidRecord (a TypeError). The writer freezes it into a Record, checking every value."""
+    undeclared = _undeclared(values)
+    if undeclared:
+        raise InvalidRecord(undeclared)
+    record = {**_NULLS, "format_version": FORMAT_VERSION, "kind": "case", **values}
     if record["timestamp"] is None:
         record["timestamp"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return record
 
 
-def completed(values: dict) -> dict:
-    """A record read from a file: every declared field (null where the source had none), unknown ones kept."""
-    return {**dict.fromkeys(RECORD_FIELDS), **values}
+_NULLS = dict.fromkeys(RECORD_FIELDS)
+
+
+class InvalidRecord(TypeError):
+    """Values a Record refuses: undeclared names, values not of their field's kind or range."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(f"record breaks the schema (gradbench/record.py): {'; '.join(problems)}")
+        self.problems = problems
+
+
+class Record(Mapping):
+    """One record, frozen: its case, what was measured and its environment (``.case``, ``.measured``,
+    ``.environment``: read-only mappings of PART_FIELDS), its ``format_version`` and ``kind``. Every value
+    is checked when it is made (kind_errors), lists are held as tuples, and nothing changes it after:
+    ``replace`` makes a changed copy, checked again. It reads as the flat mapping of field names that a
+    JSON line is (``record["status"]``, ``record.get(...)``, ``dict(record)``); ``to_json`` gives that line's
+    object.
+
+    ``Record(draft)`` is a record gradbench writes: declared fields only, NaN and infinity as null.
+    ``Record.read(values)`` is one read from a file, already in the current format (migrate.py): unknown
+    fields of an old file are kept, read-only (``.unknown``), and refused if it is written again."""
+
+    __slots__ = ("_values", "_unknown")
+
+    def __init__(self, values: Mapping | None = None, /, **more):
+        values = {"format_version": FORMAT_VERSION, "kind": "case", **(values or {}), **more}
+        undeclared = _undeclared(values)
+        values = finite_or_none(values)
+        problems = undeclared + _errors(values)
+        if problems:
+            raise InvalidRecord(problems)
+        self._fill(values)
+
+    @classmethod
+    def read(cls, values: Mapping) -> Record:
+        """A record read from a file, migrated: fields it lacks are null, unknown ones kept; InvalidRecord
+        (its ``problems``) if a declared field is not of its kind or range, or format_version or kind is
+        not there."""
+        problems = _errors(values)
+        if problems:
+            raise InvalidRecord(problems)
+        record = cls.__new__(cls)
+        record._fill(values)
+        return record
+
+    def _fill(self, values: Mapping) -> None:
+        flat = {**_NULLS, **values}  # declared fields in schema order, then unknown ones
+        for name in LIST_FIELDS:
+            if flat[name] is not None:
+                flat[name] = tuple(flat[name])
+        unknown = tuple(name for name in flat if name not in SCHEMA)
+        for name in unknown:
+            flat[name] = _frozen(flat[name])
+        object.__setattr__(self, "_values", flat)
+        object.__setattr__(self, "_unknown", unknown)
+
+    def replace(self, **changes) -> Record:
+        """This record with ``changes`` to declared fields (NaN and infinity as null), checked again."""
+        undeclared = _undeclared(changes)
+        changes = finite_or_none(changes)
+        header = {name: changes.get(name, self._values[name]) for name in ("format_version", "kind")}
+        problems = undeclared + kind_errors(changes) + (_header_errors(header) if header.keys() & changes else [])
+        if problems:
+            raise InvalidRecord(problems)
+        record = type(self).__new__(type(self))
+        record._fill({**self._values, **changes})
+        return record
+
+    def to_json(self) -> dict:
+        """The record as a JSON line holds it: flat, declared fields in schema order (then unknown ones kept
+        from an old file), lists as lists; never NaN or infinity."""
+        flat = dict(self._values)
+        for name in (*LIST_FIELDS, *self._unknown):
+            flat[name] = finite_or_none(flat[name])
+        return flat
+
+    @property
+    def format_version(self) -> int:
+        return self._values["format_version"]
+
+    @property
+    def kind(self) -> str:
+        return self._values["kind"]
+
+    @property
+    def case(self) -> Mapping:
+        """What was run: identity and measurement settings."""
+        return self._part("case")
+
+    @property
+    def measured(self) -> Mapping:
+        """What was measured: outcome, time, compile, trust, memory, behaviour, energy, work."""
+        return self._part("measured")
+
+    @property
+    def environment(self) -> Mapping:
+        """Where and with what it ran, and the front end that measured it (provenance)."""
+        return self._part("environment")
+
+    @property
+    def unknown(self) -> Mapping:
+        """Fields an old file held that this schema does not declare (empty for records gradbench makes)."""
+        return MappingProxyType({name: self._values[name] for name in self._unknown})
+
+    def _part(self, part: str) -> Mapping:
+        return MappingProxyType({name: self._values[name] for name in PART_FIELDS[part]})
+
+    # the flat mapping of field names, read-only
+    def __getitem__(self, name: str):
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __contains__(self, name) -> bool:
+        return name in self._values
+
+    def get(self, name: str, default=None):
+        return self._values.get(name, default)
+
+    def keys(self):
+        return self._values.keys()
+
+    def items(self):
+        return self._values.items()
+
+    def values(self):
+        return self._values.values()
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Record):
+            return self._values == other._values
+        return self.to_json() == dict(other.items()) if isinstance(other, Mapping) else NotImplemented
+
+    __hash__ = None  # equal to a dict of the same fields, which is not hashable either
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"a Record is frozen: record.replace({name}=...) makes a changed copy")
+
+    def __delattr__(self, name):
+        raise AttributeError("a Record is frozen")
+
+    def __setitem__(self, name, value):
+        raise TypeError(f"a Record is frozen: record.replace({name}=...) makes a changed copy")
+
+    def __delitem__(self, name):
+        raise TypeError("a Record is frozen")
+
+    def __reduce__(self):  # pickle and copy: made again from its JSON, checked again
+        return Record.read, (self.to_json(),)
+
+    def __repr__(self) -> str:
+        shown = ("kind", *CASE_KEY_FIELDS, "status")
+        return f"Record({', '.join(f'{k}={self._values[k]!r}' for k in shown)}, ...)"
+
+
+def _frozen(value):
+    """An unknown field's value, read-only: lists as tuples, objects as read-only mappings."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    return value
+
+
+def _header_errors(values: Mapping) -> list[str]:
+    """Every record carries format_version and kind, and a record in memory is of the current format."""
+    found = [f"{name} is null: every record carries one" for name in ("format_version", "kind")
+             if values.get(name) is None]
+    version = values.get("format_version")
+    if _is_kind(version, "int") and version != FORMAT_VERSION:
+        found.append(f"format_version={short_repr(version)} is not {FORMAT_VERSION}: a record is of the current "
+                     "format (migrate.py brings older ones to it)")
+    return found
+
+
+def _errors(values: Mapping) -> list[str]:
+    return kind_errors(values) + _header_errors(values)
 
 
 def new_run_id() -> str:
@@ -252,8 +457,8 @@ def new_run_id() -> str:
 
 
 def _is_kind(value, kind: str) -> bool:
-    if kind.startswith("list["):  # null stands in for a non-finite number, in lists too
-        return isinstance(value, list) and all(v is None or _is_kind(v, kind[5:-1]) for v in value)
+    if kind.startswith("list["):  # null stands in for a non-finite number, in lists too (a Record's are tuples)
+        return isinstance(value, (list, tuple)) and all(v is None or _is_kind(v, kind[5:-1]) for v in value)
     if kind == "bool":
         return isinstance(value, bool)
     if not isinstance(value, _KINDS[kind]) or isinstance(value, bool):
@@ -269,20 +474,28 @@ def _is_kind(value, kind: str) -> bool:
 NON_NEGATIVE_UNITS = ("bytes", "count")
 
 
-def kind_errors(record: dict) -> list[str]:
+def kind_errors(record: Mapping) -> list[str]:
     """Declared fields whose values are not of their kind, or out of its range (a reader skips such a
     record): an int beyond int64, a float that is not finite, bytes or a count below 0, a status that is
-    not one of STATUSES, a kind not one of KINDS."""
-    problems = [f"{name}={short_repr(record[name])} is not {meta['kind']}" for name, meta in SCHEMA.items()
-                if record.get(name) is not None and not _is_kind(record[name], meta["kind"])]
-    problems += [f"{name}={short_repr(record[name])} is below 0" for name, meta in SCHEMA.items()
-                 if meta["unit"] in NON_NEGATIVE_UNITS and _is_kind(record.get(name), meta["kind"])
-                 and record[name] < 0]
+    not one of STATUSES, a kind not one of KINDS. (One pass over the fields: every record read is checked.)"""
+    mistyped, below = [], []
+    for name, kind, non_negative in _CHECKS:
+        value = record.get(name)
+        if value is None:
+            continue
+        if not _is_kind(value, kind):
+            mistyped.append(f"{name}={short_repr(value)} is not {kind}")
+        elif non_negative and value < 0:
+            below.append(f"{name}={short_repr(value)} is below 0")
+    problems = mistyped + below
     if record.get("status") is not None and record["status"] not in STATUSES:
         problems.append(f"status={short_repr(record['status'])} is not one of {', '.join(STATUSES)}")
     if record.get("kind") is not None and record["kind"] not in KINDS:
         problems.append(f"kind={short_repr(record['kind'])} is not one of {', '.join(KINDS)}")
     return problems
+
+
+_CHECKS = tuple((name, meta["kind"], meta["unit"] in NON_NEGATIVE_UNITS) for name, meta in SCHEMA.items())
 
 
 def short_repr(value) -> str:
@@ -292,9 +505,13 @@ def short_repr(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def type_errors(record: dict) -> list[str]:
+def _undeclared(names) -> list[str]:
+    return [f"undeclared field {name!r}" for name in names if name not in SCHEMA]
+
+
+def type_errors(record: Mapping) -> list[str]:
     """What in ``record`` breaks the schema: undeclared names, wrong kinds. Empty when it conforms."""
-    return [f"undeclared field {name!r}" for name in record if name not in SCHEMA] + kind_errors(record)
+    return _undeclared(record) + kind_errors(record)
 
 
 def finite_or_none(value):
@@ -303,7 +520,7 @@ def finite_or_none(value):
         return None
     if isinstance(value, (list, tuple)):
         return [finite_or_none(v) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # a dict, a Record, an unknown field's read-only object
         return {k: finite_or_none(v) for k, v in value.items()}
     return value
 

@@ -1,11 +1,14 @@
 """Reading results: gradbench JSONL into records of the current format, each checked before it is used,
 and one entry point (read_any, load) that reads any supported source (importers/ read asv and
-pytest-benchmark) into one data set. Reading never unpickles anything. Fields a source did not record
-are null; unknown fields of older files are kept. Writing is storage.py's job."""
+pytest-benchmark) into one data set. Every reader's values become Records here (``checked``): frozen,
+each field of its kind; what reading adds (the trust judged on reading, the source, the file read)
+makes a new Record, never changes one. Reading never unpickles anything. Fields a source did not
+record are null; unknown fields of older files are kept. Writing is storage.py's job."""
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 from .case import DEVICES, STEPS, validate_device
 from .compiled import AUTOCAST_SETTINGS, COMPILE_SETTINGS
@@ -16,7 +19,7 @@ from .importers.pytest_benchmark import read_pytest_benchmark
 from .migrate import TooNew, migrated
 from .models import NAME_RULE, SIZE_RULE, plain_model_name, plain_size_name
 from .reading import ResultsFileError, loads, read_text
-from .record import FORMAT_VERSION, completed, kind_errors, short_repr
+from .record import FORMAT_VERSION, InvalidRecord, Record, short_repr
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
 from .modes import MODES
@@ -33,24 +36,36 @@ def _declares_a_newer_format(obj) -> bool:
     version = obj.get("format_version") if isinstance(obj, dict) else None
     return isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION
 
-def problems(record: dict) -> list[str]:
-    """Why a record read from a file cannot be used (empty when it can): fields of the wrong kind or
-    range, an identity no gradbench run could have had (identity_errors), a time no step took (time_errors),
-    or a capacity search's record
-    without the budget and answer every one of them carries (the report places it by them)."""
-    found = kind_errors(record) + identity_errors(record) + time_errors(record)
+
+def unusable(record: Mapping) -> list[str]:
+    """What no case could have had, of fields each of its kind: an identity no gradbench run could have had
+    (identity_errors), a time no step took (time_errors), or a capacity search's record without the budget
+    and answer every one of them carries (the report places it by them)."""
+    found = identity_errors(record) + time_errors(record)
     if kind_of(record) == "capacity_probe" and (record.get("memory_budget_bytes") is None
                                                  or record.get("capacity_batch_size") is None):
         found.append("a capacity record without memory_budget_bytes and capacity_batch_size")
     return found
 
 
-def time_errors(record: dict) -> list[str]:
+def checked(values: Mapping) -> tuple[Record | None, list[str]]:
+    """Values a reader read, in the current format, as a Record (None if not), and why they cannot be used:
+    a field not of its kind or range, or without format_version or kind (Record.read refuses those), then
+    what ``unusable`` finds."""
+    try:
+        record = Record.read(values)
+    except InvalidRecord as exc:
+        return None, exc.problems
+    found = unusable(record)
+    return (None if found else record), found
+
+
+def time_errors(record: Mapping) -> list[str]:
     """A median at or below 0 s, or a raw sample below 0 s: no step takes no time, and every rate (flops/s,
     samples/s) and ratio divides by the median."""
     median, samples = record.get("time_median_s"), record.get("samples_s")
     found = [f"time_median_s={short_repr(median)} is not above 0"] if _is_number(median) and median <= 0 else []
-    below = [v for v in samples if _is_number(v) and v < 0] if isinstance(samples, list) else []
+    below = [v for v in samples if _is_number(v) and v < 0] if isinstance(samples, (list, tuple)) else []
     return found + ([f"samples_s holds {short_repr(below[0])}, below 0"] if below else [])
 
 
@@ -65,7 +80,7 @@ CLOSED_IDENTITY = {"dtype": tuple(DTYPES), "mode": tuple(MODES), "step": STEPS, 
 REQUIRED_IDENTITY = ("model", "size", "batch_size", "device", "dtype", "mode", "step")
 
 
-def identity_errors(record: dict) -> list[str]:
+def identity_errors(record: Mapping) -> list[str]:
     """Identity values a file holds that no case could have had. They key every table and name the
     report's figure files, and a results file may come from anyone: a dtype 'x/../../tmp/owned' stops
     here. Model and size are open (user models name their own) but must be plain names (models.py)."""
@@ -86,20 +101,25 @@ def identity_errors(record: dict) -> list[str]:
     return found
 
 
+def _skipped(name: str, unit: str, skipped: list[tuple], what: str) -> str:
+    """'F:3: 3 record(s) WHAT skipped (and lines 6, 7)': how many of a file's records were skipped, and where
+    (the first, then up to five more)."""
+    where = f"{name}:{skipped[0][0]}" if unit == "line" else f"{name}: {unit} {skipped[0][0]}"
+    more = f" (and {unit}s {', '.join(str(n) for n, _ in skipped[1:6])}{', ...' if len(skipped) > 6 else ''})" \
+        if len(skipped) > 1 else ""
+    return f"{where}: {len(skipped)} record(s) {what} skipped{more}"
+
+
 def _skipped_warning(name: str, unit: str, mistyped: list[tuple[int, str]]) -> str:
     """One warning for a file's skipped records: 'F:3: 3 record(s) ... (and lines 6, 7); first: ...'."""
-    where = f"{name}:{mistyped[0][0]}" if unit == "line" else f"{name}: {unit} {mistyped[0][0]}"
-    more = f" (and {unit}s {', '.join(str(n) for n, _ in mistyped[1:6])}{', ...' if len(mistyped) > 6 else ''})" \
-        if len(mistyped) > 1 else ""
-    return f"{where}: {len(mistyped)} record(s) with wrong-typed fields skipped{more}; first: {mistyped[0][1]}"
+    return f"{_skipped(name, unit, mistyped, 'with wrong-typed fields')}; first: {mistyped[0][1]}"
 
 
 def _too_new_warning(name: str, too_new: list[tuple[int, int]]) -> str:
-    """One warning for a file's records of a newer format: which, and what this gradbench reads."""
+    """One warning for a file's records of a newer format: how many and which, and what this gradbench reads."""
     newest = max(v for _, v in too_new)
-    return (f"{name}:{too_new[0][0]}: {len(too_new)} record(s) of format_version up to {short_repr(newest)} "
-            f"skipped: this gradbench reads formats up to {FORMAT_VERSION} (a newer gradbench wrote them; upgrade "
-            "to read them)")
+    return (f"{_skipped(name, 'line', too_new, f'of format_version up to {short_repr(newest)}')}: this gradbench "
+            f"reads formats up to {FORMAT_VERSION} (a newer gradbench wrote them; upgrade to read them)")
 
 
 def _all_skipped(path, unit: str, mistyped: list[tuple[int, str]]) -> ResultsFileError:
@@ -108,7 +128,17 @@ def _all_skipped(path, unit: str, mistyped: list[tuple[int, str]]) -> ResultsFil
                             f"{mistyped[0][1]}")
 
 
-def read_jsonl(path) -> tuple[list[dict], list[str]]:
+def _format_version_as_written(line: str, obj):
+    """``obj`` with the format_version its line holds: the readers' JSON reads a non-finite number as null
+    (1e999, NaN), which in format_version names no format, and must not pass for a record without one."""
+    if isinstance(obj, dict) and "format_version" in obj and obj["format_version"] is None:
+        written = loads(line, ours=False).get("format_version")
+        if written is not None:
+            return {**obj, "format_version": written}
+    return obj
+
+
+def read_jsonl(path) -> tuple[list[Record], list[str]]:
     """Records of a gradbench JSONL file, and warnings for lines that could not be used.
 
     Records come out in the current format (migrate.py), whatever gradbench wrote them. A line cut short
@@ -118,7 +148,7 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
     lines but no gradbench record at all raises ResultsFileError, and so does one whose every record is
     skipped.
     """
-    records: list[dict] = []
+    records: list[Record] = []
     warnings: list[str] = []
     mistyped: list[tuple[int, str]] = []
     too_new: list[tuple[int, int]] = []
@@ -132,7 +162,7 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
         if not line.strip():
             continue
         try:
-            obj = loads(line)
+            obj = _format_version_as_written(line, loads(line))
         except ValueError:  # not JSON, or an integer of more digits than Python converts
             obj = None
         if is_record(obj) or _declares_a_newer_format(obj):
@@ -144,11 +174,11 @@ def read_jsonl(path) -> tuple[list[dict], list[str]]:
             except ValueError as exc:  # a format_version that names no format
                 mistyped.append((number, str(exc)))
                 continue
-            wrong = problems(obj)
+            record, wrong = checked(obj)
             if wrong:
                 mistyped.append((number, wrong[0]))
             else:
-                records.append(obj)
+                records.append(record)
         else:
             bad += 1
             last = number == len(lines) or (number == len(lines) - 1 and lines[-1] == "")
@@ -170,36 +200,33 @@ SINGLE_SAMPLE = ("one sample (asv --quick, or a single round): one call, with no
                  "gradbench 0.3.1, a cold first call with its lazy set-up), not a timing (judged on reading)")
 
 
-def judged_on_reading(record: dict) -> None:
+def judged_on_reading(record: Record) -> Record:
     """A record without a trust verdict (asv, pytest-benchmark, files from before gradbench 0.3) is
     judged on what it still allows: the precision of its median, from its stored interval or raw
-    samples. Contention was not measured, so a precise one stays unjudged (null), never trusted."""
-    if record.get("status") != "ok" or record.get("time_trusted") is not None or record.get("time_converged"):
-        return
-    if record.get("n_samples") == 1:  # asv --quick (or one pytest-benchmark round): one call, no spread
-        record.update(time_trusted=False, time_distrust=SINGLE_SAMPLE)
-        return
-    med, low, high = (record.get(k) for k in ("time_median_s", "time_ci_low_s", "time_ci_high_s"))
+    samples. Contention was not measured, so a precise one stays unjudged (null), never trusted.
+    The record judged untrusted is a new one; any other is returned as it is."""
+    if record["status"] != "ok" or record["time_trusted"] is not None or record["time_converged"]:
+        return record
+    if record["n_samples"] == 1:  # asv --quick (or one pytest-benchmark round): one call, no spread
+        return record.replace(time_trusted=False, time_distrust=SINGLE_SAMPLE)
+    med, low, high = (record[k] for k in ("time_median_s", "time_ci_low_s", "time_ci_high_s"))
     if all(isinstance(v, (int, float)) for v in (med, low, high)):
         width = rel_halfwidth(med, low, high)
-    elif isinstance(record.get("samples_s"), list) and len(record["samples_s"]) >= 3:
+    elif record["samples_s"] is not None and len(record["samples_s"]) >= 3:
         width = samples_rel_halfwidth(record["samples_s"])
     else:
-        return
+        return record
     reasons = distrust_reasons(width, False, None) if width is not None else []
-    if reasons:
-        record.update(time_trusted=False, time_distrust=reasons[0] + " (judged on reading)")
+    return record.replace(time_trusted=False, time_distrust=reasons[0] + " (judged on reading)") if reasons else record
 
 
-def read_gradbench_jsonl(path) -> tuple[list[dict], list[str]]:
+def read_gradbench_jsonl(path) -> tuple[list[Record], list[str]]:
     records, warnings = read_jsonl(path)
-    records = [completed(r) for r in records]  # older files lack newer fields
-    for r in records:
-        r["source"] = r["source"] or "gradbench"
-        judged_on_reading(r)  # before choosing: an imprecise old timing must not outrank a newer one
+    # before choosing: an imprecise old timing must not outrank a newer one
+    records = [judged_on_reading(r if r["source"] else r.replace(source="gradbench")) for r in records]
     return standing(records), warnings  # a file holds every attempt; dataset.py says which stand
 
-def read_any(path) -> tuple[list[dict], list[str]]:
+def read_any(path) -> tuple[list[Record], list[str]]:
     """Records from one path of any supported kind, and warnings; ResultsFileError if it is none of them
     (a foreign file whose structure is not what its kind promises, too)."""
     path = str(path)
@@ -213,30 +240,26 @@ def read_any(path) -> tuple[list[dict], list[str]]:
         raise ResultsFileError(f"{path!r} is malformed: {type(exc).__name__}: {exc}") from None
     except OSError as exc:  # a file in an asv folder that cannot be read
         raise ResultsFileError(f"cannot read {path!r}: {exc}") from None
-    if not path.endswith(".jsonl"):  # JSONL lines were checked as read, with their line numbers
-        found = [(i, problems(r)) for i, r in enumerate(records, 1)]
-        mistyped = [(i, wrong[0]) for i, wrong in found if wrong]
-        if mistyped and len(mistyped) == len(records):
-            raise _all_skipped(path, "record", mistyped)
-        if mistyped:
-            warnings = [*warnings, _skipped_warning(os.path.basename(path), "record", mistyped)]
-            records = [r for r, (_, wrong) in zip(records, found) if not wrong]
-    for r in records:
-        r["source_file"] = path
-    return records, warnings
+    return [r.replace(source_file=path) for r in records], warnings
 
 
-def _judged(records: list[dict]) -> list[dict]:
-    """An importer's records, judged on reading (read_gradbench_jsonl judges its own, before choosing)."""
-    for r in records:
-        judged_on_reading(r)
-    return records
+def _imported(path: str, drafts: list[dict], warnings: list[str]) -> tuple[list[Record], list[str]]:
+    """An importer's records: checked (a record that cannot be used is skipped, one warning naming them;
+    JSONL lines are checked as read, with their line numbers), then judged on reading (read_gradbench_jsonl
+    judges its own, before choosing)."""
+    found = [checked(values) for values in drafts]
+    mistyped = [(i, wrong[0]) for i, (_, wrong) in enumerate(found, 1) if wrong]
+    if mistyped and len(mistyped) == len(drafts):
+        raise _all_skipped(path, "record", mistyped)
+    if mistyped:
+        warnings = [*warnings, _skipped_warning(os.path.basename(path), "record", mistyped)]
+    return [judged_on_reading(record) for record, wrong in found if not wrong], warnings
 
 
-def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
+def _read_by_kind(path: str) -> tuple[list[Record], list[str]]:
     if os.path.isdir(path):
         warnings: list[str] = []
-        return _judged(read_asv_results(path, warnings)), warnings
+        return _imported(path, read_asv_results(path, warnings), warnings)
     if path.endswith(".jsonl"):
         records, warnings = read_gradbench_jsonl(path)
     else:
@@ -251,10 +274,11 @@ def _read_by_kind(path: str) -> tuple[list[dict], list[str]]:
         except ValueError:
             data = None
         if isinstance(data, dict) and "benchmarks" in data and "machine_info" in data:
-            records, warnings = _judged(read_pytest_benchmark(path, data)), []
+            records, warnings = _imported(path, read_pytest_benchmark(path, data), [])
         elif isinstance(data, dict) and "result_columns" in data:
             warnings = []
-            records = _judged(read_asv_results(os.path.dirname(os.path.abspath(path)), warnings))
+            records, warnings = _imported(path, read_asv_results(os.path.dirname(os.path.abspath(path)), warnings),
+                                          warnings)
         else:  # perhaps JSONL under another name
             records, warnings = read_gradbench_jsonl(path)
     return records, warnings
@@ -266,7 +290,7 @@ def load(paths, warn=None):
 
     if isinstance(paths, (str, bytes)) or hasattr(paths, "__fspath__"):
         paths = [paths]
-    records: list[dict] = []
+    records: list[Record] = []
     seen: set[tuple] = set()
     for path in paths:
         try:

@@ -6,18 +6,18 @@ import contextlib
 import errno
 import json
 import os
+from collections.abc import Mapping
 
 from .errors import WriteFailed
-from .record import finite_or_none, type_errors
+from .record import Record
 
 
-def to_json_line(record: dict) -> str:
-    """One record as a JSON line: declared fields of the declared kinds only, NaN and infinity as null."""
-    clean = finite_or_none(record)
-    problems = type_errors(clean)
-    if problems:
-        raise TypeError(f"record breaks the schema (gradbench/record.py): {'; '.join(problems)}")
-    return json.dumps(clean, allow_nan=False)
+def as_written(record: Mapping) -> Record:
+    """The Record a JsonlWriter writes of a Record or a draft (the dict measuring code fills): declared fields
+    of the declared kinds only, NaN and infinity as null. Anything else is made a Record, which refuses what
+    breaks the schema (InvalidRecord, a TypeError): a draft's undeclared or mistyped field, and an unknown
+    field a record read from an old file kept (it is never written again)."""
+    return record if isinstance(record, Record) and not record.unknown else Record(record)
 
 class ResultsLocked(Exception):
     """Another run is writing this results file."""
@@ -101,9 +101,13 @@ class JsonlWriter:
             raise WriteFailed(f"cannot write results to {self.path!r}: {exc.strerror or exc}; the {self.written} "
                               f"records this run wrote before it are intact; make room, then {self.then}") from None
 
-    def write(self, record: dict) -> None:
-        self._append((to_json_line(record) + "\n").encode())
+    def write(self, record: Mapping) -> Record:
+        """Append a Record, or a draft (frozen into a Record first: nothing undeclared or of the wrong kind is
+        written); returns the Record written."""
+        frozen = as_written(record)
+        self._append((json.dumps(frozen.to_json(), allow_nan=False) + "\n").encode())
         self.written += 1
+        return frozen
 
     def close(self) -> None:
         if self._fd is not None:

@@ -81,6 +81,22 @@ def test_kind_from_the_field_else_from_the_source():
     assert dataset.capacity_probes(df)["time_median_s"].tolist() == [2.0, 3.0]
 
 
+def test_one_rule_says_a_records_kind_in_a_list_and_in_a_frame():
+    """dataset.py read a DataFrame's kinds by a rule of its own, beside kind_of's: one rule now, and the
+    migration's (a record from before ``kind`` is what its source says)."""
+    from gradbench.migrate import STEPS
+
+    records = [ok(1.0), ok(2.0, source="capacity"), ok(3.0, kind="capacity_probe"),
+               ok(4.0, source="capacity", kind="case"), ok(5.0, source="capacity", kind=None),
+               ok(6.0, kind="prediction"), ok(7.0, kind=float("nan"))]
+    for pick in (dataset.cases, dataset.capacity_probes, dataset.reported):
+        assert pick(pd.DataFrame(records))["time_median_s"].tolist() == times(pick(records)), pick.__name__
+    assert times(dataset.cases(records)) == [1.0, 4.0, 7.0]
+    for r in records:
+        if r.get("kind") is None:
+            assert STEPS[-1](r)["kind"] == dataset.kind_of(r)
+
+
 @pytest.mark.parametrize("probe", [dict(source="capacity"), dict(kind="capacity_probe")])
 def test_a_capacity_probe_never_stands_for_a_case(probe):
     case = ok(1.0, trusted=False)

@@ -1,5 +1,6 @@
 """asv result folders (results/asv/results, or one machine's folder in it) -> records of the one
-schema (record.py). asv stores parameter values as reprs: they are read as literals, never evaluated."""
+schema (record.py), as the values of each record (results.py checks and freezes them). asv stores
+parameter values as reprs: they are read as literals, never evaluated."""
 from __future__ import annotations
 
 import ast
@@ -46,7 +47,8 @@ def asv_value(text):
 
 
 def read_asv_results(path, warnings: list[str] | None = None) -> list[dict]:
-    """An asv results folder (results/asv/results, or one machine's folder in it) -> records. A benchmark
+    """An asv results folder (results/asv/results, or one machine's folder in it) -> the values of its
+    records (drafts: one per case, its metrics merged). A benchmark
     whose param_names repeat a name is refused (which value is the model?), with one line in ``warnings``.
     Folder names are glob.escape'd where they are globbed: 'res[1]' is a name, not a pattern."""
     machine_dirs = _machine_dirs(path)
