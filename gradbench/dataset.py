@@ -36,7 +36,8 @@ from __future__ import annotations
 
 from .measure.stats import iqr, median_ci
 from .migrate import kind_from_source
-from .record import CASE_KEY_FIELDS, WORKLOAD_FIELDS, case_key
+from .record import case_key
+from .schema import CASE_KEY_FIELDS, WORKLOAD_FIELDS
 
 KINDS = ("case", "capacity_probe")
 TRUSTED, UNTRUSTED, UNTIMED, FAILED = 3, 2, 1, 0

@@ -4,7 +4,8 @@ storage's job (it writes lines) nor the report's: gradbench.load (results.py) re
 nothing outside report/ imports the report."""
 from __future__ import annotations
 
-from .record import IDENTITY_DEFAULTS, RECORD_FIELDS, Record
+from .record import Record
+from .schema import IDENTITY_DEFAULTS, RECORD_FIELDS
 
 
 def to_frame(records: list):

@@ -21,7 +21,8 @@ warning naming the file, the version and the newest it reads.
 """
 from __future__ import annotations
 
-from .record import FORMAT_VERSION, short_repr
+from .record import short_repr
+from .schema import FORMAT_VERSION
 
 # The fields a format introduced, from `git log -p -- gradbench/record.py` (0.1: its results.py).
 INTRODUCED = {

@@ -19,7 +19,8 @@ from .importers.pytest_benchmark import read_pytest_benchmark
 from .migrate import TooNew, migrated
 from .models import NAME_RULE, SIZE_RULE, plain_model_name, plain_size_name
 from .reading import ResultsFileError, loads, read_text
-from .record import FORMAT_VERSION, InvalidRecord, Record, short_repr
+from .record import InvalidRecord, Record, short_repr
+from .schema import FORMAT_VERSION
 from .measure.stats import rel_halfwidth, samples_rel_halfwidth
 from .measure.trust import distrust_reasons
 from .modes import MODES

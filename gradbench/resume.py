@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import BadInput, option
-from .record import DONE_STATUSES, MEASUREMENT_SETTINGS, case_key
+from .record import case_key
+from .schema import DONE_STATUSES, MEASUREMENT_SETTINGS
 
 
 @dataclass

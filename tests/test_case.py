@@ -6,7 +6,8 @@ import torch
 import gradbench
 from gradbench.workload import Workload
 from gradbench.modes import MODES
-from gradbench.record import RECORD_FIELDS, type_errors
+from gradbench.record import type_errors
+from gradbench.schema import RECORD_FIELDS
 
 FAST = 0.05  # seconds of timing per case: these tests check behaviour, not speed
 

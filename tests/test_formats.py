@@ -13,7 +13,8 @@ import pytest
 from gradbench import migrate
 from gradbench.cli import main
 from gradbench.migrate import STEPS, inferred_version, migrated
-from gradbench.record import FORMAT_VERSION, KINDS, new_record
+from gradbench.record import new_record
+from gradbench.schema import FORMAT_VERSION, KINDS
 from gradbench.reading import ResultsFileError
 from gradbench.results import read_any, read_jsonl
 from gradbench.storage import JsonlWriter

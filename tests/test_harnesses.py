@@ -12,7 +12,8 @@ import pytest
 import gradbench
 from gradbench.harness import GRIDS, BenchmarkCase, NotApplicable, grid_from_env
 from gradbench.harness import workload as harness_workload
-from gradbench.record import RECORD_FIELDS, SCHEMA, type_errors
+from gradbench.record import type_errors
+from gradbench.schema import RECORD_FIELDS, SCHEMA
 from gradbench.importers.asv import read_asv_results
 from gradbench.importers.pytest_benchmark import read_pytest_benchmark
 

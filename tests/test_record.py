@@ -6,7 +6,8 @@ import os
 import pytest
 
 import gradbench
-from gradbench.record import RECORD_FIELDS, SCHEMA, new_record, schema_markdown, type_errors
+from gradbench.record import new_record, type_errors
+from gradbench.schema import RECORD_FIELDS, SCHEMA, schema_markdown
 from gradbench.results import read_jsonl
 from gradbench.storage import JsonlWriter
 
@@ -67,8 +68,8 @@ def test_old_files_keep_unknown_fields_and_gain_the_new_ones(tmp_path):
 
 # ---------------------------------------------------------------- the frozen record (issue 25)
 
-from gradbench.record import (FORMAT_VERSION, PART_FIELDS, PARTS, InvalidRecord,  # noqa: E402
-                              Record)
+from gradbench.record import InvalidRecord, Record  # noqa: E402
+from gradbench.schema import FORMAT_VERSION, PART_FIELDS, PARTS  # noqa: E402
 
 CASE = dict(model="mlp", size="tiny", batch_size=8, device="cpu", dtype="float32", mode="eval", step="forward")
 

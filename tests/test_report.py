@@ -8,7 +8,7 @@ import pytest
 
 import gradbench
 from gradbench.cli import main
-from gradbench.record import RECORD_FIELDS
+from gradbench.schema import RECORD_FIELDS
 
 RESULTS = os.path.join(os.path.dirname(__file__), "fixtures", "results")
 JSONL = os.path.join(RESULTS, "tiny.jsonl")

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from gradbench.record import RECORD_FIELDS, case_key
+from gradbench.record import case_key
+from gradbench.schema import RECORD_FIELDS
 from gradbench.results import read_jsonl
 from gradbench.plan import Grid, group_by_workload, parse_shard, shard, shuffled
 

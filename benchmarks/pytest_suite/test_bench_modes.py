@@ -24,7 +24,8 @@ def _rounds(case) -> int:
 
 def _extra_info(case) -> dict:
     """The pipeline's record less its timing (pytest-benchmark times), flags as 0/1 (null: no such layer)."""
-    from gradbench.record import SCHEMA, finite_or_none
+    from gradbench.record import finite_or_none
+    from gradbench.schema import SCHEMA
 
     return {k: int(v) if isinstance(v, bool) else finite_or_none(v) for k, v in case.record.items()
             if SCHEMA[k]["group"] != "time"}

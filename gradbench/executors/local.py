@@ -14,7 +14,8 @@ from typing import Callable, Iterable
 
 from ..case import Case
 from ..plan import Batch, Plan, needs_retry
-from ..record import WORKLOAD_FIELDS, case_label, new_run_id
+from ..record import case_label, new_run_id
+from ..schema import WORKLOAD_FIELDS
 from . import messages
 from .base import Progress
 from .pool import WorkerPool

@@ -11,7 +11,8 @@ import math
 import os
 
 from ..reading import ResultsFileError, loads, read_text
-from ..record import FORMAT_VERSION, new_record, short_repr
+from ..record import new_record, short_repr
+from ..schema import FORMAT_VERSION
 
 # asv benchmark (class.method suffix) -> (step, record field)
 ASV_METRICS = {

@@ -4,7 +4,7 @@ the values of one record (results.py checks and freezes them)."""
 from __future__ import annotations
 
 from ..reading import ResultsFileError
-from ..record import FORMAT_VERSION, RECORD_FIELDS, SCHEMA
+from ..schema import FORMAT_VERSION, RECORD_FIELDS, SCHEMA
 
 
 BOOL_FIELDS = tuple(name for name, meta in SCHEMA.items() if meta["kind"] == "bool")

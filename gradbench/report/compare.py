@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..dataset import HARNESS_ORDER, UNTRUSTED, best_ranked, cases as case_records, per_run
-from ..record import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, case_label
+from ..record import case_label
+from ..schema import CASE_KEY_FIELDS, IDENTITY_DEFAULTS
 from .tables import as_text
 
 BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device",

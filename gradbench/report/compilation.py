@@ -15,7 +15,8 @@ import pandas as pd
 from ..dataset import baseline as baseline_of, one_source
 from ..frame import with_identity_defaults
 from ..modes import MODES
-from ..record import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, WORKLOAD_FIELDS, case_label
+from ..record import case_label
+from ..schema import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, WORKLOAD_FIELDS
 from ..units import human_bytes
 from .findings import Finding, untrusted_note
 from .tables import UNTRUSTED_LEGEND, UNTRUSTED_MARK, as_text, is_untrusted

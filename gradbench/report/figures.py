@@ -18,7 +18,8 @@ import seaborn as sns  # noqa: E402
 from ..atomic import replaced  # noqa: E402
 from ..dataset import one_source  # noqa: E402
 from ..modes import MODES  # noqa: E402
-from ..record import IDENTITY_DEFAULTS, case_label  # noqa: E402
+from ..record import case_label  # noqa: E402
+from ..schema import IDENTITY_DEFAULTS
 from ..text import terminal_text  # noqa: E402
 from .files import output_path  # noqa: E402
 from .tables import ratio_to_train, workload_label  # noqa: E402

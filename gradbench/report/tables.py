@@ -13,7 +13,8 @@ import pandas as pd
 
 from ..dataset import combined
 from ..modes import MODES
-from ..record import WORKLOAD_FIELDS, case_label
+from ..record import case_label
+from ..schema import WORKLOAD_FIELDS
 from ..text import terminal_text
 from ..units import human_bytes
 
