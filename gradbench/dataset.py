@@ -26,7 +26,7 @@ Groups: what is kept apart (each stands on its own) and what competes.
   combined (the report): case, input file and git commit (asv holds many commits in one folder); a
     case's repeats are combined: the records of the best rank, time and memory the median over them.
   per_run (compare): case, input file, run_id and repeat (a run: one worker process; asv: one commit).
-  one_source (the report's tables, findings and figures): per workload, the first harness of
+  one_source (the report's tables, findings and figures): per group (GROUP_FIELDS), the first harness of
     HARNESS_ORDER that measured it, and its newest commit (latest timestamp).
   baseline (the report's compiled vs eager): matched, not ranked: the same case's record from the same
     run, else the newest by timestamp; its trust is shown beside the ratio.
@@ -37,7 +37,7 @@ from __future__ import annotations
 from .measure.stats import iqr, median_ci
 from .migrate import kind_from_source
 from .record import case_key
-from .schema import CASE_KEY_FIELDS, WORKLOAD_FIELDS
+from .schema import CASE_KEY_FIELDS, GROUP_FIELDS
 
 KINDS = ("case", "capacity_probe")
 TRUSTED, UNTRUSTED, UNTIMED, FAILED = 3, 2, 1, 0
@@ -206,7 +206,7 @@ def one_source(df):
     shows the harnesses side by side, and the asv history every commit.)"""
     if df.empty:
         return df
-    keys = [_text(df[k]) for k in WORKLOAD_FIELDS]
+    keys = [_text(df[k]) for k in GROUP_FIELDS]
     if df["source"].nunique() > 1:
         order = df["source"].map(lambda v: HARNESS_ORDER.index(v) if v in HARNESS_ORDER else len(HARNESS_ORDER))
         df = df[order == order.groupby(keys).transform("min")]

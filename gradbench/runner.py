@@ -110,8 +110,7 @@ def _measure_into(out: str, settings: RunSettings, run_id: str) -> Finished:
     finished = Finished(out, settings, records=[], started=time.perf_counter())
 
     def write(record):
-        writer.write(record)
-        finished.records.append(record)
+        finished.records.append(writer.write(record))  # the frozen record the writer checked and wrote
 
     plan = Plan(settings.cases, repeat=settings.repeat, retry_untrusted=settings.retry_untrusted,
                 isolate=settings.isolate, done=frozenset(previous.done), untrusted_done=frozenset(previous.untrusted))

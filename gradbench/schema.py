@@ -18,10 +18,13 @@ KINDS = ("case", "capacity_probe", "prediction", "ab_trial")
 STATUSES = ("ok", "error", "oom", "timeout", "crashed", "not_applicable")
 # A case recorded with one of these is done; resume re-runs the others (failures may be transient).
 DONE_STATUSES = ("ok", "not_applicable")
-# One case identity, used everywhere a case is keyed or named. A workload is what its modes share.
-# compile and autocast belong to the workload: under torch.compile a workload's modes share one compiled model.
-WORKLOAD_FIELDS = ("model", "size", "batch_size", "device", "dtype", "compile", "autocast")
-CASE_KEY_FIELDS = (*WORKLOAD_FIELDS, "mode", "step")
+# One case identity, used everywhere a case is keyed or named. The words: a *workload* is the model built and
+# its input batch (model, size, batch_size, device, dtype; Case.workload_key adds the seed); a *group* is the
+# cases whose modes share one model as it runs, the workload under one compile and autocast setting (under
+# torch.compile a group's modes share one compiled model; Case.group_key); a *case* is one mode and step of
+# a group; a *run* is one `gradbench run` (run_id); a *job* is a Slurm job array.
+GROUP_FIELDS = ("model", "size", "batch_size", "device", "dtype", "compile", "autocast")
+CASE_KEY_FIELDS = (*GROUP_FIELDS, "mode", "step")
 # What a record from before a field existed means by its null: files from before gradbench 0.4 ran eager.
 # Reading JSONL fills these in already (migrate.py); asv and pytest-benchmark records, and records made
 # in memory, still leave them null, so every reader keeps reading a null through this.

@@ -22,7 +22,7 @@ from .case import Case
 from .compiled import NotCompiled, autocast_not_applicable, cuda_only, last_guard_failure
 from .interrupts import InterruptWatch, raised_by_model
 from .modes import MODES
-from .record import new_run_id
+from .record import Record, new_run_id
 from .workload import Workload
 
 
@@ -89,14 +89,12 @@ class Session:
         if torch.cuda.is_initialized():
             torch.cuda.empty_cache()
 
-    def failure(self, case: Case, status: str, message: str, trace: str | None = None) -> dict:
+    def failure(self, case: Case, status: str, message: str, trace: str | None = None) -> Record:
         """The record of a case that did not run: its workload could not be built, or its worker died."""
-        record = {**pipeline.base_record(case, run_id=self.run_id), "status": status, "error": message}
-        if trace:
-            record["traceback"] = trace
-        return record
+        return Record(pipeline.base_record(case, run_id=self.run_id), status=status, error=message,
+                      **({"traceback": trace} if trace else {}))
 
-    def measure(self, case: Case, clock=None, memory=None, monitor=None) -> dict:
+    def measure(self, case: Case, clock=None, memory=None, monitor=None) -> Record:
         """One validated case's record, whatever happens to it; only the user's Ctrl-C or SIGTERM raise."""
         interrupts = InterruptWatch()
         try:
@@ -112,13 +110,13 @@ class Session:
             return self.failure(case, "error", raised_by_model(exc), traceback.format_exc(limit=5))
         return self.measure_on(case, workload, clock, memory, monitor)
 
-    def measure_on(self, case: Case, workload: Workload, clock=None, memory=None, monitor=None) -> dict:
-        """The case on a built workload: not applicable, measured, or failed with its message."""
+    def measure_on(self, case: Case, workload: Workload, clock=None, memory=None, monitor=None) -> Record:
+        """The case on a built workload: not applicable, measured, or failed with its message; frozen once
+        the case is over (the pipeline fills a draft while it runs)."""
         record = pipeline.base_record(case, workload, self.run_id)
         reason = not_applicable(case, workload.model)
         if reason:
-            record.update(status="not_applicable", error=reason)
-            return record
+            return Record(record, status="not_applicable", error=reason)
         began = time.perf_counter()
         interrupts = InterruptWatch()
         try:
@@ -135,7 +133,7 @@ class Session:
             if workload.device.type == "cuda":
                 torch.cuda.empty_cache()
         record["measure_wall_s"] = time.perf_counter() - began
-        return record
+        return Record(record)
 
     @contextlib.contextmanager
     def prepared(self, case: Case, record: dict | None = None, memory_only: bool = False,
@@ -163,8 +161,8 @@ def run_case(
     max_time_s: float = 2.0, cudnn_benchmark: bool = False, workload: Workload | None = None,
     run_id: str | None = None, compile: str = "none", autocast: str = "none", compile_cold: bool = False,
     energy_sampling: bool = False, head: str | None = None,
-) -> dict:
-    """Measure one case and return its record (a dict with every schema field, gradbench.record).
+) -> Record:
+    """Measure one case and return its record (a frozen Record: every schema field, gradbench.record).
 
     Bad arguments raise ValueError naming the valid values; a case that fails while running
     returns a record with status error or oom instead.

@@ -14,8 +14,8 @@ from typing import Callable, Iterable
 
 from ..case import Case
 from ..plan import Batch, Plan, needs_retry
-from ..record import case_label, new_run_id
-from ..schema import WORKLOAD_FIELDS
+from ..record import Record, case_label, new_run_id
+from ..schema import GROUP_FIELDS
 from . import messages
 from .base import Progress
 from .pool import WorkerPool
@@ -23,7 +23,7 @@ from .pool import WorkerPool
 WORKER_START_S = 120.0  # a fresh worker's spawn and torch import, not counted against its first case
 
 
-def failure_record(case: Case, run_id: str, status: str, message: str) -> dict:
+def failure_record(case: Case, run_id: str, status: str, message: str) -> Record:
     """The record of a case its worker never measured (it died or overran), made without torch's help."""
     from ..session import Session
 
@@ -90,11 +90,11 @@ class _Sweep:
         for pool in self.pools.values():
             pool.stop_all()
 
-    def emit(self, record: dict, batch: Batch, case: Case) -> None:
+    def emit(self, record: Record, batch: Batch, case: Case) -> None:
         with self.emitting:
             if self.stopped.is_set():  # the sweep was interrupted: a killed worker's "crash" is no result
                 return
-            record.update(repeat=batch.repeat, attempt=batch.attempt)
+            record = record.replace(repeat=batch.repeat, attempt=batch.attempt)
             self.write(record)
             self.progress.count(record)
             if needs_retry(record):
@@ -192,7 +192,7 @@ class BatchRun:
         if stage is not None:
             importing = isinstance(stage, messages.Importing)
             what = f"importing model {stage.model!r}" if importing else \
-                f"building {case_label(dict(zip(WORKLOAD_FIELDS[:5], stage.workload_key)), omit=('mode', 'step'))}"
+                f"building {case_label(dict(zip(GROUP_FIELDS[:5], stage.workload_key)), omit=('mode', 'step'))}"
             message = f"{what} exceeded --timeout {self.timeout_s:g} s; worker killed" if timed_out \
                 else f"{what} ended its worker process (exit code {exitcode})"
             self.broken[stage.model if importing else tuple(stage.workload_key)] = (status, message)

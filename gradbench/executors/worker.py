@@ -86,21 +86,21 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
             leaked = state.check_and_restore(expected)
             record = session.measure(case)
             if leaked:
-                _name_the_leak(record, leaked, session.last_model)
+                record = _name_the_leak(record, leaked, session.last_model)
             if record_rss:
                 import resource
 
-                record["rss_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+                record = record.replace(rss_peak_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
             conn.send(messages.Measured(record))
         session.release()  # idle between batches, a worker holds no model: under --repeat K, K workers are alive
         conn.send(messages.BatchDone())
 
 
-def _name_the_leak(record: dict, leaked: list[str], last_model: str | None) -> None:
+def _name_the_leak(record, leaked: list[str], last_model: str | None):
     """Global state found changed before this case: code that ran outside any measured case changed it."""
     from .. import state
 
     warning = state.describe(f"code that ran before this case (last model built: {last_model!r})",
                              "outside a measured case", leaked)
     state.announce(warning)
-    record["global_state_warning"] = "; ".join(w for w in (record["global_state_warning"], warning) if w)
+    return record.replace(global_state_warning="; ".join(w for w in (record["global_state_warning"], warning) if w))

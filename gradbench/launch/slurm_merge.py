@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from ..record import Record
 from .jobs import load_jobs, save_jobs, slurm_dir
 from .slurm_task import part_path
 
@@ -65,7 +66,7 @@ def merge(out: str, job: dict, ended: dict[int, dict], write, progress) -> None:
     save_jobs(out, [job if j["job_id"] == job["job_id"] else j for j in jobs])
 
 
-def crashed_record(case, job: dict, task: int, info: dict | None, repeat: int, out: str) -> dict:
+def crashed_record(case, job: dict, task: int, info: dict | None, repeat: int, out: str) -> Record:
     """A case whose task ended without recording it: crashed, with what Slurm says of the task. The
     machine fields are the node's (where known), not this submitting machine's."""
     from ..executors.local import failure_record
@@ -83,7 +84,6 @@ def crashed_record(case, job: dict, task: int, info: dict | None, repeat: int, o
     message = f"Slurm task {name} did not record this case: {what}" + (f"; its logs: {log}/" if os.path.isdir(log) else "")
     record = failure_record(case, job["run_id"], "crashed", message)
     node = info.get("node") if info else None
-    record.update(launcher="slurm", slurm_job_id=int(job["job_id"]), slurm_array_task_id=task, slurm_state=state,
+    return record.replace(launcher="slurm", slurm_job_id=int(job["job_id"]), slurm_array_task_id=task, slurm_state=state,
                   host=node, machine=node, cpu=None, cpu_count=None, gpu=None, gpu_count=None, driver=None, platform=None,
                   gpu_index=None, threads=job.get("threads"), repeat=repeat, attempt=1)
-    return record

@@ -16,7 +16,7 @@ from ..dataset import baseline as baseline_of, one_source
 from ..frame import with_identity_defaults
 from ..modes import MODES
 from ..record import case_label
-from ..schema import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, WORKLOAD_FIELDS
+from ..schema import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, GROUP_FIELDS
 from ..units import human_bytes
 from .findings import Finding, untrusted_note
 from .tables import UNTRUSTED_LEGEND, UNTRUSTED_MARK, as_text, is_untrusted
@@ -148,7 +148,7 @@ def _count(value) -> str:
     return "-" if value is None or pd.isna(value) else str(int(value))
 
 
-GROUP_FIELDS = [*WORKLOAD_FIELDS, "run_id", "repeat"]  # one compiled model: one workload in one process
+COMPILED_MODEL_FIELDS = [*GROUP_FIELDS, "run_id", "repeat"]  # one compiled model: one group in one process
 
 
 def compiled_groups(df: pd.DataFrame) -> list[pd.DataFrame]:
@@ -161,7 +161,7 @@ def compiled_groups(df: pd.DataFrame) -> list[pd.DataFrame]:
     at = pd.to_datetime(ran["timestamp"], utc=True, errors="coerce", format="ISO8601")
     ran = ran.assign(_ran_at=at)
     return [part.sort_values("_ran_at", kind="stable", na_position="last")
-            for _, part in ran.groupby(pd.Series(_keys(ran, GROUP_FIELDS), index=ran.index), sort=False)]
+            for _, part in ran.groupby(pd.Series(_keys(ran, COMPILED_MODEL_FIELDS), index=ran.index), sort=False)]
 
 
 def _group_label(group: pd.DataFrame, several_processes: bool) -> str:
@@ -245,15 +245,15 @@ def eval_memory_findings(pairs: list[tuple]) -> list[Finding]:
     forward = {}
     for compiled, eager in pairs:
         if compiled["step"] == "forward" and eager is not None:
-            forward[(*(compiled[k] for k in WORKLOAD_FIELDS), compiled["mode"])] = (compiled, eager)
+            forward[(*(compiled[k] for k in GROUP_FIELDS), compiled["mode"])] = (compiled, eager)
     largest = {}
     for (*workload, mode), _ in forward.items():
         if mode != "train" or (*workload, "eval") not in forward:
             continue
         train, evalm = forward[(*workload, "train")], forward[(*workload, "eval")]
         if all(_ratio(e, t, "peak_bytes") is not None for e, t in zip(evalm, train)):
-            unbatched = tuple(v for k, v in zip(WORKLOAD_FIELDS, workload) if k != "batch_size")
-            batch = workload[WORKLOAD_FIELDS.index("batch_size")]
+            unbatched = tuple(v for k, v in zip(GROUP_FIELDS, workload) if k != "batch_size")
+            batch = workload[GROUP_FIELDS.index("batch_size")]
             if unbatched not in largest or batch > largest[unbatched][0]:
                 largest[unbatched] = (batch, train, evalm)
     out = []

@@ -14,11 +14,11 @@ import pandas as pd
 from ..dataset import combined
 from ..modes import MODES
 from ..record import case_label
-from ..schema import WORKLOAD_FIELDS
+from ..schema import GROUP_FIELDS
 from ..text import terminal_text
 from ..units import human_bytes
 
-GROUP = [*WORKLOAD_FIELDS, "step"]
+GROUP = [*GROUP_FIELDS, "step"]
 UNTRUSTED_MARK = "\u2020"  # dagger, after a time that is not trusted
 UNTRUSTED_LEGEND = f"{UNTRUSTED_MARK}: the timing is untrusted (contention while it ran, or an imprecise median)"
 
@@ -63,7 +63,7 @@ def ratio_to_train(df: pd.DataFrame, metric: str, step: str = "forward") -> pd.D
 
 def workload_label(index) -> str:
     """A by-mode table's row index (GROUP less step) as the one case label, mode and step omitted."""
-    return case_label(dict(zip(WORKLOAD_FIELDS, index)), omit=("mode", "step"))
+    return case_label(dict(zip(GROUP_FIELDS, index)), omit=("mode", "step"))
 
 
 def untrusted_ratios(df: pd.DataFrame, step: str = "forward") -> pd.DataFrame:
