@@ -200,7 +200,7 @@ def _combined(use, untrusted: bool):
 
 
 def one_source(df):
-    """Each workload's records from one harness and one commit: the first harness in HARNESS_ORDER that
+    """Each group's records (GROUP_FIELDS) from one harness and one commit: the first harness in HARNESS_ORDER that
     measured it, and that harness's newest commit (asv runs many). A ratio or a finding then never
     sets one timer's train against another's eval, nor one commit's against another's. (The report
     shows the harnesses side by side, and the asv history every commit.)"""
