@@ -54,7 +54,8 @@ class InvalidRecord(TypeError):
 class Record(Mapping):
     """One record, frozen: its case, what was measured and its environment (``.case``, ``.measured``,
     ``.environment``: read-only mappings of PART_FIELDS), its ``format_version`` and ``kind``. Every value
-    is checked when it is made (kind_errors), lists are held as tuples, and nothing changes it after:
+    is checked when it is made (kind_errors), lists are held as tuples (and handed out as fresh lists, as a
+    JSON line has them), and nothing changes it after:
     ``replace`` makes a changed copy, checked again. It reads as the flat mapping of field names that a
     JSON line is (``record["status"]``, ``record.get(...)``, ``dict(record)``); ``to_json`` gives that line's
     object.
@@ -146,11 +147,13 @@ class Record(Mapping):
         return MappingProxyType({name: self._values[name] for name in self._unknown})
 
     def _part(self, part: str) -> Mapping:
-        return MappingProxyType({name: self._values[name] for name in PART_FIELDS[part]})
+        return MappingProxyType({name: self[name] for name in PART_FIELDS[part]})
 
-    # the flat mapping of field names, read-only
+    # the flat mapping of field names, read-only; a list field is handed out as a fresh list (changing it
+    # changes nothing here), so that a record compares with what its JSON line holds
     def __getitem__(self, name: str):
-        return self._values[name]
+        value = self._values[name]
+        return list(value) if name in _LIST_FIELDS and value is not None else value
 
     def __iter__(self):
         return iter(self._values)
@@ -162,16 +165,16 @@ class Record(Mapping):
         return name in self._values
 
     def get(self, name: str, default=None):
-        return self._values.get(name, default)
+        return self[name] if name in self._values else default
 
     def keys(self):
         return self._values.keys()
 
     def items(self):
-        return self._values.items()
+        return [(name, self[name]) for name in self._values]
 
     def values(self):
-        return self._values.values()
+        return [self[name] for name in self._values]
 
     def __eq__(self, other) -> bool:
         if isinstance(other, Record):
@@ -198,6 +201,9 @@ class Record(Mapping):
     def __repr__(self) -> str:
         shown = ("kind", *CASE_KEY_FIELDS, "status")
         return f"Record({', '.join(f'{k}={self._values[k]!r}' for k in shown)}, ...)"
+
+
+_LIST_FIELDS = frozenset(LIST_FIELDS)
 
 
 def _frozen(value):
