@@ -161,9 +161,10 @@ def case_needs(model: str, size: str, device: str, dtype: str, mode: str, step: 
             status, message = failed(exc)
             if status != "oom":
                 raise
-            session.release()
             records[batch] = session.failure(case, status, message)
             return None
+        finally:
+            session.release()  # each batch's model and input freed before the next (and before the timing)
         records[batch] = {**record, "status": "ok"}
         return int(record["held_bytes"] + record["peak_bytes"])
 

@@ -184,13 +184,13 @@ class Record(Mapping):
     __hash__ = None  # equal to a dict of the same fields, which is not hashable either
 
     def __setattr__(self, name, value):
-        raise AttributeError(f"a Record is frozen: record.replace({name}=...) makes a changed copy")
+        raise AttributeError(_frozen_hint(name))
 
     def __delattr__(self, name):
         raise AttributeError("a Record is frozen")
 
     def __setitem__(self, name, value):
-        raise TypeError(f"a Record is frozen: record.replace({name}=...) makes a changed copy")
+        raise TypeError(_frozen_hint(name))
 
     def __delitem__(self, name):
         raise TypeError("a Record is frozen")
@@ -204,6 +204,12 @@ class Record(Mapping):
 
 
 _LIST_FIELDS = frozenset(LIST_FIELDS)
+
+
+def _frozen_hint(name: str) -> str:
+    how = f"record.replace({name}=...) makes a changed, checked copy" if name in SCHEMA else \
+        f"{name!r} is not a record field; dict(record) is a plain copy to change"
+    return f"a Record is frozen: {how}"
 
 
 def _frozen(value):

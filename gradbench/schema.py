@@ -183,7 +183,7 @@ class Fields:
                                              "input under eval_no_grad; null where the outputs differ in number "
                                              "or shape")
     # energy: NVML's total energy counter around the timed blocks (measure/energy.py); null on cpu
-    energy_sampling: bool = _f("energy", "bool", "", "--energy-sampling: timing went on until its window spanned 10 "
+    energy_sampling: bool = _f("identity", "bool", "", "--energy-sampling (a measurement setting): timing went on until its window spanned 10 "
                                "updates of the energy counter, so that energy_j could be measured (null on cpu)")
     energy_j: float = _f("energy", "float", "J", "energy the GPU used per step over the timed blocks (whole GPU, "
                          "idle gaps between blocks included); null on cpu, and on cuda where energy_note says why")

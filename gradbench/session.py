@@ -29,7 +29,9 @@ from .workload import Workload
 def not_applicable(case: Case, model: torch.nn.Module | None = None) -> str | None:
     """Why ``case`` cannot run by design (None: it can). ``model``: the model as built, which mode as_built
     asks whether any parameter requires grad; without it, what the mode alone says."""
-    mode = MODES[case.mode]
+    mode = MODES.get(case.mode)
+    if mode is None:  # not a mode at all: Case.validate names the valid ones
+        return None
     graph = mode.graph_possible(model) if model is not None else mode.records_graph
     if case.step == "train_step" and not graph:
         why = "no parameter of the model as built requires grad" if mode.trainable == "as_built" else \
@@ -40,6 +42,10 @@ def not_applicable(case: Case, model: torch.nn.Module | None = None) -> str | No
     if not case.device.startswith("cuda") and cuda_only(case.compile, case.autocast):
         return f"compile {case.compile!r} with autocast {case.autocast!r} needs a CUDA device"
     return None
+
+
+class StoppedByModel(RuntimeError):
+    """The model's own code raised KeyboardInterrupt or called sys.exit() (not a signal): its case failed."""
 
 
 def failed(exc: BaseException) -> tuple[str, str]:
@@ -139,10 +145,19 @@ class Session:
     def prepared(self, case: Case, record: dict | None = None, memory_only: bool = False,
                  workload: Workload | None = None) -> Iterator["pipeline.Prepared"]:
         """Every pass of the case but the timing, for a front end that times (or only weighs) it itself;
-        failures raise."""
-        workload = workload or self.workload(case)
-        record = record if record is not None else pipeline.base_record(case, workload, self.run_id)
-        with pipeline.prepare(case, workload, record, memory_only=memory_only) as prepared:
+        failures raise, and a KeyboardInterrupt or sys.exit() the model's code raises while the case is
+        built and prepared is StoppedByModel, a failure like any other (the user's Ctrl-C still stops)."""
+        interrupts = InterruptWatch()
+        with contextlib.ExitStack() as stack:
+            try:
+                with interrupts:  # the set-up only: a harness keeps the case open while it times
+                    workload = workload or self.workload(case)
+                    record = record if record is not None else pipeline.base_record(case, workload, self.run_id)
+                    prepared = stack.enter_context(pipeline.prepare(case, workload, record, memory_only=memory_only))
+            except (KeyboardInterrupt, SystemExit) as exc:
+                if interrupts.by_signal(exc):
+                    raise
+                raise StoppedByModel(raised_by_model(exc)) from None
             yield prepared
 
 

@@ -52,7 +52,7 @@ def test_readme_field_table_is_the_declaration():
     start, end = "<!-- record-schema:start -->", "<!-- record-schema:end -->"
     assert start in text and end in text, "README lacks the generated field table"
     table = text[text.index(start) + len(start):text.index(end)].strip()
-    assert table == schema_markdown(), "README's field table is stale: paste gradbench.record.schema_markdown()"
+    assert table == schema_markdown(), "README's field table is stale: paste gradbench.schema.schema_markdown()"
 
 
 def test_old_files_keep_unknown_fields_and_gain_the_new_ones(tmp_path):

@@ -78,3 +78,51 @@ def test_run_case_raises_on_bad_values_but_records_what_the_models_code_did():
         run_case(model=user("raises"), size="x", batch_size=2, max_time_s=FAST)
     record = run_case(model=user("interrupts_in_factory"), size="x", batch_size=2, max_time_s=FAST)
     assert record["status"] == "error" and "KeyboardInterrupt" in record["error"]
+
+
+def test_a_record_equals_the_dict_it_reads_as_and_says_how_to_change_a_copy():
+    record = run_case(model="mlp", size="tiny", batch_size=2, max_time_s=FAST)
+    assert record == dict(record) == record.to_json() and isinstance(dict(record)["samples_s"], list)
+    with pytest.raises(TypeError, match=r"record.replace\(status=...\)"):
+        record["status"] = "error"
+    with pytest.raises(TypeError, match="'x' is not a record field; dict\\(record\\) is a plain copy"):
+        record["x"] = 1
+
+
+@pytest.mark.parametrize("call", ["harness", "capacity"])
+def test_an_unknown_mode_is_named_with_the_valid_ones_by_every_front_end(call):
+    if call == "harness":
+        from gradbench.harness import BenchmarkCase
+
+        with pytest.raises(ValueError, match="unknown mode 'bogus'"):
+            BenchmarkCase("mlp", "tiny", 8, "cpu", mode="bogus")
+    else:
+        from gradbench.capacity import capacity_of
+
+        assert "unknown mode 'bogus'" in capacity_of("mlp", "tiny", "cpu", "float32", "bogus", "forward", 2 ** 26)["error"]
+
+
+def test_capacity_times_its_answer_with_no_probe_still_built(monkeypatch):
+    import gc
+
+    import gradbench.capacity as capacity
+    import gradbench.session as session
+    from gradbench.workload import Workload
+
+    live, real = [], session.run_case
+
+    def spy(*args, **kwargs):
+        live.extend(w.key for w in gc.get_objects() if isinstance(w, Workload))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(session, "run_case", spy)
+    out = capacity.capacity_of("mlp", "tiny", "cpu", "float32", "eval_no_grad", "forward", 16 * 2 ** 20,
+                               time_it=True, max_time_s=FAST)
+    assert out["max_batch_size"] and out["samples_per_s"] and live == []
+
+
+def test_a_sys_exit_in_the_models_forward_is_a_capacity_error_not_the_end_of_the_command():
+    from gradbench.capacity import capacity_of
+
+    out = capacity_of(user("exits"), "x", "cpu", "float32", "eval", "forward", 2 ** 26)
+    assert out["max_batch_size"] is None and "SystemExit raised inside the model's code" in out["error"]
