@@ -117,8 +117,8 @@ class Batch:
 @dataclass(frozen=True)
 class Plan:
     """What a sweep is to do, as data. ``done``: (case_key, repeat) pairs a results file already holds
-    (resume), not measured again; ``untrusted_done``: those of them whose time is untrusted, measured
-    again with the retries."""
+    (resume), not measured again; ``untrusted_done``: those of them whose time is untrusted, as
+    (case_key, repeat, attempts made), measured again with the retries that are left."""
 
     cases: tuple[Case, ...]
     repeat: int = 1
@@ -152,15 +152,17 @@ class Plan:
                     batches.append(Batch(tuple(shuffled(todo, f"{self.seed}:{r}")), r, 1))
         return self._isolated(batches)
 
-    def resumed_retries(self) -> dict[int, list[Case]]:
-        """repeat -> cases whose newest attempt in the results file is untrusted (retried if retries are asked)."""
-        retry: dict[int, list[Case]] = {}
-        if self.retry_untrusted:
-            by_key = {case_key(c.identity()): c for c in self.cases}
-            for key, r in sorted(self.untrusted_done, key=repr):
-                if key in by_key and r <= self.repeat:
-                    retry.setdefault(r, []).append(by_key[key])
-        return retry
+    def resumed_retries(self) -> dict[int, dict[int, list[Case]]]:
+        """attempt -> repeat -> cases whose standing record in the results file is untrusted, due again at
+        the attempt after the last one made, while it is within 1 + retry_untrusted (a resumed run never
+        repeats an attempt, nor makes more than were asked)."""
+        due: dict[int, dict[int, list[Case]]] = {}
+        by_key = {case_key(c.identity()): c for c in self.cases}
+        for key, r, *made in sorted(self.untrusted_done, key=repr):
+            attempt = (made[0] if made else 1) + 1
+            if key in by_key and r <= self.repeat and attempt <= self.attempts:
+                due.setdefault(attempt, {}).setdefault(r, []).append(by_key[key])
+        return due
 
     def retry_batches(self, untrusted: dict[int, list[Case]], attempt: int) -> list[Batch]:
         """Attempt ``attempt`` (2 ..): the untrusted cases of each repeat again, on that repeat's slot."""

@@ -16,7 +16,9 @@ class Previous:
     """What the results file already holds of this sweep, as (case_key, repeat) pairs."""
 
     done: set = field(default_factory=set)  # ok or not_applicable: not measured again
-    untrusted: set = field(default_factory=set)  # ok but untrusted: measured again with --retry-untrusted
+    # ok but untrusted, with the attempts made so far: (case_key, repeat, attempts), measured again with
+    # --retry-untrusted while attempts < 1 + N
+    untrusted: set = field(default_factory=set)
     skipped: int = 0  # of the sweep's cases x repeats
     warnings: list = field(default_factory=list)
 
@@ -69,6 +71,11 @@ def previous_results(out: str, cases, repeat: int, threads: int | None, this_mac
     records = case_records(records)  # a capacity search's probes are not cases
     check_same_settings(out, records, settings_of(cases, threads, this_machine))
     previous.done = {(case_key(r), r.get("repeat") or 1) for r in records if r.get("status") in DONE_STATUSES}
-    previous.untrusted = {(case_key(r), r.get("repeat") or 1) for r in standing(records) if untrusted(r)}
+    attempts: dict[tuple, int] = {}
+    for r in records:
+        pair = (case_key(r), r.get("repeat") or 1)
+        attempts[pair] = max(attempts.get(pair, 1), r.get("attempt") or 1)
+    previous.untrusted = {(case_key(r), r.get("repeat") or 1, attempts[(case_key(r), r.get("repeat") or 1)])
+                          for r in standing(records) if untrusted(r)}
     previous.skipped = sum((case_key(c.identity()), k) in previous.done for c in cases for k in range(1, repeat + 1))
     return previous

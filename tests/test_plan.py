@@ -51,9 +51,17 @@ def test_the_drawn_order_repeats_for_a_seed_and_differs_between_repeats_and_atte
 
 def test_resumed_untrusted_cases_are_retried_only_when_retries_are_asked_and_the_repeat_exists():
     cases = tuple(GRID.cases())
-    untrusted = frozenset({(key(cases[0]), 1), (key(cases[1]), 3)})
+    untrusted = frozenset({(key(cases[0]), 1, 1), (key(cases[1]), 3, 1)})
     assert Plan(cases, repeat=2, untrusted_done=untrusted).resumed_retries() == {}
-    assert Plan(cases, repeat=2, retry_untrusted=1, untrusted_done=untrusted).resumed_retries() == {1: [cases[0]]}
+    assert Plan(cases, repeat=2, retry_untrusted=1, untrusted_done=untrusted).resumed_retries() == \
+        {2: {1: [cases[0]]}}
+
+
+def test_a_resumed_retry_continues_from_the_attempts_made_and_never_beyond_what_was_asked():
+    cases = tuple(GRID.cases())
+    untrusted = frozenset({(key(cases[0]), 1, 2), (key(cases[1]), 1, 3), (key(cases[2]), 2, 1)})
+    assert Plan(cases, repeat=2, retry_untrusted=2, untrusted_done=untrusted).resumed_retries() == \
+        {3: {1: [cases[0]]}, 2: {2: [cases[2]]}}  # cases[1] has had its 1 + 2 attempts
 
 
 @pytest.mark.parametrize("bad", [dict(isolate="thread"), dict(repeat=0), dict(retry_untrusted=-1)])

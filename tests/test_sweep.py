@@ -220,3 +220,11 @@ def test_resume_with_retries_measures_again_what_an_earlier_run_left_untrusted(t
     assert result.returncode == 0, result.stderr
     assert [r["attempt"] for r in records_of(out)] == [1, 2]
     assert "stayed untrusted through 1 retries" in result.stdout
+    # resumed again with the same retries: its 1 + 1 attempts are made, nothing runs, no attempt repeats
+    again = gradbench(*args, "--resume", "--retry-untrusted", "1")
+    assert again.returncode == 0, again.stderr
+    assert [r["attempt"] for r in records_of(out)] == [1, 2]
+    # with one more retry asked for: attempt 3, after the two made
+    more = gradbench(*args, "--resume", "--retry-untrusted", "2")
+    assert more.returncode == 0, more.stderr
+    assert [r["attempt"] for r in records_of(out)] == [1, 2, 3]

@@ -44,16 +44,19 @@ class LocalExecutor:
         progress = Progress(total=sum(len(b.cases) for b in batches))
         pools = {gpu: WorkerPool(self.threads, record_rss=(plan.isolate == "case"), gpu=gpu)
                  for gpu in (self.gpus or (None,))}
-        untrusted = plan.resumed_retries()  # repeat -> cases whose newest attempt is untrusted
+        due = plan.resumed_retries()  # attempt -> repeat -> cases resumed untrusted
+        untrusted: dict[int, list[Case]] = {}  # repeat -> cases whose newest attempt is untrusted
         sweep = _Sweep(self, plan, pools, write, on_record, progress, untrusted)
         try:
             for attempt in range(1, plan.attempts + 1):
                 if attempt > 1:
+                    for r, cases in due.pop(attempt, {}).items():
+                        untrusted.setdefault(r, []).extend(cases)
                     batches = plan.retry_batches(untrusted, attempt)
                     untrusted.clear()
                     progress.total += sum(len(b.cases) for b in batches)
                 sweep.run_all(batches)
-                if not untrusted:
+                if not untrusted and not due:
                     break
         finally:
             failed = sys.exc_info()[0] is not None
