@@ -161,10 +161,22 @@ class Session:
             yield prepared
 
 
+# Refusals PyTorch makes by design, observed as it raises them: the case is not_applicable, with the reason
+# and PyTorch's own words, not a failure (issue 26: the default sweep's batch 1 ended in errors).
+REFUSED_BY_DESIGN = (
+    (ValueError, "Expected more than 1 value per channel when training",
+     "BatchNorm normalises over the batch while the model is in train mode, and PyTorch refuses a batch of one"),
+)
+
+
 def _case_failure(exc: Exception, record: dict) -> tuple[str, str]:
     """(status, message) of a case that raised while measured, with what helps to read it: the guard that
-    failed when the compiler gave up recompiling, and the module finetune_head trained."""
+    failed when the compiler gave up recompiling, and the module finetune_head trained. A refusal PyTorch
+    makes by design is not_applicable."""
     status, message = failed(exc)
+    for kind, words, why in REFUSED_BY_DESIGN:
+        if isinstance(exc, kind) and words in str(exc):
+            return "not_applicable", f"{why} ({message})"
     reason = last_guard_failure() if type(exc).__name__ == "FailOnRecompileLimitHit" else None
     head = f" (finetune_head trained {record['head_module']!r})" if record.get("head_module") else ""
     return status, message + (f" (the last guard that failed: {reason})" if reason else "") + head

@@ -114,9 +114,10 @@ def test_train_step_where_graph_exists_and_not_applicable_elsewhere():
     assert all(torch.equal(a, b) for a, b in zip(before, workload.model.parameters()))
 
 
-def test_batch_norm_batch_of_one_in_train_is_a_recorded_error():
+def test_batch_norm_batch_of_one_in_train_is_not_applicable_with_pytorchs_reason():
     r = gradbench.run_case(model="mlp", size="tiny", batch_size=1, mode="train", max_time_s=FAST)
-    assert r["status"] == "error" and "Expected more than 1 value per channel" in r["error"]
+    assert r["status"] == "not_applicable" and "PyTorch refuses a batch of one" in r["error"]
+    assert "Expected more than 1 value per channel" in r["error"] and r["time_median_s"] is None
     ok = gradbench.run_case(model="mlp", size="tiny", batch_size=1, mode="eval_no_grad", max_time_s=FAST)
     assert ok["status"] == "ok"
 
