@@ -48,6 +48,13 @@ class StoppedByModel(RuntimeError):
     """The model's own code raised KeyboardInterrupt or called sys.exit() (not a signal): its case failed."""
 
 
+def failure_record(case: Case, run_id: str, status: str, message: str, trace: str | None = None) -> Record:
+    """The record of a case that did not run: its workload could not be built, or its worker died or
+    overran, or its Slurm task ended without it."""
+    return Record(pipeline.base_record(case, run_id=run_id), status=status, error=message,
+                  **({"traceback": trace} if trace else {}))
+
+
 def failed(exc: BaseException) -> tuple[str, str]:
     """(status, message) of an exception a case or its workload raised."""
     return ("oom" if pipeline.is_oom(exc) else "error"), f"{type(exc).__name__}: {exc}".strip()
@@ -96,9 +103,7 @@ class Session:
             torch.cuda.empty_cache()
 
     def failure(self, case: Case, status: str, message: str, trace: str | None = None) -> Record:
-        """The record of a case that did not run: its workload could not be built, or its worker died."""
-        return Record(pipeline.base_record(case, run_id=self.run_id), status=status, error=message,
-                      **({"traceback": trace} if trace else {}))
+        return failure_record(case, self.run_id, status, message, trace)
 
     def measure(self, case: Case, clock=None, memory=None, monitor=None) -> Record:
         """One validated case's record, whatever happens to it; only the user's Ctrl-C or SIGTERM raise."""

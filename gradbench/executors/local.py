@@ -16,18 +16,12 @@ from ..case import Case
 from ..plan import Batch, Plan, needs_retry
 from ..record import Record, case_label, new_run_id
 from ..schema import GROUP_FIELDS
+from ..session import failure_record
 from . import messages
 from .base import Progress
 from .pool import WorkerPool
 
 WORKER_START_S = 120.0  # a fresh worker's spawn and torch import, not counted against its first case
-
-
-def failure_record(case: Case, run_id: str, status: str, message: str) -> Record:
-    """The record of a case its worker never measured (it died or overran), made without torch's help."""
-    from ..session import Session
-
-    return Session(run_id).failure(case, status, message)
 
 
 class LocalExecutor:

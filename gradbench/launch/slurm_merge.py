@@ -69,7 +69,7 @@ def merge(out: str, job: dict, ended: dict[int, dict], write, progress) -> None:
 def crashed_record(case, job: dict, task: int, info: dict | None, repeat: int, out: str) -> Record:
     """A case whose task ended without recording it: crashed, with what Slurm says of the task. The
     machine fields are the node's (where known), not this submitting machine's."""
-    from ..executors.local import failure_record
+    from ..session import failure_record
 
     name = f"{job['job_id']}_{task}" if job["tasks"] > 1 else job["job_id"]  # submitit: one task is no array
     log = os.path.join(slurm_dir(out), "logs", name)

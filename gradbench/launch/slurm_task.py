@@ -61,7 +61,7 @@ def _gpus_here(gpus, part: str, cases: list, options: dict):
 
     from ..errors import BadInput
     from ..storage import JsonlWriter
-    from ..executors.local import failure_record
+    from ..session import failure_record
     from .gpus import resolve
 
     try:
