@@ -250,7 +250,7 @@ def capacity_table(rows: list[dict]):
     """mode -> max batch, bytes per sample and the ratio to train's batch, per model/size/step/device/dtype."""
     import pandas as pd
 
-    from .units import human_bytes
+    from .units import human_bytes, ratio_text
 
     shown = []
     for r in rows:
@@ -265,13 +265,13 @@ def capacity_table(rows: list[dict]):
             f"{r['max_batch_size']}{'+' if r['capped'] else ''}",
             "bytes/sample": "-" if r["bytes_per_sample"] is None else human_bytes(r["bytes_per_sample"]),
             "fixed": "-" if r["fixed_bytes"] is None else human_bytes(r["fixed_bytes"]),
-            "x train": f"{r['max_batch_size'] / train['max_batch_size']:.2f}x" if train and r["max_batch_size"]
+            "x train": ratio_text(r['max_batch_size'] / train['max_batch_size']) if train and r["max_batch_size"]
             else "-",
         }
         if any(x["samples_per_s"] is not None for x in rows):
             line["samples/s"] = "-" if r["samples_per_s"] is None else \
                 f"{r['samples_per_s']:,.0f}{'' if r['time_trusted'] is not False else chr(0x2020)}"
-            line["samples/s x train"] = (f"{r['samples_per_s'] / train['samples_per_s']:.2f}x"
+            line["samples/s x train"] = (ratio_text(r['samples_per_s'] / train['samples_per_s'])
                                          if train and train["samples_per_s"] and r["samples_per_s"] else "-")
         line["note"] = r["error"] or r.get("note") or ""
         shown.append(line)

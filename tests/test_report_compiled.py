@@ -10,6 +10,7 @@ from gradbench.record import new_record
 from gradbench.report.compilation import (compiled_blocks, compiled_groups, has_compiled, paired, recompile_table,
                                        versus_table)
 from gradbench.report.document import build_blocks, write_report
+from gradbench.report.answer import answer
 from gradbench.report.findings import findings
 from gradbench.report.tables import UNTRUSTED_MARK
 from gradbench.frame import to_frame
@@ -215,12 +216,11 @@ def test_autocast_is_set_against_the_same_eager_case_without_it():
     assert row["output dtype"] == "bfloat16" and row["autocast"] == "bfloat16"
 
 
-def test_main_findings_keep_compiled_and_eager_workloads_apart():
-    found = [f.text for f in findings(to_frame(_compiled_group()))]
-    used = [f for f in found if f.startswith("eval_no_grad used")]
-    assert len(used) == 2
-    assert any("0.20x train's peak memory" in f and "compile=" not in f for f in used)  # 200 / 1000 eager
-    assert any(f"{150 / 600:.2f}x train's peak memory" in f and "compile=default" in f for f in used)
+def test_the_answer_keeps_compiled_and_eager_workloads_apart():
+    """Each is set against its own train: eager 200 / 1000, compiled 150 / 600, two workloads, never one."""
+    row = answer(to_frame(_compiled_group())).table.loc["eval_no_grad"]
+    assert row["workloads"] == "2"
+    assert row["peak memory vs train"].endswith(f"({200 / 1000:.2f}\u2013{150 / 600:.2f}x)")
 
 
 def test_report_files_hold_the_compiled_section(tmp_path):

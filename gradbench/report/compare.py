@@ -22,6 +22,7 @@ import pandas as pd
 from ..dataset import HARNESS_ORDER, UNTRUSTED, best_ranked, cases as case_records, per_run
 from ..record import case_label
 from ..schema import CASE_KEY_FIELDS, IDENTITY_DEFAULTS
+from ..units import ratio_text
 from .tables import as_text
 
 BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device",
@@ -170,6 +171,11 @@ def interval_kind(table: pd.DataFrame) -> str:
     return text
 
 
+def _ratio(value) -> str:
+    """A comparison's ratio: three decimals (a gate judges a few percent), more below 0.1 (ratio_text)."""
+    return ratio_text(value, decimals=3, suffix="")
+
+
 def text_table(table: pd.DataFrame) -> pd.DataFrame:
     """The comparison as people read it: one row per case, ratios with their interval."""
     if table.empty:
@@ -181,12 +187,12 @@ def text_table(table: pd.DataFrame) -> pd.DataFrame:
         "vs": table["other"] + " / " + table["baseline"],
         "baseline ms": table["baseline_ms"].map("{:.3f}".format),
         "other ms": table["other_ms"].map("{:.3f}".format),
-        "time ratio": table["time_ratio"].map("{:.3f}".format),
-        "95% CI": [f"[{lo:.3f}, {hi:.3f}]" if pd.notna(lo) else "(no samples)"
+        "time ratio": table["time_ratio"].map(_ratio),
+        "95% CI": [f"[{_ratio(lo)}, {_ratio(hi)}]" if pd.notna(lo) else "(no samples)"
                    for lo, hi in zip(table["ci_low"], table["ci_high"])],
         "runs": table["baseline_runs"].astype(str) + " / " + table["other_runs"].astype(str),
         "trusted": table["trusted"].map({True: "yes", False: "NO"}),
-        "peak memory ratio": table["peak_ratio"].map(lambda v: "-" if pd.isna(v) else f"{v:.3f}"),
+        "peak memory ratio": table["peak_ratio"].map(_ratio),
     })
     return shown.set_index("case")
 

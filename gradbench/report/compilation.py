@@ -17,8 +17,8 @@ from ..frame import with_identity_defaults
 from ..modes import MODES
 from ..record import case_label
 from ..schema import CASE_KEY_FIELDS, IDENTITY_DEFAULTS, GROUP_FIELDS
-from ..units import human_bytes
-from .findings import Finding, untrusted_note
+from ..units import human_bytes, ratio_text
+from .findings import Finding
 from .tables import UNTRUSTED_LEGEND, UNTRUSTED_MARK, as_text, is_untrusted
 
 EAGER = IDENTITY_DEFAULTS["compile"]  # "none"
@@ -96,7 +96,7 @@ def _ms(record) -> str:
 
 
 def _times(value: float | None, doubt: bool = False) -> str:
-    return "-" if value is None else f"{value:.2f}x" + (UNTRUSTED_MARK if doubt else "")
+    return "-" if value is None else ratio_text(value) + (UNTRUSTED_MARK if doubt else "")
 
 
 def versus_table(pairs: list[tuple], axis: str = "compile") -> pd.DataFrame:
@@ -271,24 +271,30 @@ def eval_memory_findings(pairs: list[tuple]) -> list[Finding]:
 
 
 def time_range_findings(pairs: list[tuple]) -> list[Finding]:
-    """How far compile moved the time of train and the two inference modes, as the range of its ratios."""
+    """How far compile moved the time of train and the two inference modes, as the range of its ratios over
+    trusted timings: an untrusted one never makes an end of a range (how many were left out is said)."""
     by_setting: dict[tuple, dict[str, list]] = {}
+    left_out: dict[tuple, int] = {}
     for compiled, eager in pairs:
         ratio = _ratio(compiled, eager, "time_median_s")
         if ratio is not None and compiled["mode"] in RANGE_MODES:
             key = (_setting_words(compiled), compiled["step"])
+            if is_untrusted(compiled.get("time_trusted")) or is_untrusted(eager.get("time_trusted")):
+                left_out[key] = left_out.get(key, 0) + 1
+                continue
             by_setting.setdefault(key, {}).setdefault(compiled["mode"], []).append((ratio, compiled, eager))
     out = []
     for (setting, step), modes in by_setting.items():
         parts, refs = [], []
         for mode in (m for m in RANGE_MODES if m in modes):
             ratios = sorted(v for v, _, _ in modes[mode])
-            low, high = f"{ratios[0]:.2f}x", f"{ratios[-1]:.2f}x"
+            low, high = ratio_text(ratios[0]), ratio_text(ratios[-1])
             span = low if low == high else f"{low} to {high}"
             parts.append(f"{mode} {span} (over {len(ratios)} workload{'s' if len(ratios) > 1 else ''})")
             refs += [r for _, c, e in modes[mode] for r in (c, e)]
+        skipped = left_out.get((setting, step), 0)
         out.append(Finding(f"{step} time under {setting} as a ratio to eager: " + ", ".join(parts) + "."
-                           + untrusted_note(*refs), refs))
+                           + (f" {skipped} pair(s) with an untrusted timing left out." if skipped else ""), refs))
     return out
 
 

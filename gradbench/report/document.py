@@ -1,5 +1,6 @@
-"""report.md and a self-contained report.html from the records: environment, measured behaviour,
-figures and findings. Both are rendered from one list of blocks, so they say the same thing."""
+"""report.md and a self-contained report.html from the records: the answer across workloads first, then each
+workload's detail (findings, behaviour, ratios, energy, compiled, figures), then timing trust and the environment.
+Both are rendered from one list of blocks, so they say the same thing; a section with nothing in it is left out."""
 from __future__ import annotations
 
 import base64
@@ -16,6 +17,7 @@ from ..modes import MODES
 from ..errors import cannot_write
 from ..record import case_label
 from ..text import terminal_text
+from .answer import answer
 from .capacity import capacity_blocks, capacity_figure
 from .compilation import compiled_blocks, compiled_figure
 from .energy import energy_blocks
@@ -23,9 +25,10 @@ from .compare import compare, interval_kind, one_sided_lines, text_table
 from .figures import draw_all
 from .files import output_folder, output_path, output_root
 from .findings import findings
-from .tables import (UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, markdown_text, render, summary_tables,
-                     terminal_table)
+from .tables import (UNTRUSTED_LEGEND, as_text, behaviour_table, is_untrusted, markdown_text, missing_from_ratios,
+                     render, summary_tables, terminal_table)
 
+HEADINGS = ("h1", "h2", "h3", "h4")
 ENV_FIELDS = ["source", "machine", "cpu", "gpu", "driver", "cuda", "torch", "python", "threads", "git_commit"]
 
 
@@ -37,19 +40,27 @@ def _environment(df: pd.DataFrame) -> pd.DataFrame:
     return text.groupby(cols, sort=False).size().rename("records").reset_index().set_index("source")
 
 
+def _timings(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ok timings, the untrusted ones among them); capacity's memory passes have no timing."""
+    ok = df[(df["status"] == "ok") & df["time_median_s"].notna()]
+    return ok, ok[[is_untrusted(v) for v in ok["time_trusted"]]]
+
+
 def _trust_blocks(df: pd.DataFrame) -> list[tuple]:
-    """How many timings are untrusted, and which, with the reason: a reader must see it before the numbers."""
-    ok = df[(df["status"] == "ok") & df["time_median_s"].notna()]  # timings (capacity's memory passes have none)
+    """How many timings are untrusted, and which, with the reason (the header counts them up front; the
+    answer and the tables leave them out of ranges or mark them)."""
+    ok, bad = _timings(df)
+    if ok.empty:
+        return []
     judged = ok[ok["time_trusted"].notna()]
-    bad = ok[[is_untrusted(v) for v in ok["time_trusted"]]]
-    text = (f"Timing trust: {len(bad)} of {len(ok)} ok timings are untrusted, marked {UNTRUSTED_LEGEND[0]} in "
-            f"the tables below; {len(ok) - len(judged)} were not judged (asv results, or files from before "
+    text = (f"{len(bad)} of {len(ok)} ok timings are untrusted, marked {UNTRUSTED_LEGEND[0]} in "
+            f"the tables and figures; {len(ok) - len(judged)} were not judged (asv results, or files from before "
             "gradbench 0.3, whose medians were precise but whose contention was not measured). A timing is "
             "untrusted when, while it ran, other processes used more than 10% of the CPUs, its own threads "
             "waited for a CPU more than 10% of the time they ran, the hypervisor stole more than 5%, another "
             "process used its GPU or the GPU throttled for heat; or when its median's 95% interval was wider "
             "than +-10% at the time cap.")
-    blocks = [("p", text)]
+    blocks = [("h2", "Timing trust"), ("p", text)]
     if not bad.empty:
         shown = bad.head(40)
         several = shown["repeat"].fillna(1).astype(float).gt(1).any() if "repeat" in shown else False
@@ -110,6 +121,42 @@ def _behaviour_blocks(df: pd.DataFrame) -> list[tuple]:
     return blocks
 
 
+def _answer_blocks(df: pd.DataFrame) -> list[tuple]:
+    """The first section: one row per mode across every workload (answer.py), its notes and a sentence per
+    mode; nothing where no forward was measured."""
+    found = answer(df)
+    if found.table.empty:
+        return []
+    return [("h2", "The answer"),
+            ("p", "Each mode's forward pass against train's, across every workload in the file."),
+            ("table", found.table), *(("note", note) for note in found.notes), ("list", found.sentences)]
+
+
+def _ratio_blocks(df: pd.DataFrame) -> list[tuple]:
+    """Each mode as a ratio to train, per workload, with why a row or cell is missing."""
+    tables = summary_tables(df)
+    if not tables:
+        return []
+    blocks: list[tuple] = [("h2", "Each mode as a ratio to train (forward)"), ("p", UNTRUSTED_LEGEND + ".")]
+    for name, table in tables.items():
+        blocks += [("h3", name), ("table", table)]
+    return blocks + [("note", line) for line in missing_from_ratios(df)]
+
+
+def without_empty_sections(blocks: list[tuple]) -> list[tuple]:
+    """``blocks`` less every heading with nothing under it before the next heading of its level or above."""
+    def empty(i: int) -> bool:
+        level = int(blocks[i][0][1])
+        for block in blocks[i + 1:]:
+            if block[0] not in HEADINGS:
+                return False
+            if int(block[0][1]) <= level:
+                return True
+        return True
+
+    return [b for i, b in enumerate(blocks) if not (b[0] in HEADINGS and b[0] != "h1" and empty(i))]
+
+
 def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
                  combined: pd.DataFrame | None = None) -> list[tuple]:
     """``df``: the records as read (counted as such); ``combined``: one row per case (tables, findings).
@@ -128,38 +175,33 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
                  f"newest commit ({len(chosen)} of {len(df)} case results); the side-by-side table and the asv "
                  f"history have them all.") if len(chosen) < len(df) else ""
     df = chosen  # modes are set against each other within one harness's records of one commit
-    blocks: list[tuple] = [
+    timings, untrusted = _timings(raw)
+    trust = (f" {len(untrusted)} of {len(timings)} ok timings are untrusted: they are left out of the answer's "
+             f"time ranges and marked {UNTRUSTED_LEGEND[0]} elsewhere (Timing trust, near the end, says why)."
+             if len(untrusted) else "")
+    header = [
         ("h1", title),
         ("p", f"{len(raw)} records ({ok} ok) from {raw['source_file'].nunique() if 'source_file' in raw else 1} "
               f"source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
-              "Every number below is computed from those records." + repeats + harnesses +
+              "Every number below is computed from those records." + trust + repeats + harnesses +
               (f" {reserved} records of kinds this gradbench does not report yet (prediction, ab_trial) are left "
                "out." if reserved else "")),
-        ("h2", "Environment"),
-        ("table", _environment(raw)),
-        *_trust_blocks(raw),
-        *_harness_blocks(cases),
-        *capacity_blocks(raw),
     ]
-    if df.empty:  # capacity records alone
-        return blocks + _figure_blocks(figures, out_dir)
-    blocks.append(("h2", "Findings"))
-    found = findings(df)
-    if found:
-        blocks.append(("findings", found))
-    else:
-        blocks.append(("p", "No comparison possible: no workload has both train and another mode measured."))
-    blocks.append(("h2", "Measured behaviour of every mode"))
-    blocks.append(("p", "Observed during a real forward pass at each workload's largest batch; "
-                        "'n/a' where the model has no such layer. Time and memory are ratios to train. "
-                        + UNTRUSTED_LEGEND + "."))
-    blocks += _behaviour_blocks(df)
-    blocks.append(("h2", "Each mode as a ratio to train (forward)"))
-    blocks.append(("p", UNTRUSTED_LEGEND + "."))
-    for name, table in summary_tables(df).items():
-        blocks.append(("h3", name))
-        blocks.append(("table", table))
-    return blocks + energy_blocks(df) + compiled_blocks(cases, df) + _figure_blocks(figures, out_dir)
+    detail: list[tuple] = []
+    if not df.empty:  # else capacity records alone
+        found = findings(df)
+        detail += [("h2", "Findings"), *([("findings", found)] if found else [])]
+        behaviour = _behaviour_blocks(df)
+        if behaviour:
+            detail += [("h2", "Measured behaviour of every mode"),
+                       ("p", "Observed during a real forward pass at each workload's largest batch; "
+                             "'n/a' where the model has no such layer. Time and memory are ratios to train. "
+                             + UNTRUSTED_LEGEND + "."), *behaviour]
+        detail += _ratio_blocks(df) + energy_blocks(df) + compiled_blocks(cases, df)
+    blocks = [*header, *(_answer_blocks(df) if not df.empty else []), *detail, *_harness_blocks(cases),
+              *capacity_blocks(raw), *_figure_blocks(figures, out_dir), *_trust_blocks(raw),
+              ("h2", "Environment"), ("table", _environment(raw))]
+    return without_empty_sections(blocks)
 
 
 def _figure_blocks(figures: list[str], out_dir: str) -> list[tuple]:
@@ -177,6 +219,10 @@ def _md(blocks) -> str:
             lines += ["#" * int(kind[1]) + " " + markdown_text(block[1]), ""]
         elif kind == "p":
             lines += [markdown_text(block[1]), ""]
+        elif kind == "note":  # under a table: what it rests on, what is missing and why
+            lines += [f"<sub>{markdown_text(block[1])}</sub>", ""]
+        elif kind == "list":
+            lines += [*(f"- {markdown_text(item)}" for item in block[1]), ""]
         elif kind == "table":
             lines += [render(block[1], "markdown"), ""]
         elif kind == "findings":
@@ -193,7 +239,7 @@ _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;ma
 padding:0 1em;color:#222}table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child
 {text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5em 0 1.5em}li{margin:.4em 0}
-.refs{color:#777;font-size:11px;display:block}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"""
+.refs{color:#777;font-size:11px;display:block}.note{color:#555;font-size:12px;margin:-1em 0 1em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}"""
 
 
 def _html_text(text) -> str:
@@ -211,6 +257,10 @@ def _html(blocks) -> str:
             parts.append(f"<{kind}>{_html_text(block[1])}</{kind}>")
         elif kind == "p":
             parts.append(f"<p>{_html_text(block[1])}</p>")
+        elif kind == "note":
+            parts.append(f"<p class='note'>{_html_text(block[1])}</p>")
+        elif kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{_html_text(item)}</li>" for item in block[1]) + "</ul>")
         elif kind == "table":
             parts.append(terminal_table(block[1]).to_html(border=0, na_rep="-"))
         elif kind == "findings":

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..modes import MODES
 from ..record import case_label
+from ..units import ratio_text
 from .tables import UNTRUSTED_MARK, is_untrusted, ratio_to_train, workload_label
 
 MAX_ROWS = 60
@@ -72,7 +73,7 @@ def energy_blocks(df: pd.DataFrame) -> list[tuple]:
                ("table", table)]
     ratios = ratio_to_train(measured.assign(energy_j=_energy(measured)), "energy_j")
     if not ratios.empty:
-        text = ratios.map(lambda v: "-" if pd.isna(v) else f"{v:.2f}x")
+        text = ratios.map(ratio_text)
         text.index = pd.Index([workload_label(i) for i in ratios.index], name="case")
         text.columns.name = None
         blocks += [("h3", "energy per step vs train (forward)"), ("table", text)]

@@ -1,6 +1,7 @@
 """Figures (PNG and SVG) drawn with seaborn from the records DataFrame.
 
-Each mode keeps one colour in every figure, so a reader learns the legend once.
+Each mode keeps one colour in every figure, so a reader learns the legend once. A figure that shows an untrusted
+timing marks it with the tables' dagger, and says so in its title.
 """
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from ..atomic import replaced  # noqa: E402
 from ..dataset import one_source  # noqa: E402
 from ..modes import MODES  # noqa: E402
 from ..record import case_label  # noqa: E402
-from ..schema import IDENTITY_DEFAULTS
+from ..schema import IDENTITY_DEFAULTS  # noqa: E402
 from ..text import terminal_text  # noqa: E402
 from .files import output_path  # noqa: E402
-from .tables import ratio_to_train, workload_label  # noqa: E402
+from ..units import ratio_text  # noqa: E402
+from .tables import UNTRUSTED_MARK, is_untrusted, ratio_to_train, untrusted_ratios, workload_label  # noqa: E402
 
 PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
 MODE_ORDER = list(MODES)
@@ -104,10 +106,26 @@ def _eager_first(group: tuple) -> tuple:
     return device, dtype, *((v != IDENTITY_DEFAULTS[k], v) for k, v in zip(IDENTITY_DEFAULTS, chosen))
 
 
+UNTRUSTED_NOTE = f"{UNTRUSTED_MARK}: timing untrusted"
+
+
+def _mark_untrusted(grid, part: pd.DataFrame, y: str) -> bool:
+    """A dagger beside each point whose timing is untrusted, in its mode's colour; whether there was one."""
+    marked = part[[is_untrusted(v) for v in part["time_trusted"]]] if "time_trusted" in part else part.iloc[:0]
+    points = marked.groupby(["model", "size", "mode", "batch_size"], sort=False)[y].median()
+    for (model, size, mode, batch), value in points.items():
+        ax = grid.axes_dict.get((model, size))
+        if ax is not None and pd.notna(value):
+            ax.annotate(UNTRUSTED_MARK, (batch, value), xytext=(3, 3), textcoords="offset points",
+                        color=PALETTE.get(mode, "black"), fontsize=9, fontweight="bold")
+    return not points.empty
+
+
 def _vs_batch(df: pd.DataFrame, out_dir: str, name: str, y: str, ylabel: str, title: str, log_y: bool,
-              **line_kws) -> list[str]:
+              timing: bool = False, **line_kws) -> list[str]:
     """One figure per device, dtype and compile/autocast setting: y against batch size, hue = mode, facets =
-    model x size (a compiled run's lines are never drawn into the eager ones)."""
+    model x size (a compiled run's lines are never drawn into the eager ones). ``timing``: y is a time, and a
+    point from an untrusted timing carries the dagger."""
     paths = []
     settings = [*IDENTITY_DEFAULTS]
     measured = df[df[y].notna()]  # asv --bench: a field may be absent
@@ -121,7 +139,8 @@ def _vs_batch(df: pd.DataFrame, out_dir: str, name: str, y: str, ylabel: str, ti
         grid.set_axis_labels("batch size", ylabel)
         changed = [(k, v) for k, v in zip(settings, chosen) if v != IDENTITY_DEFAULTS[k]]
         setting = ", ".join(figure_text(v) for v in [device, dtype, *(f"{k}={v}" for k, v in changed)])
-        grid.figure.suptitle(f"{title} ({setting})", y=1.02)
+        marked = timing and _mark_untrusted(grid, figure_values(part, ["model", "size"]), y)
+        grid.figure.suptitle(f"{title} ({setting})" + (f"; {UNTRUSTED_NOTE}" if marked else ""), y=1.02)
         paths += _save(grid.figure, out_dir, "_".join([name, device, dtype, *(f"{k}-{v}" for k, v in changed)]))
     return paths
 
@@ -129,7 +148,7 @@ def _vs_batch(df: pd.DataFrame, out_dir: str, name: str, y: str, ylabel: str, ti
 def latency_vs_batch(df: pd.DataFrame, out_dir: str) -> list[str]:
     """Median forward latency; error bars span the middle half (IQR) of the raw samples."""
     return _vs_batch(_samples_long(_ok_forward(df)), out_dir, "latency_vs_batch", "sample_ms", "forward latency (ms)",
-                     "Forward latency vs batch size, bars: IQR of samples", log_y=True,
+                     "Forward latency vs batch size, bars: IQR of samples", log_y=True, timing=True,
                      estimator="median", errorbar=("pi", 50), err_style="bars")
 
 
@@ -153,14 +172,21 @@ def ratio_heatmaps(df: pd.DataFrame, out_dir: str) -> list[str]:
     labels = [figure_text(workload_label(i)) for i in index]
     height = 1.2 + 0.28 * len(labels)
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), height), sharey=True, squeeze=False)
+    marked = False
     for ax, (table, title) in zip(axes[0], panels):
         table = table.reindex(index)
-        sns.heatmap(table.astype(float), ax=ax, annot=True, fmt=".2f", cmap="RdYlGn_r", center=1.0, vmin=0, vmax=2,
-                    cbar=False, yticklabels=labels, annot_kws={"size": 7})
+        text = table.map(lambda v: ratio_text(v, suffix="") if pd.notna(v) else "")
+        if title.startswith("time"):  # a ratio resting on an untrusted timing carries the tables' mark
+            doubt = untrusted_ratios(df).reindex(index=table.index, columns=table.columns, fill_value=False)
+            doubt = doubt.fillna(False).astype(bool) & table.notna()
+            text = text.where(~doubt, text + UNTRUSTED_MARK)
+            marked = marked or bool(doubt.to_numpy().any())
+        sns.heatmap(table.astype(float), ax=ax, annot=text.to_numpy(), fmt="", cmap="RdYlGn_r", center=1.0, vmin=0,
+                    vmax=2, cbar=False, yticklabels=labels, annot_kws={"size": 7})
         ax.set_title(title)
         ax.set_xlabel("mode")
         ax.set_ylabel("")
-    fig.suptitle("Forward: each mode as a ratio to train (lower is cheaper)")
+    fig.suptitle("Forward: each mode as a ratio to train (lower is cheaper)" + (f"; {UNTRUSTED_NOTE}" if marked else ""))
     fig.tight_layout()
     return _save(fig, out_dir, "ratio_to_train")
 
@@ -186,7 +212,8 @@ def saved_bytes_by_mode(df: pd.DataFrame, out_dir: str) -> list[str]:
     return _save(fig, out_dir, "saved_bytes_by_mode")
 
 
-ONE_SAMPLE = "one sample (asv --quick): one call, not a timing"
+ONE_SAMPLE = f"{UNTRUSTED_MARK} one sample (asv --quick): one call, not a timing"
+UNTRUSTED_TIMING = f"{UNTRUSTED_MARK} untrusted timing"
 
 
 def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
@@ -201,13 +228,16 @@ def asv_history(df: pd.DataFrame, out_dir: str) -> list[str]:
     asv["panel"] = (_label(asv) + " b" + asv["batch_size"].astype(str) + " " + asv["device"] + " " +
                     asv["machine"].astype(str)).map(figure_text)
     asv["time_ms"] = asv["time_median_s"].astype(float) * 1e3
-    # a one-sample result (asv --quick) is one call (cold, before 0.3.1): drawn apart, never joined to the timings
-    asv["timing"] = [ONE_SAMPLE if n == 1 else "timed" for n in asv["n_samples"]]
+    # a one-sample result (asv --quick) is one call (cold, before 0.3.1): drawn apart, never joined to the timings;
+    # an untrusted one (imprecise median) is drawn apart too, with the tables' mark
+    asv["timing"] = [ONE_SAMPLE if n == 1 else UNTRUSTED_TIMING if is_untrusted(t) else "timed"
+                     for n, t in zip(asv["n_samples"], asv["time_trusted"])]
     grid = sns.relplot(data=asv.sort_values("commit"), x="commit", y="time_ms", hue="mode",
                        hue_order=_modes_in(asv), palette=PALETTE, col="panel",
                        col_wrap=min(3, asv["panel"].nunique()), kind="line",
-                       style="timing", style_order=["timed", ONE_SAMPLE], markers={"timed": "o", ONE_SAMPLE: "X"},
-                       dashes={"timed": "", ONE_SAMPLE: (1, 3)}, height=2.8, aspect=1.4,
+                       style="timing", style_order=["timed", UNTRUSTED_TIMING, ONE_SAMPLE],
+                       markers={"timed": "o", UNTRUSTED_TIMING: "D", ONE_SAMPLE: "X"},
+                       dashes={"timed": "", UNTRUSTED_TIMING: (3, 2), ONE_SAMPLE: (1, 3)}, height=2.8, aspect=1.4,
                        facet_kws={"sharey": False})
     grid.set_axis_labels("commit (oldest first)", "forward time (ms)")
     for ax in grid.axes.flat:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..record import case_label
-from .tables import UNTRUSTED_MARK, is_untrusted
+from ..units import ratio_text
+from .tables import is_untrusted
 
 # a workload across its batch sizes; compiled and autocast runs are workloads of their own, never mixed with eager
 WORKLOAD = ["model", "size", "device", "dtype", "compile", "autocast"]
@@ -33,11 +34,6 @@ class Finding:
 
 
 
-def untrusted_note(*records) -> str:
-    """A note for a sentence resting on a timing that is not trusted."""
-    return f" ({UNTRUSTED_MARK} timing untrusted)" if any(is_untrusted(r.get("time_trusted")) for r in records) else ""
-
-
 def _where(r) -> str:
     return case_label(r, omit=("mode", "step"))
 
@@ -50,28 +46,25 @@ def _ratio(record, train, field) -> float | None:
     return float(a) / float(b) if pd.notna(a) and pd.notna(b) and b else None
 
 
-def _used(record, train, memory_words: str, time_words: str) -> str:
-    """'0.13x <memory_words> and 0.33x <time_words>', of what was measured; '' when neither was."""
-    memory, time = _ratio(record, train, "peak_bytes"), _ratio(record, train, "time_median_s")
-    return " and ".join(f"{v:.2f}x {words}" for v, words in ((memory, memory_words), (time, time_words))
-                        if v is not None)
+def _trusted_time(record) -> bool:
+    return pd.notna(record.get("time_median_s")) and not is_untrusted(record.get("time_trusted"))
+
+
+SLOWER_THAN_TRAIN = 1.1  # a trusted median's interval is within +-10%: beyond that, slower is not noise
 
 
 def findings(df: pd.DataFrame) -> list[Finding]:
+    """What is particular to a workload (the answer table carries what holds across them): where no_grad
+    alone left the forward stochastic, where the transformer fast path ran, where a mode cost more than
+    train, which mode was fastest (trusted timings only: an untrusted extreme is never a finding); then
+    global state a model changed, and the cases that failed."""
     out: list[Finding] = []
     ok = df[(df["status"] == "ok") & (df["step"] == "forward")]
+    fastest: dict[str, list] = {}
     for _, part in ok.groupby(WORKLOAD, dropna=False):
         part = part[part["batch_size"] == part["batch_size"].max()]  # the largest batch: where effects are biggest
         modes = {r["mode"]: r for _, r in part.iterrows()}
-        train, evalm, nograd, evng = (modes.get(m) for m in ("train", "eval", "no_grad", "eval_no_grad"))
-        evng_said = _used(evng, train, "train's peak memory", "its forward time")
-        if evng_said:
-            line, refs = f"eval_no_grad used {evng_said} on {_where(train)}", [evng, train]
-            eval_said = _used(evalm, train, "the memory", "the time")
-            if eval_said:
-                line += f"; eval alone used {eval_said}"
-                refs.append(evalm)
-            out.append(Finding(line + "." + untrusted_note(*refs), refs))
+        train, nograd = modes.get("train"), modes.get("no_grad")
         if nograd is not None and nograd.get("dropout_active") is True:
             extra = " and updated BatchNorm running statistics" if nograd.get("bn_stats_updated") is True else ""
             diff = nograd.get("max_abs_diff_vs_eval_no_grad")
@@ -84,21 +77,28 @@ def findings(df: pd.DataFrame) -> list[Finding]:
         if fast and any(r.get("fastpath") is False for r in modes.values()):
             out.append(Finding(f"PyTorch's transformer fast path ran only in {', '.join(sorted(fast))} on "
                                f"{_where(next(iter(modes.values())))}.", [modes[m] for m in sorted(fast)]))
-        frozen = modes.get("frozen")
-        frozen_peak, nograd_peak = _ratio(frozen, train, "peak_bytes"), _ratio(nograd, train, "peak_bytes")
-        if frozen_peak is not None and nograd_peak is not None:
-            out.append(Finding(
-                f"requires_grad=False on every parameter (frozen) used {frozen_peak:.2f}x "
-                f"train's peak memory, no_grad {nograd_peak:.2f}x, on {_where(frozen)}.",
-                [frozen, nograd, train]))
-        timed = {m: r for m, r in modes.items() if pd.notna(r.get("time_median_s"))}
+        for name, r in modes.items():
+            if name == "train":
+                continue
+            peak = _ratio(r, train, "peak_bytes")
+            if peak is not None and peak > 1:
+                out.append(Finding(f"{name} needed more peak memory than train on {_where(r)}: "
+                                   f"{ratio_text(peak)} train's.", [r, train]))
+            time = _ratio(r, train, "time_median_s")
+            if time is not None and time > SLOWER_THAN_TRAIN and _trusted_time(r) and _trusted_time(train):
+                out.append(Finding(f"{name} took longer than train on {_where(r)}: {ratio_text(time)} train's "
+                                   "forward time (both timings trusted).", [r, train]))
+        timed = [r for r in modes.values() if _trusted_time(r)]
         if len(timed) > 2:
-            fastest = min(timed.values(), key=lambda r: r["time_median_s"])
-            line = f"fastest forward on {_where(fastest)}: {fastest['mode']} ({fastest['time_median_s'] * 1e3:.3g} ms"
-            if evng is not None and fastest["mode"] != "eval_no_grad":
-                line += f"; eval_no_grad {evng['time_median_s'] * 1e3:.3g} ms"
-            refs = [fastest] + ([evng] if evng is not None else [])
-            out.append(Finding(line + ")." + untrusted_note(*refs), refs))
+            best = min(timed, key=lambda r: r["time_median_s"])
+            fastest.setdefault(best["mode"], []).append(best)
+    if fastest:
+        judged = sum(len(v) for v in fastest.values())
+        parts = [f"{mode} on {', '.join(_where(r) for r in rows)}"
+                 for mode, rows in sorted(fastest.items(), key=lambda item: -len(item[1]))]
+        out.append(Finding(f"Fastest forward at the largest batch, of the modes with a trusted timing (at least 3; "
+                           f"{judged} workload{'s' if judged > 1 else ''}): " + "; ".join(parts) + ".",
+                           [r for rows in fastest.values() for r in rows]))
     warned = df[df["global_state_warning"].notna()] if "global_state_warning" in df else df.iloc[:0]
     for warning, part in warned.groupby("global_state_warning"):
         out.append(Finding(f"{len(part)} case(s) record that a model changed global torch state (undone before "

@@ -16,7 +16,7 @@ from ..modes import MODES
 from ..record import case_label
 from ..schema import GROUP_FIELDS
 from ..text import terminal_text
-from ..units import human_bytes
+from ..units import human_bytes, ratio_text
 
 GROUP = [*GROUP_FIELDS, "step"]
 UNTRUSTED_MARK = "\u2020"  # dagger, after a time that is not trusted
@@ -83,7 +83,7 @@ def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         table = ratio_to_train(df, metric)
         if table.empty:
             continue
-        text = table.map(lambda v: "-" if pd.isna(v) else f"{v:.2f}x")
+        text = table.map(ratio_text)
         if metric == "time_median_s":
             marks = untrusted_ratios(df).reindex(index=table.index, columns=table.columns, fill_value=False)
             text = text.where(~(marks.fillna(False).astype(bool) & table.notna()), text + UNTRUSTED_MARK)
@@ -91,6 +91,41 @@ def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         text.columns.name = None
         out[title] = text
     return out
+
+
+def failure_reason(record) -> str:
+    """A failed or not_applicable record's reason as a table's note gives it: its status and the first line of
+    its error, less the parenthesised detail that differs per model (PyTorch's words with the input's shape),
+    so that one reason groups every case it stopped."""
+    error = str(record.get("error") or "").split("\n")[0].split(" (")[0].strip()
+    return f"{record['status']}: {error[:200]}" if error else str(record["status"])
+
+
+def missing_from_ratios(df: pd.DataFrame, step: str = "forward") -> list[str]:
+    """Why rows and cells of the ratio tables are missing, one line per reason: a workload whose train did not
+    complete has no row (nothing to divide by), a mode that did not complete has '-' in its row. Without it a
+    row (the mlp with BatchNorm at batch 1, not_applicable in train) vanishes with no word why."""
+    rows: dict[str, list[str]] = {}
+    cells: dict[str, list[str]] = {}
+    part_of_step = combined(df)
+    part_of_step = part_of_step[part_of_step["step"] == step]
+    for _, part in part_of_step.groupby(list(GROUP_FIELDS), dropna=False, sort=False):
+        by_mode = {r["mode"]: r for r in part.to_dict("records")}
+        label = case_label(next(iter(by_mode.values())), omit=("mode", "step"))
+        train = by_mode.get("train")
+        if train is None:
+            rows.setdefault("train was not measured", []).append(label)
+        elif train["status"] != "ok":
+            rows.setdefault(f"train {failure_reason(train)}", []).append(label)
+        else:
+            for name in (m for m in MODES if m in by_mode and by_mode[m]["status"] != "ok"):
+                cells.setdefault(failure_reason(by_mode[name]), []).append(f"{label} {name}")
+    return ([f"No row for {_listed(labels)}: {why}." for why, labels in rows.items()]
+            + [f"'-' for {_listed(labels)}: {why}." for why, labels in cells.items()])
+
+
+def _listed(labels: list[str], shown: int = 4) -> str:
+    return ", ".join(labels[:shown]) + (f" and {len(labels) - shown} more" if len(labels) > shown else "")
 
 
 def _yes_no(value) -> str:
@@ -121,7 +156,7 @@ def behaviour_table(records: list[dict]) -> pd.DataFrame:
                 return "-"
             doubt = metric == "time_median_s" and (is_untrusted(r.get("time_trusted")) or
                                                    is_untrusted(train.get("time_trusted")))
-            return f"{r[metric] / base:.2f}x" + (UNTRUSTED_MARK if doubt else "")
+            return ratio_text(r[metric] / base) + (UNTRUSTED_MARK if doubt else "")
 
         rows.append({
             "mode": name,
