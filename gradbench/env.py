@@ -106,7 +106,8 @@ def default_asv_machine_name() -> str:
 
 
 def asv_machine_entry(name: str) -> dict:
-    """asv's machine fields plus what asv lacks (GPU, driver, CUDA, torch).
+    """asv's machine fields plus what asv lacks (GPU, driver, CUDA, torch, and the Python version: with
+    --python=same asv's own 'python' is the interpreter's path).
 
     asv keeps extra keys of a machine entry: they land in results/asv/results/NAME/machine.json
     and in every result file's params, where gradbench's report and asv's own site can read them.
@@ -124,6 +125,7 @@ def asv_machine_entry(name: str) -> dict:
         "driver": info["driver"] or "none",
         "cuda": info["cuda"] or "none",
         "torch": info["torch"],
+        "python_version": info["python"],
     }
 
 

@@ -9,6 +9,7 @@ import glob
 import itertools
 import math
 import os
+import re
 
 from ..reading import ResultsFileError, loads, read_text
 from ..record import new_record, short_repr
@@ -170,5 +171,23 @@ def _provenance(data: dict, result_file: str) -> dict:
         machine=params.get("machine"), cpu=params.get("cpu"),
         gpu=_none_if(params.get("gpu"), "none", ""), driver=_none_if(params.get("driver"), "none", ""),
         cuda=_none_if(params.get("cuda"), "none", ""), torch=params.get("torch"),
-        python=params.get("python"),
+        python=python_version(params),
     )
+
+
+VERSION = re.compile(r"\d+(\.\d+)+")
+
+
+def python_version(params: dict) -> str | None:
+    """The Python version a result file's benchmarks ran under: asv's 'python' where it is one (an environment
+    asv built: '3.11'); with --python=same or an existing environment asv keeps the interpreter's path there,
+    so the version gradbench asv-machine wrote beside it, else one the path names ('.../python3.11'), else
+    None: a path is not a version."""
+    python = params.get("python")
+    if isinstance(python, str) and VERSION.fullmatch(python):
+        return python
+    written = params.get("python_version")
+    if isinstance(written, str) and VERSION.fullmatch(written):
+        return written
+    named = re.search(r"python(\d+(?:\.\d+)+)$", os.path.basename(python)) if isinstance(python, str) else None
+    return named.group(1) if named else None

@@ -183,8 +183,8 @@ def _sentence(mode: str, workloads: int, peak: Spread, trusted: Spread, left_out
     words = [w for w in (
         _all_or_some(behaviour["Dropout active"], "Dropout on", "Dropout off", "Dropout"),
         _bn_words(behaviour["BatchNorm statistics used"], behaviour["BatchNorm statistics updated"]),
-        _all_or_some(behaviour["graph recorded"], "a graph recorded", "no graph", "a forward"),
-        _all_or_some(behaviour["transformer fast path"], "the transformer fast path taken", "no transformer fast path",
+        _all_or_some(behaviour["graph recorded"], "graph recorded", "no graph", "a forward"),
+        _all_or_some(behaviour["transformer fast path"], "transformer fast path taken", "no transformer fast path",
                      "transformer layers"),
         _saved_words(saved),
     ) if w]
