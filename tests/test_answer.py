@@ -89,7 +89,8 @@ def test_the_answer_counts_behaviour_and_saved_bytes_per_workload():
     with_bn = [r for r in mine if r["bn_batch_stats"] is not None]
     assert row["workloads"] == str(len(mine))
     assert row["Dropout active"] == f"yes in {len(mine)}/{len(mine)}"
-    assert row["BatchNorm statistics used"] == f"batch in {len(with_bn)}/{len(with_bn)} ({len(mine) - len(with_bn)} n/a)"
+    no_bn = len(mine) - len(with_bn)
+    assert row["BatchNorm statistics used"] == f"batch in {len(with_bn)}/{len(with_bn)} ({no_bn} n/a)"
     assert row["saved for backward"] == f"0 in {len(mine)}/{len(mine)}"
     ev = answer(gradbench.load(RECORDS)).table.loc["eval"]
     evals = [r for r in records if r["mode"] == "eval"]

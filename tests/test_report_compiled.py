@@ -11,7 +11,6 @@ from gradbench.report.compilation import (compiled_blocks, compiled_groups, has_
                                        versus_table)
 from gradbench.report.document import build_blocks, write_report
 from gradbench.report.answer import answer
-from gradbench.report.findings import findings
 from gradbench.report.tables import UNTRUSTED_MARK
 from gradbench.frame import to_frame
 

@@ -186,7 +186,8 @@ def ratio_heatmaps(df: pd.DataFrame, out_dir: str) -> list[str]:
         ax.set_title(title)
         ax.set_xlabel("mode")
         ax.set_ylabel("")
-    fig.suptitle("Forward: each mode as a ratio to train (lower is cheaper)" + (f"; {UNTRUSTED_NOTE}" if marked else ""))
+    fig.suptitle("Forward: each mode as a ratio to train (lower is cheaper)"
+                 + (f"; {UNTRUSTED_NOTE}" if marked else ""))
     fig.tight_layout()
     return _save(fig, out_dir, "ratio_to_train")
 
