@@ -248,6 +248,14 @@ def _html_text(text) -> str:
     return html.escape(terminal_text(text))
 
 
+def _html_table(table: pd.DataFrame) -> str:
+    """A table as HTML, its index a first column under its name (pandas gives a named index a header row of its
+    own, a second, empty header under the first)."""
+    table = terminal_table(table)
+    named = table.index.name is not None
+    return (table.reset_index() if named else table).to_html(border=0, na_rep="-", index=not named)
+
+
 def _html(blocks) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_html_text(blocks[0][1])}</title>"
              f"<style>{_CSS}</style></head><body>"]
@@ -262,7 +270,7 @@ def _html(blocks) -> str:
         elif kind == "list":
             parts.append("<ul>" + "".join(f"<li>{_html_text(item)}</li>" for item in block[1]) + "</ul>")
         elif kind == "table":
-            parts.append(terminal_table(block[1]).to_html(border=0, na_rep="-"))
+            parts.append(_html_table(block[1]))
         elif kind == "findings":
             items = "".join(f"<li>{_html_text(f.text)}<span class='refs'>records: "
                             f"{_html_text('; '.join(f.records))}</span></li>" for f in block[1])

@@ -170,8 +170,9 @@ def ratio_heatmaps(df: pd.DataFrame, out_dir: str) -> list[str]:
     for table, _ in panels[1:]:
         index = index.union(table.index, sort=False)
     labels = [figure_text(workload_label(i)) for i in index]
-    height = 1.2 + 0.28 * len(labels)
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), height), sharey=True, squeeze=False)
+    height = 2.4 + 0.28 * len(labels)  # the mode names under the panels and the title above need room too
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), height), sharey=True, squeeze=False,
+                             layout="constrained")  # lays out the title too, which tight_layout overlapped
     marked = False
     for ax, (table, title) in zip(axes[0], panels):
         table = table.reindex(index)
@@ -184,11 +185,11 @@ def ratio_heatmaps(df: pd.DataFrame, out_dir: str) -> list[str]:
         sns.heatmap(table.astype(float), ax=ax, annot=text.to_numpy(), fmt="", cmap="RdYlGn_r", center=1.0, vmin=0,
                     vmax=2, cbar=False, yticklabels=labels, annot_kws={"size": 7})
         ax.set_title(title)
+        ax.tick_params(axis="x", labelrotation=90)  # seaborn turns them only where they collide, panel by panel
         ax.set_xlabel("mode")
         ax.set_ylabel("")
     fig.suptitle("Forward: each mode as a ratio to train (lower is cheaper)"
                  + (f"; {UNTRUSTED_NOTE}" if marked else ""))
-    fig.tight_layout()
     return _save(fig, out_dir, "ratio_to_train")
 
 
