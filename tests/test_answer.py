@@ -154,12 +154,13 @@ def _headings_with_nothing_under(md: str) -> list[str]:
 @pytest.mark.parametrize("status", ["error", "not_applicable"])
 def test_a_report_without_a_measurement_has_no_empty_heading(tmp_path, status):
     records = [dict(r, status=status, error="RuntimeError: boom", time_median_s=None, samples_s=None,
-                    peak_bytes=None, saved_bytes=None, time_trusted=None) for r in _read()]
+                    peak_bytes=None, saved_bytes=None, time_trusted=None, graph_recorded=None) for r in _read()]
     paths = write_report(gradbench.load(_write(tmp_path, records)), str(tmp_path / "out"))
     md = open(paths["markdown"]).read()
     assert _headings_with_nothing_under(md) == []
     headings = [line for line in md.splitlines() if line.startswith("#")]
     assert headings[-1] == "## Environment" and "## The answer" not in headings and "## Figures" not in headings
+    assert "## Measured behaviour of every mode" not in headings
     assert ("## Findings" in headings) == (status == "error")  # failures are findings; not_applicable is not
 
 

@@ -114,7 +114,9 @@ def _behaviour_blocks(df: pd.DataFrame) -> list[tuple]:
     measured = df[(df["step"] == "forward") & df["graph_recorded"].notna()]
     # a compiled workload's modes are not its eager modes: one table each
     for _, part in measured.groupby(["model", "size", "device", "dtype", "compile", "autocast"], dropna=False):
-        batch = part["batch_size"].max()
+        if not (part["status"] == "ok").any():
+            continue  # nothing was observed: a table of failures says no more than the findings do
+        batch = part[part["status"] == "ok"]["batch_size"].max()
         records = part[part["batch_size"] == batch].to_dict("records")
         blocks.append(("h3", case_label(records[0], omit=("mode", "step"))))
         blocks.append(("table", behaviour_table(records)))
