@@ -3,7 +3,7 @@
 
 Field names are a contract others depend on: add fields, never rename them. Every field has a
 kind, a unit and a sentence; nothing may write a field that is not declared here, JSON never holds
-NaN or infinity (null instead), and the README's field table is generated from this list (a test
+NaN or infinity (null instead), and the docs' field table is generated from this list (a test
 keeps the two equal).
 
 A record is in three parts (PARTS): the case (what was run: its identity and the settings it was

@@ -1,7 +1,7 @@
 """The record schema, declared once: every field a record may hold, with its kind, unit, group and a
 sentence (``Fields``); the groups' three parts (case, measured, environment); the format version and the
-kinds of record. The README's field table is generated from it (``schema_markdown``). record.py makes
-and checks records of it.
+kinds of record. The docs' field table (docs/reference/record.md) is generated from it (``schema_markdown``,
+gradbench/docs_pages.py). record.py makes and checks records of it.
 
 Field names are a contract others depend on: add fields, never rename them.
 """
@@ -57,7 +57,7 @@ class Fields:
     batch_size: int = _f("identity", "int", "count", "inputs per step")
     device: str = _f("identity", "str", "", "cpu, cuda or cuda:N")
     dtype: str = _f("identity", "str", "", "float32, bfloat16 or float16: parameters and floating-point inputs")
-    mode: str = _f("identity", "str", "", "one of the ten modes (README: Modes)")
+    mode: str = _f("identity", "str", "", "one of the ten modes (docs: Modes)")
     step: str = _f("identity", "str", "", "forward or train_step")
     compile: str = _f("identity", "str", "", "torch.compile mode the model ran under: none (eager), default, "
                       "max-autotune or reduce-overhead (null in files from before gradbench 0.4: none)")
@@ -243,7 +243,7 @@ LIST_FIELDS = tuple(name for name, meta in SCHEMA.items() if meta["kind"].starts
 
 
 def schema_markdown() -> str:
-    """The field table the README carries, generated from the declaration above (Fields)."""
+    """The field table of docs/reference/record.md, generated from the declaration above (Fields)."""
     lines = ["| field | group | kind | unit | meaning |", "|---|---|---|---|---|"]
     for name, meta in SCHEMA.items():
         lines.append(f"| `{name}` | {meta['group']} | {meta['kind']} | {meta['unit'] or '-'} | {meta['doc']} |")

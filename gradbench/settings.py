@@ -132,7 +132,7 @@ def _config_pairs(key: str, value, path: str) -> list[str]:
 
 
 def _config_list(key: str, value, path: str) -> list[str]:
-    """A list of its own type, as the README says (no string for a list), as the command line gives it."""
+    """A list of its own type, as docs/running.md says (no string for a list), as the command line gives it."""
     integers = key == "batch_sizes"
     example = "[8, 64]" if integers else '["mlp", "cnn"]'
     if not isinstance(value, list):

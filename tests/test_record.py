@@ -1,5 +1,5 @@
 """The typed record: one declaration is the schema; nothing writes an undeclared field; JSON holds no
-NaN; the README's field table is generated from the declaration; old files keep unknown fields."""
+NaN; old files keep unknown fields. (The docs' field table is generated from the declaration: test_docs.py.)"""
 import json
 import os
 
@@ -7,12 +7,9 @@ import pytest
 
 import gradbench
 from gradbench.record import new_record, type_errors
-from gradbench.schema import RECORD_FIELDS, SCHEMA, schema_markdown
+from gradbench.schema import RECORD_FIELDS, SCHEMA
 from gradbench.results import read_jsonl
 from gradbench.storage import JsonlWriter
-
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-
 
 def test_every_field_has_a_kind_a_unit_and_a_sentence():
     assert len(RECORD_FIELDS) == len(set(RECORD_FIELDS))
@@ -45,14 +42,6 @@ def test_writer_refuses_an_undeclared_field_and_writes_null_for_nan(tmp_path):
     record = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert record["max_abs_diff_vs_eval_no_grad"] is None and record["samples_s"] == [1.0, None]
     assert set(record) == set(RECORD_FIELDS)
-
-
-def test_readme_field_table_is_the_declaration():
-    text = open(README, encoding="utf-8").read()
-    start, end = "<!-- record-schema:start -->", "<!-- record-schema:end -->"
-    assert start in text and end in text, "README lacks the generated field table"
-    table = text[text.index(start) + len(start):text.index(end)].strip()
-    assert table == schema_markdown(), "README's field table is stale: paste gradbench.schema.schema_markdown()"
 
 
 def test_old_files_keep_unknown_fields_and_gain_the_new_ones(tmp_path):

@@ -1,9 +1,9 @@
 """How often `gradbench compare --fail-above PCT` fails between runs of the same code on this machine.
 
 Runs the same small sweep 2 x PAIRS times in a row, once per run with one process and once with
---repeat K, then compares consecutive pairs (1 vs 2, 3 vs 4, ...) and, as the recipe the README
-recommends, the odd runs against the even ones (sides alternated in time). Prints the table the
-README and issue 10's note quote. Takes about PAIRS x 1.5 minutes on a 2-core machine with the defaults.
+--repeat K, then compares consecutive pairs (1 vs 2, 3 vs 4, ...) and, as the recipe docs/comparing.md
+recommends, the odd runs against the even ones (sides alternated in time). Prints the table
+docs/studies/false-alarms.md and issue 10's note quote. Takes about PAIRS x 1.5 minutes on a 2-core machine with the defaults.
 
     .venv/bin/python tools/false_regressions.py [--pairs 10] [--repeat 3] [--fail-above 5] [--out DIR]
 """

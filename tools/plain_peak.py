@@ -3,10 +3,10 @@
 cross-check of the record's peak_bytes that tools/gpu-check runs.
 
 Only the model and its input batch come from gradbench (build_model and make_inputs, same seed: the
-same weights and batch). The mode is applied here as README's table defines it, the step is written
-out here, and the peak is read here: on CUDA from torch.cuda's allocator statistics around a second
-step (the first one primes); on CPU (tools/gpu-check --dry-run) from the CPU allocator's events that
-torch.profiler records, summed here. Prints progress on stdout; writes one JSON object per case, with
+same weights and batch). The mode is applied here as the Modes table (README, docs/modes.md) defines
+it, the step is written out here, and the peak is read here: on CUDA from torch.cuda's allocator
+statistics around a second step (the first one primes); on CPU (tools/gpu-check --dry-run) from the
+CPU allocator's events that torch.profiler records, summed here. Prints progress on stdout; writes one JSON object per case, with
 plain_peak_bytes, or plain_error where plain code could not run the case.
 
   tools/plain_peak.py --results FILE.jsonl --out PEAKS.jsonl [--limit N]
@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# mode: (model.training, grad mode, parameters that require grad), README's table
+# mode: (model.training, grad mode, parameters that require grad), the Modes table (README, docs/modes.md)
 MODES = {
     "train": (True, "enabled", "all"), "eval": (False, "enabled", "all"), "no_grad": (True, "no_grad", "all"),
     "eval_no_grad": (False, "no_grad", "all"), "frozen": (True, "enabled", "none"),

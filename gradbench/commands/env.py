@@ -6,7 +6,7 @@ import json
 
 def add_parser(sub):
     env = sub.add_parser("env", help="the machine fingerprint stored with every record")
-    env.add_argument("--json", action="store_true")
+    env.add_argument("--json", action="store_true", help="print it as one JSON object")
     return env
 
 

@@ -12,7 +12,7 @@ def add_parser(sub):
     report = sub.add_parser("report", help="figures, report.md and a self-contained report.html from results")
     report.add_argument("results", nargs="+", help="gradbench JSONL files, asv result folders, pytest-benchmark JSON")
     report.add_argument("--out", help="the report folder (default: beside a single JSONL file, else results/report)")
-    report.add_argument("--title")
+    report.add_argument("--title", help="the report's title (default: 'gradbench report: ' and the inputs' names)")
     return report
 
 

@@ -72,7 +72,7 @@ def _add_sweep(p) -> None:
 def _add_slurm(p) -> None:
     """Where workers run: local, or a Slurm job array and its resources."""
     slurm = p.add_argument_group("Slurm", "--launcher slurm: the sweep as one job array, submitted through "
-                                 "submitit, merged into --out (README: Clusters)")
+                                 "submitit, merged into --out (docs: Clusters)")
     slurm.add_argument("--launcher", choices=("local", "slurm"), help="where workers run (default local)")
     slurm.add_argument("--jobs", type=INTEGER, metavar="N", help="array tasks; each measures whole workloads (default 1)")
     slurm.add_argument("--slurm-partition", metavar="NAME", help="partition (default: the cluster's)")
