@@ -1,5 +1,5 @@
 """tools/gpu-check: its dry run (every step's CPU counterpart) runs here, so the script cannot rot; and
-its one-line refusals. On a GPU machine the same script runs the CUDA steps (README: GPU kit)."""
+its one-line refusals. On a GPU machine the same script runs the CUDA steps (docs: GPU kit)."""
 import json
 import os
 import subprocess

@@ -250,7 +250,7 @@ def print_comparison(table: pd.DataFrame, sides: list, only: dict[str, list[str]
     judged = bool(table["trusted"].any())
     if judged and (table["interval"] != BETWEEN).any():
         print("\nnote: with one run a side the intervals miss the variation between processes, so this gate "
-              "also fails on noise; measure each side with --repeat K (README: Comparing)")
+              "also fails on noise; measure each side with --repeat K (docs: comparing)")
     bad, doubtful = regressions(table, fail_above)
     if not doubtful.empty:
         print(f"\nnot judged: {len(doubtful)} untrusted cases look slower by more than {fail_above:g}%:")
