@@ -235,7 +235,7 @@ def test_torch_timer_comparison_gives_both_medians(monkeypatch):
     ours, theirs = selfcheck.compare_with_torch_timer(lambda: time.sleep(2e-3), "cpu", max_time_s=0.15)
     assert ours >= 2e-3 and theirs >= 2e-3
     # each side is the median of its rounds' medians, gradbench's first
-    rounds = {"ours": iter([3e-3, 1e-3, 2e-3]), "theirs": iter([7e-3, 5e-3, 6e-3])}
+    rounds = {"ours": iter([6e-3, 2e-3, 1e-3]), "theirs": iter([10e-3, 6e-3, 5e-3])}  # median, not mean, first, last
     monkeypatch.setattr(selfcheck, "time_step", lambda *a, **k: types.SimpleNamespace(median=next(rounds["ours"])))
 
     class Timer:
