@@ -62,6 +62,8 @@ def test_measured_behaviour_matches_truth(records, family, mode):
 def test_saved_bytes_ordering(records, family):
     saved = {m: records[family, m]["saved_bytes"] for m in MODES}
     assert saved["train"] > saved["eval"] > 0
+    if family == "mlp":  # eval keeps, in each of the 4 blocks, its Linear's output (BatchNorm's input) and ReLU's
+        assert saved["eval"] == 4 * 2 * (8 * 144) * 4
     # finetune_head keeps only the head's input: batch x head.in_features floats
     head_in = {"mlp": 144, "transformer": 64}[family]
     assert saved["finetune_head"] == 8 * head_in * 4
@@ -80,7 +82,9 @@ def test_record_has_schema_and_sane_numbers(records):
     assert set(r) == set(RECORD_FIELDS) and type_errors(r) == []
     assert r["n_samples"] >= 5 and len(r["samples_s"]) == r["n_samples"]
     assert r["time_median_s"] == statistics.median(r["samples_s"])
-    assert r["flops"] > 0 and r["flops_per_s"] == r["flops"] / r["time_median_s"]
+    # 2 flops per multiply-add of each Linear (256->144, 3 x 144->144, 144->10) over a batch of 8; BatchNorm uncounted
+    assert r["flops"] == 2 * 8 * (256 * 144 + 3 * 144 * 144 + 144 * 10)
+    assert r["flops_per_s"] == r["flops"] / r["time_median_s"]
     assert r["params"] == 102250 and r["param_bytes"] == 102250 * 4
     assert r["torch"] == torch.__version__ and r["threads"] == torch.get_num_threads()
     assert r["cuda_max_allocated_bytes"] is None
@@ -96,18 +100,23 @@ def test_peak_memory_train_above_eval_above_eval_no_grad():
                               workload=workload)["peak_bytes"]
         for m in ("train", "eval", "eval_no_grad")
     }
-    assert peak["train"] > peak["eval"] > peak["eval_no_grad"] > 0
+    assert peak["train"] > peak["eval"] > peak["eval_no_grad"]
+    assert peak["eval_no_grad"] >= 2 * 64 * 528 * 4  # a hidden Linear's input and output are alive together
 
 
 def test_train_step_where_graph_exists_and_not_applicable_elsewhere():
     workload = Workload("mlp", "tiny", 8, "cpu", "float32")
     before = [p.clone() for p in workload.model.parameters()]
+    all_bytes = sum(p.numel() * 4 for p in workload.model.parameters())
+    head_bytes = sum(p.numel() * 4 for p in workload.model.head.parameters())
     for mode in MODES:
         r = gradbench.run_case(model="mlp", size="tiny", batch_size=8, mode=mode, step="train_step",
                                max_time_s=FAST, workload=workload)
         if MODES[mode].records_graph:
             assert r["status"] == "ok", r["error"]
-            assert r["grad_bytes"] > 0 and r["peak_bytes"] >= r["grad_bytes"]
+            # a gradient for every parameter the mode trains: all of them, or the head's only
+            assert r["grad_bytes"] == (head_bytes if mode == "finetune_head" else all_bytes), mode
+            assert r["peak_bytes"] >= r["grad_bytes"]
         else:
             assert r["status"] == "not_applicable" and r["time_median_s"] is None
     # every mode saw the same weights: the optimizer's updates were undone

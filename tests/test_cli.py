@@ -223,14 +223,30 @@ def test_selfcheck_fails_naming_contention(capsys, monkeypatch):
     assert "other processes used 45% of the CPUs" in out and "stole 12%" in out
 
 
-def test_torch_timer_comparison_gives_both_medians():
-    import torch as t
+def test_torch_timer_comparison_gives_both_medians(monkeypatch):
+    import time
+    import types
 
-    from gradbench.selfcheck import compare_with_torch_timer
+    import torch.utils.benchmark
 
-    a = t.randn(64, 64)
-    ours, theirs = compare_with_torch_timer(lambda: a @ a, "cpu", max_time_s=0.15)
-    assert ours > 0 and theirs > 0
+    from gradbench import selfcheck
+
+    # for real: a step that sleeps 2 ms takes at least 2 ms by either clock
+    ours, theirs = selfcheck.compare_with_torch_timer(lambda: time.sleep(2e-3), "cpu", max_time_s=0.15)
+    assert ours >= 2e-3 and theirs >= 2e-3
+    # each side is the median of its rounds' medians, gradbench's first
+    rounds = {"ours": iter([6e-3, 2e-3, 1e-3]), "theirs": iter([10e-3, 6e-3, 5e-3])}  # median, not mean, first, last
+    monkeypatch.setattr(selfcheck, "time_step", lambda *a, **k: types.SimpleNamespace(median=next(rounds["ours"])))
+
+    class Timer:
+        def __init__(self, *a, **k):
+            pass
+
+        def adaptive_autorange(self, **k):
+            return types.SimpleNamespace(median=next(rounds["theirs"]))
+
+    monkeypatch.setattr(torch.utils.benchmark, "Timer", Timer)
+    assert selfcheck.compare_with_torch_timer(lambda: None, "cpu", rounds=3) == (2e-3, 6e-3)
 
 
 def test_a_shard_with_no_cases_is_not_an_error(tmp_path, capsys):

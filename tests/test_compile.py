@@ -60,14 +60,16 @@ def test_a_mode_switch_on_a_compiled_model_is_counted_as_a_recompilation(compile
     train, graphs, _ = compiled_group[1]
     assert train["status"] == "ok", train["error"]
     assert train["compiles"] == graphs >= 1 and train["recompiles"] >= 1
-    assert any("grad_mode" in r or "training" in r for r in train["recompile_reasons"]), train["recompile_reasons"]
+    # eval_no_grad -> train changes the grad mode and the training flag; dynamo's global-state guard fails first
+    assert train["recompile_reasons"] == ["GLOBAL_STATE changed: grad_mode"]
     # the compiled train forward still behaves as train mode: dropout on, statistics updated, a graph
     assert train["dropout_active"] and train["bn_stats_updated"] and train["graph_recorded"]
     assert train["grads_computed"] is None  # no probe backward: it would compile the train step's backward
     step, graphs, _ = compiled_group[2]  # the train step reuses the train forward's graph
-    assert step["status"] == "ok" and step["recompiles"] == graphs == 0 and step["saved_bytes"] > 0
+    assert step["status"] == "ok" and step["recompiles"] == graphs == 0
+    assert step["saved_bytes"] == train["saved_bytes"]  # what the train forward's compiled graph saves
     assert step["compiles"] <= 1  # the backward graph, compiled at the first backward unless a cache held it
-    assert step["grads_computed"] > 0
+    assert step["grads_computed"] == len(list(Workload("mlp", "tiny", 8, "cpu", "float32").model.parameters()))
     assert step["flops"] > train["flops"]  # counted on the eager step: forward, backward
     again, graphs, _ = compiled_group[3]  # back to eval_no_grad: its code is still cached
     assert again["compiles"] == again["recompiles"] == graphs == 0

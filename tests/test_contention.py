@@ -67,9 +67,17 @@ def test_wait_share_is_run_queue_delay_per_running_time():
     assert "waited for a CPU 40%" in verdict_fields(0.01, True, c)["time_distrust"]
 
 
-def test_read_own_schedstat_sums_this_process_threads():
+def test_read_own_schedstat_sums_this_process_threads(tmp_path):
+    for tid, text in (("1", "700 40 9\n"), ("2", "300 2 1\n"), ("3", "bad\n")):
+        (tmp_path / tid).mkdir()
+        (tmp_path / tid / "schedstat").write_text(text)
+    (tmp_path / "4").mkdir()  # a thread that ended between the listing and the read: no schedstat
+    assert read_own_schedstat(str(tmp_path)) == (1000, 42)
+    assert read_own_schedstat(str(tmp_path / "gone")) is None
+    with open("/proc/thread-self/schedstat") as f:  # the real /proc: this thread's own, read first
+        main_ran, main_waited = map(int, f.read().split()[:2])
     ran, waited = read_own_schedstat()
-    assert ran > 0 and waited >= 0
+    assert ran >= main_ran and waited >= main_waited  # the sum over every thread, this one included
 
 
 def test_gpu_probe_counts_other_processes_and_names_throttle_reasons():

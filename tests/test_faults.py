@@ -552,15 +552,18 @@ def test_asv_machine_file_with_nan_is_rewritten_without_it(tmp_path):
     assert json.loads(path.read_text())["old"] == {"ram": None}  # was: NaN written back
 
 
-@pytest.mark.parametrize("content", [
-    '{"benchmarks": [5], "machine_info": {}}',  # was: AttributeError traceback
-    '{"benchmarks": [], "machine_info": 3}',
+@pytest.mark.parametrize("content, message", [
+    ('{"benchmarks": [5], "machine_info": {}}',  # was: AttributeError traceback
+     "is malformed: AttributeError: 'int' object has no attribute 'get'"),
+    ('{"benchmarks": [{"extra_info": {"model": "mlp", "mode": "eval"}}], "machine_info": 3}',
+     "is malformed: AttributeError: 'int' object has no attribute 'get'"),
+    ('{"benchmarks": [], "machine_info": 3}', "holds no gradbench pytest-benchmark results"),
 ])
-def test_a_malformed_pytest_benchmark_file_is_one_line(capsys, tmp_path, content):
+def test_a_malformed_pytest_benchmark_file_is_one_line(capsys, tmp_path, content, message):
     path = tmp_path / "pb.json"
     path.write_text(content)
     line = refused(capsys, ["report", str(path), "--out", str(tmp_path / "r")])
-    assert "is malformed" in line or "holds no gradbench pytest-benchmark results" in line
+    assert line == f"gradbench: error: {str(path)!r} {message}"
 
 
 def test_records_out_of_range_or_unknown_are_skipped_and_overflowing_floats_read_as_null(tmp_path, capsys):

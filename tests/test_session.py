@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import statistics
 
 import pytest
 
 from gradbench.case import Case
+from gradbench.models import BUILTIN_MODELS
 from gradbench.session import Session, not_applicable, run_case
 
 FAST = 0.02
@@ -66,9 +68,13 @@ def test_the_models_own_keyboard_interrupt_while_building_is_an_error_not_a_stop
 def test_a_case_that_cannot_run_is_not_applicable_and_an_ok_case_is_measured():
     session = Session()
     na = session.measure(Case("mlp", "tiny", 2, mode="eval_no_grad", step="train_step", max_time_s=FAST))
-    assert na["status"] == "not_applicable" and "no train step" in na["error"] and na["params"] > 0
+    assert na["status"] == "not_applicable"
+    assert na["error"] == "mode 'eval_no_grad': it records no autograd graph, so there is no train step"
+    mlp_params = sum(p.numel() for p in BUILTIN_MODELS["mlp"]("tiny")[0].parameters())
+    assert na["params"] == mlp_params and na["time_median_s"] is None  # the case named in full, nothing measured
     ok = session.measure(Case("mlp", "tiny", 2, mode="eval", max_time_s=FAST))
-    assert ok["status"] == "ok" and ok["time_median_s"] > 0 and ok["measure_wall_s"] >= ok["time_measured_s"]
+    assert ok["status"] == "ok" and ok["time_median_s"] == statistics.median(ok["samples_s"])
+    assert ok["measure_wall_s"] >= ok["time_measured_s"]
 
 
 def test_run_case_raises_on_bad_values_but_records_what_the_models_code_did():
@@ -109,17 +115,22 @@ def test_capacity_times_its_answer_with_no_probe_still_built(monkeypatch):
     import gradbench.session as session
     from gradbench.workload import Workload
 
-    live, real = [], session.run_case
+    live, timed, real = [], [], session.run_case
     before = {id(w) for w in gc.get_objects() if isinstance(w, Workload)}  # other tests' (the harness keeps its own)
 
     def spy(*args, **kwargs):
         live.extend(w.key for w in gc.get_objects() if isinstance(w, Workload) and id(w) not in before)
-        return real(*args, **kwargs)
+        timed.append(real(*args, **kwargs))
+        return timed[-1]
 
     monkeypatch.setattr(session, "run_case", spy)
     out = capacity.capacity_of("mlp", "tiny", "cpu", "float32", "eval_no_grad", "forward", 16 * 2 ** 20,
                                time_it=True, max_time_s=FAST)
-    assert out["max_batch_size"] and out["samples_per_s"] and live == []
+    assert live == []
+    # the answer is the largest batch within the budget, timed once: its samples per second come from that record
+    assert out["error"] is None and out["bytes_at_max"] <= 16 * 2 ** 20 < out["bytes_at_next"]
+    assert [r["batch_size"] for r in timed] == [out["max_batch_size"]]
+    assert out["samples_per_s"] == out["max_batch_size"] / timed[0]["time_median_s"]
 
 
 def test_a_sys_exit_in_the_models_forward_is_a_capacity_error_not_the_end_of_the_command():

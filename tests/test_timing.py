@@ -75,7 +75,7 @@ def test_calibration_sizes_blocks_from_the_fastest_warmup_step():
 def test_warm_up_steps_until_its_time_has_passed_not_just_its_count():
     clock = VirtualTime([5e-3, 1e-3])  # slow steps first: a count alone would stop while they last
     per_step, spent = warm_up(lambda: None, clock, warmup_s=0.15, warmup_steps=1, now=clock.now)
-    assert spent >= 0.15 and per_step == pytest.approx(1e-3)
+    assert spent == pytest.approx(0.15) and per_step == pytest.approx(1e-3)
     assert len(clock.blocks) == 50  # 0.15 s of steps alternating 5 and 1 ms
 
 
