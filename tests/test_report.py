@@ -1,4 +1,5 @@
 """Loading every source, the report files, and compare, on fixture files made with the real tools."""
+import glob
 import json
 import os
 
@@ -126,7 +127,11 @@ def test_load_pytest_benchmark_json():
     df = gradbench.load(PYTEST_JSON)
     assert set(df["source"]) == {"pytest-benchmark"}
     assert set(df["mode"]) >= {"train", "eval_no_grad"} and set(df["step"]) == {"forward", "train_step"}
-    assert (df["time_median_s"] > 0).all() and df["peak_bytes"].notna().all()
+    # each record's median and peak are the file's own, per benchmark (matched by mode and step)
+    with open(PYTEST_JSON) as f:
+        file = {(b["extra_info"]["mode"], b["extra_info"]["step"]): b for b in json.load(f)["benchmarks"]}
+    read = {(r["mode"], r["step"]): (r["time_median_s"], r["peak_bytes"]) for r in df.to_dict("records")}
+    assert read == {key: (b["stats"]["median"], b["extra_info"]["peak_bytes"]) for key, b in file.items()}
     assert df.loc[df["mode"] == "eval_no_grad", "dropout_active"].tolist() == [False]
     assert df["torch"].notna().all() and df["machine"].notna().all()
 
@@ -146,7 +151,13 @@ def test_load_asv_results_folder():
     assert set(df["source"]) == {"asv"}
     forward = df[df["step"] == "forward"]
     assert forward["time_median_s"].notna().all() and forward["peak_bytes"].notna().all()
-    assert (forward["rss_peak_bytes"] > 0).all()  # peakmem_forward of gradbench 0.1's suite, still read
+    # peakmem_forward of gradbench 0.1's suite, still read: the cpu values of the file, mode by mode
+    [result_file] = glob.glob(os.path.join(ASV_DIR, "*", "*-py*.json"))
+    with open(result_file) as f:
+        values, params = json.load(f)["results"]["bench_modes.Forward.peakmem_forward"][:2]
+    modes = [m.strip("'") for m in params[-1]]
+    cpu = dict(zip(modes, values[:len(modes)]))  # params vary last-fastest: the cpu block comes first
+    assert forward.set_index("mode")["rss_peak_bytes"].to_dict() == cpu
     assert set(df["device"]) == {"cpu"}  # the cuda combinations were skipped and are not records
     assert df["torch"].notna().all() and df["git_commit"].str.len().eq(40).all()
     # a single machine folder works too
@@ -264,7 +275,8 @@ def test_compare_fail_above_must_be_a_finite_percentage(capsys, threshold):
         main(["compare", JSONL, JSONL, "--by", "machine", f"--fail-above={threshold}"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
-    assert f"argument --fail-above: bad value {float(threshold)}" in err and ("finite" in err or ">= 0" in err)
+    expected = "it must be >= 0" if threshold == "-5" else "expected a finite number"
+    assert f"argument --fail-above: bad value {float(threshold)}; {expected}" in err
 
 
 def test_compare_lists_cases_on_one_side_only(tmp_path, capsys):
