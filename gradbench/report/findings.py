@@ -50,6 +50,29 @@ def _trusted_time(record) -> bool:
     return pd.notna(record.get("time_median_s")) and not is_untrusted(record.get("time_trusted"))
 
 
+def _places(rows) -> str:
+    """'cnn/tiny b8 cpu float32' for one workload; 'N workloads: a, b, ...' for several."""
+    names = [_where(r) for r in rows]
+    return names[0] if len(names) == 1 else f"{len(names)} workloads: {', '.join(names)}"
+
+
+def _stochastic_no_grad(rows: list) -> Finding:
+    """no_grad alone with Dropout still on, across the workloads where it was seen."""
+    ops = sorted({op for r in rows if isinstance(r.get("stochastic_ops"), list) for op in r["stochastic_ops"]})
+    text = f"no_grad alone left the forward stochastic (Dropout active" + (
+        f", random numbers drawn by {', '.join(ops)}" if ops else "") + f") on {_places(rows)}"
+    updated = [r for r in rows if r.get("bn_stats_updated") is True]
+    if updated and len(updated) == len(rows):
+        text += "; it updated BatchNorm running statistics" + (" in every one" if len(rows) > 1 else "")
+    elif updated:
+        text += f"; it updated BatchNorm running statistics on {', '.join(_where(r) for r in updated)}"
+    diffs = [float(r["max_abs_diff_vs_eval_no_grad"]) for r in rows if pd.notna(r.get("max_abs_diff_vs_eval_no_grad"))]
+    if diffs:
+        text += (f" (outputs differ from eval_no_grad by up to {max(diffs):.3g}" +
+                 (f"; the least of the workloads' largest differences is {min(diffs):.3g}" if len(diffs) > 1 else "") + ")")
+    return Finding(text + ".", rows)
+
+
 SLOWER_THAN_TRAIN = 1.1  # a trusted median's interval is within +-10%: beyond that, slower is not noise
 
 
@@ -61,22 +84,16 @@ def findings(df: pd.DataFrame) -> list[Finding]:
     out: list[Finding] = []
     ok = df[(df["status"] == "ok") & (df["step"] == "forward")]
     fastest: dict[str, list] = {}
+    stochastic, fastpath = [], {}  # one finding each across workloads, not one per workload
     for _, part in ok.groupby(WORKLOAD, dropna=False):
         part = part[part["batch_size"] == part["batch_size"].max()]  # the largest batch: where effects are biggest
         modes = {r["mode"]: r for _, r in part.iterrows()}
         train, nograd = modes.get("train"), modes.get("no_grad")
         if nograd is not None and nograd.get("dropout_active") is True:
-            extra = " and updated BatchNorm running statistics" if nograd.get("bn_stats_updated") is True else ""
-            diff = nograd.get("max_abs_diff_vs_eval_no_grad")
-            diff_text = f" (outputs differ from eval_no_grad by up to {diff:.3g})" if pd.notna(diff) else ""
-            ops = nograd.get("stochastic_ops")
-            ops_text = f", random numbers drawn by {', '.join(ops)}" if isinstance(ops, list) and ops else ""
-            out.append(Finding(f"no_grad alone left the forward stochastic (Dropout active{ops_text}){extra} on "
-                               f"{_where(nograd)}{diff_text}.", [nograd]))
+            stochastic.append(nograd)
         fast = [m for m, r in modes.items() if r.get("fastpath") is True]
         if fast and any(r.get("fastpath") is False for r in modes.values()):
-            out.append(Finding(f"PyTorch's transformer fast path ran only in {', '.join(sorted(fast))} on "
-                               f"{_where(next(iter(modes.values())))}.", [modes[m] for m in sorted(fast)]))
+            fastpath.setdefault(tuple(sorted(fast)), []).append([modes[m] for m in sorted(fast)])
         for name, r in modes.items():
             if name == "train":
                 continue
@@ -92,6 +109,11 @@ def findings(df: pd.DataFrame) -> list[Finding]:
         if len(timed) > 2:
             best = min(timed, key=lambda r: r["time_median_s"])
             fastest.setdefault(best["mode"], []).append(best)
+    if stochastic:
+        out.append(_stochastic_no_grad(stochastic))
+    for fast, rows in fastpath.items():
+        out.append(Finding(f"PyTorch's transformer fast path ran only in {', '.join(fast)} on "
+                           f"{_places([r[0] for r in rows])}.", [r for group in rows for r in group]))
     if fastest:
         judged = sum(len(v) for v in fastest.values())
         parts = [f"{mode} on {', '.join(_where(r) for r in rows)}"
