@@ -1,11 +1,12 @@
 # The two quick-start commands: `make run` (set up, run the default sweep and its report) and
-# `make test` (set up, run the tests). Set-up installs a CPU build of torch unless torch is already
+# `make test` (set up, run every test tier, as CI does); `make test-fast` runs the unit tier only
+# (in-process, about a minute: the everyday check; tiers are in tests/conftest.py). Set-up installs a CPU build of torch unless torch is already
 # in .venv (tools/install_torch.py); GPU users install their CUDA build first (see README).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run quick test clean
+.PHONY: setup run quick test test-fast clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +20,9 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m unit tests
 
 clean:
 	rm -rf $(VENV)

@@ -235,6 +235,7 @@ torch.cuda.synchronize()
 """
 
 
+@pytest.mark.gpu
 @needs_nvml
 def test_nvml_readings_on_a_real_gpu():
     record = run_case("mlp", "tiny", 8, device="cuda", max_time_s=0.2)
@@ -244,6 +245,7 @@ def test_nvml_readings_on_a_real_gpu():
     assert record["gpu_other_processes"] == 0, record["time_distrust"]
 
 
+@pytest.mark.gpu
 @needs_nvml
 def test_another_process_on_the_gpu_makes_a_case_untrusted():
     hog = subprocess.Popen([sys.executable, "-c", GPU_HOG, "60"], stdout=subprocess.PIPE, text=True)
