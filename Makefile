@@ -18,11 +18,13 @@ setup: $(BIN)/python
 run: setup
 	$(BIN)/gradbench run
 
+# -n auto: one pytest-xdist worker per CPU (tests/conftest.py keeps each at one torch thread);
+# --dist loadgroup keeps the Slurm tests on one worker, and the GPU tests on one.
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup tests
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m unit tests
+	$(BIN)/python -m pytest -q -n auto -m unit tests
 
 clean:
 	rm -rf $(VENV)

@@ -6,7 +6,8 @@ Tiers (pytest markers, registered in pyproject.toml): every test has exactly one
   harness      asv and pytest-benchmark run for real
   slurm        needs the local Slurm (tools/slurm-local.sh; skipped, saying why, without one)
   gpu          needs CUDA (skipped without it; tools/gpu-check runs them on a GPU machine)
-`make test-fast` runs `-m unit`; `make test` runs every tier.
+`make test-fast` runs `-m unit`; `make test` runs every tier, on one pytest-xdist worker per CPU (each
+test process uses one torch thread, below; the Slurm tests share one worker, as do the GPU tests).
 """
 import os
 import subprocess
@@ -179,6 +180,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(listed or FILE_TIERS[file])
     if problems:
         raise pytest.UsageError("tests without exactly one tier:\n  " + "\n  ".join(problems))
+    for item in items:  # under pytest-xdist (make test), tests that share one cluster or GPU run one at a time
+        for tier in ("slurm", "gpu"):
+            if item.get_closest_marker(tier):
+                item.add_marker(pytest.mark.xdist_group(tier))
 
 
 def _starts_python(args) -> bool:
