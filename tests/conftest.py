@@ -138,7 +138,6 @@ TEST_TIERS = {
     "test_session.py::test_a_sys_exit_in_the_models_forward_is_a_capacity_error_not_the_end_of_the_command": "integration",
     "test_session.py::test_capacity_times_its_answer_with_no_probe_still_built": "integration",
     "test_slurm.py::test_a_results_file_with_an_unmerged_slurm_job_is_not_resumed_locally": "integration",
-    "test_slurm.py::test_bad_slurm_settings_exit_2_with_one_line_and_touch_nothing": "integration",
     "test_state.py::test_sweep_names_the_module_and_later_cases_are_unaffected": "integration",
     "test_harnesses.py::test_asv_check_and_quick_run_save_results": "harness",
     "test_harnesses.py::test_pytest_benchmark_suite_writes_extra_info": "harness",
