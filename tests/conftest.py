@@ -32,6 +32,7 @@ TIERS = ("unit", "integration", "harness", "slurm", "gpu")
 # Each test file's tier, and the tests of a file in another tier than the file's (by function name:
 # every parametrisation of a function shares its tier). A test marked in its file (pytest.mark.gpu) keeps
 # that mark. A new file or test lands in its file's tier: if it starts a Python process it is not unit.
+# test_compile.py is integration throughout: torch.compile's first use in a process starts Python.
 FILE_TIERS = {
     "test_as_built.py": "unit",
     "test_behaviour.py": "unit",
@@ -148,13 +149,6 @@ TEST_TIERS = {
     "test_slurm.py::test_a_task_past_its_time_limit_is_recorded_as_crashed_with_state_timeout": "slurm",
     "test_slurm.py::test_records_measured_in_a_slurm_array_name_the_array_task_and_host": "slurm",
     "test_slurm.py::test_resume_after_the_job_is_gone_submits_only_the_missing_cases": "slurm",
-    "test_compile.py::test_a_mode_switch_on_a_compiled_model_is_counted_as_a_recompilation": "unit",
-    "test_compile.py::test_a_model_dynamo_does_not_compile_is_not_applicable_never_eager_labelled_compiled": "unit",
-    "test_compile.py::test_autocast_bfloat16_on_cpu_records_its_dtype_and_its_difference": "unit",
-    "test_compile.py::test_autocast_of_a_model_already_in_low_precision_is_not_applicable": "unit",
-    "test_compile.py::test_bad_settings_are_refused_naming_the_valid_ones": "unit",
-    "test_compile.py::test_the_grid_groups_cases_by_compiled_model_and_keys_them_apart": "unit",
-    "test_compile.py::test_the_harnesses_case_records_its_compile_and_refuses_cuda_only_settings_here": "unit",
     "test_sweep.py::test_mode_order_is_shuffled_within_a_group_but_reproducible": "unit",
     "test_sweep.py::test_parse_shard": "unit",
     "test_sweep.py::test_shards_partition_the_grid": "unit",
