@@ -1,12 +1,14 @@
 # The two quick-start commands: `make run` (set up, run the default sweep and its report) and
-# `make test` (set up, run the tests). Set-up installs a CPU build of torch unless torch is already
-# in .venv (tools/install_torch.py); GPU users install their CUDA build first (see README).
+# `make test` (set up, run every test tier, as CI does); `make test-fast` runs the unit tier only
+# (in-process, about a minute: the everyday check; tiers are in tests/conftest.py). Set-up installs a
+# CPU build of torch unless torch is already in .venv (tools/install_torch.py); GPU users install
+# their CUDA build first (see README).
 # `make docs` regenerates the generated docs pages and builds the site (mkdocs, strict) into site/.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run quick test docs clean
+.PHONY: setup run quick test test-fast docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +20,13 @@ setup: $(BIN)/python
 run: setup
 	$(BIN)/gradbench run
 
+# -n auto: one pytest-xdist worker per CPU (tests/conftest.py keeps each at one torch thread);
+# --dist loadgroup keeps the Slurm tests on one worker, and the GPU tests on one.
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -n auto -m unit tests
 
 docs: setup
 	$(BIN)/pip install --quiet -e ".[docs]"

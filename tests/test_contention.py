@@ -1,4 +1,4 @@
-"""Contention: the /proc arithmetic and NVML readings with fakes, the verdict, and real busy processes."""
+"""Contention: the /proc arithmetic, its limits through a fake /proc, NVML readings with fakes, the verdict."""
 import subprocess
 import sys
 import time
@@ -108,62 +108,122 @@ def test_verdict_names_each_reason_and_is_trusted_only_without_any():
     assert verdict_fields(0.3, True, None)["time_trusted"] is True  # converged: precise by definition
 
 
-# ---------------------------------------------------------------- real processes
+# ---------------------------------------------------------------- a fake /proc: the limits, exactly
 
 
-def _busy(n):
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+class FakeProc:
+    """A /proc folder the test writes (``stat`` per CPU, ``self/task/<tid>/schedstat`` per thread), read by
+    the monitor's own readers. Every reading is a later moment: per CPU, ``other_ticks`` more busy ticks
+    from other processes and our ``own_s`` more CPU seconds spread over the CPUs, out of ``ticks`` (1 s at
+    100 Hz); over the threads, ``ran_ns`` more on a CPU and ``waited_ns`` more runnable but waiting. So a
+    window's shares depend neither on how long the code under test took nor on what else this machine runs."""
+
+    def __init__(self, root, cpus=2, other_ticks=0, steal_ticks=0, own_s=0.5, ran_ns=10 ** 9, waited_ns=0,
+                 threads=2, ticks=100):
+        self.root, self.cpus, self.threads, self.ticks = root, cpus, threads, ticks
+        self.other_ticks, self.steal_ticks, self.own_s = other_ticks, steal_ticks, own_s
+        self.ran_ns, self.waited_ns = ran_ns, waited_ns
+        self.stat_readings = self.sched_readings = self.clock_readings = 0
+        (root / "self" / "task").mkdir(parents=True)
+
+    def read_stat(self):
+        n = self.stat_readings = self.stat_readings + 1
+        own = round(self.own_s / 0.01 / self.cpus)  # our CPU seconds, spread over the CPUs
+        busy, steal = n * (self.other_ticks + own), n * self.steal_ticks
+        rows = [[busy, 0, 0, n * self.ticks - busy - steal, 0, 0, 0, steal, 0, 0] for _ in range(self.cpus)]
+        (self.root / "stat").write_text(
+            f"cpu  {' '.join('0' * 10)}\n" + "".join(f"cpu{i} {' '.join(map(str, r))}\n" for i, r in enumerate(rows))
+            + "intr 1 2\nctxt 3\n")
+        return read_proc_stat(str(self.root / "stat"))
+
+    def read_sched(self):
+        n = self.sched_readings = self.sched_readings + 1
+        for i in range(self.threads):  # running time split evenly over the threads, all the waiting in one
+            task = self.root / "self" / "task" / str(100 + i)
+            task.mkdir(exist_ok=True)
+            waited = n * self.waited_ns if i == 0 else 0
+            (task / "schedstat").write_text(f"{n * self.ran_ns // self.threads} {waited} 7\n")
+        return read_own_schedstat(str(self.root / "self" / "task"))
+
+    def own_cpu_s(self):
+        self.clock_readings += 1
+        return self.clock_readings * self.own_s
+
+    def monitor(self):
+        return ContentionMonitor(read_stat=self.read_stat, read_sched=self.read_sched, own_cpu_s=self.own_cpu_s,
+                                 cpus=set(range(self.cpus)), tick_s=0.01)
 
 
-def test_our_own_threads_are_not_counted_as_other_processes():
+def _window(tmp_path, **proc):
+    return FakeProc(tmp_path, **proc).monitor().start().stop()
+
+
+def _reasons(contention):
+    return distrust_reasons(0.01, True, contention)
+
+
+@pytest.mark.parametrize("other_ticks, share, distrusted", [
+    (0, 0.0, False),
+    (2, 0.0, False),  # within /proc's slack of 2 ticks per CPU: quiet
+    (12, 0.10, False),  # exactly at the limit: not over it
+    (13, 0.11, True),
+    (52, 0.50, True),
+])
+def test_other_processes_share_from_proc_stat_and_its_limit(tmp_path, other_ticks, share, distrusted):
+    c = _window(tmp_path, other_ticks=other_ticks)
+    assert c.cpu_other_share == pytest.approx(share)  # our own 0.5 s (25 ticks a CPU) taken off the busy time
+    assert any("other processes used" in r for r in _reasons(c)) is distrusted
+
+
+@pytest.mark.parametrize("steal_ticks, share, distrusted", [(7, 0.05, False), (8, 0.06, True)])
+def test_stolen_share_from_proc_stat_and_its_limit(tmp_path, steal_ticks, share, distrusted):
+    c = _window(tmp_path, steal_ticks=steal_ticks)
+    assert c.cpu_steal_share == pytest.approx(share) and c.cpu_other_share == 0.0
+    assert any("the hypervisor stole" in r for r in _reasons(c)) is distrusted
+
+
+@pytest.mark.parametrize("waited_ns, share, distrusted", [
+    (0, 0.0, False), (10 ** 8, 0.10, False), (11 * 10 ** 7, 0.11, True), (4 * 10 ** 8, 0.40, True),
+])
+def test_wait_share_summed_over_the_threads_schedstat_and_its_limit(tmp_path, waited_ns, share, distrusted):
+    c = _window(tmp_path, waited_ns=waited_ns)
+    assert c.cpu_wait_share == pytest.approx(share)
+    assert any("waited for a CPU" in r for r in _reasons(c)) is distrusted
+
+
+def test_a_case_measured_while_proc_shows_other_work_is_untrusted_and_a_quiet_one_is_not(tmp_path):
+    from gradbench.case import Case
+    from gradbench.session import Session
+
+    case = Case("mlp", "tiny", 8, max_time_s=0.05)
+    busy = Session().measure(case, monitor=FakeProc(tmp_path / "busy", other_ticks=52, waited_ns=3 * 10 ** 8).monitor())
+    assert busy["status"] == "ok"
+    assert busy["cpu_other_share"] == pytest.approx(0.50) and busy["cpu_wait_share"] == pytest.approx(0.30)
+    assert busy["time_trusted"] is False
+    assert "other processes used 50% of the CPUs" in busy["time_distrust"]
+    assert "waited for a CPU 30% of the time they ran" in busy["time_distrust"]
+    quiet = Session().measure(case, monitor=FakeProc(tmp_path / "quiet").monitor())
+    assert quiet["cpu_other_share"] == 0.0 and quiet["cpu_wait_share"] == 0.0
+    assert "other processes" not in (quiet["time_distrust"] or "") and "waited" not in (quiet["time_distrust"] or "")
+
+
+def test_the_process_clock_and_schedstat_count_every_thread_of_ours():
+    """What the monitor subtracts as ours (process_time) and sums as ours (every thread's schedstat) is all
+    of this process's threads, not only the calling one: measured on fixed work, so load cannot change it."""
     a = torch.randn(256, 256)
-    cpus = __import__("os").sched_getaffinity(0)
-    before, own_before = cpu_ticks(read_proc_stat(), cpus, 0.0), time.process_time()
-    monitor = ContentionMonitor().start()
-    began = time.perf_counter()
-    while time.perf_counter() - began < 0.5:
-        torch.mm(a, a)  # every torch thread of this process busy
-    c = monitor.stop()
-    after, own_after = cpu_ticks(read_proc_stat(), cpus, 0.0), time.process_time()
-    capacity = after.total - before.total
-    busy_share = (after.busy - before.busy) / capacity
-    own_share = (own_after - own_before) / ContentionMonitor().tick_s / capacity
-    assert own_share > 0.3  # process_time counts every thread of ours ...
-    # ... and the monitor takes it off the machine's busy time, whatever else runs on this machine now
-    assert c.cpu_other_share is not None and c.cpu_other_share <= max(0.0, busy_share - own_share) + 0.05
-
-
-def test_one_busy_process_is_seen_in_a_short_window_by_our_threads_waiting():
-    a = torch.randn(256, 256)
-    procs = _busy(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
-        time.sleep(0.3)
-        monitor = ContentionMonitor().start()
-        began = time.perf_counter()
-        while time.perf_counter() - began < 0.1:  # too short for /proc/stat's ticks to judge
-            torch.mm(a, a)
-        c = monitor.stop()
+        torch.mm(a, a)  # the second thread exists before the window opens
+        sched, own, main = read_own_schedstat(), time.process_time(), time.thread_time()
+        for _ in range(100):
+            torch.mm(a, a)  # split between both threads
+        sched_end, own_end, main_end = read_own_schedstat(), time.process_time(), time.thread_time()
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-    if torch.get_num_threads() < len(__import__("os").sched_getaffinity(0)):
-        pytest.skip("fewer torch threads than CPUs: a single busy process need not delay them")
-    assert c.cpu_wait_share > 0.10
-
-
-def test_busy_processes_make_a_measured_case_untrusted():
-    procs = _busy(len(__import__("os").sched_getaffinity(0)))  # one per CPU: half the machine, whatever its size
-    try:
-        time.sleep(0.3)
-        record = run_case("mlp", "tiny", 8, max_time_s=0.2)
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-    assert record["status"] == "ok"
-    assert record["cpu_other_share"] > 0.10
-    assert record["time_trusted"] is False and "other processes used" in record["time_distrust"]
+        torch.set_num_threads(threads)
+    ran_s = (sched_end[0] - sched[0]) / 1e9
+    assert own_end - own > 1.3 * (main_end - main)  # the other thread's CPU time is in process_time ...
+    assert ran_s == pytest.approx(own_end - own, rel=0.1, abs=0.02)  # ... and in the summed schedstat
 
 
 # ---------------------------------------------------------------- a real GPU (skipped without one)
@@ -183,6 +243,7 @@ torch.cuda.synchronize()
 """
 
 
+@pytest.mark.gpu
 @needs_nvml
 def test_nvml_readings_on_a_real_gpu():
     record = run_case("mlp", "tiny", 8, device="cuda", max_time_s=0.2)
@@ -192,6 +253,7 @@ def test_nvml_readings_on_a_real_gpu():
     assert record["gpu_other_processes"] == 0, record["time_distrust"]
 
 
+@pytest.mark.gpu
 @needs_nvml
 def test_another_process_on_the_gpu_makes_a_case_untrusted():
     hog = subprocess.Popen([sys.executable, "-c", GPU_HOG, "60"], stdout=subprocess.PIPE, text=True)

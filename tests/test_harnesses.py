@@ -43,6 +43,8 @@ def test_pytest_benchmark_suite_writes_extra_info(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks", "--gradbench-grid", "smoke", "--benchmark-json", str(out),
          "-q", "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        # under pytest-xdist (make test) this test's worker id would make pytest-benchmark disable itself
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads(out.read_text())

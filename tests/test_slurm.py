@@ -154,7 +154,9 @@ def test_merge_appends_each_record_once_and_records_unreached_cases_as_crashed_w
     assert len(read_jsonl(out)[0]) == len(cases)
 
 
-def test_bad_slurm_settings_exit_2_with_one_line_and_touch_nothing(tmp_path, monkeypatch):
+def test_bad_slurm_settings_exit_2_with_one_line_and_touch_nothing(tmp_path, monkeypatch, capsys):
+    from gradbench.cli import main
+
     out = tmp_path / "s.jsonl"
     tiny = ["run", "--models", "mlp", "--sizes", "tiny", "--out", str(out)]
     cases = [
@@ -167,14 +169,14 @@ def test_bad_slurm_settings_exit_2_with_one_line_and_touch_nothing(tmp_path, mon
         (["--gpus", "0,0"], "GPU 0 given twice"),
         (["--launcher", "slurm", "--slurm-option", "exclusive"], "expected KEY=VALUE"),
     ]
-    for args, message in cases:
-        result = subprocess.run([sys.executable, "-m", "gradbench.cli", *tiny, *args], capture_output=True,
-                                text=True, timeout=120)
-        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    no_slurm = subprocess.run([sys.executable, "-m", "gradbench.cli", *tiny, "--launcher", "slurm"],
-                              capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": "/nonexistent"})
-    assert no_slurm.returncode == 2 and "'sbatch' is not on PATH" in no_slurm.stderr, no_slurm.stderr
+    for args, message in cases:  # in-process: refused before anything runs
+        assert main([*tiny, *args]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and message in err and len(err.strip().splitlines()) == 1, err
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert main([*tiny, "--launcher", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert "'sbatch' is not on PATH" in err, err
     assert not out.exists()
 
 

@@ -95,9 +95,9 @@ def test_clean_state_names_changes_and_restores_the_callers_state():
     torch.manual_seed(11)
     with state.CleanState(expected) as guard:
         assert torch.initial_seed() == 3
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads + 1)
         torch.use_deterministic_algorithms(True)
-    assert sorted(guard.changes) == ["deterministic algorithms False -> True", f"threads {threads} -> 1"]
+    assert sorted(guard.changes) == ["deterministic algorithms False -> True", f"threads {threads} -> {threads + 1}"]
     assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
     assert torch.equal(torch.rand(1), caller_draw)  # the caller's RNG stream was not consumed
 

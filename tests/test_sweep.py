@@ -1,4 +1,5 @@
-"""End-to-end tests of `gradbench run`: real subprocesses, tiny models, no timing assertions."""
+"""End-to-end tests of `gradbench run`: real worker processes, tiny models, no timing assertions. The
+command runs in this process (gradbench_here) unless the test is about the command's own process."""
 import json
 import os
 import signal
@@ -22,15 +23,25 @@ def gradbench(*args, timeout=240, **kwargs):
                           timeout=timeout, **kwargs)
 
 
+def gradbench_here(capsys, *args):
+    """`gradbench ARGS` in this process: its workers are still processes, but the command's own start
+    (a torch import, seconds) is paid once for the test session."""
+    from gradbench.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
 def records_of(path):
     return read_jsonl(path)[0]
 
 
-def test_run_writes_one_valid_record_per_case(tmp_path):
+def test_run_writes_one_valid_record_per_case(tmp_path, capsys):
     out = tmp_path / "run.jsonl"
-    result = gradbench("run", "--models", "mlp,transformer", "--sizes", "tiny", "--batch-sizes", "4",
-                       "--modes", "train", "eval_no_grad", "frozen", "--steps", "forward", "train_step",
-                       "--out", str(out), *FAST)
+    result = gradbench_here(capsys, "run", "--models", "mlp,transformer", "--sizes", "tiny", "--batch-sizes", "4",
+                            "--modes", "train", "eval_no_grad", "frozen", "--steps", "forward", "train_step",
+                            "--out", str(out), *FAST)
     assert result.returncode == 0, result.stderr
     records = records_of(out)
     assert len(records) == 2 * 3 * 2
@@ -52,7 +63,7 @@ def _line_count(path):
         return 0
 
 
-def test_sigkill_then_resume_runs_every_case_exactly_once(tmp_path):
+def test_sigkill_then_resume_runs_every_case_exactly_once(tmp_path, capsys):
     out = tmp_path / "killed.jsonl"
     args = ["run", "--models", "mlp", "cnn", "--sizes", "tiny", "--batch-sizes", "2", "4",
             "--modes", "train", "eval", "eval_no_grad", "--steps", "forward", "--out", str(out), *FAST]
@@ -65,7 +76,7 @@ def test_sigkill_then_resume_runs_every_case_exactly_once(tmp_path):
     proc.wait()
     written = _line_count(out)
     assert 3 <= written < 12, "the kill should land mid-sweep"
-    result = gradbench(*args, "--resume")
+    result = gradbench_here(capsys, *args, "--resume")
     assert result.returncode == 0, result.stderr
     records = records_of(out)
     keys = [case_key(r) for r in records]
@@ -73,14 +84,14 @@ def test_sigkill_then_resume_runs_every_case_exactly_once(tmp_path):
     assert all(r["status"] == "ok" for r in records)
 
 
-def test_resume_ignores_truncated_last_line_and_keeps_earlier_records(tmp_path):
+def test_resume_ignores_truncated_last_line_and_keeps_earlier_records(tmp_path, capsys):
     out = tmp_path / "partial.jsonl"
     args = ["run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes", "eval", "train",
             "--steps", "forward", "--out", str(out), *FAST]
-    assert gradbench(*args).returncode == 0
+    assert gradbench_here(capsys, *args).returncode == 0
     lines = out.read_text().splitlines(keepends=True)
     out.write_text(lines[0] + lines[1][: len(lines[1]) // 2])  # killed while writing the second record
-    result = gradbench(*args, "--resume")
+    result = gradbench_here(capsys, *args, "--resume")
     assert result.returncode == 0, result.stderr
     assert "truncated last line ignored" in result.stderr
     records = records_of(out)
@@ -88,12 +99,12 @@ def test_resume_ignores_truncated_last_line_and_keeps_earlier_records(tmp_path):
     assert records[0] == json.loads(lines[0])  # the earlier record is untouched
 
 
-def test_crashing_and_hanging_models_are_recorded_and_the_sweep_goes_on(tmp_path):
+def test_crashing_and_hanging_models_are_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     out = tmp_path / "bad.jsonl"
     models = [f"{FIXTURES}/user_models.py:aborts", f"{FIXTURES}/user_models.py:sleeps", "mlp"]
-    result = gradbench("run", "--models", *models, "--sizes", "tiny", "--batch-sizes", "2",
-                       "--modes", "eval_no_grad", "--steps", "forward", "--timeout", "8",
-                       "--out", str(out), *FAST)
+    result = gradbench_here(capsys, "run", "--models", *models, "--sizes", "tiny", "--batch-sizes", "2",
+                            "--modes", "eval_no_grad", "--steps", "forward", "--timeout", "8",
+                            "--out", str(out), *FAST)
     assert result.returncode == 0, result.stderr
     status = {r["model"].rsplit(":", 1)[-1]: r for r in records_of(out)}
     assert status["aborts"]["status"] == "crashed" and "died" in status["aborts"]["error"]
@@ -101,10 +112,10 @@ def test_crashing_and_hanging_models_are_recorded_and_the_sweep_goes_on(tmp_path
     assert status["mlp"]["status"] == "ok"
 
 
-def test_isolate_case_records_rss(tmp_path):
+def test_isolate_case_records_rss(tmp_path, capsys):
     out = tmp_path / "iso.jsonl"
-    result = gradbench("run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes",
-                       "eval", "train", "--steps", "forward", "--isolate", "case", "--out", str(out), *FAST)
+    result = gradbench_here(capsys, "run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes",
+                            "eval", "train", "--steps", "forward", "--isolate", "case", "--out", str(out), *FAST)
     assert result.returncode == 0, result.stderr
     records = records_of(out)
     assert len(records) == 2 and all(r["rss_peak_bytes"] > 10_000_000 for r in records)
@@ -120,13 +131,13 @@ def test_shards_partition_the_grid():
     assert shard(cases, 2, 3) == shard(list(cases), 2, 3)  # deterministic
 
 
-def test_shard_files_together_are_the_sweep(tmp_path):
+def test_shard_files_together_are_the_sweep(tmp_path, capsys):
     common = ["run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "4", "--modes", "eval",
               "eval_no_grad", "--steps", "forward", *FAST]
     keys = []
     for i in (1, 2):
         out = tmp_path / f"shard{i}.jsonl"
-        assert gradbench(*common, "--shard", f"{i}/2", "--out", str(out)).returncode == 0
+        assert gradbench_here(capsys, *common, "--shard", f"{i}/2", "--out", str(out)).returncode == 0
         keys += [case_key(r) for r in records_of(out)]
     full = {(m, "tiny", b, "cpu", "float32", "none", "none", mode, "forward") for m in ["mlp"] for b in (2, 4)
             for mode in ("eval", "eval_no_grad")}
@@ -151,10 +162,10 @@ def test_parse_shard():
 ERRATIC = f"{os.path.join(FIXTURES, 'user_models.py')}:erratic"
 
 
-def test_repeat_measures_each_case_in_k_processes_interleaved(tmp_path):
+def test_repeat_measures_each_case_in_k_processes_interleaved(tmp_path, capsys):
     out = tmp_path / "rep.jsonl"
-    result = gradbench("run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes", "train",
-                       "eval_no_grad", "--steps", "forward", "--repeat", "3", "--out", str(out), *FAST)
+    result = gradbench_here(capsys, "run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes",
+                            "train", "eval_no_grad", "--steps", "forward", "--repeat", "3", "--out", str(out), *FAST)
     assert result.returncode == 0, result.stderr
     records = records_of(out)
     assert sorted((r["mode"], r["repeat"]) for r in records) == \
@@ -162,18 +173,19 @@ def test_repeat_measures_each_case_in_k_processes_interleaved(tmp_path):
     assert [r["repeat"] for r in records] == [1, 1, 2, 2, 3, 3]  # process by process on the workload
     assert {r["attempt"] for r in records} == {1} and len({r["run_id"] for r in records}) == 1
     # resume: a fourth process is asked for, and only it runs
-    again = gradbench("run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes", "train",
-                      "eval_no_grad", "--steps", "forward", "--repeat", "4", "--out", str(out), "--resume", *FAST)
+    again = gradbench_here(capsys, "run", "--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes",
+                           "train", "eval_no_grad", "--steps", "forward", "--repeat", "4", "--out", str(out),
+                           "--resume", *FAST)
     assert again.returncode == 0, again.stderr
     assert "2 cases (2 x 4 worker processes) to run (6 already done)" in again.stderr
     assert sorted(r["repeat"] for r in records_of(out))[-2:] == [4, 4]
 
 
-def test_untrusted_cases_are_measured_again_and_every_attempt_kept(tmp_path):
+def test_untrusted_cases_are_measured_again_and_every_attempt_kept(tmp_path, capsys):
     out = tmp_path / "retry.jsonl"
-    result = gradbench("run", "--models", ERRATIC, "--sizes", "default", "--batch-sizes", "2",
-                       "--modes", "eval", "eval_no_grad", "--steps", "forward", "--retry-untrusted", "2",
-                       "--out", str(out), *FAST)
+    result = gradbench_here(capsys, "run", "--models", ERRATIC, "--sizes", "default", "--batch-sizes", "2",
+                            "--modes", "eval", "eval_no_grad", "--steps", "forward", "--retry-untrusted", "2",
+                            "--out", str(out), *FAST)
     assert result.returncode == 0, result.stderr
     records = records_of(out)
     # each mode measured three times, the retries after every first attempt: all kept in the file
@@ -183,15 +195,15 @@ def test_untrusted_cases_are_measured_again_and_every_attempt_kept(tmp_path):
     assert "2 of 2 ok timings are untrusted" in result.stdout
 
 
-def test_compare_two_repeated_runs_of_the_same_code_resamples_processes(tmp_path):
+def test_compare_two_repeated_runs_of_the_same_code_resamples_processes(tmp_path, capsys):
     args = ["--models", "mlp", "--sizes", "tiny", "--batch-sizes", "2", "--modes", "train", "eval_no_grad",
             "--steps", "forward", "--repeat", "2", "--no-report", "--max-time", "0.2"]
     paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     for path in paths:
-        result = gradbench("run", *args, "--out", str(path))
+        result = gradbench_here(capsys, "run", *args, "--out", str(path))
         assert result.returncode == 0, result.stderr
     # no gate: on a busy machine every timing may be untrusted, and a gate that judged nothing fails
-    result = gradbench("compare", *map(str, paths), "--by", "file", "--out", str(tmp_path / "cmp"))
+    result = gradbench_here(capsys, "compare", *map(str, paths), "--by", "file", "--out", str(tmp_path / "cmp"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 shared cases" in result.stdout
     import pandas as pd
@@ -206,25 +218,25 @@ def test_compare_two_repeated_runs_of_the_same_code_resamples_processes(tmp_path
     # one process per side: the same comparison says its interval is within-process only
     single = tmp_path / "single.jsonl"
     single.write_text("".join(line for line in open(paths[0]) if '"repeat": 1' in line))
-    result = gradbench("compare", str(single), str(paths[1]), "--by", "file")
+    result = gradbench_here(capsys, "compare", str(single), str(paths[1]), "--by", "file")
     assert "within-process only" in result.stdout
 
 
-def test_resume_with_retries_measures_again_what_an_earlier_run_left_untrusted(tmp_path):
+def test_resume_with_retries_measures_again_what_an_earlier_run_left_untrusted(tmp_path, capsys):
     out = tmp_path / "resume-retry.jsonl"
     args = ["run", "--models", ERRATIC, "--sizes", "default", "--batch-sizes", "2", "--modes", "eval",
             "--steps", "forward", "--out", str(out), *FAST]
-    assert gradbench(*args).returncode == 0
+    assert gradbench_here(capsys, *args).returncode == 0
     assert [r["attempt"] for r in records_of(out)] == [1]
-    result = gradbench(*args, "--resume", "--retry-untrusted", "1")
+    result = gradbench_here(capsys, *args, "--resume", "--retry-untrusted", "1")
     assert result.returncode == 0, result.stderr
     assert [r["attempt"] for r in records_of(out)] == [1, 2]
     assert "stayed untrusted through 1 retries" in result.stdout
     # resumed again with the same retries: its 1 + 1 attempts are made, nothing runs, no attempt repeats
-    again = gradbench(*args, "--resume", "--retry-untrusted", "1")
+    again = gradbench_here(capsys, *args, "--resume", "--retry-untrusted", "1")
     assert again.returncode == 0, again.stderr
     assert [r["attempt"] for r in records_of(out)] == [1, 2]
     # with one more retry asked for: attempt 3, after the two made
-    more = gradbench(*args, "--resume", "--retry-untrusted", "2")
+    more = gradbench_here(capsys, *args, "--resume", "--retry-untrusted", "2")
     assert more.returncode == 0, more.stderr
     assert [r["attempt"] for r in records_of(out)] == [1, 2, 3]
