@@ -27,9 +27,10 @@ OLD_GRID_VARIABLE = "GRADBENCH_ASV_GRID"  # read where GRID_VARIABLE is not set
 # torch.compile and autocast axes, off unless asked for (lists as on the command line: "none,default")
 AXIS_VARIABLES = {"compile": "GRADBENCH_COMPILE", "autocast": "GRADBENCH_AUTOCAST"}
 GRIDS = {
-    # the suites' own test: two modes, so that asv starts 20 processes, not quick's 50 (4-5 s each)
-    "smoke": Grid(models=("mlp",), sizes=("tiny",), batch_sizes=(8,), devices=("cpu", "cuda"),
-                  modes=("train", "eval_no_grad")),
+    # the suites' own test: two modes, and cuda only where there is one, so that asv starts 10 processes
+    # on a CPU machine (4-5 s each), not quick's 50
+    "smoke": Grid(models=("mlp",), sizes=("tiny",), batch_sizes=(8,),
+                  devices=("cpu", "cuda") if torch.cuda.is_available() else ("cpu",), modes=("train", "eval_no_grad")),
     # CI and a first look: a few processes' worth
     "quick": Grid(models=("mlp",), sizes=("tiny",), batch_sizes=(8,), devices=("cpu", "cuda"), modes=CORE_MODES),
     # a laptop: under 15 minutes of asv on a 2-core CPU (asv starts a process per combination)

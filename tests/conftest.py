@@ -67,6 +67,10 @@ FILE_TIERS = {
     "test_timing.py": "unit",
 }
 TEST_TIERS = {
+    "test_answer.py::test_report_md_equals_its_golden_file": "integration",
+    "test_answer.py::test_a_missing_ratio_row_says_why": "integration",
+    "test_answer.py::test_no_table_of_the_report_prints_a_small_ratio_as_zero": "integration",
+    "test_answer.py::test_a_full_report_has_no_empty_heading_and_leads_with_the_answer": "integration",
     "test_as_built.py::test_as_built_measures_the_users_own_configuration_and_the_other_modes_say_what_they_overrode": "integration",
     "test_behaviour.py::test_built_in_models_dropout_follows_the_training_flag": "integration",
     "test_behaviour.py::test_dropout_active_is_observed_stochasticity": "integration",
