@@ -231,3 +231,40 @@ def test_compare_table_equals_its_golden_file(capsys):
     out = capsys.readouterr().out
     assert "0.0040" in out  # mlp b8 eval_no_grad is 0.004x as long on the other machine
     _golden("compare.txt", out)
+
+
+def test_a_model_without_dropout_is_not_counted_as_a_workload_with_dropout():
+    """dropout_active is false, never null, where a model has no Dropout: "Dropout on in 2 of 3 workloads with
+    Dropout" would claim the third has one."""
+    records = _read()
+    for r in records:
+        if r["model"] == "cnn" and r["status"] == "ok":
+            r["dropout_active"] = False  # as a model with no stochastic layer records it
+    found = answer(_load(records))
+    [sentence] = [s for s in found.sentences if s.startswith("train:")]
+    assert "Dropout on in 2 of 3 workloads" in sentence
+    assert "with Dropout" not in sentence
+
+
+def _load(records):
+    import tempfile
+    folder = tempfile.mkdtemp()
+    path = os.path.join(folder, "records.jsonl")
+    with open(path, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+    return gradbench.load(path)
+
+
+def test_a_mode_beside_a_train_without_a_peak_is_not_said_to_lack_train():
+    """train ran in every workload but its peak was not measured (an asv or pytest-benchmark file without
+    memory): the answer does not say train did not run, and a time ratio says whose time it is."""
+    records = [r for r in _read() if r["model"] != "mlp"]
+    for r in records:
+        if r["mode"] == "train":
+            r["peak_bytes"] = None
+    found = answer(_load(records))
+    assert found.table.loc["eval", "workloads"] == "2"
+    [sentence] = [s for s in found.sentences if s.startswith("eval:")]
+    assert "did not run" not in sentence
+    assert "train's time" in sentence and "its time" not in sentence
+
