@@ -268,3 +268,19 @@ def test_a_mode_beside_a_train_without_a_peak_is_not_said_to_lack_train():
     assert "did not run" not in sentence
     assert "train's time" in sentence and "its time" not in sentence
 
+
+def test_a_ratio_is_taken_within_one_machine_then_the_median_over_machines(tmp_path):
+    """Two machines' files of the same workload: eval is 0.5x train on one and 0.25x on the other. The ratio is
+    the median of theirs (0.375x), never one machine's eval over the median of both machines' train."""
+    base = [r for r in _read() if r["model"] == "mlp" and r["batch_size"] == 8 and r["step"] == "forward"
+            and r["mode"] in ("train", "eval")]
+    files = []
+    for machine, train_s in (("box", 2e-3), ("other", 4e-3)):
+        recs = json.loads(json.dumps(base))
+        for r in recs:
+            r.update(machine=machine, time_trusted=True, time_median_s=train_s if r["mode"] == "train" else 1e-3)
+        files.append(_write(tmp_path, recs, f"{machine}.jsonl"))
+    df = gradbench.load(files)
+    assert answer(df).table.loc["eval", "time vs train"] == ratio_text(0.375)
+    from gradbench.report.tables import summary_tables
+    assert summary_tables(df)["median time vs train"]["eval"].tolist() == [ratio_text(0.375)]
