@@ -284,3 +284,16 @@ def test_a_ratio_is_taken_within_one_machine_then_the_median_over_machines(tmp_p
     assert answer(df).table.loc["eval", "time vs train"] == ratio_text(0.375)
     from gradbench.report.tables import summary_tables
     assert summary_tables(df)["median time vs train"]["eval"].tolist() == [ratio_text(0.375)]
+
+
+def test_time_from_counts_the_timings_whose_contention_was_not_judged():
+    """pytest-benchmark and asv measure no contention: their timings enter the ranges (they are not untrusted),
+    and 'time from' says how many of them were never judged, rather than passing them off as trusted ones."""
+    bench = os.path.join(os.path.dirname(__file__), "fixtures", "results", "pytest-benchmark.json")
+    df = gradbench.load(bench)
+    forward = df[(df["step"] == "forward") & (df["mode"] == "eval") & (df["status"] == "ok")]
+    assert len(forward) and forward["time_trusted"].isna().all()
+    table = answer(df).table
+    assert table.loc["eval", "time from"] == f"{len(forward)} of {len(forward)}; {len(forward)} not judged"
+    judged = answer(gradbench.load(RECORDS)).table  # gradbench's own timings are all judged
+    assert "not judged" not in " ".join(judged["time from"])

@@ -18,7 +18,7 @@ from .. import dataset
 from ..modes import MODES
 from ..schema import GROUP_FIELDS
 from ..units import human_bytes, ratio_text
-from .tables import missing_from_ratios, ratio_to_train, untrusted_ratios
+from .tables import missing_from_ratios, ratio_to_train, unjudged_ratios, untrusted_ratios
 
 # (column, field, words for True, words for False): the behaviour observed in each workload's forward
 BEHAVIOUR = (
@@ -114,8 +114,8 @@ def answer(df: pd.DataFrame) -> Answer:
         return Answer(pd.DataFrame())
     memory = ratio_to_train(df, "peak_bytes")
     time = ratio_to_train(df, "time_median_s")
-    doubt = untrusted_ratios(df).reindex(index=time.index, columns=time.columns, fill_value=False) \
-        if not time.empty else time
+    doubt, unjudged = ((flags(df).reindex(index=time.index, columns=time.columns, fill_value=False)
+                        if not time.empty else time) for flags in (untrusted_ratios, unjudged_ratios))
     rows, sentences = [], []
     for mode in (m for m in MODES if any(m in modes for modes in by_workload.values())):
         records = [modes[mode] for modes in by_workload.values() if mode in modes]
@@ -124,6 +124,8 @@ def answer(df: pd.DataFrame) -> Answer:
         untrusted = doubt[mode].reindex(timed.index).fillna(False).astype(bool) if len(timed) else timed.astype(bool)
         trusted = Spread(timed[~untrusted].tolist())
         left_out = int(untrusted.sum())
+        never_judged = int(unjudged[mode].reindex(timed[~untrusted].index).fillna(False).astype(bool).sum()) \
+            if len(timed) else 0
         behaviour = {column: _observed([r.get(name) for r in records]) for column, name, _, _ in BEHAVIOUR}
         baseline = mode == "train"
         beside_train = sum(1 for modes in by_workload.values() if mode in modes and "train" in modes)
@@ -134,7 +136,8 @@ def answer(df: pd.DataFrame) -> Answer:
             "peak memory vs train": "1 (baseline)" if baseline else peak.text(),
             "time vs train": "1 (baseline)" if baseline else trusted.text(),
             "time from": "-" if baseline or not len(timed) else
-            f"{trusted.n} of {len(timed)}" + (f"; {left_out} untrusted left out" if left_out else ""),
+            f"{trusted.n} of {len(timed)}" + (f"; {left_out} untrusted left out" if left_out else "")
+            + (f"; {never_judged} not judged" if never_judged else ""),
             "saved for backward": _saved_text([r.get("saved_bytes") for r in records]),
             **{column: _observed_text(behaviour[column], yes, no) for column, _, yes, no in BEHAVIOUR},
         })
@@ -145,8 +148,10 @@ def answer(df: pd.DataFrame) -> Answer:
              "(model/size/batch/device/dtype, each compile and autocast setting apart): ratios to train are the "
              "median (min\u2013max) of the per-workload ratios, over the workloads where train ran too; a time "
              "ratio whose timing (the mode's or train's) is untrusted is left out of every time range, and "
-             "'time from' counts them. Behaviour: in how many workloads the forward did it, 'n/a' where the "
-             "model has no such layer. Saved for backward: bytes autograd kept (median (min\u2013max))."]
+             "'time from' counts them, and the timings in a range whose contention was never judged (asv, "
+             "pytest-benchmark). Behaviour: in how many workloads the forward did it, 'n/a' where the "
+             "model has no such layer (Dropout: 'no' wherever the forward was not stochastic, with a Dropout layer "
+             "or without one). Saved for backward: bytes autograd kept (median (min\u2013max))."]
     notes += missing_from_ratios(df)
     return Answer(table, sentences, notes, len(by_workload))
 

@@ -76,7 +76,18 @@ def workload_label(index) -> str:
 
 def untrusted_ratios(df: pd.DataFrame, step: str = "forward") -> pd.DataFrame:
     """Like ratio_to_train's table: True where the mode's or train's time is untrusted."""
-    wide = _by_mode(df, lambda ok: [is_untrusted(v) for v in ok["time_trusted"]], step, "any")
+    return _either_flagged(df, lambda ok: [is_untrusted(v) for v in ok["time_trusted"]], step)
+
+
+def unjudged_ratios(df: pd.DataFrame, step: str = "forward") -> pd.DataFrame:
+    """Like ratio_to_train's table: True where the mode's or train's time was never judged (time_trusted null:
+    asv and pytest-benchmark measure no contention)."""
+    return _either_flagged(df, lambda ok: ok["time_trusted"].isna().tolist(), step)
+
+
+def _either_flagged(df: pd.DataFrame, flag, step: str) -> pd.DataFrame:
+    """True where ``flag`` (a function of the ok records) holds for the mode's record or train's."""
+    wide = _by_mode(df, flag, step, "any")
     if wide.empty:
         return wide
     doubt = wide.fillna(False).astype(bool) | wide["train"].fillna(False).astype(bool).values[:, None]
