@@ -297,3 +297,13 @@ def test_time_from_counts_the_timings_whose_contention_was_not_judged():
     assert table.loc["eval", "time from"] == f"{len(forward)} of {len(forward)}; {len(forward)} not judged"
     judged = answer(gradbench.load(RECORDS)).table  # gradbench's own timings are all judged
     assert "not judged" not in " ".join(judged["time from"])
+
+
+def test_a_report_of_not_applicable_cases_only_says_why_nothing_was_measured(tmp_path):
+    """Not a finding and no table: without a word in the header, such a report is a title and an environment."""
+    records = [dict(r, status="not_applicable", error="BatchNorm needs more than one value per channel",
+                    time_median_s=None, samples_s=None, peak_bytes=None, saved_bytes=None, time_trusted=None,
+                    graph_recorded=None) for r in _read()]
+    md = open(write_report(gradbench.load(_write(tmp_path, records)), str(tmp_path / "out"))["markdown"]).read()
+    header = md.split("\n## ")[0]
+    assert "not_applicable: BatchNorm needs more than one value per channel" in header
