@@ -102,7 +102,8 @@ def rank(record) -> int:
     return UNTRUSTED if _untrusted(record.get("time_trusted")) else TRUSTED
 
 
-def _group(record) -> tuple:
+def standing_key(record) -> tuple:
+    """The key under which records compete in `standing`: kind, case, repeat, harness (and a probe's search)."""
     kind = kind_of(record)
     search = (record.get("memory_budget_bytes"), record.get("run_id")) if kind == "capacity_probe" else ()
     return (kind, case_key(record), record.get("repeat") or 1, record.get("source"), *search)
@@ -114,7 +115,7 @@ def standing(records: list) -> list:
     attempts a trusted one stands, else an ok one."""
     chosen: dict[tuple, object] = {}
     for r in records:
-        key = _group(r)
+        key = standing_key(r)
         old = chosen.get(key)
         if old is not None and rank(old) > rank(r):
             continue

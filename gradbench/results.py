@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from .case import DEVICES, STEPS, validate_device
 from .compiled import AUTOCAST_SETTINGS, COMPILE_SETTINGS
-from .dataset import kind_of, standing
+from .dataset import kind_of, standing, standing_key
 from .frame import to_frame
 from .importers.asv import read_asv_results
 from .importers.pytest_benchmark import read_pytest_benchmark
@@ -225,7 +225,23 @@ def read_gradbench_jsonl(path) -> tuple[list[Record], list[str]]:
     records, warnings = read_jsonl(path)
     # before choosing: an imprecise old timing must not outrank a newer one
     records = [judged_on_reading(r if r["source"] else r.replace(source="gradbench")) for r in records]
-    return standing(records), warnings  # a file holds every attempt; dataset.py says which stand
+    return standing(records), warnings + _several_machines_warning(os.path.basename(str(path)), records)
+    # a file holds every attempt; dataset.py says which stand
+
+
+def _several_machines_warning(name: str, records: list[Record]) -> list[str]:
+    """One warning where one file holds a case measured on several machines (`cat a.jsonl b.jsonl`): its
+    records compete as attempts, one stands, and the other machines' measurements of it are not read."""
+    machines: dict[tuple, set] = {}
+    for r in (r for r in records if r["status"] == "ok"):  # a failure retried elsewhere (Slurm) lost nothing
+        machines.setdefault(standing_key(r), set()).add(str(r["machine"] or "?"))
+    several = [found for found in machines.values() if len(found) > 1]
+    if not several:
+        return []
+    names = ", ".join(sorted(set().union(*several)))
+    return [f"{name}: {len(several)} case(s) measured on several machines ({names[:200]}) in one file: "
+            "one record of each stands (the newest of the best rank), the others are not read; give each machine's records a file of its "
+            "own (gradbench report a.jsonl b.jsonl reads them side by side)"]
 
 def read_any(path) -> tuple[list[Record], list[str]]:
     """Records from one path of any supported kind, and warnings; ResultsFileError if it is none of them

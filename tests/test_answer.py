@@ -231,3 +231,79 @@ def test_compare_table_equals_its_golden_file(capsys):
     out = capsys.readouterr().out
     assert "0.0040" in out  # mlp b8 eval_no_grad is 0.004x as long on the other machine
     _golden("compare.txt", out)
+
+
+def test_a_model_without_dropout_is_not_counted_as_a_workload_with_dropout():
+    """dropout_active is false, never null, where a model has no Dropout: "Dropout on in 2 of 3 workloads with
+    Dropout" would claim the third has one."""
+    records = _read()
+    for r in records:
+        if r["model"] == "cnn" and r["status"] == "ok":
+            r["dropout_active"] = False  # as a model with no stochastic layer records it
+    found = answer(_load(records))
+    [sentence] = [s for s in found.sentences if s.startswith("train:")]
+    assert "Dropout on in 2 of 3 workloads" in sentence
+    assert "with Dropout" not in sentence
+
+
+def _load(records):
+    import tempfile
+    folder = tempfile.mkdtemp()
+    path = os.path.join(folder, "records.jsonl")
+    with open(path, "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+    return gradbench.load(path)
+
+
+def test_a_mode_beside_a_train_without_a_peak_is_not_said_to_lack_train():
+    """train ran in every workload but its peak was not measured (an asv or pytest-benchmark file without
+    memory): the answer does not say train did not run, and a time ratio says whose time it is."""
+    records = [r for r in _read() if r["model"] != "mlp"]
+    for r in records:
+        if r["mode"] == "train":
+            r["peak_bytes"] = None
+    found = answer(_load(records))
+    assert found.table.loc["eval", "workloads"] == "2"
+    [sentence] = [s for s in found.sentences if s.startswith("eval:")]
+    assert "did not run" not in sentence
+    assert "train's time" in sentence and "its time" not in sentence
+
+
+def test_a_ratio_is_taken_within_one_machine_then_the_median_over_machines(tmp_path):
+    """Two machines' files of the same workload: eval is 0.5x train on one and 0.25x on the other. The ratio is
+    the median of theirs (0.375x), never one machine's eval over the median of both machines' train."""
+    base = [r for r in _read() if r["model"] == "mlp" and r["batch_size"] == 8 and r["step"] == "forward"
+            and r["mode"] in ("train", "eval")]
+    files = []
+    for machine, train_s in (("box", 2e-3), ("other", 4e-3)):
+        recs = json.loads(json.dumps(base))
+        for r in recs:
+            r.update(machine=machine, time_trusted=True, time_median_s=train_s if r["mode"] == "train" else 1e-3)
+        files.append(_write(tmp_path, recs, f"{machine}.jsonl"))
+    df = gradbench.load(files)
+    assert answer(df).table.loc["eval", "time vs train"] == ratio_text(0.375)
+    from gradbench.report.tables import summary_tables
+    assert summary_tables(df)["median time vs train"]["eval"].tolist() == [ratio_text(0.375)]
+
+
+def test_time_from_counts_the_timings_whose_contention_was_not_judged():
+    """pytest-benchmark and asv measure no contention: their timings enter the ranges (they are not untrusted),
+    and 'time from' says how many of them were never judged, rather than passing them off as trusted ones."""
+    bench = os.path.join(os.path.dirname(__file__), "fixtures", "results", "pytest-benchmark.json")
+    df = gradbench.load(bench)
+    forward = df[(df["step"] == "forward") & (df["mode"] == "eval") & (df["status"] == "ok")]
+    assert len(forward) and forward["time_trusted"].isna().all()
+    table = answer(df).table
+    assert table.loc["eval", "time from"] == f"{len(forward)} of {len(forward)}; {len(forward)} not judged"
+    judged = answer(gradbench.load(RECORDS)).table  # gradbench's own timings are all judged
+    assert "not judged" not in " ".join(judged["time from"])
+
+
+def test_a_report_of_not_applicable_cases_only_says_why_nothing_was_measured(tmp_path):
+    """Not a finding and no table: without a word in the header, such a report is a title and an environment."""
+    records = [dict(r, status="not_applicable", error="BatchNorm needs more than one value per channel",
+                    time_median_s=None, samples_s=None, peak_bytes=None, saved_bytes=None, time_trusted=None,
+                    graph_recorded=None) for r in _read()]
+    md = open(write_report(gradbench.load(_write(tmp_path, records)), str(tmp_path / "out"))["markdown"]).read()
+    header = md.split("\n## ")[0]
+    assert "not_applicable: BatchNorm needs more than one value per channel" in header

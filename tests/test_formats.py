@@ -175,3 +175,24 @@ def test_a_newer_format_that_renamed_fields_is_named_as_newer(tmp_path):
     path.write_text(json.dumps({"format_version": FORMAT_VERSION + 1, "outcome": "ok", "model": "mlp"}) + "\n")
     with pytest.raises(ResultsFileError, match=f"format_version {FORMAT_VERSION + 1} is newer"):
         read_jsonl(path)
+
+
+def test_one_file_with_two_machines_records_of_a_case_warns_that_one_stands(tmp_path):
+    """`cat box.jsonl other.jsonl > all.jsonl`: the records of one case compete (the newest stands), so one
+    machine's measurements vanish; the reader says so, and how to keep both (a file per machine)."""
+    from gradbench.results import read_gradbench_jsonl
+    path = tmp_path / "all.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [
+        _record(machine="box"), _record(machine="box", mode="train"),
+        _record(machine="other"), _record(machine="other", mode="train")]))
+    records, [warning] = read_gradbench_jsonl(path)
+    assert [r["machine"] for r in records] == ["other", "other"]
+    assert "all.jsonl" in warning and "2 case(s)" in warning and "box, other" in warning
+    assert "a file of its own" in warning
+    alone = tmp_path / "alone.jsonl"  # a retry on the same machine is no news
+    alone.write_text("".join(json.dumps(r) + "\n" for r in [_record(machine="box"), _record(machine="box")]))
+    assert read_gradbench_jsonl(alone)[1] == []
+    retried = tmp_path / "retried.jsonl"  # a failure on one node, measured on another: nothing was lost
+    retried.write_text("".join(json.dumps(r) + "\n" for r in [_record(machine="node1", status="crashed",
+                                                                        time_median_s=None), _record(machine="node2")]))
+    assert read_gradbench_jsonl(retried)[1] == []

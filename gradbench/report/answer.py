@@ -18,7 +18,7 @@ from .. import dataset
 from ..modes import MODES
 from ..schema import GROUP_FIELDS
 from ..units import human_bytes, ratio_text
-from .tables import missing_from_ratios, ratio_to_train, untrusted_ratios
+from .tables import missing_from_ratios, ratio_to_train, unjudged_ratios, untrusted_ratios
 
 # (column, field, words for True, words for False): the behaviour observed in each workload's forward
 BEHAVIOUR = (
@@ -114,8 +114,8 @@ def answer(df: pd.DataFrame) -> Answer:
         return Answer(pd.DataFrame())
     memory = ratio_to_train(df, "peak_bytes")
     time = ratio_to_train(df, "time_median_s")
-    doubt = untrusted_ratios(df).reindex(index=time.index, columns=time.columns, fill_value=False) \
-        if not time.empty else time
+    doubt, unjudged = ((flags(df).reindex(index=time.index, columns=time.columns, fill_value=False)
+                        if not time.empty else time) for flags in (untrusted_ratios, unjudged_ratios))
     rows, sentences = [], []
     for mode in (m for m in MODES if any(m in modes for modes in by_workload.values())):
         records = [modes[mode] for modes in by_workload.values() if mode in modes]
@@ -124,34 +124,41 @@ def answer(df: pd.DataFrame) -> Answer:
         untrusted = doubt[mode].reindex(timed.index).fillna(False).astype(bool) if len(timed) else timed.astype(bool)
         trusted = Spread(timed[~untrusted].tolist())
         left_out = int(untrusted.sum())
+        never_judged = int(unjudged[mode].reindex(timed[~untrusted].index).fillna(False).astype(bool).sum()) \
+            if len(timed) else 0
         behaviour = {column: _observed([r.get(name) for r in records]) for column, name, _, _ in BEHAVIOUR}
         baseline = mode == "train"
+        beside_train = sum(1 for modes in by_workload.values() if mode in modes and "train" in modes)
         rows.append({
             "mode": mode,
-            "workloads": str(len(records)) + (f" ({peak.n} with train)" if peak.n < len(records) and not baseline
-                                              else ""),
+            "workloads": str(len(records)) + (f" ({beside_train} with train)" if beside_train < len(records)
+                                              and not baseline else ""),
             "peak memory vs train": "1 (baseline)" if baseline else peak.text(),
             "time vs train": "1 (baseline)" if baseline else trusted.text(),
             "time from": "-" if baseline or not len(timed) else
-            f"{trusted.n} of {len(timed)}" + (f"; {left_out} untrusted left out" if left_out else ""),
+            f"{trusted.n} of {len(timed)}" + (f"; {left_out} untrusted left out" if left_out else "")
+            + (f"; {never_judged} not judged" if never_judged else ""),
             "saved for backward": _saved_text([r.get("saved_bytes") for r in records]),
             **{column: _observed_text(behaviour[column], yes, no) for column, _, yes, no in BEHAVIOUR},
         })
         sentences.append(_sentence(mode, len(records), peak, trusted, left_out, len(timed), behaviour,
-                                   [r.get("saved_bytes") for r in records]))
+                                   [r.get("saved_bytes") for r in records], beside_train))
     table = pd.DataFrame(rows).set_index("mode")
     notes = [f"Over {len(by_workload)} workload{'s' if len(by_workload) != 1 else ''} with a forward measured "
              "(model/size/batch/device/dtype, each compile and autocast setting apart): ratios to train are the "
              "median (min\u2013max) of the per-workload ratios, over the workloads where train ran too; a time "
              "ratio whose timing (the mode's or train's) is untrusted is left out of every time range, and "
-             "'time from' counts them. Behaviour: in how many workloads the forward did it, 'n/a' where the "
-             "model has no such layer. Saved for backward: bytes autograd kept (median (min\u2013max))."]
+             "'time from' counts them, and the timings in a range whose contention was never judged (asv, "
+             "pytest-benchmark). Behaviour: in how many workloads the forward did it, 'n/a' where the "
+             "model has no such layer (Dropout: 'no' wherever the forward was not stochastic, with a Dropout layer "
+             "or without one). Saved for backward: bytes autograd kept (median (min\u2013max))."]
     notes += missing_from_ratios(df)
     return Answer(table, sentences, notes, len(by_workload))
 
 
-def _all_or_some(count: dict, all_true: str, all_false: str, noun: str) -> str | None:
-    """One behaviour in words: what it did everywhere, or in how many workloads; None where never observed."""
+def _all_or_some(count: dict, all_true: str, all_false: str, noun: str | None = None) -> str | None:
+    """One behaviour in words: what it did everywhere, or in how many workloads (those with ``noun``, where
+    the flag is n/a without it); None where never observed."""
     judged = count["true"] + count["false"]
     if not judged:
         return None
@@ -159,11 +166,11 @@ def _all_or_some(count: dict, all_true: str, all_false: str, noun: str) -> str |
         return all_true
     if count["true"] == 0:
         return all_false
-    return f"{all_true} in {count['true']} of {judged} workloads with {noun}"
+    return f"{all_true} in {count['true']} of {judged} workloads" + (f" with {noun}" if noun else "")
 
 
 def _sentence(mode: str, workloads: int, peak: Spread, trusted: Spread, left_out: int, timed: int,
-              behaviour: dict, saved: list) -> str:
+              behaviour: dict, saved: list, beside_train: int = 0) -> str:
     """'eval_no_grad: 0.13-0.53x train's peak memory (median 0.32x) and 0.38-0.85x its time (median 0.50x);
     Dropout off, BatchNorm uses running statistics and leaves them unchanged, no graph.' From the numbers."""
     said = []
@@ -174,14 +181,18 @@ def _sentence(mode: str, workloads: int, peak: Spread, trusted: Spread, left_out
             said.append(f"{peak.span()} train's peak memory"
                         + (f" (median {peak.median()}, {peak.n} workloads)" if peak.n > 1 else " (1 workload)"))
         if trusted.n:
-            said.append(f"{trusted.span()} its time" + (f" (median {trusted.median()}, {trusted.n} trusted timings"
-                                                       if trusted.n > 1 else " (1 trusted timing")
+            whose = "its" if said else "train's"  # 'its' only after "train's peak memory"
+            said.append(f"{trusted.span()} {whose} time"
+                        + (f" (median {trusted.median()}, {trusted.n} trusted timings" if trusted.n > 1
+                           else " (1 trusted timing")
                         + (f"; {left_out} untrusted left out)" if left_out else ")"))
         elif timed:
             said.append(f"time not judged: all {timed} of its timings or train's are untrusted")
-    head = f"{mode}: " + (" and ".join(said) if said else "no ratio to train (train did not run beside it)")
+    head = f"{mode}: " + (" and ".join(said) if said else "no ratio to train (" + (
+        "train did not run beside it" if not beside_train else "neither time nor peak memory measured in both") + ")")
     words = [w for w in (
-        _all_or_some(behaviour["Dropout active"], "Dropout on", "Dropout off", "Dropout"),
+        # stochastic or not, observed: false (not n/a) where a model has no Dropout, so no "workloads with Dropout"
+        _all_or_some(behaviour["Dropout active"], "Dropout on", "Dropout off"),
         _bn_words(behaviour["BatchNorm statistics used"], behaviour["BatchNorm statistics updated"]),
         _all_or_some(behaviour["graph recorded"], "graph recorded", "no graph", "a forward"),
         _all_or_some(behaviour["transformer fast path"], "transformer fast path taken", "no transformer fast path",

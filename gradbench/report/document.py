@@ -181,11 +181,14 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
     trust = (f" {len(untrusted)} of {len(timings)} ok timings are untrusted: they are left out of the answer's "
              f"time ranges and marked {UNTRUSTED_LEGEND[0]} elsewhere (Timing trust, near the end, says why)."
              if len(untrusted) else "")
+    # nothing completed (not_applicable is no finding, and has no table): the header says why, not silence
+    unmeasured = (" Nothing completed, so no mode is set against train. " + " ".join(missing_from_ratios(df))
+                  if ok == 0 and not df.empty else "")
     header = [
         ("h1", title),
         ("p", f"{len(raw)} records ({ok} ok) from {raw['source_file'].nunique() if 'source_file' in raw else 1} "
               f"source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
-              "Every number below is computed from those records." + trust + repeats + harnesses +
+              "Every number below is computed from those records." + unmeasured + trust + repeats + harnesses +
               (f" {reserved} records of kinds this gradbench does not report yet (prediction, ab_trial) are left "
                "out." if reserved else "")),
     ]

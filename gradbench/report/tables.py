@@ -37,9 +37,13 @@ def as_text(values, blank: str = "-"):
     return values.astype(object).where(values.notna(), blank).astype(str)
 
 
+WORKLOAD_KEYS = [k for k in GROUP if k != "step"]
+
+
 def _by_mode(df: pd.DataFrame, values, step: str, aggfunc: str) -> pd.DataFrame:
-    """Rows: model/size/batch/device/dtype of ok records of ``step``; columns: modes; empty without train.
-    ``values``: a column name, or a function of those records giving the column to spread."""
+    """Rows: model/size/batch/device/dtype of ok records of ``step``, and the machine that measured them
+    (level ``machine``); columns: modes; empty without train. ``values``: a column name, or a function of those
+    records giving the column to spread."""
     ok = ok_records(df)
     ok = ok[ok["step"] == step]
     if ok.empty:
@@ -47,17 +51,21 @@ def _by_mode(df: pd.DataFrame, values, step: str, aggfunc: str) -> pd.DataFrame:
     if callable(values):
         ok = ok.assign(_value=values(ok))
         values = "_value"
-    keys = [k for k in GROUP if k != "step"]
-    wide = ok.pivot_table(index=keys, columns="mode", values=values, aggfunc=aggfunc)
+    machine = ok["machine"] if "machine" in ok else pd.Series(None, index=ok.index, dtype=object)
+    ok = ok.assign(_machine=as_text(machine))
+    wide = ok.pivot_table(index=[*WORKLOAD_KEYS, "_machine"], columns="mode", values=values, aggfunc=aggfunc)
     return wide if "train" in wide.columns else pd.DataFrame()
 
 
 def ratio_to_train(df: pd.DataFrame, metric: str, step: str = "forward") -> pd.DataFrame:
-    """Rows: model/size/batch/device/dtype; columns: modes; cells: metric / train's metric."""
+    """Rows: model/size/batch/device/dtype; columns: modes; cells: metric / train's metric. Several machines'
+    files of one workload (`gradbench report a.jsonl b.jsonl`): the ratio is taken within each machine, then the
+    median over machines, never one machine's mode over another's train."""
     wide = _by_mode(df, metric, step, "median")
     if wide.empty:
         return wide
-    ratios = wide.div(wide["train"], axis=0).dropna(how="all")  # rows without a train baseline say nothing
+    ratios = wide.div(wide["train"], axis=0).groupby(level=WORKLOAD_KEYS).median()
+    ratios = ratios.dropna(how="all")  # rows without a train baseline say nothing
     return ratios[[m for m in MODES if m in ratios.columns]]
 
 
@@ -68,10 +76,22 @@ def workload_label(index) -> str:
 
 def untrusted_ratios(df: pd.DataFrame, step: str = "forward") -> pd.DataFrame:
     """Like ratio_to_train's table: True where the mode's or train's time is untrusted."""
-    wide = _by_mode(df, lambda ok: [is_untrusted(v) for v in ok["time_trusted"]], step, "any")
+    return _either_flagged(df, lambda ok: [is_untrusted(v) for v in ok["time_trusted"]], step)
+
+
+def unjudged_ratios(df: pd.DataFrame, step: str = "forward") -> pd.DataFrame:
+    """Like ratio_to_train's table: True where the mode's or train's time was never judged (time_trusted null:
+    asv and pytest-benchmark measure no contention)."""
+    return _either_flagged(df, lambda ok: ok["time_trusted"].isna().tolist(), step)
+
+
+def _either_flagged(df: pd.DataFrame, flag, step: str) -> pd.DataFrame:
+    """True where ``flag`` (a function of the ok records) holds for the mode's record or train's."""
+    wide = _by_mode(df, flag, step, "any")
     if wide.empty:
         return wide
-    return wide.astype(bool) | wide["train"].astype(bool).values[:, None]
+    doubt = wide.fillna(False).astype(bool) | wide["train"].fillna(False).astype(bool).values[:, None]
+    return doubt.groupby(level=WORKLOAD_KEYS).any()  # a median over machines rests on every machine's ratio
 
 
 def summary_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
