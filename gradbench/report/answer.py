@@ -147,9 +147,9 @@ def answer(df: pd.DataFrame) -> Answer:
     notes = [f"Over {len(by_workload)} workload{'s' if len(by_workload) != 1 else ''} with a forward measured "
              "(model/size/batch/device/dtype, each compile and autocast setting apart): ratios to train are the "
              "median (min\u2013max) of the per-workload ratios, over the workloads where train ran too; a time "
-             "ratio whose timing (the mode's or train's) is untrusted is left out of every time range, and "
-             "'time from' counts them, and the timings in a range whose contention was never judged (asv, "
-             "pytest-benchmark). Behaviour: in how many workloads the forward did it, 'n/a' where the "
+             "ratio whose timing (the mode's or train's) is untrusted is left out of every time range; 'time from' "
+             "counts those left out, and those kept whose contention was never judged (asv, pytest-benchmark). "
+             "Behaviour: in how many workloads the forward did it, 'n/a' where the "
              "model has no such layer (Dropout: 'no' wherever the forward was not stochastic, with a Dropout layer "
              "or without one). Saved for backward: bytes autograd kept (median (min\u2013max))."]
     notes += missing_from_ratios(df)
