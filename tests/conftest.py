@@ -161,6 +161,13 @@ TEST_TIERS = {
 }
 
 
+# a minute or more each on a 2-core machine (the Slurm tests, one group, go first too)
+LONGEST = {
+    "test_gpu_check.py::test_the_dry_run_runs_every_step_on_cpu_and_writes_its_summary",
+    "test_harnesses.py::test_asv_check_and_quick_run_save_results",
+}
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects, so that -m sees the tier given here
 def pytest_collection_modifyitems(config, items):
     problems = []
@@ -183,6 +190,9 @@ def pytest_collection_modifyitems(config, items):
         for tier in ("slurm", "gpu"):
             if item.get_closest_marker(tier):
                 item.add_marker(pytest.mark.xdist_group(tier))
+    # the longest first, so that under pytest-xdist none of them starts last and runs on alone
+    items.sort(key=lambda item: not (item.get_closest_marker("slurm") or
+                                     f"{item.path.name}::{getattr(item, 'originalname', item.name)}" in LONGEST))
 
 
 def _starts_python(args) -> bool:
