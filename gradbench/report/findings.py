@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..record import case_label
 from ..units import ratio_text
-from .tables import is_untrusted
+from .tables import is_untrusted, listed
 
 # a workload across its batch sizes; compiled and autocast runs are workloads of their own, never mixed with eager
 WORKLOAD = ["model", "size", "device", "dtype", "compile", "autocast"]
@@ -128,7 +128,6 @@ def findings(df: pd.DataFrame) -> list[Finding]:
     failed = df[~df["status"].isin(["ok", "not_applicable"])]
     for (status, error), part in failed.groupby(["status", failed["error"].fillna("").str.split("\n").str[0]]):
         cases = sorted({case_label(r) for _, r in part.iterrows()})
-        shown = ", ".join(cases[:4]) + (f" and {len(cases) - 4} more" if len(cases) > 4 else "")
-        out.append(Finding(f"{len(part)} case(s) ended with status {status}: {error[:140]} ({shown}).",
+        out.append(Finding(f"{len(part)} case(s) ended with status {status}: {error[:140]} ({listed(cases)}).",
                            [r for _, r in part.head(6).iterrows()]))
     return out

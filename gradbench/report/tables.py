@@ -37,7 +37,7 @@ def as_text(values, blank: str = "-"):
     return values.astype(object).where(values.notna(), blank).astype(str)
 
 
-WORKLOAD_KEYS = [k for k in GROUP if k != "step"]
+WORKLOAD_KEYS = list(GROUP_FIELDS)  # GROUP less the step
 
 
 def _by_mode(df: pd.DataFrame, values, step: str, aggfunc: str) -> pd.DataFrame:
@@ -140,11 +140,12 @@ def missing_from_ratios(df: pd.DataFrame, step: str = "forward") -> list[str]:
         else:
             for name in (m for m in MODES if m in by_mode and by_mode[m]["status"] != "ok"):
                 cells.setdefault(failure_reason(by_mode[name]), []).append(f"{label} {name}")
-    return ([f"No row for {_listed(labels)}: {why}." for why, labels in rows.items()]
-            + [f"'-' for {_listed(labels)}: {why}." for why, labels in cells.items()])
+    return ([f"No row for {listed(labels)}: {why}." for why, labels in rows.items()]
+            + [f"'-' for {listed(labels)}: {why}." for why, labels in cells.items()])
 
 
-def _listed(labels: list[str], shown: int = 4) -> str:
+def listed(labels: list[str], shown: int = 4) -> str:
+    """'a, b, c, d and 3 more': a list of cases short enough for a sentence."""
     return ", ".join(labels[:shown]) + (f" and {len(labels) - shown} more" if len(labels) > shown else "")
 
 
