@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -106,25 +107,70 @@ _CNN_SIZES = {"tiny": (18, 1), "small": (38, 2), "medium": (98, 3), "large": (26
 _TRANSFORMER_SIZES = {"tiny": (64, 2, 2), "small": (128, 4, 5), "medium": (384, 6, 6), "large": (1024, 16, 8)}
 
 
-def _mlp(size: str):
+@dataclass(frozen=True)
+class Built:
+    """What a family (or a user's factory) builds for one size: the model, ``make_input(batch_size)`` (a
+    tensor, a tuple of tensors passed positionally, or a dict of tensors passed as keywords; built on the
+    CPU in float32, gradbench moves and casts it), and the train step's loss, ``loss(output, batch)`` with
+    ``batch`` what make_input returned, moved (None: the mean of squares of every output tensor)."""
+
+    model: nn.Module
+    make_input: Callable
+    loss: Callable | None = None
+
+    def __iter__(self):  # (model, make_input) = build_model(...) as before the zoo
+        return iter((self.model, self.make_input))
+
+
+@dataclass(frozen=True)
+class Family:
+    """A built-in model family: its sizes and how one is built. ``inputs`` says which input axis it takes:
+    "seq_len" (text: --seq-len, recorded as seq_len), "image_size" (--image-size), or None (fixed inputs).
+    ``extra``: the pip extra its code needs (None: torch alone). ``build(size, seq_len=, image_size=)``
+    returns a Built; it is only called with the axis the family takes."""
+
+    name: str
+    sizes: tuple[str, ...]
+    build: Callable[..., Built]
+    inputs: str | None = None
+    default_input: int | None = None
+    extra: str | None = None
+    source: str = "gradbench"
+    description: str = ""
+
+
+def _mlp(size: str) -> Built:
     width, blocks = _MLP_SIZES[size]
-    return MLP(MLP_IN, width, blocks), lambda batch_size: torch.randn(batch_size, MLP_IN)
+    return Built(MLP(MLP_IN, width, blocks), lambda batch_size: torch.randn(batch_size, MLP_IN))
 
 
-def _cnn(size: str):
+def _cnn(size: str) -> Built:
     width, blocks = _CNN_SIZES[size]
-    return ResNet(width, blocks), lambda batch_size: torch.randn(batch_size, *CNN_SHAPE)
+    return Built(ResNet(width, blocks), lambda batch_size: torch.randn(batch_size, *CNN_SHAPE))
 
 
-def _transformer(size: str):
+def _transformer(size: str, seq_len: int = SEQ_LEN) -> Built:
     d_model, heads, layers = _TRANSFORMER_SIZES[size]
-    return (
-        TransformerClassifier(d_model, heads, layers),
-        lambda batch_size: torch.randn(batch_size, SEQ_LEN, d_model),
-    )
+    return Built(TransformerClassifier(d_model, heads, layers),
+                 lambda batch_size: torch.randn(batch_size, seq_len, d_model))
 
 
-BUILTIN_MODELS: dict[str, Callable] = {"mlp": _mlp, "cnn": _cnn, "transformer": _transformer}
+TOY_FAMILIES = (
+    Family("mlp", SIZES, _mlp, description="Linear-BatchNorm1d-ReLU-Dropout blocks on 256 features"),
+    Family("cnn", SIZES, _cnn, description="a small ResNet (BatchNorm2d, Dropout) on 3x32x32 images"),
+    Family("transformer", SIZES, _transformer, inputs="seq_len", default_input=SEQ_LEN,
+           description="nn.TransformerEncoder (fast path eligible), mean pool; inputs are embeddings"),
+)
+
+
+def _families() -> dict[str, Family]:
+    from .zoo import ZOO_FAMILIES
+
+    return {f.name: f for f in (*TOY_FAMILIES, *ZOO_FAMILIES)}
+
+
+FAMILIES: dict[str, Family] = _families()
+BUILTIN_MODELS: dict[str, Callable] = {f.name: f.build for f in FAMILIES.values()}
 
 
 def is_user_model(name: str) -> bool:
