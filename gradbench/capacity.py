@@ -142,7 +142,7 @@ def find_capacity(needed: Callable[[int], int | None], budget_bytes: int, probes
 
 
 def case_needs(model: str, size: str, device: str, dtype: str, mode: str, step: str, seed: int = 0,
-               run_id: str | None = None):
+               run_id: str | None = None, seq_len: int | None = None, image_size: int | None = None):
     """needed(B) for find_capacity: one case's held_bytes + peak_bytes at batch B, from the pipeline's
     memory passes (None: out of memory). Other failures (a model that refuses the batch) propagate.
     ``needed.records`` keeps the record of every batch measured, out-of-memory ones included."""
@@ -153,7 +153,8 @@ def case_needs(model: str, size: str, device: str, dtype: str, mode: str, step: 
     session = Session(run_id)
 
     def needed(batch: int) -> int | None:
-        case = Case(model, size, batch, device, dtype, mode, step, seed).validate()
+        case = Case(model, size, batch, device, dtype, mode, step, seed, seq_len=seq_len,
+                    image_size=image_size).validate()
         try:
             with session.prepared(case, memory_only=True) as prepared:
                 record = prepared.record
@@ -184,7 +185,8 @@ def _search(needed, budget_bytes: int) -> tuple["Capacity", str | None]:
 
 
 def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step: str, budget_bytes: int,
-                time_it: bool = False, max_time_s: float = 2.0, write=None, run_id: str | None = None) -> dict:
+                time_it: bool = False, max_time_s: float = 2.0, write=None, run_id: str | None = None,
+                seq_len: int | None = None, image_size: int | None = None) -> dict:
     """One case's answer as a JSON-ready object (the fields of `gradbench capacity --format json`).
 
     ``write(record)``, if given, receives the record of every batch measured (kind capacity_probe, source
@@ -199,11 +201,15 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
                memory_budget_bytes=budget_bytes, max_batch_size=None, fixed_bytes=None, bytes_per_sample=None,
                bytes_at_max=None, bytes_at_next=None, samples_per_s=None, time_trusted=None, capped=False,
                measured_batches=[], note=None, error=None)
-    reason = not_applicable(Case(model, size, 1, device, dtype, mode, step))
+    first = Case(model, size, 1, device, dtype, mode, step, seq_len=seq_len, image_size=image_size)
+    if first.seq_len is not None or first.image_size is not None:  # a family's default, or the axis given
+        out.update(seq_len=first.seq_len, image_size=first.image_size)
+    reason = not_applicable(first)
     if reason:
         out["error"] = reason
         return out
-    needed = case_needs(model, size, device, dtype, mode, step, run_id=run_id)
+    needed = case_needs(model, size, device, dtype, mode, step, run_id=run_id, seq_len=first.seq_len,
+                        image_size=first.image_size)
     try:
         found, out["note"] = _search(needed, budget_bytes)
     except Exception as exc:  # the model refused a batch size: a result, and the other cases go on
@@ -222,7 +228,8 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
         from .session import run_case
 
         record = timed = run_case(model, size, found.max_batch_size, device, dtype, mode, step,
-                                  max_time_s=max_time_s, run_id=run_id)
+                                  max_time_s=max_time_s, run_id=run_id, seq_len=first.seq_len,
+                                  image_size=first.image_size)
         if record["status"] == "ok":
             out.update(samples_per_s=found.max_batch_size / record["time_median_s"],
                        time_trusted=record["time_trusted"])
@@ -280,7 +287,8 @@ def capacity_table(rows: list[dict]):
 
 def measure_capacities(cases: list[tuple], budgets: dict[str, int], time_it: bool = False, max_time_s: float = 2.0,
                        out: str | None = None) -> tuple[list[dict], int]:
-    """Every case's answer (``(model, size, device, dtype, mode, step)``, in the budget of its device), in order,
+    """Every case's answer (``(model, size, device, dtype, mode, step)``, and optionally ``seq_len, image_size``
+    after them, in the budget of its device), in order,
     with a progress line on stderr per case; with ``out``, the record of every batch measured appended to that
     JSONL file as each case ends, so that a search stopped halfway keeps what it measured.
     Returns the answers and the number of records written."""
@@ -298,9 +306,11 @@ def measure_capacities(cases: list[tuple], budgets: dict[str, int], time_it: boo
     except OSError as exc:
         raise cannot_write("--out", out, exc) from None
     with opened as writer:
-        for i, (m, s, d, t, mode, step) in enumerate(cases, 1):
-            print(f"gradbench: capacity {i}/{len(cases)}: {m}/{s} {d} {t} {mode} {step} in {budgets[d]} bytes",
+        for i, (m, s, d, t, mode, step, *axes) in enumerate(cases, 1):
+            seq_len, image_size = (*axes, None, None)[:2]
+            shown = "".join(f" {text.format(v)}" for v, text in ((seq_len, "s{}"), (image_size, "{}px")) if v)
+            print(f"gradbench: capacity {i}/{len(cases)}: {m}/{s}{shown} {d} {t} {mode} {step} in {budgets[d]} bytes",
                   file=sys.stderr)
             rows.append(capacity_of(m, s, d, t, mode, step, budgets[d], time_it, max_time_s, run_id=run_id,
-                                    write=writer.write if writer else None))
+                                    write=writer.write if writer else None, seq_len=seq_len, image_size=image_size))
     return rows, writer.written if writer else 0

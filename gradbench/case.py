@@ -15,6 +15,8 @@ from .record import short_repr
 from .workload import DTYPES
 
 DEVICES = ("cpu", "cuda")
+# Case.workload_key's fields, in Workload's argument order
+WORKLOAD_KEY_FIELDS = ("model", "size", "batch_size", "device", "dtype", "seed", "seq_len", "image_size")
 STEPS = ("forward", "train_step")
 
 
@@ -49,6 +51,29 @@ def validate_batch_size(batch_size) -> None:
         raise ValueError(f"bad batch size {batch_size!r}; batch sizes are integers from 1 to 2^63 - 1")
 
 
+MAX_INPUT_AXIS = 2 ** 31  # a sequence length or image size beyond this is a typo, not a workload
+
+
+def validate_input_axis(name: str, value) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INPUT_AXIS:
+        raise ValueError(f"bad {name} {short_repr(value)}; it is an integer from 1 to 2^31")
+
+
+def validate_inputs(model: str, seq_len, image_size) -> None:
+    """The axes the model takes, and no other: a family its own (Family.inputs); a user model seq_len only."""
+    validate_input_axis("seq_len", seq_len)
+    validate_input_axis("image_size", image_size)
+    takes = ("seq_len",) if _models.is_user_model(model) else \
+        tuple(f.inputs for f in [_models.FAMILIES.get(model)] if f is not None and f.inputs)
+    for name, value in (("seq_len", seq_len), ("image_size", image_size)):
+        if value is not None and name not in takes:
+            who = "a user model" if _models.is_user_model(model) else f"model {model!r}"
+            families = ", ".join(f.name for f in _models.FAMILIES.values() if f.inputs == name)
+            raise ValueError(f"{who} takes no {name} ({families} do); leave --{name.replace('_', '-')} out for it")
+
+
 def validate_step(step: str) -> None:
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; valid steps: {', '.join(STEPS)}")
@@ -71,12 +96,21 @@ class Case:
     compile_cold: bool = False
     energy_sampling: bool = False  # CUDA: sample on until the energy counter has updated 10 times
     head: str | None = None  # finetune_head's module (--head); None: the last nn.Linear the output depends on
+    seq_len: int | None = None  # a family that takes one: its default when None (see __post_init__)
+    image_size: int | None = None
+
+    def __post_init__(self):
+        """A family that takes an input axis runs at its default when none is given, and says so in its identity."""
+        family = _models.FAMILIES.get(self.model) if isinstance(self.model, str) else None
+        if family is not None and family.inputs and getattr(self, family.inputs) is None:
+            object.__setattr__(self, family.inputs, family.default_input)
 
     def validate(self, here: bool = True) -> "Case":
         """Raise ValueError naming the bad value and the valid ones. ``here``: its device exists here."""
         _models.validate_model_name(self.model)
         _models.validate_size(self.model, self.size)
         validate_batch_size(self.batch_size)
+        validate_inputs(self.model, self.seq_len, self.image_size)
         validate_device(self.device, here)
         validate_dtype(self.dtype, self.device)
         get_mode(self.mode)
@@ -95,7 +129,8 @@ class Case:
 
     @property
     def workload_key(self) -> tuple:
-        return (self.model, self.size, self.batch_size, self.device, self.dtype, self.seed)
+        """Workload's arguments, in its order (WORKLOAD_KEY_FIELDS)."""
+        return tuple(getattr(self, k) for k in WORKLOAD_KEY_FIELDS)
 
     @property
     def group_key(self) -> tuple:

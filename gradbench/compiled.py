@@ -98,7 +98,7 @@ def forward_for(workload, compile: str, autocast: str, cold: bool = False) -> Ca
         module = COMPILER.module_for(workload.model, (workload.serial, compile, autocast), compile, cold)
 
         def run():
-            return module(*workload.inputs)
+            return module(*workload.inputs.args, **workload.inputs.kwargs)
     if autocast == "none":
         return run
 

@@ -11,6 +11,7 @@ through every step. Versions (record.FORMAT_VERSION says which is current):
      ``max_time_s``, the Slurm and capacity fields
   4  gradbench 0.4: ``compile`` and ``autocast`` (issue 16); within 0.4.x energy, ``head``, ...
   5  ``format_version`` and ``kind`` written on every record
+  6  ``seq_len`` and ``image_size``, the input axes (issue 27: the reference families)
 
 A record without ``format_version`` (every file before format 5) has its format inferred from its
 fields: from 0.2 on, gradbench wrote every declared field on every record, null or not, so the newest
@@ -80,8 +81,19 @@ def _from_4(record: dict) -> dict:
     return {**record, "kind": kind_from_source(record) if kind is None else kind, "format_version": 5}
 
 
+LEGACY_SEQ_LEN = {"transformer": 32}  # the toy transformer's fixed sequence length before format 6
+
+
+def _from_5(record: dict) -> dict:
+    """5 -> 6: the input axes. The toy transformer took 32 tokens; every other model took neither axis."""
+    seq_len = record.get("seq_len")
+    if seq_len is None:
+        seq_len = LEGACY_SEQ_LEN.get(record.get("model"))
+    return {**record, "seq_len": seq_len, "image_size": record.get("image_size"), "format_version": 6}
+
+
 # STEPS[N - 1] takes format N to N + 1; the last one reaches FORMAT_VERSION.
-STEPS = (_from_1, _from_2, _from_3, _from_4)
+STEPS = (_from_1, _from_2, _from_3, _from_4, _from_5)
 
 
 def declared_version(record: dict) -> int:

@@ -1,16 +1,20 @@
 """Built-in model families and sizes, and loading user models given as MODULE:FUNCTION.
 
 Every family has Dropout and a normalisation layer, so that model.eval() changes something.
-A model factory returns ``(model, make_input)``: ``make_input(batch_size)`` builds one input
-batch (a tensor or a tuple of tensors) on the CPU in float32; gradbench moves it.
+A model factory returns ``(model, make_input)`` or ``(model, make_input, loss)``: ``make_input(batch_size)``
+builds one input batch (a tensor, a tuple of tensors passed positionally, or a dict of tensors passed as
+keywords) on the CPU in float32, gradbench moves it; with --seq-len it is called as
+``make_input(batch_size, seq_len=L)``. ``loss(output, batch)`` is the train step's loss.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -203,12 +207,20 @@ def validate_model_name(name: str) -> None:
     )
 
 
+def valid_sizes(model: str) -> tuple[str, ...]:
+    """A built-in family's sizes (SIZES for a name that is no family)."""
+    family = FAMILIES.get(model)
+    return family.sizes if family is not None else SIZES
+
+
 def validate_size(model: str, size: str) -> None:
-    if size in SIZES or (is_user_model(model) and plain_size_name(size)):
-        return
     if is_user_model(model):
+        if plain_size_name(size):
+            return
         raise ValueError(f"bad size {short_repr(size)} for a user model; a size is any name {SIZE_RULE}")
-    raise ValueError(f"unknown size {short_repr(size)}; valid sizes: {', '.join(SIZES)}")
+    if size in valid_sizes(model):
+        return
+    raise ValueError(f"unknown size {short_repr(size)} for {model}; valid sizes: {', '.join(valid_sizes(model))}")
 
 
 def _split_spec(spec: str) -> tuple[str, str, bool]:
@@ -280,13 +292,15 @@ def _import_factory(spec: str) -> Callable:
     return factory
 
 
-def build_model(name: str, size: str, seed: int = 0) -> tuple[nn.Module, Callable]:
-    """Build ``(model, make_input)`` for a built-in or user model with a fixed seed."""
+def build_model(name: str, size: str, seed: int = 0, seq_len: int | None = None,
+                image_size: int | None = None) -> Built:
+    """Build a built-in or user model with a fixed seed. A family is built at the input axis it takes (the value
+    given, or its default); a user model's make_input is given ``seq_len`` when there is one."""
     validate_model_name(name)
     validate_size(name, size)
     torch.manual_seed(seed)
     if not is_user_model(name):
-        return BUILTIN_MODELS[name](size)
+        return _build_family(FAMILIES[name], size, seq_len, image_size)
     factory = load_factory(name)
     try:
         result = factory(size=size)
@@ -294,30 +308,94 @@ def build_model(name: str, size: str, seed: int = 0) -> tuple[nn.Module, Callabl
         raise ValueError(f"model {name!r} called sys.exit({exc.code!r}) for size {size!r}") from None
     except Exception as exc:
         raise ValueError(f"model {name!r} failed for size {size!r}: {type(exc).__name__}: {exc}") from exc
+    built = _as_built(name, result)
+    if seq_len is None:
+        return built
+    if not _takes_keyword(built.make_input, "seq_len"):
+        raise ValueError(f"make_input of {name!r} takes no seq_len; give it a seq_len keyword or drop --seq-len")
+    return Built(built.model, functools.partial(built.make_input, seq_len=seq_len), built.loss)
+
+
+def _build_family(family: Family, size: str, seq_len: int | None, image_size: int | None) -> Built:
+    """The family's Built at its axis; a family whose extra is not installed is a ValueError saying how to."""
+    given = {"seq_len": seq_len, "image_size": image_size}
+    axis = {} if family.inputs is None else \
+        {family.inputs: family.default_input if given[family.inputs] is None else given[family.inputs]}
+    try:
+        return family.build(size, **axis)
+    except ImportError as exc:
+        if family.extra is None:
+            raise
+        raise ValueError(f"model {family.name!r} needs the {family.extra} extra: pip install "
+                         f"'gradbench[{family.extra}]' ({exc})") from None
+
+
+def _as_built(name: str, result) -> Built:
+    """A factory's (model, make_input) or (model, make_input, loss), or a Built, as a Built."""
+    if isinstance(result, Built):
+        result = (result.model, result.make_input, result.loss)
     if (
         not isinstance(result, tuple)
-        or len(result) != 2
+        or len(result) not in (2, 3)
         or not isinstance(result[0], nn.Module)
         or not callable(result[1])
+        or (len(result) == 3 and result[2] is not None and not callable(result[2]))
     ):
         raise ValueError(
-            f"model {name!r} must return (nn.Module, make_input callable); got {type(result).__name__}"
+            f"model {name!r} must return (nn.Module, make_input callable) or (nn.Module, make_input, "
+            f"loss callable); got {type(result).__name__}"
         )
-    return result
+    return Built(*result)
 
 
-def make_inputs(make_input: Callable, batch_size: int, device: torch.device, dtype: torch.dtype, seed: int = 0):
-    """One input batch as a tuple of tensors, floating ones cast to dtype, all on device."""
+def _takes_keyword(function: Callable, name: str) -> bool:
+    """``function`` accepts ``name=`` (a parameter of that name, or **kwargs); True where it cannot be told."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any((p.name == name and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)) or p.kind == p.VAR_KEYWORD
+               for p in parameters)
+
+
+@dataclass(frozen=True)
+class InputBatch:
+    """One input batch on its device: ``args`` passed positionally, ``kwargs`` as keywords, and ``batch``, what
+    make_input returned in its own shape (a tensor, a tuple, a dict), moved: what a family's loss is given."""
+
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    batch: object = None
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [*self.args, *self.kwargs.values()]
+
+
+INPUT_RULE = "make_input must return a tensor, a tuple of tensors or a dict of tensors"
+
+
+def input_batch(make_input: Callable, batch_size: int, device: torch.device, dtype: torch.dtype,
+                seed: int = 0) -> InputBatch:
+    """One input batch: floating tensors cast to dtype, all on device, none requiring grad. A dict is passed as
+    keywords; a tensor, tuple or list positionally."""
     torch.manual_seed(seed + 1)
     raw = make_input(batch_size)
-    tensors = raw if isinstance(raw, (tuple, list)) else (raw,)
-    out = []
-    for t in tensors:
+
+    def moved(t):
         if not isinstance(t, torch.Tensor):
-            raise ValueError(f"make_input must return a tensor or a tuple of tensors; got {type(t).__name__}")
+            raise ValueError(f"{INPUT_RULE}; got {type(t).__name__}"
+                             + (f" in {type(raw).__name__}" if t is not raw else ""))
         t = t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device=device)
-        out.append(t.detach().requires_grad_(False))
-    return tuple(out)
+        return t.detach().requires_grad_(False)
+
+    if isinstance(raw, dict):
+        odd = next((k for k in raw if not isinstance(k, str)), None)
+        if odd is not None:
+            raise ValueError(f"{INPUT_RULE}; got a dict with key {short_repr(odd)} (keys are argument names)")
+        kwargs = {k: moved(v) for k, v in raw.items()}
+        return InputBatch((), kwargs, dict(kwargs))
+    args = tuple(moved(t) for t in (raw if isinstance(raw, (tuple, list)) else (raw,)))
+    return InputBatch(args, {}, args if isinstance(raw, (tuple, list)) else args[0])
 
 
 def parameter_count(model: nn.Module) -> int:

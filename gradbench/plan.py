@@ -14,19 +14,28 @@ import random
 from dataclasses import dataclass
 from typing import Iterable
 
+from . import models as _models
 from .case import STEPS, Case
+from .migrate import LEGACY_SEQ_LEN
 from .modes import DEFAULT_MODES
 from .record import case_key
 
 ISOLATION = ("worker", "case")  # a worker process per sweep (per repeat), or a fresh one per case
 
 
+DEFAULT_SIZES = ("tiny", "small")  # the toys' and a user model's when no --sizes is given
+
+
 @dataclass(frozen=True)
 class Grid:
-    """What to sweep. Every field is a list of values; cases are their product."""
+    """What to sweep. Every field is a list of values; cases are their product, but for sizes and the input
+    axes, which each model takes as it offers them: a family the given sizes it has (``sizes`` None: the
+    toys and user models tiny and small, a zoo family its first), one case per ``seq_lens`` value for a family
+    that takes a seq_len (per ``image_sizes`` value for an image family; none given: the family's default), a
+    user model the given seq_lens (none: null), and a family that takes neither axis null for both."""
 
     models: tuple[str, ...] = ("mlp", "cnn", "transformer")
-    sizes: tuple[str, ...] = ("tiny", "small")
+    sizes: tuple[str, ...] | None = None
     batch_sizes: tuple[int, ...] = (1, 8, 64)
     devices: tuple[str, ...] = ("cpu",)
     dtypes: tuple[str, ...] = ("float32",)
@@ -40,14 +49,60 @@ class Grid:
     compile_cold: bool = False
     energy_sampling: bool = False
     head: str | None = None
+    seq_lens: tuple[int, ...] = ()
+    image_sizes: tuple[int, ...] = ()
+
+    def sizes_for(self, model: str) -> tuple[str, ...]:
+        """The sizes ``model`` runs at: of the given ones, those it offers (a user model takes any)."""
+        family = _models.FAMILIES.get(model)
+        if self.sizes is None:  # the toys' tiny and small; a reference family's first (its smallest)
+            return family.sizes[:1] if family is not None and family not in _models.TOY_FAMILIES else DEFAULT_SIZES
+        return self.sizes if family is None else tuple(s for s in self.sizes if s in family.sizes)
+
+    def inputs_for(self, model: str) -> tuple[tuple[int | None, int | None], ...]:
+        """(seq_len, image_size) of each workload of ``model``: the axis it takes, and null for the other."""
+        family = _models.FAMILIES.get(model)
+        if family is None:  # a user model: the given sequence lengths, if any
+            return tuple((n, None) for n in self.seq_lens) or ((None, None),)
+        if family.inputs == "seq_len":
+            return tuple((n, None) for n in self.seq_lens or (family.default_input,))
+        if family.inputs == "image_size":
+            return tuple((None, n) for n in self.image_sizes or (family.default_input,))
+        return ((None, None),)
+
+    def check(self) -> None:
+        """ValueError, in one line, for a size no model in the grid offers, a model left with no size, or an
+        input axis no model takes."""
+        families = {m: _models.FAMILIES[m] for m in self.models if m in _models.FAMILIES}
+        offered = "; ".join(f"{f.name}: {', '.join(f.sizes)}" for f in families.values())
+        if self.sizes is not None and len(families) == len(self.models):  # a user model takes any size
+            for size in self.sizes:
+                if not any(size in f.sizes for f in families.values()):
+                    raise ValueError(f"unknown size {size!r}: no model in the grid offers it; valid sizes: {offered}")
+        for model in families:
+            if not self.sizes_for(model):
+                raise ValueError(f"no size given for {model} (its sizes: {', '.join(families[model].sizes)}); "
+                                 f"add one to --sizes, or run it apart")
+        for axis, given in (("seq_len", self.seq_lens), ("image_size", self.image_sizes)):
+            takes = [m for m in self.models if any(n is not None for pair in self.inputs_for(m)
+                                                   for n in [pair[0 if axis == "seq_len" else 1]])]
+            if given and not takes:
+                who = ", ".join(f.name for f in _models.FAMILIES.values() if f.inputs == axis)
+                user = " and user models" if axis == "seq_len" else ""
+                raise ValueError(f"--{axis.replace('_', '-')} given, but no model in the grid takes one ({who}{user} "
+                                 "do)")
 
     def cases(self) -> list[Case]:
-        """All cases in a fixed order: grouped by workload, compile and autocast, modes and steps innermost."""
+        """All cases in a fixed order: by model, size and input axis, then grouped by workload, compile and
+        autocast, modes and steps innermost."""
         return [
             Case(model, size, batch, device, dtype, mode, step, self.seed, self.max_time_s, self.cudnn_benchmark,
-                 compile, autocast, self.compile_cold, self.energy_sampling, self.head)
-            for model, size, batch, device, dtype, compile, autocast in itertools.product(
-                self.models, self.sizes, self.batch_sizes, self.devices, self.dtypes, self.compile, self.autocast
+                 compile, autocast, self.compile_cold, self.energy_sampling, self.head, seq_len, image_size)
+            for model in self.models
+            for size in self.sizes_for(model)
+            for seq_len, image_size in self.inputs_for(model)
+            for batch, device, dtype, compile, autocast in itertools.product(
+                self.batch_sizes, self.devices, self.dtypes, self.compile, self.autocast
             )
             for mode in self.modes
             for step in self.steps
@@ -90,12 +145,20 @@ def group_by_workload(cases: Iterable[Case]) -> list[list[Case]]:
     return list(groups.values())
 
 
+def order_key(case: Case) -> tuple:
+    """What a group's order is drawn from. A workload that existed before the input axes (format 6: neither
+    axis, or the toy transformer's 32 tokens) draws it from the key it had, so that a resumed sweep keeps its
+    order; eager without autocast, from its workload as before 0.4."""
+    key = case.workload_key
+    if case.image_size is None and case.seq_len == LEGACY_SEQ_LEN.get(case.model):
+        key = key[:6]  # (model, size, batch_size, device, dtype, seed)
+    return key if (case.compile, case.autocast) == ("none", "none") else (*key, case.compile, case.autocast)
+
+
 def shuffled(group: list[Case], seed: int | str) -> list[Case]:
     """The group's cases in an order drawn from the seed and the group, reproducible per sweep."""
     order = list(group)
-    first = group[0]
-    key = first.workload_key if first.group_key[-2:] == ("none", "none") else first.group_key  # eager: as before 0.4
-    random.Random(f"{seed}:{key}").shuffle(order)
+    random.Random(f"{seed}:{order_key(group[0])}").shuffle(order)
     return order
 
 

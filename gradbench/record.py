@@ -255,7 +255,7 @@ def _is_kind(value, kind: str) -> bool:
 
 
 # Units of amounts that cannot be below zero: a negative peak_bytes is a crafted or broken file, never a measurement.
-NON_NEGATIVE_UNITS = ("bytes", "count")
+NON_NEGATIVE_UNITS = ("bytes", "count", "tokens", "pixels")
 
 
 def kind_errors(record: Mapping) -> list[str]:
@@ -315,17 +315,27 @@ def identity_value(record, name: str):
     return IDENTITY_DEFAULTS.get(name) if value is None else value
 
 
+def _whole(value):
+    """An integer a DataFrame column with a null in it holds as a float, as the integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _given(value) -> bool:
+    """An input axis's value is given: not null, not NaN (a frame's null), not 0 (the report's key for null)."""
+    return value is not None and value == value and value != 0
+
+
 def case_key(record: dict) -> tuple:
     return tuple(identity_value(record, k) for k in CASE_KEY_FIELDS)
 
 
 def case_label(record, omit: tuple = ()) -> str:
     """A case (a record, a row, or a Case's identity) as people read it: 'mlp/tiny b8 cpu float32 eval
-    forward'; ``omit`` drops identity fields a table shows elsewhere (its columns, the compared side)."""
-    batch = record["batch_size"]
-    if isinstance(batch, float) and batch.is_integer():  # a DataFrame column with a null in it is float
-        batch = int(batch)
-    parts = {"model": f"{record['model']}/{record['size']}", "batch_size": f"b{batch}",
+    forward', 'bert/base b8 s128 cpu ...' (sequence length 128), 'resnet/50 b8 224px ...' (image size 224);
+    ``omit`` drops identity fields a table shows elsewhere (its columns, the compared side)."""
+    parts = {"model": f"{record['model']}/{record['size']}", "batch_size": f"b{_whole(record['batch_size'])}",
+             **{k: text.format(_whole(v)) for k, text in (("seq_len", "s{}"), ("image_size", "{}px"))
+                for v in [record.get(k)] if _given(v)},
              **{k: str(record[k]) for k in ("device", "dtype") if k not in omit},
              **{k: f"{k}={v}" for k in IDENTITY_DEFAULTS if k not in omit
                 for v in [identity_value(record, k)] if v != IDENTITY_DEFAULTS[k] and v == v},

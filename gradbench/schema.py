@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 # The record format; migrate.py brings older records to it on reading, one step per version:
-# 1 = gradbench 0.1, 2 = 0.2, 3 = 0.3, 4 = 0.4 (before format_version was written), 5 = format_version and kind.
-FORMAT_VERSION = 5
+# 1 = gradbench 0.1, 2 = 0.2, 3 = 0.3, 4 = 0.4 (before format_version was written), 5 = format_version and kind,
+# 6 = seq_len and image_size (the input axes of text and image families).
+FORMAT_VERSION = 6
 # What a record stands for. Readers take every record as a case unless told apart, by source today.
 # "prediction" and "ab_trial" are reserved for issue 25's predicted cases and A/B trials; nothing writes them yet.
 KINDS = ("case", "capacity_probe", "prediction", "ab_trial")
@@ -19,11 +20,14 @@ STATUSES = ("ok", "error", "oom", "timeout", "crashed", "not_applicable")
 # A case recorded with one of these is done; resume re-runs the others (failures may be transient).
 DONE_STATUSES = ("ok", "not_applicable")
 # One case identity, used everywhere a case is keyed or named. The words: a *workload* is the model built and
-# its input batch (model, size, batch_size, device, dtype; Case.workload_key adds the seed); a *group* is the
+# its input batch (model, size, batch_size, device, dtype, seq_len, image_size; Case.workload_key adds the
+# seed); a *group* is the
 # cases whose modes share one model as it runs, the workload under one compile and autocast setting (under
 # torch.compile a group's modes share one compiled model; Case.group_key); a *case* is one mode and step of
 # a group; a *run* is one `gradbench run` (run_id); a *job* is a Slurm job array.
-GROUP_FIELDS = ("model", "size", "batch_size", "device", "dtype", "compile", "autocast")
+GROUP_FIELDS = ("model", "size", "batch_size", "device", "dtype", "compile", "autocast", "seq_len", "image_size")
+# The input axes: a family takes at most one (models.Family.inputs); null where the model takes no such input.
+INPUT_AXES = ("seq_len", "image_size")
 CASE_KEY_FIELDS = (*GROUP_FIELDS, "mode", "step")
 # What a record from before a field existed means by its null: files from before gradbench 0.4 ran eager.
 # Reading JSONL fills these in already (migrate.py); asv and pytest-benchmark records, and records made
@@ -33,6 +37,7 @@ IDENTITY_DEFAULTS = {"compile": "none", "autocast": "none"}
 # one value of each, so that --resume never mixes two experiments under one case key.
 MEASUREMENT_SETTINGS = ("seed", "threads", "max_time_s", "cudnn_benchmark", "compile_cold", "energy_sampling",
                         "head")
+
 
 def _f(group: str, kind: str, unit: str, doc: str):
     return field(default=None, metadata={"group": group, "kind": kind, "unit": unit, "doc": doc})
@@ -45,16 +50,22 @@ class Fields:
 
     # record: which format it is written in, and what it stands for
     format_version: int = _f("record", "int", "", "the record format (1 = gradbench 0.1 ... 4 = 0.4, 5 = this "
-                             "field's own); older records are migrated on reading, so readers see the newest")
+                             "field's own, 6 = seq_len and image_size); older records are migrated on reading, so "
+                             "readers see the newest")
     kind: str = _f("record", "str", "", "case (one measured case), or capacity_probe (one batch a `gradbench "
                    "capacity` search measured); prediction and ab_trial are reserved")
 
     # identity: what was run
-    model: str = _f("identity", "str", "",
-                    "built-in family (mlp, cnn, transformer) or MODULE:FUNCTION / file.py:FUNCTION")
+    model: str = _f("identity", "str", "", "built-in family (mlp, cnn, transformer; the zoo's resnet, vit, bert, "
+                    "gpt2, llama) or MODULE:FUNCTION / file.py:FUNCTION")
     size: str = _f("identity", "str", "", "model size name")
     params: int = _f("identity", "int", "count", "number of parameter elements")
     batch_size: int = _f("identity", "int", "count", "inputs per step")
+    seq_len: int = _f("identity", "int", "tokens", "sequence length of each input (--seq-len): text families and "
+                      "user models given one; null where the model takes no such input (records of the toy "
+                      "transformer from before format 6: 32)")
+    image_size: int = _f("identity", "int", "pixels", "height and width of each input image (--image-size): image "
+                         "families (resnet, vit); null where the model takes no such input")
     device: str = _f("identity", "str", "", "cpu, cuda or cuda:N")
     dtype: str = _f("identity", "str", "", "float32, bfloat16 or float16: parameters and floating-point inputs")
     mode: str = _f("identity", "str", "", "one of the ten modes (docs: Modes)")

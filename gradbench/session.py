@@ -192,7 +192,8 @@ def run_case(
     dtype: str = "float32", mode: str = "eval_no_grad", step: str = "forward", seed: int = 0,
     max_time_s: float = 2.0, cudnn_benchmark: bool = False, workload: Workload | None = None,
     run_id: str | None = None, compile: str = "none", autocast: str = "none", compile_cold: bool = False,
-    energy_sampling: bool = False, head: str | None = None,
+    energy_sampling: bool = False, head: str | None = None, seq_len: int | None = None,
+    image_size: int | None = None,
 ) -> Record:
     """Measure one case and return its record (a frozen Record: every schema field, gradbench.record).
 
@@ -200,7 +201,7 @@ def run_case(
     returns a record with status error or oom instead.
     """
     case = Case(model, size, batch_size, device, dtype, mode, step, seed, max_time_s, cudnn_benchmark,
-                compile, autocast, compile_cold, energy_sampling, head).validate()
+                compile, autocast, compile_cold, energy_sampling, head, seq_len, image_size).validate()
     session = Session(run_id, raise_bad_values=True)
     if workload is not None and workload.key == case.workload_key:
         session.adopt(workload)

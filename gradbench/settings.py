@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from .errors import BadInput, option
 from .inputs import NotRegularFile, read_regular
 
-LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "compile", "autocast")
+LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", "steps", "compile", "autocast",
+                "seq_len", "image_size")
+INTEGER_LISTS = ("batch_sizes", "seq_len", "image_size")
 BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report", "compile_cold", "energy_sampling")
 STRING_OPTIONS = ("out", "shard", "isolate", "launcher", "gpus", "slurm_partition", "slurm_constraint", "head")
 PAIR_OPTIONS = ("slurm_options",)  # KEY=VALUE, given again for each (a value may hold commas)
@@ -133,7 +135,7 @@ def _config_pairs(key: str, value, path: str) -> list[str]:
 
 def _config_list(key: str, value, path: str) -> list[str]:
     """A list of its own type, as docs/running.md says (no string for a list), as the command line gives it."""
-    integers = key == "batch_sizes"
+    integers = key in INTEGER_LISTS
     example = "[8, 64]" if integers else '["mlp", "cnn"]'
     if not isinstance(value, list):
         raise BadInput(f"bad value for {key!r} in --config {path!r}: {value!r}; expected a list, such as "
@@ -226,10 +228,25 @@ def _batch_sizes(values: list[str]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _input_axis(name: str, values: list[str]) -> tuple[int, ...]:
+    """--seq-len or --image-size: integers from 1 to 2^31, each once."""
+    from .case import validate_input_axis
+
+    out = []
+    for v in values:
+        try:
+            out.append(decimal_int(v))
+            validate_input_axis(option(name), out[-1])
+        except ValueError:
+            raise BadInput(f"bad {option(name)} {v!r}; it is an integer from 1 to 2^31") from None
+    return tuple(dict.fromkeys(out))
+
+
 def build_grid(settings: dict):
     """The Grid a run's settings describe (defaults filled in), every value validated once. Under
     --launcher slurm the nodes measure, so CUDA need not exist here."""
     from .case import Case
+    from .models import validate_model_name
     from .modes import MODES
     from .plan import QUICK, Grid, default_devices
 
@@ -243,6 +260,11 @@ def build_grid(settings: dict):
         fields["modes"] = tuple(MODES)
     if "batch_sizes" in settings:
         fields["batch_sizes"] = _batch_sizes(settings["batch_sizes"])
+    for name, axis in (("seq_len", "seq_lens"), ("image_size", "image_sizes")):
+        if name in settings:
+            if not settings[name]:
+                raise BadInput(f"{option(name)} is empty")
+            fields[axis] = _input_axis(name, settings[name])
     if "max_time" in settings:
         fields["max_time_s"] = number(settings, "max_time")
     if "seed" in settings:
@@ -254,12 +276,16 @@ def build_grid(settings: dict):
             fields[flag] = settings[flag]
     grid = Grid(**{**base, "devices": _default_devices(settings, here, default_devices), **fields})
     for name in LIST_OPTIONS:
-        if not getattr(grid, name):
+        if name not in ("seq_len", "image_size") and getattr(grid, name) is not None and not getattr(grid, name):
             raise BadInput(f"{option(name)} is empty")
     try:
         for model in grid.models:
-            for size in grid.sizes:
-                Case(model=model, size=size).validate()
+            validate_model_name(model)
+        grid.check()
+        for model in grid.models:
+            for size in grid.sizes_for(model):
+                for seq_len, image_size in grid.inputs_for(model):
+                    Case(model=model, size=size, seq_len=seq_len, image_size=image_size).validate()
         for case in (Case(batch_size=b) for b in grid.batch_sizes):
             case.validate()
         for device in grid.devices:

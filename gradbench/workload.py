@@ -38,10 +38,11 @@ class Workload:
     """One model and one input batch on a device and dtype, shared by every mode run on it."""
 
     def __init__(self, model: str, size: str, batch_size: int, device: str, dtype: str, seed: int = 0,
-                 import_scope=contextlib.nullcontext):
-        """``import_scope(model)``: a context around a user model's first import in this process (the
-        sweep's workers tell their manager, which holds the import to the case timeout)."""
-        self.key = (model, size, batch_size, device, dtype, seed)
+                 seq_len: int | None = None, image_size: int | None = None, import_scope=contextlib.nullcontext):
+        """The arguments are Case.workload_key's. ``import_scope(model)``: a context around a user model's first
+        import in this process (the sweep's workers tell their manager, which holds the import to the case
+        timeout)."""
+        self.key = (model, size, batch_size, device, dtype, seed, seq_len, image_size)
         self.serial = next(_SERIALS)  # never reused, unlike id() of a freed workload
         self.name = model
         self.device = resolved_device(device)
@@ -50,24 +51,29 @@ class Workload:
             if _models.is_user_model(model):
                 with import_scope(model):
                     _models.load_factory(model)
-            net, make_input = _models.build_model(model, size, seed)
-            self.model: nn.Module = net.to(device=self.device, dtype=DTYPES[dtype])
-            self.inputs = _models.make_inputs(make_input, batch_size, self.device, DTYPES[dtype], seed)
+            built = _models.build_model(model, size, seed, seq_len=seq_len, image_size=image_size)
+            self.model: nn.Module = built.model.to(device=self.device, dtype=DTYPES[dtype])
+            self.inputs = _models.input_batch(built.make_input, batch_size, self.device, DTYPES[dtype], seed)
             torch.manual_seed(seed)  # gradbench's own seeding above is not the model's doing
         self.state_warning = state.describe(f"model {model!r}", "while it was imported and built", guard.changes)
         state.announce(self.state_warning)
         self.params = _models.parameter_count(self.model)
         self.param_bytes = parameter_bytes(self.model)
         self.seed = seed
+        self.loss: Callable | None = built.loss  # the family's (or factory's) loss(output, batch); None: loss_of
         self._once: dict[str, object] = {}
         self._behaviour: dict[str, dict] = {}
         self._forward_changes: dict[str, list[str]] = {}
 
     def held_tensors(self) -> list[torch.Tensor]:
-        return [*self.model.parameters(), *self.model.buffers(), *self.inputs]
+        return [*self.model.parameters(), *self.model.buffers(), *self.inputs.tensors()]
 
     def forward(self):
-        return self.model(*self.inputs)
+        return self.model(*self.inputs.args, **self.inputs.kwargs)
+
+    def loss_from(self, output) -> torch.Tensor:
+        """The train step's loss: the family's own on the batch, else the mean of squares of the output."""
+        return loss_of(output) if self.loss is None else self.loss(output, self.inputs.batch)
 
     def _computed_once(self, name: str, compute: Callable[[], object]):
         """compute() the first time it is asked for; None, remembered, where it raises: a model whose eval
@@ -208,6 +214,6 @@ def make_step(workload: Workload, applied: AppliedMode, step: str,
     def train_step():
         with applied.grad_context():
             optimizer.zero_grad(set_to_none=True)
-            loss_of(forward()).backward()
+            workload.loss_from(forward()).backward()
             optimizer.step()
     return Step(train_step, optimizer)

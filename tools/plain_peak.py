@@ -2,7 +2,7 @@
 """The peak memory of chosen cases, measured by plain code apart from gradbench's pipeline: the
 cross-check of the record's peak_bytes that tools/gpu-check runs.
 
-Only the model and its input batch come from gradbench (build_model and make_inputs, same seed: the
+Only the model and its input batch come from gradbench (build_model and input_batch, same seed: the
 same weights and batch). The mode is applied here as the Modes table (README, docs/modes.md) defines
 it, the step is written out here, and the peak is read here: on CUDA from torch.cuda's allocator
 statistics around a second step (the first one primes); on CPU (tools/gpu-check --dry-run) from the
@@ -55,26 +55,29 @@ def apply(model: nn.Module, mode: str, head: str | None = None) -> str:
 
 
 def loss_of(out) -> torch.Tensor:
-    tensors = [out] if isinstance(out, torch.Tensor) else [t for t in out if isinstance(t, torch.Tensor)]
+    values = out.values() if isinstance(out, dict) else [out] if isinstance(out, torch.Tensor) else out
+    tensors = [t for t in values if isinstance(t, torch.Tensor)]
     return sum(t.float().pow(2).mean() for t in tensors if t.is_floating_point())
 
 
-def make_steps(model: nn.Module, inputs: tuple, mode: str, step: str, head: str | None = None):
-    """(step, settle): the step as a user writes it; settle drops the gradients a train step leaves."""
+def make_steps(model: nn.Module, inputs, mode: str, step: str, head: str | None = None, loss=None):
+    """(step, settle): the step as a user writes it; settle drops the gradients a train step leaves.
+    ``inputs``: gradbench's InputBatch (args, kwargs, batch); ``loss(output, batch)``: the family's, if any."""
     grad_mode = apply(model, mode, head)
     if step not in ("forward", "train_step"):
         raise ValueError(f"unknown step {step!r}; valid steps: forward, train_step")
     if step == "forward":
         def forward():
             with grad_scope(grad_mode):
-                model(*inputs)
+                model(*inputs.args, **inputs.kwargs)
         return forward, lambda: None
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def train_step():
         with grad_scope(grad_mode):
             optimizer.zero_grad(set_to_none=True)
-            loss_of(model(*inputs)).backward()
+            out = model(*inputs.args, **inputs.kwargs)
+            (loss_of(out) if loss is None else loss(out, inputs.batch)).backward()
             optimizer.step()
     return train_step, lambda: optimizer.zero_grad(set_to_none=True)
 
@@ -124,26 +127,27 @@ def cpu_peak(step, settle) -> tuple[int, None]:
 
 
 def measure(case: dict) -> tuple[int, int | None]:
-    from gradbench.models import build_model, make_inputs
+    from gradbench.models import build_model, input_batch
 
     device = torch.device(case["device"])
-    model, make_input = build_model(case["model"], case["size"], case.get("seed") or 0)
-    model = model.to(device=device, dtype=DTYPES[case["dtype"]])
-    inputs = make_inputs(make_input, case["batch_size"], device, DTYPES[case["dtype"]], case.get("seed") or 0)
-    step, settle = make_steps(model, inputs, case["mode"], case["step"], case.get("head_module"))
+    built = build_model(case["model"], case["size"], case.get("seed") or 0, seq_len=case.get("seq_len"),
+                        image_size=case.get("image_size"))
+    model = built.model.to(device=device, dtype=DTYPES[case["dtype"]])
+    inputs = input_batch(built.make_input, case["batch_size"], device, DTYPES[case["dtype"]], case.get("seed") or 0)
+    step, settle = make_steps(model, inputs, case["mode"], case["step"], case.get("head_module"), built.loss)
     return cuda_peak(step, settle, device) if device.type == "cuda" else cpu_peak(step, settle)
 
 
 def chosen(records: list[dict], limit: int) -> list[dict]:
     """Ok eager cases of the file, up to ``limit``: whole workloads (every mode and step of one model,
     size, batch and dtype), taken from each model in turn so that every model is checked."""
-    keys = ("model", "size", "batch_size", "device", "dtype", "mode", "step", "seed")
+    keys = ("model", "size", "batch_size", "seq_len", "image_size", "device", "dtype", "mode", "step", "seed")
     workloads: dict[tuple, dict[tuple, dict]] = {}
     for r in records:
         if r.get("status") != "ok" or r.get("compile") not in (None, "none") or r.get("autocast") not in (None, "none"):
             continue
         case = {k: r.get(k) for k in keys}
-        workloads.setdefault(tuple(case[k] for k in keys[:5]), {})[tuple(case.values())] = \
+        workloads.setdefault(tuple(case[k] for k in keys[:7]), {})[tuple(case.values())] = \
             {**case, "head_module": r.get("head_module")}
     by_model: dict[str, list] = {}
     for key, cases in workloads.items():

@@ -8,7 +8,7 @@ import sys
 from ..errors import BadInput
 from ..record import finite_or_none
 from ..settings import list_arg
-from .arguments import SECONDS
+from .arguments import SECONDS, add_input_axes
 
 
 def add_parser(sub):
@@ -20,6 +20,7 @@ def add_parser(sub):
     capacity.add_argument("--steps", nargs="+", default=["forward"], help="forward train_step (default: forward)")
     capacity.add_argument("--devices", nargs="+", default=["cpu"], help="cpu cuda (default: cpu)")
     capacity.add_argument("--dtypes", nargs="+", default=["float32"], help="default: float32")
+    add_input_axes(capacity)
     capacity.add_argument("--memory-budget", metavar="SIZE", help="512MiB, 8GiB, 24GB or bytes; required on "
                           "cpu; on cuda the default is the device's free memory at start")
     capacity.add_argument("--time", action="store_true", help="also measure samples per second at the largest batch")
@@ -44,11 +45,11 @@ def run(args) -> int:
         if not getattr(args, name):
             raise BadInput(f"--{name} is empty")
     modes = list(MODES) if args.modes == ["all"] else args.modes
-    combos = [(m, s, d, t, mode, step) for m in args.models for s in args.sizes for d in args.devices
-              for t in args.dtypes for step in args.steps for mode in modes]
+    combos = [(m, s, d, t, mode, step, args.seq_len, args.image_size) for m in args.models for s in args.sizes
+              for d in args.devices for t in args.dtypes for step in args.steps for mode in modes]
     try:
-        for m, s, d, t, mode, step in combos:
-            Case(m, s, 1, d, t, mode, step).validate()
+        for m, s, d, t, mode, step, seq_len, image_size in combos:
+            Case(m, s, 1, d, t, mode, step, seq_len=seq_len, image_size=image_size).validate()
         budgets = {d: parse_size(args.memory_budget) if args.memory_budget is not None else default_budget(d)
                    for d in args.devices}
     except ValueError as exc:

@@ -6,7 +6,7 @@ import json
 from ..errors import BadInput
 from ..record import finite_or_none
 from ..settings import argument
-from .arguments import SECONDS, add_head
+from .arguments import SECONDS, add_head, add_input_axes
 
 
 def add_parser(sub):
@@ -14,6 +14,7 @@ def add_parser(sub):
     case.add_argument("--model", default="mlp")
     case.add_argument("--size", default="small")
     case.add_argument("--batch-size", type=argument(int, minimum=1), default=32)
+    add_input_axes(case)
     case.add_argument("--device", default="cpu")
     case.add_argument("--dtype", default="float32")
     case.add_argument("--mode", default="eval_no_grad")
@@ -36,7 +37,8 @@ def run(args) -> int:
         record = run_case(model=args.model, size=args.size, batch_size=args.batch_size, device=args.device,
                           dtype=args.dtype, mode=args.mode, step=args.step, max_time_s=args.max_time,
                           cudnn_benchmark=args.cudnn_benchmark, compile=args.compile, autocast=args.autocast,
-                          compile_cold=args.compile_cold, energy_sampling=args.energy_sampling, head=args.head)
+                          compile_cold=args.compile_cold, energy_sampling=args.energy_sampling, head=args.head,
+                          seq_len=args.seq_len, image_size=args.image_size)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
     print(json.dumps(finite_or_none(record), indent=1, allow_nan=False))

@@ -6,7 +6,7 @@ import json
 from ..errors import BadInput
 from ..record import finite_or_none
 from ..settings import argument, list_arg
-from .arguments import SECONDS, add_head
+from .arguments import SECONDS, add_head, add_input_axes
 
 
 def add_parser(sub):
@@ -14,6 +14,7 @@ def add_parser(sub):
     explain.add_argument("--models", nargs="+", help="default: mlp transformer")
     explain.add_argument("--size", default="small")
     explain.add_argument("--batch-size", type=argument(int, minimum=1), default=32)
+    add_input_axes(explain)
     explain.add_argument("--device", default="cpu")
     explain.add_argument("--dtype", default="float32")
     explain.add_argument("--max-time", type=SECONDS, default=0.3, help="seconds of timing per mode (default 0.3)")
@@ -35,7 +36,8 @@ def run(args) -> int:
     if models == []:
         raise BadInput("--models is empty; name built-in models (mlp cnn transformer) or MODULE:FUNCTION")
     output = measure_modes(models or ["mlp", "transformer"], args.size, args.batch_size, args.device, args.dtype,
-                           args.max_time, args.cudnn_benchmark, args.compile, args.autocast, args.head)
+                           args.max_time, args.cudnn_benchmark, args.compile, args.autocast, args.head,
+                           seq_len=args.seq_len, image_size=args.image_size)
     if args.format == "json":
         print(json.dumps(finite_or_none(output), indent=1, allow_nan=False))
     else:

@@ -18,8 +18,15 @@ def _add_grid(p) -> None:
     """What is measured: the grid's axes and how each case runs."""
     p.add_argument("--models", nargs="+", help="built-in names or MODULE:FUNCTION / file.py:FUNCTION "
                    "(default: mlp cnn transformer)")
-    p.add_argument("--sizes", nargs="+", help="tiny small medium large (default: tiny small)")
+    p.add_argument("--sizes", nargs="+", help="each model runs at those it offers: mlp cnn transformer tiny small "
+                   "medium large; the zoo's as `gradbench list` names them (default: the toys and user models tiny "
+                   "small, a zoo family its first)")
     p.add_argument("--batch-sizes", nargs="+", help="default: 1 8 64")
+    p.add_argument("--seq-len", nargs="+", metavar="N", help="sequence lengths, a sweep axis for the models that "
+                   "take one: text families, and user models (make_input(batch_size, seq_len=N)) (default: each "
+                   "family's own, e.g. bert 128; none for a user model)")
+    p.add_argument("--image-size", nargs="+", metavar="N", help="image height and width, a sweep axis for the image "
+                   "families (resnet, vit) (default: each family's own, 224)")
     p.add_argument("--devices", nargs="+", help="cpu cuda (default: cpu, plus cuda when available)")
     p.add_argument("--dtypes", nargs="+", help="float32 bfloat16 float16 (default: float32)")
     p.add_argument("--modes", nargs="+", help="mode names, or 'all' for the ten (default: the five core "

@@ -12,10 +12,9 @@ import threading
 import time
 from typing import Callable, Iterable
 
-from ..case import Case
+from ..case import WORKLOAD_KEY_FIELDS, Case
 from ..plan import Batch, Plan, needs_retry
 from ..record import Record, case_label, new_run_id
-from ..schema import GROUP_FIELDS
 from ..session import failure_record
 from . import messages
 from .base import Progress
@@ -189,7 +188,7 @@ class BatchRun:
         if stage is not None:
             importing = isinstance(stage, messages.Importing)
             what = f"importing model {stage.model!r}" if importing else \
-                f"building {case_label(dict(zip(GROUP_FIELDS[:5], stage.workload_key)), omit=('mode', 'step'))}"
+                f"building {case_label(dict(zip(WORKLOAD_KEY_FIELDS, stage.workload_key)), omit=('mode', 'step'))}"
             message = f"{what} exceeded --timeout {self.timeout_s:g} s; worker killed" if timed_out \
                 else f"{what} ended its worker process (exit code {exitcode})"
             self.broken[stage.model if importing else tuple(stage.workload_key)] = (status, message)
