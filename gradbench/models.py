@@ -125,6 +125,9 @@ class Built:
     def __iter__(self):  # (model, make_input) = build_model(...) as before the zoo
         return iter((self.model, self.make_input))
 
+    def __getitem__(self, index):  # build_model(...)[0] as before the zoo
+        return (self.model, self.make_input)[index]
+
 
 @dataclass(frozen=True)
 class Family:

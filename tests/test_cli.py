@@ -35,8 +35,22 @@ def run_bad(capsys, existing, *args):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--models", "resnet"], r"unknown model 'resnet'; valid models: mlp, cnn, transformer"),
-        (["--sizes", "huge"], r"unknown size 'huge'; valid sizes: tiny, small, medium, large"),
+        (["--models", "resnet9"], r"unknown model 'resnet9'; valid models: mlp, cnn, transformer, resnet, vit, bert"),
+        (["--models", "mlp", "cnn", "--sizes", "huge"], r"unknown size 'huge': no model in the grid offers it; valid "
+                                                        r"sizes: mlp: tiny, small, medium, large; cnn: tiny, small, "
+                                                        r"medium, large$"),
+        (["--models", "resnet", "bert", "--sizes", "50", "xl"], r"unknown size 'xl': no model in the grid offers "
+                                                                 r"it; valid sizes: resnet: 18, 34, 50, 101, 152; "
+                                                                 r"bert: base, large$"),
+        (["--models", "resnet", "bert", "--sizes", "50"], r"no size given for bert \(its sizes: base, large\); add "
+                                                          r"one to --sizes, or run it apart$"),
+        (["--models", "mlp", "--seq-len", "64"], r"--seq-len given, but no model in the grid takes one \(transformer, "
+                                                 r"bert, gpt2, llama and user models do\)$"),
+        (["--models", "bert", "--sizes", "base", "--image-size", "64"], r"--image-size given, but no model in the grid takes one "
+                                                     r"\(resnet, vit do\)$"),
+        (["--seq-len", "0"], r"bad --seq-len '0'; it is an integer from 1 to 2\^31$"),
+        (["--seq-len", "x"], r"bad --seq-len 'x'; it is an integer from 1 to 2\^31$"),
+        (["--image-size", "2147483649"], r"bad --image-size '2147483649'; it is an integer from 1 to 2\^31$"),
         (["--modes", "eval,fast"], r"unknown mode 'fast'; valid modes: train, eval"),
         (["--dtypes", "int8"], r"unknown dtype 'int8'; valid dtypes: float32, bfloat16, float16"),
         (["--dtypes", "float16", "--devices", "cpu"], r"'float16' is supported on cuda only"),

@@ -80,7 +80,7 @@ def test_a_v1_record_passes_through_every_step_in_order(monkeypatch):
     v1 = lines_of(golden("0.1"))[0]
     assert "format_version" not in v1
     assert migrated(v1)["format_version"] == FORMAT_VERSION
-    assert seen == [("_from_1", None, 2), ("_from_2", 2, 3), ("_from_3", 3, 4), ("_from_4", 4, 5)]
+    assert seen == [("_from_1", None, 2), ("_from_2", 2, 3), ("_from_3", 3, 4), ("_from_4", 4, 5), ("_from_5", 5, 6)]
     seen.clear()
     migrated({**v1, "format_version": 3})  # a declared version starts at its own step
     assert [name for name, *_ in seen] == ["_from_3", "_from_4"]

@@ -1,19 +1,22 @@
 import pytest
 import torch
 
-from gradbench.models import BUILTIN_MODELS, SIZES, build_model, make_inputs, parameter_count
+from gradbench.models import SIZES, TOY_FAMILIES, build_model, input_batch, parameter_count
+
+TOYS = [f.name for f in TOY_FAMILIES]
+CPU = torch.device("cpu")
 
 TARGETS = {"tiny": 1e5, "small": 1e6, "medium": 1e7}
 
 
-@pytest.mark.parametrize("family", list(BUILTIN_MODELS))
+@pytest.mark.parametrize("family", TOYS)
 @pytest.mark.parametrize("size", list(TARGETS))
 def test_sizes_are_roughly_their_target(family, size):
     model, _ = build_model(family, size)
     assert 0.7 * TARGETS[size] < parameter_count(model) < 1.3 * TARGETS[size]
 
 
-@pytest.mark.parametrize("family", list(BUILTIN_MODELS))
+@pytest.mark.parametrize("family", TOYS)
 def test_every_family_has_dropout_and_a_norm(family):
     model, make_input = build_model(family, "tiny")
     kinds = {type(m).__name__ for m in model.modules()}
@@ -26,9 +29,9 @@ def test_same_seed_same_weights_and_input():
     a, make_a = build_model("cnn", "tiny", seed=3)
     b, make_b = build_model("cnn", "tiny", seed=3)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
-    xa = make_inputs(make_a, 2, torch.device("cpu"), torch.float32, seed=3)
-    xb = make_inputs(make_b, 2, torch.device("cpu"), torch.float32, seed=3)
-    assert torch.equal(xa[0], xb[0])
+    xa = input_batch(make_a, 2, CPU, torch.float32, seed=3)
+    xb = input_batch(make_b, 2, CPU, torch.float32, seed=3)
+    assert torch.equal(xa.args[0], xb.args[0]) and xa.kwargs == {} and xa.batch is xa.args[0]
     c, _ = build_model("cnn", "tiny", seed=4)
     assert not torch.equal(next(a.parameters()), next(c.parameters()))
 
@@ -38,14 +41,15 @@ def test_user_model_from_module_and_from_file(fixtures_dir):
     assert isinstance(model, torch.nn.Sequential)
     model2, _ = build_model(f"{fixtures_dir}/user_models.py:two_linear", "small")
     assert parameter_count(model2) == parameter_count(model)
-    inputs = make_inputs(build_model("user_models:tuple_input", "x")[1], 3, torch.device("cpu"), torch.bfloat16)
-    assert len(inputs) == 2 and inputs[0].dtype == torch.bfloat16
+    inputs = input_batch(build_model("user_models:tuple_input", "x").make_input, 3, CPU, torch.bfloat16)
+    assert len(inputs.args) == 2 and inputs.args[0].dtype == torch.bfloat16 and inputs.batch == inputs.args
 
 
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ("user_models:wrong_return", "must return \\(nn.Module, make_input callable\\)"),
+        ("user_models:wrong_return", "must return \\(nn.Module, make_input callable\\) or \\(nn.Module, make_input, "
+                                     "loss callable\\)"),
         ("user_models:raises", "failed for size.*factory exploded"),
         ("user_models:missing", "has no callable 'missing'"),
         ("broken_import:model", "cannot import model.*this_module_does_not_exist"),
@@ -59,7 +63,10 @@ def test_broken_factory_is_clear_error(spec, message):
 
 
 def test_bad_model_and_size_name_valid_values():
-    with pytest.raises(ValueError, match=r"unknown model 'resnet'.*mlp, cnn, transformer"):
-        build_model("resnet", "tiny")
-    with pytest.raises(ValueError, match=r"unknown size 'huge'.*" + ", ".join(SIZES)):
+    with pytest.raises(ValueError, match=r"unknown model 'resnet9'; valid models: mlp, cnn, transformer, resnet, vit, "
+                                         r"bert, gpt2, llama, or MODULE:FUNCTION"):
+        build_model("resnet9", "tiny")
+    with pytest.raises(ValueError, match=r"unknown size 'huge' for mlp; valid sizes: " + ", ".join(SIZES) + "$"):
         build_model("mlp", "huge")
+    with pytest.raises(ValueError, match=r"unknown size 'tiny' for bert; valid sizes: base, large$"):
+        build_model("bert", "tiny")

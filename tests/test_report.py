@@ -195,7 +195,7 @@ def test_report_writes_figures_and_both_files(report_dir):
 def test_report_findings_cite_their_records(report_dir):
     md = (report_dir / "report.md").read_text()
     run_id = json.loads(open(JSONL).readline())["run_id"]
-    assert f"run {run_id}: transformer/tiny b8 cpu float32 forward" in md
+    assert f"run {run_id}: transformer/tiny b8 s32 cpu float32 forward" in md
 
 
 def _slower_copy(tmp_path, factor):

@@ -23,7 +23,7 @@ from ..dataset import HARNESS_ORDER, UNTRUSTED, best_ranked, cases as case_recor
 from ..record import case_label
 from ..schema import CASE_KEY_FIELDS, IDENTITY_DEFAULTS
 from ..units import ratio_text
-from .tables import as_text
+from .tables import as_text, axis_keys
 
 BY = {"machine": "machine", "gpu": "gpu", "torch": "torch", "commit": "git_commit", "device": "device",
       "run": "run_id", "file": "source_file", "harness": "source", "compile": "compile", "autocast": "autocast"}
@@ -98,7 +98,7 @@ def compare(df: pd.DataFrame, by: str) -> tuple[pd.DataFrame, list[str], dict[st
     key = [k for k in CASE_KEY_FIELDS if k != BY[by]]
     for column in RUN_KEY:
         ok[column] = as_text(ok[column])
-    ok = per_run(ok, key + ["side"] + RUN_KEY)  # one record per run and case
+    ok = per_run(axis_keys(ok), key + ["side"] + RUN_KEY)  # one record per run and case
     cases = {side: dict(tuple(part.groupby(key, sort=False))) for side, part in ok.groupby("side", sort=False)}
     base_side = sides[0]
     base = cases[base_side]

@@ -113,7 +113,8 @@ def _behaviour_blocks(df: pd.DataFrame) -> list[tuple]:
     blocks = []
     measured = df[(df["step"] == "forward") & df["graph_recorded"].notna()]
     # a compiled workload's modes are not its eager modes: one table each
-    for _, part in measured.groupby(["model", "size", "device", "dtype", "compile", "autocast"], dropna=False):
+    for _, part in measured.groupby(["model", "size", "seq_len", "image_size", "device", "dtype", "compile",
+                                     "autocast"], dropna=False):
         if not (part["status"] == "ok").any():
             continue  # nothing was observed: a table of failures says no more than the findings do
         batch = part[part["status"] == "ok"]["batch_size"].max()

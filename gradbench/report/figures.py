@@ -20,11 +20,11 @@ from ..atomic import replaced  # noqa: E402
 from ..dataset import one_source  # noqa: E402
 from ..modes import MODES  # noqa: E402
 from ..record import case_label  # noqa: E402
-from ..schema import IDENTITY_DEFAULTS  # noqa: E402
+from ..schema import IDENTITY_DEFAULTS, INPUT_AXES  # noqa: E402
 from ..text import terminal_text  # noqa: E402
 from .files import output_path  # noqa: E402
 from ..units import ratio_text  # noqa: E402
-from .tables import UNTRUSTED_MARK, is_untrusted, ratio_to_train, untrusted_ratios, workload_label  # noqa: E402
+from .tables import UNTRUSTED_MARK, axis_keys, is_untrusted, ratio_to_train, untrusted_ratios, workload_label  # noqa: E402
 
 PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
 MODE_ORDER = list(MODES)
@@ -74,6 +74,15 @@ def _ok_forward(df: pd.DataFrame) -> pd.DataFrame:
 
 def _label(df: pd.DataFrame) -> pd.Series:
     return df["model"].astype(str) + "/" + df["size"].astype(str)
+
+
+def sized_with_axes(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a workload's input axis in its size, as the case text writes it ('base s128', '50 224px'), so
+    that a figure's facets (model x size) keep two sequence lengths apart."""
+    axes = [" ".join(case_label(r, omit=("model", "batch_size", "device", "dtype", "mode", "step")).split())
+            for r in df[["model", "size", "batch_size", *INPUT_AXES]].to_dict("records")] if len(df) else []
+    return df.assign(size=[f"{size} {axis}" if axis else size for size, axis in zip(df["size"], axes)]) \
+        if any(axes) else df
 
 
 def _samples_long(df: pd.DataFrame) -> pd.DataFrame:
@@ -130,6 +139,7 @@ def _vs_batch(df: pd.DataFrame, out_dir: str, name: str, y: str, ylabel: str, ti
     settings = [*IDENTITY_DEFAULTS]
     measured = df[df[y].notna()]  # asv --bench: a field may be absent
     for (device, dtype, *chosen), part in sorted(measured.groupby(["device", "dtype", *settings]), key=_eager_first):
+        part = sized_with_axes(part)
         grid = sns.relplot(
             data=figure_values(part, ["model", "size"]), x="batch_size", y=y, hue="mode", hue_order=_modes_in(part),
             palette=PALETTE, row="model", col="size", kind="line", marker="o", height=2.6, aspect=1.3,
@@ -199,7 +209,8 @@ def saved_bytes_by_mode(df: pd.DataFrame, out_dir: str) -> list[str]:
     ok = ok[ok["saved_bytes"].notna()]
     if ok.empty:
         return []
-    largest = ok.groupby(["model", "size", "device", *IDENTITY_DEFAULTS])["batch_size"].transform("max")
+    largest = axis_keys(ok).groupby(["model", "size", *INPUT_AXES, "device", *IDENTITY_DEFAULTS])["batch_size"] \
+        .transform("max")
     ok = ok[ok["batch_size"] == largest]
     ok["case"] = [figure_text(case_label(r, omit=("dtype", "mode", "step"))) for r in ok.to_dict("records")]
     ok["saved_mib"] = ok["saved_bytes"].astype(float) / 2**20

@@ -14,7 +14,7 @@ from ..units import ratio_text
 from .tables import is_untrusted, listed
 
 # a workload across its batch sizes; compiled and autocast runs are workloads of their own, never mixed with eager
-WORKLOAD = ["model", "size", "device", "dtype", "compile", "autocast"]
+WORKLOAD = ["model", "size", "seq_len", "image_size", "device", "dtype", "compile", "autocast"]
 
 
 @dataclass

@@ -14,7 +14,7 @@ import pandas as pd
 from ..dataset import combined
 from ..modes import MODES
 from ..record import case_label
-from ..schema import GROUP_FIELDS
+from ..schema import GROUP_FIELDS, INPUT_AXES
 from ..text import terminal_text
 from ..units import human_bytes, ratio_text
 
@@ -40,6 +40,12 @@ def as_text(values, blank: str = "-"):
 WORKLOAD_KEYS = list(GROUP_FIELDS)  # GROUP less the step
 
 
+def axis_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a null seq_len or image_size (the model takes no such input) as 0, so that pandas keys (pivots,
+    groupby) keep its rows; case_label shows 0 as nothing, as it shows a null."""
+    return df.assign(**{k: df[k].fillna(0).astype("int64") if k in df else 0 for k in INPUT_AXES})
+
+
 def _by_mode(df: pd.DataFrame, values, step: str, aggfunc: str) -> pd.DataFrame:
     """Rows: model/size/batch/device/dtype of ok records of ``step``, and the machine that measured them
     (level ``machine``); columns: modes; empty without train. ``values``: a column name, or a function of those
@@ -52,7 +58,7 @@ def _by_mode(df: pd.DataFrame, values, step: str, aggfunc: str) -> pd.DataFrame:
         ok = ok.assign(_value=values(ok))
         values = "_value"
     machine = ok["machine"] if "machine" in ok else pd.Series(None, index=ok.index, dtype=object)
-    ok = ok.assign(_machine=as_text(machine))
+    ok = axis_keys(ok.assign(_machine=as_text(machine)))
     wide = ok.pivot_table(index=[*WORKLOAD_KEYS, "_machine"], columns="mode", values=values, aggfunc=aggfunc)
     return wide if "train" in wide.columns else pd.DataFrame()
 
