@@ -157,6 +157,14 @@ def test_bfloat16_runs_on_cpu():
         ({"batch_size": 0}, r"bad batch size 0.*from 1"),
         ({"batch_size": -3}, r"bad batch size -3"),
         ({"step": "backward"}, r"unknown step 'backward'.*forward, train_step"),
+        ({"seq_len": 16}, r"^model 'mlp' takes no seq_len \(transformer, bert, gpt2, llama do\); leave --seq-len out "
+                          r"for it$"),
+        ({"image_size": 64}, r"^model 'mlp' takes no image_size \(resnet, vit do\)"),
+        ({"model": "transformer", "seq_len": 0}, r"^bad seq_len 0; it is an integer from 1 to 2\^31$"),
+        ({"model": "transformer", "seq_len": 2 ** 31 + 1}, r"^bad seq_len 2147483649; it is an integer from 1"),
+        ({"model": "transformer", "seq_len": True}, r"^bad seq_len True"),
+        ({"model": "transformer", "seq_len": 8.0}, r"^bad seq_len 8.0"),
+        ({"model": "user_models:two_linear", "image_size": 32}, r"^a user model takes no image_size"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_valid_values(kwargs, message):
@@ -227,3 +235,26 @@ def test_train_step_flops_equal_a_count_of_one_step_alone():
         with counter:
             step.run()
     assert r["flops"] == counter.get_total_flops() > 0
+
+
+def test_input_axes_are_identity_and_part_of_every_key():
+    from gradbench.case import Case
+    from gradbench.record import case_key
+
+    bert = Case("bert", "base", 8, seq_len=512)
+    assert (bert.identity()["seq_len"], bert.identity()["image_size"]) == (512, None)
+    assert bert.workload_key == ("bert", "base", 8, "cpu", "float32", 0, 512, None)
+    assert bert.group_key == (*bert.workload_key, "none", "none")
+    assert case_key(bert.identity()) == ("bert", "base", 8, "cpu", "float32", "none", "none", 512, None,
+                                         "eval_no_grad", "forward")
+    assert case_key(bert.identity()) != case_key(Case("bert", "base", 8, seq_len=128).identity())
+    # a family that takes an axis runs at its default when none is given, and says so; others take none
+    assert (Case("bert", "base").seq_len, Case("resnet", "50").image_size, Case("transformer").seq_len) == \
+        (128, 224, 32)
+    assert (Case("mlp").seq_len, Case("mlp").image_size, Case("m:f").seq_len) == (None, None, None)
+
+
+def test_a_user_model_s_seq_len_reaches_its_make_input_and_the_record():
+    r = gradbench.run_case(model="user_models:keyword_inputs", size="x", batch_size=2, seq_len=5, max_time_s=FAST)
+    assert r["status"] == "ok" and (r["seq_len"], r["image_size"]) == (5, None)
+    assert r["held_bytes"] == r["param_bytes"] + 2 * 5 * 8 + 2 * 5 * 4  # int64 ids and float32 mask held

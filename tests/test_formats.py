@@ -83,7 +83,7 @@ def test_a_v1_record_passes_through_every_step_in_order(monkeypatch):
     assert seen == [("_from_1", None, 2), ("_from_2", 2, 3), ("_from_3", 3, 4), ("_from_4", 4, 5), ("_from_5", 5, 6)]
     seen.clear()
     migrated({**v1, "format_version": 3})  # a declared version starts at its own step
-    assert [name for name, *_ in seen] == ["_from_3", "_from_4"]
+    assert [name for name, *_ in seen] == ["_from_3", "_from_4", "_from_5"]
     seen.clear()
     assert migrated(new_record(model="mlp")) and seen == []  # the current format: no step
 
@@ -93,6 +93,17 @@ def test_each_step_fills_what_its_newer_format_means():
     assert STEPS[2]({"model": "mlp", "compile": None})["compile"] == "none"
     assert STEPS[3]({"source": "capacity"})["kind"] == "capacity_probe"
     assert STEPS[3]({"source": "asv"})["kind"] == "case"
+
+
+def test_format_6_gives_the_old_toy_transformer_its_32_tokens_and_every_other_model_no_axis():
+    old = {"format_version": 5, "kind": "case", "size": "tiny", "batch_size": 8}
+    assert STEPS[4]({**old, "model": "transformer"}) == {**old, "model": "transformer", "seq_len": 32,
+                                                          "image_size": None, "format_version": 6}
+    for model in ("mlp", "cnn", "zoo:conv_net"):
+        new = migrated({**old, "model": model})
+        assert (new["seq_len"], new["image_size"], new["format_version"]) == (None, None, 6)
+    assert migrated({"model": "transformer", "size": "tiny"})["seq_len"] == 32  # a 0.1 record, through every step
+    assert migrated({**old, "model": "transformer", "seq_len": 64})["seq_len"] == 64  # a value a record has stands
 
 
 def _record(**values) -> dict:

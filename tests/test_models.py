@@ -70,3 +70,87 @@ def test_bad_model_and_size_name_valid_values():
         build_model("mlp", "huge")
     with pytest.raises(ValueError, match=r"unknown size 'tiny' for bert; valid sizes: base, large$"):
         build_model("bert", "tiny")
+
+
+def test_a_dict_from_make_input_is_passed_as_keywords_with_the_seq_len():
+    from gradbench.workload import Workload
+
+    built = build_model("user_models:keyword_inputs", "x", seq_len=5)
+    batch = input_batch(built.make_input, 3, CPU, torch.bfloat16)
+    assert batch.args == () and list(batch.kwargs) == ["input_ids", "attention_mask"]
+    assert batch.kwargs["input_ids"].shape == (3, 5) and batch.kwargs["input_ids"].dtype == torch.int64
+    assert batch.kwargs["attention_mask"].dtype == torch.bfloat16  # floats cast, integers kept
+    assert batch.batch == batch.kwargs and not any(t.requires_grad for t in batch.tensors())
+    workload = Workload("user_models:keyword_inputs", "x", 3, "cpu", "float32", seq_len=7)
+    assert workload.key == ("user_models:keyword_inputs", "x", 3, "cpu", "float32", 0, 7, None)
+    assert workload.inputs.kwargs["input_ids"].shape == (3, 7)
+    assert workload.forward().logits.shape == (3, 3)  # a dataclass output, as Hugging Face's
+    held = {id(t) for t in workload.held_tensors()}
+    assert {id(t) for t in workload.inputs.kwargs.values()} <= held
+    default = Workload("user_models:keyword_inputs", "x", 3, "cpu", "float32")  # no seq_len: its own default
+    assert default.inputs.kwargs["input_ids"].shape == (3, 6)
+
+
+def test_make_input_without_a_seq_len_keyword_is_refused_naming_the_model():
+    with pytest.raises(ValueError, match=r"^make_input of 'user_models:two_linear' takes no seq_len; give it a "
+                                         r"seq_len keyword or drop --seq-len$"):
+        build_model("user_models:two_linear", "x", seq_len=8)
+
+
+def test_make_input_returning_anything_else_is_one_line():
+    with pytest.raises(ValueError, match=r"^make_input must return a tensor, a tuple of tensors or a dict of tensors; "
+                                         r"got float in dict$"):
+        input_batch(build_model("user_models:dict_with_number", "x").make_input, 2, CPU, torch.float32)
+    with pytest.raises(ValueError, match=r"^make_input must return a tensor, a tuple of tensors or a dict of tensors; "
+                                         r"got str$"):
+        input_batch(lambda b: "text", 2, CPU, torch.float32)
+
+
+def test_a_factory_s_loss_is_the_train_step_s_and_its_gradients_are_those_of_the_loss():
+    """with_loss returns (model, make_input, loss): loss = sum(W x + b) - sum(x), so dW[i] = sum of x over the
+    batch for every output i, and db = the batch size."""
+    import user_models
+
+    from gradbench.modes import apply_mode
+    from gradbench.workload import Workload, make_step
+
+    user_models.LOSS_CALLS.clear()
+    workload = Workload("user_models:with_loss", "x", 4, "cpu", "float32")
+    x = workload.inputs.batch
+    with apply_mode(workload.model, "train") as applied:
+        step = make_step(workload, applied, "train_step")
+        step.run()
+    [(output, batch)] = user_models.LOSS_CALLS
+    assert batch is x and output.shape == (4, 2)
+    assert torch.allclose(workload.model.weight.grad, x.sum(0).expand(2, 4))
+    assert torch.equal(workload.model.bias.grad, torch.full((2,), 4.0))
+
+
+def test_toys_keep_their_weights_and_inputs():
+    """The toy transformer takes seq_len now; at its default (32) it is what it was: same weights, same batch."""
+    model, make_input = build_model("transformer", "tiny", seed=0)
+    again, make_again = build_model("transformer", "tiny", seed=0, seq_len=32)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+    a, b = (input_batch(m, 2, CPU, torch.float32).args[0] for m in (make_input, make_again))
+    assert a.shape == (2, 32, 64) and torch.equal(a, b)
+    assert input_batch(build_model("transformer", "tiny", seq_len=8).make_input, 2, CPU, torch.float32) \
+        .args[0].shape == (2, 8, 64)
+    # the sums gradbench 0.4 gave (its build_model, then torch.manual_seed(1) and make_input(2)), in float64
+    assert float(sum(p.detach().double().sum() for p in model.parameters())) == pytest.approx(288.02546974708457,
+                                                                                              abs=1e-9)
+    assert float(a.double().sum()) == pytest.approx(35.89402191310455, abs=1e-9)
+    mlp = build_model("mlp", "tiny", seed=0)
+    assert mlp.loss is None and parameter_count(mlp.model) == 102_250
+
+
+def test_a_family_whose_extra_is_missing_says_how_to_install_it(monkeypatch):
+    from gradbench import models
+
+    def build(size, seq_len):
+        raise ModuleNotFoundError("No module named 'transformers'")
+
+    monkeypatch.setitem(models.FAMILIES, "bert", models.Family("bert", ("base",), build, inputs="seq_len",
+                                                                default_input=128, extra="zoo"))
+    with pytest.raises(ValueError, match=r"^model 'bert' needs the zoo extra: pip install 'gradbench\[zoo\]' "
+                                         r"\(No module named 'transformers'\)$"):
+        build_model("bert", "base")

@@ -202,3 +202,18 @@ def test_the_writer_freezes_a_draft_and_returns_the_record_it_wrote(tmp_path):
     assert isinstance(written, Record) and written["samples_s"] == [1e-3, None]
     assert draft["samples_s"][1] != draft["samples_s"][1]  # the draft itself is left as it was (NaN)
     assert [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()] == [written.to_json()] * 2
+
+
+def test_a_case_s_text_names_its_input_axis_compactly():
+    from gradbench.record import case_label
+
+    base = {"model": "bert", "size": "base", "batch_size": 8, "device": "cpu", "dtype": "float32", "mode": "eval",
+            "step": "forward"}
+    assert case_label({**base, "seq_len": 128}) == "bert/base b8 s128 cpu float32 eval forward"
+    assert case_label({**base, "model": "resnet", "size": "50", "image_size": 224}, omit=("mode", "step")) == \
+        "resnet/50 b8 224px cpu float32"
+    # null, a frame's NaN (a float column), and the report's 0 key all say: no such input
+    for none in (None, float("nan"), 0):
+        assert case_label({**base, "model": "mlp", "seq_len": none, "image_size": none}) == \
+            "mlp/base b8 cpu float32 eval forward"
+    assert case_label({**base, "seq_len": 128.0, "batch_size": 8.0}) == "bert/base b8 s128 cpu float32 eval forward"
