@@ -307,3 +307,24 @@ def test_a_report_of_not_applicable_cases_only_says_why_nothing_was_measured(tmp
     md = open(write_report(gradbench.load(_write(tmp_path, records)), str(tmp_path / "out"))["markdown"]).read()
     header = md.split("\n## ")[0]
     assert "not_applicable: BatchNorm needs more than one value per channel" in header
+
+
+def test_workloads_at_two_sequence_lengths_are_two_rows_and_a_model_without_one_keeps_its_row(tmp_path):
+    """The golden transformer records (migrated: seq_len 32) again at seq_len 64, twice as slow: every table and
+    figure keeps them apart, names them by the case text, and a model that takes no seq_len (null) keeps its row."""
+    records = _read()
+    longer = [{**r, "seq_len": 64, "format_version": 6, "image_size": None,
+               "time_median_s": 2 * r["time_median_s"] if r.get("time_median_s") else r.get("time_median_s"),
+               "samples_s": [2 * s for s in r["samples_s"]] if r.get("samples_s") else r.get("samples_s")}
+              for r in records if r["model"] == "transformer"]
+    out = write_report(gradbench.load(_write(tmp_path, records + longer)), str(tmp_path / "report"))
+    md = open(out["markdown"]).read()
+    section = md.split("## Each mode as a ratio to train")[1].split("\n## ")[0]
+    rows = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and "b8" in line]
+    assert {"mlp/tiny b8 cpu float32", "transformer/tiny b8 s32 cpu float32", "transformer/tiny b8 s64 cpu float32"} \
+        <= set(rows)
+    assert "### transformer/tiny b8 s64 cpu float32" in md and "### mlp/tiny b8 cpu float32" in md
+    assert not re.search(r"\bnan\b|\bNaN\b|\b0px\b|\bs0\b", md)
+    assert len(answer(gradbench.load(_write(tmp_path, records + longer))).table) > 0
+    frame = gradbench.load(_write(tmp_path, records + longer))
+    assert set(figures.sized_with_axes(frame)["size"]) == {"tiny", "tiny s32", "tiny s64"}

@@ -3,6 +3,8 @@ import subprocess
 import sys
 
 import pytest
+
+from gradbench.errors import BadInput
 import torch
 
 from gradbench import __version__
@@ -154,6 +156,24 @@ def test_config_file_sets_grid_and_command_line_wins(tmp_path):
     assert quick.sizes == ("tiny",) and quick.max_time_s == 0.2
     everything = run_settings(build_parser().parse_args(["run", "--modes", "all"])).grid
     assert len(everything.modes) == len(MODES)
+
+
+def test_input_axes_come_from_the_config_file_and_the_command_line(tmp_path):
+    from gradbench.cli import build_parser
+    from gradbench.settings import run_settings
+
+    config = tmp_path / "sweep.toml"
+    config.write_text('models = ["transformer", "resnet"]\nsizes = ["tiny", "18"]\nseq_len = [16, 64]\n'
+                      'image_size = [32]\nbatch_sizes = [2]\nmodes = ["eval"]\nsteps = ["forward"]\n')
+    settings = run_settings(build_parser().parse_args(["run", "--config", str(config)]))
+    assert (settings.grid.seq_lens, settings.grid.image_sizes) == ((16, 64), (32,))
+    assert [(c.model, c.seq_len, c.image_size) for c in settings.cases] == [
+        ("transformer", 16, None), ("transformer", 64, None), ("resnet", None, 32)]
+    given = run_settings(build_parser().parse_args(["run", "--config", str(config), "--seq-len", "8,128"]))
+    assert given.grid.seq_lens == (8, 128)
+    config.write_text('seq_len = ["16"]\n')
+    with pytest.raises(BadInput, match=r"bad value for 'seq_len' in --config .*expected a list of integers"):
+        run_settings(build_parser().parse_args(["run", "--config", str(config)]))
 
 
 def test_version(capsys):

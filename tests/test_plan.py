@@ -82,3 +82,81 @@ def test_messages_survive_the_pipe_and_say_what_they_are():
                     messages.Importing("m:f"), messages.Built(case.workload_key), messages.BatchDone()):
         assert pickle.loads(pickle.dumps(message)) == message
     assert isinstance(Batch((case,), 1), Batch) and Batch((case,), 1).attempt == 1
+
+
+def grid_of(**fields) -> Grid:
+    return Grid(**{"batch_sizes": (2,), "modes": ("eval",), "steps": ("forward",), **fields})
+
+
+def workloads(grid: Grid) -> list[tuple]:
+    return [(c.model, c.size, c.seq_len, c.image_size) for c in grid.cases()]
+
+
+def test_each_model_takes_the_sizes_and_input_axis_it_offers():
+    grid = grid_of(models=("resnet", "bert", "mlp", "m:f"), sizes=("50", "base", "tiny"), seq_lens=(16, 32))
+    grid.check()
+    assert workloads(grid) == [("resnet", "50", None, 224), ("bert", "base", 16, None), ("bert", "base", 32, None),
+                               ("mlp", "tiny", None, None),
+                               *[("m:f", size, n, None) for size in ("50", "base", "tiny") for n in (16, 32)]]
+    # none given: the toys tiny and small, a zoo family its first size at its default input; a user model no axis
+    assert workloads(grid_of(models=("transformer", "vit", "gpt2", "m:f"))) == [
+        ("transformer", "tiny", 32, None), ("transformer", "small", 32, None), ("vit", "ti_16", None, 224),
+        ("gpt2", "small", 128, None), ("m:f", "tiny", None, None), ("m:f", "small", None, None)]
+    assert workloads(grid_of(models=("resnet", "vit"), sizes=("18",), image_sizes=(64, 32)))[:2] == \
+        [("resnet", "18", None, 64), ("resnet", "18", None, 32)]
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(models=("resnet", "bert"), sizes=("50", "xl")),
+     "unknown size 'xl': no model in the grid offers it; valid sizes: resnet: 18, 34, 50, 101, 152; bert: base, large"),
+    (dict(models=("resnet", "bert"), sizes=("50",)),
+     "no size given for bert (its sizes: base, large); add one to --sizes, or run it apart"),
+    (dict(models=("mlp", "cnn"), seq_lens=(8,)),
+     "--seq-len given, but no model in the grid takes one (transformer, bert, gpt2, llama and user models do)"),
+    (dict(models=("bert",), image_sizes=(8,)), "--image-size given, but no model in the grid takes one (resnet, vit do)"),
+])
+def test_sizes_and_axes_no_model_takes_are_refused_in_one_line(fields, message):
+    with pytest.raises(ValueError) as caught:
+        grid_of(**fields).check()
+    assert str(caught.value) == message
+
+
+def test_the_toys_cases_are_in_their_fixed_order_and_old_workloads_draw_their_old_order():
+    from gradbench.plan import order_key, shuffled
+
+    cases = Grid().cases()
+    assert len(cases) == 3 * 2 * 3 * 6 * 2  # models x sizes x batches x modes x steps, as before the axes
+    assert [c.model for c in cases[::72]] == ["mlp", "cnn", "transformer"]
+    # a workload that existed before the input axes draws its order from the key it had then
+    for case in (Case("mlp", "tiny", 8), Case("transformer", "tiny", 8), Case("m:f", "x", 8)):
+        assert order_key(case) == (case.model, case.size, 8, "cpu", "float32", 0)
+    assert order_key(Case("transformer", "tiny", 8, seq_len=64)) == ("transformer", "tiny", 8, "cpu", "float32", 0,
+                                                                   64, None)
+    assert order_key(Case("mlp", "tiny", 8, compile="default")) == ("mlp", "tiny", 8, "cpu", "float32", 0,
+                                                                    "default", "none")
+    group = [Case("mlp", "tiny", 8, mode=m) for m in ("train", "eval", "no_grad", "eval_no_grad", "frozen")]
+    import random
+
+    before = list(group)
+    random.Random("0:1:('mlp', 'tiny', 8, 'cpu', 'float32', 0)").shuffle(before)  # plan.shuffled of gradbench 0.4
+    assert shuffled(group, "0:1") == before
+
+
+def test_a_resumed_sweep_over_seq_lens_skips_what_is_done(tmp_path):
+    """Done at seq_len 16 (and a record from before the axes: the toy's 32): only 64 is left."""
+    import json
+
+    from gradbench.resume import previous_results
+    from gradbench.session import failure_record
+
+    grid = grid_of(models=("transformer",), sizes=("tiny",), seq_lens=(16, 32, 64))
+    cases = grid.cases()
+    out = tmp_path / "sweep.jsonl"
+    done16 = failure_record(cases[0], "r1", "not_applicable", "done").to_json()
+    old32 = {k: v for k, v in failure_record(cases[1], "r0", "not_applicable", "done").to_json().items()
+             if k not in ("seq_len", "image_size")}
+    out.write_text(json.dumps(done16) + "\n" + json.dumps({**old32, "format_version": 5}) + "\n")
+    previous = previous_results(str(out), cases, 1, None)
+    assert previous.skipped == 2
+    batches = Plan(tuple(cases), done=frozenset(previous.done)).first_batches()
+    assert [c.seq_len for b in batches for c in b.cases] == [64]
