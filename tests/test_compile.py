@@ -97,7 +97,7 @@ def test_autocast_bfloat16_on_cpu_records_its_dtype_and_its_difference():
     assert low["compile_time_s"] is None and low["recompiles"] is None  # eager
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():  # the same forward by hand
         workload.model.eval()
-        expected = workload.model(*workload.inputs)
+        expected = workload.model(*workload.inputs.args, **workload.inputs.kwargs)
         workload.model.train()
     assert str(expected.dtype) == low["output_dtype"]
 
