@@ -126,6 +126,7 @@ def test_bert_output_loss_and_gradients(bert_base):
     assert type(out).__name__ == "BaseModelOutputWithPoolingAndCrossAttentions"
     assert out.last_hidden_state.shape == (BATCH, SEQ, 768)
     assert out.pooler_output.shape == (BATCH, 768)
+    assert list(out.keys()) == ["last_hidden_state", "pooler_output"]
     loss = built.loss(out, batch)
     assert loss.shape == () and math.isfinite(loss.item())
     built.model.zero_grad(set_to_none=True)
@@ -145,7 +146,7 @@ def test_gpt2_output_loss_equals_transformers_own_and_reaches_every_parameter(gp
     out, batch = _forward(built, train=False)
     assert type(out).__name__ == "CausalLMOutputWithCrossAttentions"
     assert out.logits.shape == (BATCH, SEQ, 50257)
-    assert out.past_key_values is None  # use_cache=False: the output holds no key/value cache
+    assert list(out.keys()) == ["logits"]  # use_cache=False: the output holds no key/value cache
     with torch.no_grad():
         theirs = built.model(**batch, labels=batch["input_ids"]).loss
     loss = built.loss(out, batch)

@@ -9,9 +9,10 @@ default attention differs between versions and models, and records must be compa
 The language models are built with ``use_cache=False``: a step here is a whole-sequence forward (training or
 scoring), and a key/value cache would make the output hold every layer's keys and values, as generation does.
 
-Importing transformers and building these models changes none of the global state gradbench checks (it adds
-only sympy's own 'once' filter for SymPyDeprecationWarning, a library's filter for its own class, which the
-check allows), so nothing is undone here; tests/test_zoo_text.py checks it for every family.
+Importing transformers and building these models changes none of the global state gradbench checks (the import
+adds only libraries' filters for their own warning classes, which the check allows: sympy's 'once' for
+SymPyDeprecationWarning under 5.x, urllib3's and requests' under 4.46), so nothing is undone here;
+tests/test_zoo_text.py checks it for every family.
 """
 from __future__ import annotations
 
