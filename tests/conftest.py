@@ -67,6 +67,7 @@ FILE_TIERS = {
     "test_timing.py": "unit",
     "test_zoo_vision.py": "unit",
     "test_zoo_text.py": "unit",
+    "test_setup.py": "unit",
 }
 TEST_TIERS = {
     "test_answer.py::test_report_md_equals_its_golden_file": "integration",
