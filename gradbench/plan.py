@@ -40,12 +40,13 @@ class Grid:
     compile_cold: bool = False
     energy_sampling: bool = False
     head: str | None = None
+    memory_budget: int | None = None  # bytes (--memory-budget); None: what each device has
 
     def cases(self) -> list[Case]:
         """All cases in a fixed order: grouped by workload, compile and autocast, modes and steps innermost."""
         return [
             Case(model, size, batch, device, dtype, mode, step, self.seed, self.max_time_s, self.cudnn_benchmark,
-                 compile, autocast, self.compile_cold, self.energy_sampling, self.head)
+                 compile, autocast, self.compile_cold, self.energy_sampling, self.head, self.memory_budget)
             for model, size, batch, device, dtype, compile, autocast in itertools.product(
                 self.models, self.sizes, self.batch_sizes, self.devices, self.dtypes, self.compile, self.autocast
             )
