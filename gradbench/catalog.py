@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import state
 from .models import FAMILIES, Built
 from .workload import DTYPES
 
@@ -59,8 +60,8 @@ _META: dict[tuple, MetaModel | Unavailable] = {}  # per process: a family's size
 
 def meta_model(name: str, size: str, seq_len: int | None = None, image_size: int | None = None) -> MetaModel:
     """The model on the meta device, built once per process; Unavailable (raised, and again for later calls)
-    where the family cannot be built here. The global RNG is left as it was (fork_rng), so that a case's
-    seeding does not depend on whether it was weighed first."""
+    where the family cannot be built here. Built under the clean state a Workload's build has, and restored
+    after it (the RNG too), so that a case does not depend on whether it was weighed first."""
     if name not in FAMILIES:
         raise ValueError(f"unknown family {name!r}; valid families: {', '.join(FAMILIES)}")
     key = (name, size, seq_len, image_size)
@@ -74,8 +75,9 @@ def meta_model(name: str, size: str, seq_len: int | None = None, image_size: int
 
 def _meta_build(name: str, size: str, seq_len: int | None, image_size: int | None) -> MetaModel | Unavailable:
     family = FAMILIES[name]
+    guard = state.CleanState(state.expected_state(0))
     try:
-        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        with guard, torch.device("meta"):
             built = _build(name, size, seq_len=seq_len, image_size=image_size)
     except ImportError as exc:
         missing = (getattr(exc, "name", None) or "").split(".")[0]
@@ -83,6 +85,10 @@ def _meta_build(name: str, size: str, seq_len: int | None, image_size: int | Non
             return Unavailable(f"needs: {extra_command(family.extra)} (no module named {missing!r})",
                                needs=extra_command(family.extra))
         return Unavailable(f"cannot build {name!r}: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # a builder that fails on the meta device: listed with why, never a traceback
+        return Unavailable(f"cannot build {name!r} on the meta device: {type(exc).__name__}: {exc}")
+    finally:  # a library imported here for the first time may set global state: named and undone, as in a build
+        state.announce(state.describe(f"model {name!r}", "while it was built on the meta device", guard.changes))
     if not isinstance(built, Built):  # a family returns a Built; a bare (model, make_input) is accepted too
         built = Built(*built)
     return MetaModel(built)
