@@ -212,3 +212,15 @@ def test_a_case_validates_its_budget():
         with pytest.raises(ValueError, match="bad memory budget"):
             Case(memory_budget=bad).validate()
     assert "memory_budget" not in Case(memory_budget=5).identity()  # a setting, not which case it is
+
+
+def test_llama_8b_is_refused_on_a_24_gib_machine_and_never_built(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    monkeypatch.setattr(fit, "READERS", cpu_readers(tmp_path, 24 * 1024 * 1024))
+    session = Session()
+    monkeypatch.setattr(session, "workload", lambda case: pytest.fail("a case that cannot fit was built"))
+    record = session.measure(Case("llama", "8b", 1, max_time_s=0.05))
+    assert record["status"] == "not_applicable"
+    assert (record["params"], record["param_bytes"]) == (8_030_261_248, 4 * 8_030_261_248)
+    assert record["error"].startswith("needs at least 29.9 GiB (weights 29.9 GiB in float32, buffers ")
+    assert record["error"].endswith("and cpu has 24.0 GiB available (MemAvailable); a case that cannot fit is not run")

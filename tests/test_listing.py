@@ -71,8 +71,10 @@ def test_a_family_whose_extra_is_missing_is_listed_with_null_counts_and_the_comm
     assert fake["needs"] == "pip install 'gradbench[zoo]'" and fake["error"] is None
     assert fake["sizes"] == [{"size": s, "params": None, "param_bytes": {"float32": None, "bfloat16": None,
                                                                          "float16": None}} for s in ("base", "large")]
-    bert = next(f for f in document["families"] if f["name"] == "bert")  # transformers blocked: no counts
-    assert bert["available"] is False and {s["params"] for s in bert["sizes"]} == {None}
+    bert = next(f for f in document["families"] if f["name"] == "bert")  # the real family, transformers blocked
+    assert bert["available"] is False and bert["needs"] == "pip install 'gradbench[zoo]'"
+    assert {s["params"] for s in bert["sizes"]} == {None}
+    assert next(f for f in document["families"] if f["name"] == "resnet")["available"] is True  # plain torch
     table = listed(capsys)
     row = next(line for line in table.splitlines() if line.strip().startswith("fakezoo"))
     assert row.split()[:7] == ["fakezoo", "base", "-", "-", "-", "-", "seq_len"]
