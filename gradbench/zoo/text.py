@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..models import Built
+from ..family import Built
 
 ATTENTION = "sdpa"
 

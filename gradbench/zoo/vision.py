@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import Built
+from ..family import Built
 
 NUM_CLASSES = 1000
 PATCH = 16
