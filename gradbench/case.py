@@ -96,6 +96,7 @@ class Case:
     compile_cold: bool = False
     energy_sampling: bool = False  # CUDA: sample on until the energy counter has updated 10 times
     head: str | None = None  # finetune_head's module (--head); None: the last nn.Linear the output depends on
+    memory_budget: int | None = None  # bytes a case may use (--memory-budget; fit.py); None: what the device has
     seq_len: int | None = None  # a family that takes one: its default when None (see __post_init__)
     image_size: int | None = None
 
@@ -122,6 +123,9 @@ class Case:
                 raise ValueError(f"bad {name} {getattr(self, name)!r}; it is true or false")
         if self.head is not None and (not isinstance(self.head, str) or not self.head.strip()):
             raise ValueError(f"bad head {self.head!r}; name a module of the model (model.named_modules())")
+        if self.memory_budget is not None and (isinstance(self.memory_budget, bool) or not isinstance(
+                self.memory_budget, int) or not 1 <= self.memory_budget < 2 ** 63):
+            raise ValueError(f"bad memory budget {self.memory_budget!r}; it is a number of bytes from 1 to 2^63 - 1")
         if isinstance(self.max_time_s, bool) or not isinstance(self.max_time_s, (int, float)) \
                 or not 0 < self.max_time_s < float("inf"):
             raise ValueError(f"bad max time {self.max_time_s!r}; it must be a finite number of seconds > 0")
@@ -140,4 +144,5 @@ class Case:
     def identity(self) -> dict:
         """The record's identity fields (settings such as seed and cudnn_benchmark are recorded apart)."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("seed", "max_time_s", "cudnn_benchmark", "compile_cold", "energy_sampling", "head")}
+                if k not in ("seed", "max_time_s", "cudnn_benchmark", "compile_cold", "energy_sampling", "head",
+                             "memory_budget")}

@@ -54,7 +54,8 @@ def base_record(case: Case, workload: Workload | None = None, run_id: str | None
                         cudnn_benchmark=case.cudnn_benchmark if case.device.startswith("cuda") else None,
                         compile_cold=case.compile_cold if case.compile != "none" else None,
                         energy_sampling=case.energy_sampling if case.device.startswith("cuda") else None,
-                        head=case.head if case.mode == "finetune_head" else None)
+                        head=case.head if case.mode == "finetune_head" else None,
+                        case_memory_budget_bytes=case.memory_budget)
     if workload is not None:
         record.update(params=workload.params, param_bytes=workload.param_bytes,
                       global_state_warning=workload.state_warning)

@@ -49,6 +49,7 @@ class Grid:
     compile_cold: bool = False
     energy_sampling: bool = False
     head: str | None = None
+    memory_budget: int | None = None  # bytes (--memory-budget); None: what each device has
     seq_lens: tuple[int, ...] = ()
     image_sizes: tuple[int, ...] = ()
 
@@ -97,7 +98,8 @@ class Grid:
         autocast, modes and steps innermost."""
         return [
             Case(model, size, batch, device, dtype, mode, step, self.seed, self.max_time_s, self.cudnn_benchmark,
-                 compile, autocast, self.compile_cold, self.energy_sampling, self.head, seq_len, image_size)
+                 compile, autocast, self.compile_cold, self.energy_sampling, self.head, self.memory_budget,
+                 seq_len=seq_len, image_size=image_size)
             for model in self.models
             for size in self.sizes_for(model)
             for seq_len, image_size in self.inputs_for(model)

@@ -78,6 +78,9 @@ class Fields:
     seed: int = _f("identity", "int", "", "seed of weights, input batch, behaviour probes and mode order")
     cudnn_benchmark: bool = _f("identity", "bool", "", "torch.backends.cudnn.benchmark during the case (null on cpu)")
     max_time_s: float = _f("identity", "float", "s", "the time cap per case the run asked for (--max-time)")
+    case_memory_budget_bytes: int = _f("identity", "int", "bytes", "--memory-budget: the memory the run allowed each "
+                                       "case (a built-in model's case whose weights, gradients and input alone "
+                                       "exceed it, or what its device has, is not_applicable); null without it")
     compile_cold: bool = _f("identity", "bool", "", "the compiler's caches were reset before this case "
                             "(--compile-cold; null when eager)")
     head: str = _f("identity", "str", "", "--head: the module finetune_head was told to train (null: the last "

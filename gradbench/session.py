@@ -17,10 +17,12 @@ from typing import Callable, ContextManager, Iterator
 
 import torch
 
-from . import pipeline
+from . import fit, pipeline
+from .catalog import weights
 from .case import Case
 from .compiled import NotCompiled, autocast_not_applicable, cuda_only, last_guard_failure
 from .interrupts import InterruptWatch, raised_by_model
+from .measure.tensors import storage_nbytes
 from .modes import MODES
 from .record import Record, new_run_id
 from .workload import Workload
@@ -107,6 +109,9 @@ class Session:
 
     def measure(self, case: Case, clock=None, memory=None, monitor=None) -> Record:
         """One validated case's record, whatever happens to it; only the user's Ctrl-C or SIGTERM raise."""
+        refused = self.refused(case)
+        if refused is not None:
+            return refused
         interrupts = InterruptWatch()
         try:
             with interrupts:
@@ -120,6 +125,20 @@ class Session:
                 raise
             return self.failure(case, "error", raised_by_model(exc), traceback.format_exc(limit=5))
         return self.measure_on(case, workload, clock, memory, monitor)
+
+    def refused(self, case: Case) -> Record | None:
+        """The not_applicable record of a built-in model's case that cannot fit (fit.py), before its workload
+        is built; None when it may run. What this process holds and building the case frees (the previous
+        workload, unless workloads are kept) or reuses (its own, already built) counts as room."""
+        kept = [w for key, w in self._workloads.items() if not self.keep_workloads or key == case.workload_key]
+        own = storage_nbytes(t for w in kept if w.device.type == "cpu" for t in w.held_tensors())
+        reason = fit.refusal(case, own_bytes=own)
+        if reason is None:
+            return None
+        params, param_bytes = weights(case.model, case.size, case.dtype, getattr(case, "seq_len", None),
+                                      getattr(case, "image_size", None))
+        return Record(pipeline.base_record(case, run_id=self.run_id), status="not_applicable", error=reason,
+                      params=params, param_bytes=param_bytes)
 
     def measure_on(self, case: Case, workload: Workload, clock=None, memory=None, monitor=None) -> Record:
         """The case on a built workload: not applicable, measured, or failed with its message; frozen once
@@ -201,7 +220,8 @@ def run_case(
     returns a record with status error or oom instead.
     """
     case = Case(model, size, batch_size, device, dtype, mode, step, seed, max_time_s, cudnn_benchmark,
-                compile, autocast, compile_cold, energy_sampling, head, seq_len, image_size).validate()
+                compile, autocast, compile_cold, energy_sampling, head, seq_len=seq_len,
+                image_size=image_size).validate()
     session = Session(run_id, raise_bad_values=True)
     if workload is not None and workload.key == case.workload_key:
         session.adopt(workload)

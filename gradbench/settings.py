@@ -20,6 +20,7 @@ INTEGER_LISTS = ("batch_sizes", "seq_len", "image_size")
 BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report", "compile_cold", "energy_sampling")
 STRING_OPTIONS = ("out", "shard", "isolate", "launcher", "gpus", "slurm_partition", "slurm_constraint", "head")
 PAIR_OPTIONS = ("slurm_options",)  # KEY=VALUE, given again for each (a value may hold commas)
+SIZE_OPTIONS = ("memory_budget",)  # bytes: "8GiB", "24GB" or a number of bytes (capacity.parse_size)
 LAUNCHERS = ("local", "slurm")
 # torch.manual_seed takes -2**63 .. 2**64 - 1; the record's seed is an int64 (as any JSON reader with
 # 64-bit integers, and a DataFrame, hold it), and the input batch is drawn under seed + 1
@@ -38,7 +39,7 @@ NUMBER_RULES = {
 }
 SLURM_OPTIONS = ("jobs", "slurm_partition", "slurm_constraint", "slurm_gpus_per_task", "slurm_cpus_per_task",
                  "slurm_time", "slurm_parallel", "slurm_options")
-RUN_OPTIONS = (*LIST_OPTIONS, *BOOL_OPTIONS, *STRING_OPTIONS, *PAIR_OPTIONS, *NUMBER_RULES)
+RUN_OPTIONS = (*LIST_OPTIONS, *BOOL_OPTIONS, *STRING_OPTIONS, *PAIR_OPTIONS, *SIZE_OPTIONS, *NUMBER_RULES)
 
 
 def list_arg(values) -> list[str] | None:
@@ -107,6 +108,8 @@ def _config_value(key: str, value, path: str):
                        "of them")
     if key in STRING_OPTIONS and not isinstance(value, str):
         raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a string")
+    if key in SIZE_OPTIONS and (isinstance(value, bool) or not isinstance(value, (str, int))):
+        raise BadInput(f"bad {key!r} in --config {path!r}: {value!r}; expected a size such as \"8GiB\" or bytes")
     if key in PAIR_OPTIONS:
         return _config_pairs(key, value, path)
     if key in LIST_OPTIONS:
@@ -274,6 +277,8 @@ def build_grid(settings: dict):
     for flag in ("compile_cold", "energy_sampling", "head"):
         if flag in settings:
             fields[flag] = settings[flag]
+    if "memory_budget" in settings:
+        fields["memory_budget"] = memory_budget(settings["memory_budget"])
     grid = Grid(**{**base, "devices": _default_devices(settings, here, default_devices), **fields})
     for name in LIST_OPTIONS:
         if name not in ("seq_len", "image_size") and getattr(grid, name) is not None and not getattr(grid, name):
@@ -304,6 +309,16 @@ def build_grid(settings: dict):
     if not grid.max_time_s > 0:
         raise BadInput(f"bad --max-time {grid.max_time_s:g}; it must be > 0 seconds")
     return grid
+
+
+def memory_budget(value) -> int:
+    """--memory-budget (or the config's memory_budget) in bytes, or BadInput naming the forms it takes."""
+    from .capacity import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise BadInput(str(exc).replace("bad memory budget", "bad --memory-budget", 1)) from None
 
 
 def _default_devices(settings: dict, here: bool, available) -> tuple[str, ...]:

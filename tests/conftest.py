@@ -46,6 +46,7 @@ FILE_TIERS = {
     "test_docs.py": "unit",
     "test_energy.py": "unit",
     "test_faults.py": "unit",
+    "test_fit.py": "unit",
     "test_formats.py": "unit",
     "test_gpu.py": "gpu",
     "test_gpu_check.py": "integration",
@@ -53,6 +54,7 @@ FILE_TIERS = {
     "test_harnesses.py": "unit",
     "test_hostile_inputs.py": "unit",
     "test_layers.py": "unit",
+    "test_listing.py": "unit",
     "test_memory.py": "unit",
     "test_models.py": "unit",
     "test_modes.py": "unit",
@@ -65,6 +67,9 @@ FILE_TIERS = {
     "test_state.py": "unit",
     "test_sweep.py": "integration",
     "test_timing.py": "unit",
+    "test_zoo_vision.py": "unit",
+    "test_zoo_text.py": "unit",
+    "test_setup.py": "unit",
 }
 TEST_TIERS = {
     "test_answer.py::test_report_md_equals_its_golden_file": "integration",
@@ -103,6 +108,7 @@ TEST_TIERS = {
     "test_formats.py::test_a_reserved_kind_is_left_out_of_the_report_and_said_so": "integration",
     "test_formats.py::test_an_old_release_compares_with_the_last": "integration",
     "test_formats.py::test_each_release_makes_a_report": "integration",
+    "test_fit.py::test_run_with_a_tiny_memory_budget_records_not_applicable_and_exits_0": "integration",
     "test_gpus.py::test_a_pinned_worker_sees_only_its_gpu_and_the_manager_keeps_its_environment": "integration",
     "test_gpus.py::test_a_pool_replaces_a_worker_that_died_while_idle": "integration",
     "test_gpus.py::test_a_starting_worker_survives_the_signals_its_manager_handles": "integration",

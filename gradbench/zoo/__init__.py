@@ -6,7 +6,7 @@ Nothing heavy is imported here: a family's module is imported when one of its mo
 """
 from __future__ import annotations
 
-from ..models import Family
+from ..family import Family
 
 RESNET_SIZES = ("18", "34", "50", "101", "152")
 VIT_SIZES = ("ti_16", "s_16", "b_16", "l_16")
