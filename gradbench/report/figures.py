@@ -123,7 +123,7 @@ def _mark_untrusted(grid, part: pd.DataFrame, y: str) -> bool:
     marked = part[[is_untrusted(v) for v in part["time_trusted"]]] if "time_trusted" in part else part.iloc[:0]
     points = marked.groupby(["model", "size", "mode", "batch_size"], sort=False)[y].median()
     for (model, size, mode, batch), value in points.items():
-        ax = grid.axes_dict.get((model, size))
+        ax = grid.axes_dict.get((model, size), grid.axes_dict.get(f"{model}/{size}"))
         if ax is not None and pd.notna(value):
             ax.annotate(UNTRUSTED_MARK, (batch, value), xytext=(3, 3), textcoords="offset points",
                         color=PALETTE.get(mode, "black"), fontsize=9, fontweight="bold")
@@ -140,16 +140,22 @@ def _vs_batch(df: pd.DataFrame, out_dir: str, name: str, y: str, ylabel: str, ti
     measured = df[df[y].notna()]  # asv --bench: a field may be absent
     for (device, dtype, *chosen), part in sorted(measured.groupby(["device", "dtype", *settings]), key=_eager_first):
         part = sized_with_axes(part)
+        shown = figure_values(part, ["model", "size"])
+        pairs = set(zip(shown["model"], shown["size"]))
+        if len(pairs) == shown["model"].nunique() * shown["size"].nunique():  # model x size: a panel for each
+            facets = dict(row="model", col="size")
+        else:  # families with sizes of their own (resnet 50, bert base): one panel per model/size, no empty ones
+            shown = shown.assign(case=shown["model"].astype(str) + "/" + shown["size"].astype(str))
+            facets = dict(col="case", col_wrap=min(4, len(pairs)))
         grid = sns.relplot(
-            data=figure_values(part, ["model", "size"]), x="batch_size", y=y, hue="mode", hue_order=_modes_in(part),
-            palette=PALETTE, row="model", col="size", kind="line", marker="o", height=2.6, aspect=1.3,
-            facet_kws={"sharey": False}, **line_kws,
+            data=shown, x="batch_size", y=y, hue="mode", hue_order=_modes_in(part), palette=PALETTE, kind="line",
+            marker="o", height=2.6, aspect=1.3, facet_kws={"sharey": False}, **facets, **line_kws,
         )
         _tidy_axes(grid, part["batch_size"].unique(), log_y=log_y)
         grid.set_axis_labels("batch size", ylabel)
         changed = [(k, v) for k, v in zip(settings, chosen) if v != IDENTITY_DEFAULTS[k]]
         setting = ", ".join(figure_text(v) for v in [device, dtype, *(f"{k}={v}" for k, v in changed)])
-        marked = timing and _mark_untrusted(grid, figure_values(part, ["model", "size"]), y)
+        marked = timing and _mark_untrusted(grid, shown, y)
         grid.figure.suptitle(f"{title} ({setting})" + (f"; {UNTRUSTED_NOTE}" if marked else ""), y=1.02)
         paths += _save(grid.figure, out_dir, "_".join([name, device, dtype, *(f"{k}-{v}" for k, v in changed)]))
     return paths
