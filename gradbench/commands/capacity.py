@@ -14,7 +14,8 @@ from .arguments import SECONDS, add_input_axes
 def add_parser(sub):
     capacity = sub.add_parser("capacity", help="the largest batch each mode fits in a memory budget, measured")
     capacity.add_argument("--models", nargs="+", default=["transformer"], help="default: transformer")
-    capacity.add_argument("--sizes", nargs="+", default=["small"], help="default: small")
+    capacity.add_argument("--sizes", nargs="+", help="each model takes those it offers, as in run (default: small; a "
+                          "zoo family its first size)")
     capacity.add_argument("--modes", nargs="+", default=["train", "eval", "no_grad", "eval_no_grad", "frozen"],
                           help="mode names, or 'all' (default: the five core modes)")
     capacity.add_argument("--steps", nargs="+", default=["forward"], help="forward train_step (default: forward)")
@@ -36,16 +37,34 @@ def run(args) -> int:
     """The largest batch each mode fits in a memory budget, measured (gradbench/capacity.py)."""
     from ..capacity import capacity_table, default_budget, measure_capacities, parse_size
     from ..case import Case
+    from ..models import FAMILIES, TOY_FAMILIES, validate_model_name
     from ..modes import MODES
     from ..report.tables import render
     from ..settings import check_user_models
 
+    from ..plan import Grid
+
+    sizes_given = args.sizes is not None
+    args.sizes = args.sizes if sizes_given else ["small"]
     for name in ("models", "sizes", "modes", "steps", "devices", "dtypes"):  # commas or spaces, as in run
         setattr(args, name, list_arg(getattr(args, name)))
         if not getattr(args, name):
             raise BadInput(f"--{name} is empty")
     modes = list(MODES) if args.modes == ["all"] else args.modes
-    combos = [(m, s, d, t, mode, step, args.seq_len, args.image_size) for m in args.models for s in args.sizes
+    # sizes and input axes per model, by the run grid's rules (--sizes 50 base: resnet 50, bert base)
+    grid = Grid(models=tuple(args.models), sizes=tuple(args.sizes) if sizes_given else None,
+                seq_lens=(args.seq_len,) if args.seq_len else (), image_sizes=(args.image_size,) if args.image_size else ())
+    try:
+        for m in args.models:
+            validate_model_name(m)
+        grid.check()
+        workloads = [(m, s, *axes) for m in args.models
+                     for s in (grid.sizes_for(m) if sizes_given or m in FAMILIES and FAMILIES[m] not in TOY_FAMILIES
+                               else ("small",))
+                     for axes in grid.inputs_for(m)]
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    combos = [(m, s, d, t, mode, step, seq_len, image_size) for m, s, seq_len, image_size in workloads
               for d in args.devices for t in args.dtypes for step in args.steps for mode in modes]
     try:
         for m, s, d, t, mode, step, seq_len, image_size in combos:
