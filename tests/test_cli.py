@@ -296,3 +296,18 @@ def test_explain_names_a_model_that_changes_global_state(capsys):
     captured = capsys.readouterr()
     assert "  ! model 'state_changers:build' changed global torch state inside its forward" in captured.out
     assert "gradbench: warning: model 'state_changers:build' changed global torch state" in captured.err
+
+
+def test_case_takes_a_seq_len_and_capacity_takes_each_model_s_own_sizes(capsys):
+    import json
+
+    assert main(["case", "--model", "transformer", "--size", "tiny", "--batch-size", "2", "--seq-len", "8",
+                 "--max-time", "0.05"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["status"], record["seq_len"], record["image_size"]) == ("ok", 8, None)
+    assert main(["case", "--model", "mlp", "--size", "tiny", "--seq-len", "8"]) == 2
+    assert capsys.readouterr().err.strip() == ("gradbench: error: model 'mlp' takes no seq_len (transformer, bert, "
+                                               "gpt2, llama do); leave --seq-len out for it")
+    assert main(["capacity", "--models", "resnet", "bert", "--sizes", "50", "--memory-budget", "1GiB"]) == 2
+    assert capsys.readouterr().err.strip() == ("gradbench: error: no size given for bert (its sizes: base, large); "
+                                               "add one to --sizes, or run it apart")
