@@ -48,8 +48,8 @@ def run_bad(capsys, existing, *args):
                                                           r"one to --sizes, or run it apart$"),
         (["--models", "mlp", "--seq-len", "64"], r"--seq-len given, but no model in the grid takes one \(transformer, "
                                                  r"bert, gpt2, llama and user models do\)$"),
-        (["--models", "bert", "--sizes", "base", "--image-size", "64"], r"--image-size given, but no model in the grid takes one "
-                                                     r"\(resnet, vit do\)$"),
+        (["--models", "bert", "--sizes", "base", "--image-size", "64"],
+         r"--image-size given, but no model in the grid takes one \(resnet, vit do\)$"),
         (["--seq-len", "0"], r"bad --seq-len '0'; it is an integer from 1 to 2\^31$"),
         (["--seq-len", "x"], r"bad --seq-len 'x'; it is an integer from 1 to 2\^31$"),
         (["--image-size", "2147483649"], r"bad --image-size '2147483649'; it is an integer from 1 to 2\^31$"),

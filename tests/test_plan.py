@@ -113,7 +113,8 @@ def test_each_model_takes_the_sizes_and_input_axis_it_offers():
      "no size given for bert (its sizes: base, large); add one to --sizes, or run it apart"),
     (dict(models=("mlp", "cnn"), seq_lens=(8,)),
      "--seq-len given, but no model in the grid takes one (transformer, bert, gpt2, llama and user models do)"),
-    (dict(models=("bert",), image_sizes=(8,)), "--image-size given, but no model in the grid takes one (resnet, vit do)"),
+    (dict(models=("bert",), image_sizes=(8,)),
+     "--image-size given, but no model in the grid takes one (resnet, vit do)"),
 ])
 def test_sizes_and_axes_no_model_takes_are_refused_in_one_line(fields, message):
     with pytest.raises(ValueError) as caught:

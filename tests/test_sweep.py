@@ -139,7 +139,8 @@ def test_shard_files_together_are_the_sweep(tmp_path, capsys):
         out = tmp_path / f"shard{i}.jsonl"
         assert gradbench_here(capsys, *common, "--shard", f"{i}/2", "--out", str(out)).returncode == 0
         keys += [case_key(r) for r in records_of(out)]
-    full = {(m, "tiny", b, "cpu", "float32", "none", "none", None, None, mode, "forward") for m in ["mlp"] for b in (2, 4)
+    full = {(m, "tiny", b, "cpu", "float32", "none", "none", None, None, mode, "forward") for m in ["mlp"]
+            for b in (2, 4)
             for mode in ("eval", "eval_no_grad")}
     assert sorted(keys) == sorted(full)
 

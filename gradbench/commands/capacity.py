@@ -53,7 +53,8 @@ def run(args) -> int:
     modes = list(MODES) if args.modes == ["all"] else args.modes
     # sizes and input axes per model, by the run grid's rules (--sizes 50 base: resnet 50, bert base)
     grid = Grid(models=tuple(args.models), sizes=tuple(args.sizes) if sizes_given else None,
-                seq_lens=(args.seq_len,) if args.seq_len else (), image_sizes=(args.image_size,) if args.image_size else ())
+                seq_lens=(args.seq_len,) if args.seq_len else (),
+                image_sizes=(args.image_size,) if args.image_size else ())
     try:
         for m in args.models:
             validate_model_name(m)

@@ -24,7 +24,8 @@ from ..schema import IDENTITY_DEFAULTS, INPUT_AXES  # noqa: E402
 from ..text import terminal_text  # noqa: E402
 from .files import output_path  # noqa: E402
 from ..units import ratio_text  # noqa: E402
-from .tables import UNTRUSTED_MARK, axis_keys, is_untrusted, ratio_to_train, untrusted_ratios, workload_label  # noqa: E402
+from .tables import (UNTRUSTED_MARK, axis_keys, is_untrusted, ratio_to_train, untrusted_ratios,  # noqa: E402
+                     workload_label)
 
 PALETTE = dict(zip(MODES, sns.color_palette("tab10", len(MODES))))
 MODE_ORDER = list(MODES)
