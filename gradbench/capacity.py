@@ -257,15 +257,16 @@ def capacity_table(rows: list[dict]):
     """mode -> max batch, bytes per sample and the ratio to train's batch, per model/size/step/device/dtype."""
     import pandas as pd
 
+    from .record import case_label
     from .units import human_bytes, ratio_text
 
     shown = []
     for r in rows:
-        same = ("model", "size", "step", "device", "dtype", "memory_budget_bytes")
-        group = [x for x in rows if all(x[k] == r[k] for k in same)]
+        same = ("model", "size", "seq_len", "image_size", "step", "device", "dtype", "memory_budget_bytes")
+        group = [x for x in rows if all(x.get(k) == r.get(k) for k in same)]
         train = next((x for x in group if x["mode"] == "train" and x["max_batch_size"]), None)
         line = {
-            "case": f"{r['model']}/{r['size']} {r['device']} {r['dtype']} {r['step']}", "mode": r["mode"],
+            "case": case_label({**r, "batch_size": 0}, omit=("batch_size", "mode")), "mode": r["mode"],
             **({"budget": human_bytes(r["memory_budget_bytes"])}
                if len({x["memory_budget_bytes"] for x in rows}) > 1 else {}),
             "max batch": "-" if r["max_batch_size"] is None else

@@ -42,7 +42,7 @@ from .schema import CASE_KEY_FIELDS, GROUP_FIELDS
 KINDS = ("case", "capacity_probe")
 TRUSTED, UNTRUSTED, UNTIMED, FAILED = 3, 2, 1, 0
 HARNESS_ORDER = ("gradbench", "asv", "pytest-benchmark")  # whose timing stands first: gradbench's own
-CAPACITY_CASE = ["model", "size", "device", "dtype", "step"]  # a capacity answer's case: every batch size
+CAPACITY_CASE = ["model", "size", "seq_len", "image_size", "device", "dtype", "step"]  # a capacity answer's case
 
 
 def kind_of(record) -> str:

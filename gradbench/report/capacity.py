@@ -10,6 +10,8 @@ import pandas as pd
 
 from ..capacity import capacity_table, small_line
 from ..dataset import CAPACITY_CASE as CASE, capacity_curve, capacity_searches
+from ..record import case_label
+from .tables import axis_keys
 
 
 def _needed(record) -> int | None:
@@ -22,13 +24,14 @@ def capacity_rows(df: pd.DataFrame) -> list[dict]:
     """One answer per case, mode and budget (the newest search of each), as `capacity --format json` gives it."""
     rows = []
     keys = [*CASE, "mode", "memory_budget_bytes"]
-    for key, part in capacity_searches(df).groupby(keys, sort=False):
+    for key, part in axis_keys(capacity_searches(df)).groupby(keys, sort=False):
         # every record holds its batch's memory, the timed one at the answer too (reading keeps one a batch)
         measured = {int(r["batch_size"]): _needed(r) for _, r in part.iterrows()}
         best = int(part["capacity_batch_size"].iloc[-1])
         line = small_line(measured)
         timed = part[part["time_median_s"].notna() & (part["batch_size"] == best)]
         row = dict(zip(keys, key), memory_budget_bytes=int(key[-1]), max_batch_size=best,
+                   **{k: int(v) or None for k, v in zip(keys, key) if k in ("seq_len", "image_size")},
                    fixed_bytes=line[0] if line else None, bytes_per_sample=line[1] if line else None,
                    bytes_at_max=measured.get(best), bytes_at_next=measured.get(best + 1), samples_per_s=None,
                    time_trusted=None, capped=best > 0 and (best + 1) not in measured, error=None,
@@ -67,7 +70,7 @@ def capacity_figure(df: pd.DataFrame, out_dir: str) -> list[str]:
     records = records[records["needed_mib"] > 0]  # on a log scale; a record that has no held or peak has no point
     if records.empty:
         return []
-    panels = list(records.groupby(CASE, sort=False))
+    panels = list(axis_keys(records).groupby(CASE, sort=False))
     columns = min(3, len(panels))
     rows_ = (len(panels) + columns - 1) // columns
     fig, axes = plt.subplots(rows_, columns, figsize=(5.2 * columns, 3.8 * rows_), squeeze=False)
@@ -86,7 +89,8 @@ def capacity_figure(df: pd.DataFrame, out_dir: str) -> list[str]:
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel("held + peak (MiB)")
-        ax.set_title(figure_text(f"{case[0]}/{case[1]} {case[2]} {case[3]} {case[4]}"), fontsize=9)
+        ax.set_title(figure_text(case_label({**dict(zip(CASE, case)), "batch_size": 0}, omit=("batch_size", "mode"))),
+                     fontsize=9)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7, loc="upper left")
