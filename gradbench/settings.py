@@ -18,7 +18,8 @@ LIST_OPTIONS = ("models", "sizes", "batch_sizes", "devices", "dtypes", "modes", 
                 "seq_len", "image_size")
 INTEGER_LISTS = ("batch_sizes", "seq_len", "image_size")
 BOOL_OPTIONS = ("quick", "resume", "cudnn_benchmark", "no_report", "compile_cold", "energy_sampling")
-STRING_OPTIONS = ("out", "shard", "isolate", "launcher", "gpus", "slurm_partition", "slurm_constraint", "head")
+STRING_OPTIONS = ("out", "shard", "isolate", "launcher", "gpus", "slurm_partition", "slurm_constraint", "head",
+                  "suite")
 PAIR_OPTIONS = ("slurm_options",)  # KEY=VALUE, given again for each (a value may hold commas)
 SIZE_OPTIONS = ("memory_budget",)  # bytes: "8GiB", "24GB" or a number of bytes (capacity.parse_size)
 LAUNCHERS = ("local", "slurm")
@@ -372,9 +373,18 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         from .launch.gpus import parse_gpus
 
         gpus = parse_gpus(settings["gpus"])
-    grid = build_grid(settings)
-    check_user_models(grid.models)
-    cases = grid.cases()
+    from .record import case_key
+
+    try:
+        grids = [build_grid(part) for part in _parts(settings)]
+    except BadInput as exc:
+        if settings.get("suite") and "devices" not in settings and "no CUDA GPU" in str(exc):
+            raise BadInput(f"{exc} (suite {settings['suite']!r} runs on cuda; --devices cpu runs it here)") from None
+        raise
+    grid = grids[0]
+    for part in grids:
+        check_user_models(part.models)
+    cases = list({case_key(case.identity()): case for part in grids for case in part.cases()}.values())
     if "shard" in settings:
         try:
             i, n = parse_shard(settings["shard"])
@@ -395,6 +405,20 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         repeat=number(settings, "repeat", default=1), retry_untrusted=number(settings, "retry_untrusted", default=0),
         isolate=isolate, no_report=bool(settings.get("no_report")), launcher=launcher, gpus=gpus, slurm=slurm,
     )
+
+
+def _parts(settings: dict) -> list[dict]:
+    """The run's settings, or under --suite one set per part of the suite (suites.py)."""
+    if "suite" not in settings:
+        return [settings]
+    from .suites import suite_settings
+
+    if settings.get("quick"):
+        raise BadInput("--quick and --suite are two grids; give one")
+    try:
+        return suite_settings(settings["suite"], settings)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _launch(settings: dict, cases, gpus: tuple | None) -> tuple:

@@ -70,6 +70,7 @@ FILE_TIERS = {
     "test_zoo_vision.py": "unit",
     "test_zoo_text.py": "unit",
     "test_setup.py": "unit",
+    "test_suites.py": "unit",
 }
 TEST_TIERS = {
     "test_answer.py::test_report_md_equals_its_golden_file": "integration",

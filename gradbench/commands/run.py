@@ -16,6 +16,10 @@ def add_parser(sub):
 
 def _add_grid(p) -> None:
     """What is measured: the grid's axes and how each case runs."""
+    p.add_argument("--suite", metavar="NAME", help="a grid shipped with gradbench: reference (every reference family "
+                   "at published sizes, for an 80 GB GPU) or reference-cpu (their small sizes, ~10 min on a 2-core "
+                   "CPU); --models and --sizes narrow it, --batch-sizes, --seq-len, --image-size, --dtypes and "
+                   "--steps replace its own (docs: Model families)")
     p.add_argument("--models", nargs="+", help="built-in names or MODULE:FUNCTION / file.py:FUNCTION "
                    "(default: mlp cnn transformer)")
     p.add_argument("--sizes", nargs="+", help="each model runs at those it offers: mlp cnn transformer tiny small "
