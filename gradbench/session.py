@@ -135,6 +135,9 @@ class Session:
         reason = fit.refusal(case, own_bytes=own)
         if reason is None:
             return None
+        mode = MODES.get(case.mode)
+        if mode is not None and mode.trainable != "as_built":  # a reason by design comes first: it holds anywhere
+            reason = not_applicable(case) or reason
         params, param_bytes = weights(case.model, case.size, case.dtype, getattr(case, "seq_len", None),
                                       getattr(case, "image_size", None))
         return Record(pipeline.base_record(case, run_id=self.run_id), status="not_applicable", error=reason,

@@ -224,3 +224,8 @@ def test_llama_8b_is_refused_on_a_24_gib_machine_and_never_built(tmp_path, monke
     assert (record["params"], record["param_bytes"]) == (8_030_261_248, 4 * 8_030_261_248)
     assert record["error"].startswith("needs at least 29.9 GiB (weights 29.9 GiB in float32, buffers ")
     assert record["error"].endswith("and cpu has 24.0 GiB available (MemAvailable); a case that cannot fit is not run")
+    # a case not applicable by design says so, even where it cannot fit either (the design holds anywhere)
+    by_design = session.measure(Case("llama", "8b", 1, mode="eval_no_grad", step="train_step", max_time_s=0.05))
+    assert by_design["status"] == "not_applicable"
+    assert by_design["error"] == "mode 'eval_no_grad': it records no autograd graph, so there is no train step"
+    assert by_design["params"] == 8_030_261_248
