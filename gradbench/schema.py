@@ -176,14 +176,14 @@ class Fields:
     # behaviour: observed during real forwards, never inferred from module types
     dropout_active: bool = _f("behaviour", "bool", "", "the forward is stochastic in this mode: outputs differ "
                               "between two RNG seeds, and repeat under the same seed or an operator drew "
-                              "random numbers; where outputs cannot show a difference (no tensor, NaN "
-                              "everywhere), an operator drew random numbers (dropout_evidence says which)")
+                              "random numbers; where outputs cannot show a difference (no tensor, NaN or "
+                              "zero everywhere), an operator drew random numbers (dropout_evidence says which)")
     stochastic_ops: list = _f("behaviour", "list[str]", "", "operators that drew random numbers in the forward, as "
                               "dispatched (under inference_mode composite ones such as aten::dropout)")
     dropout_evidence: str = _f("behaviour", "str", "", "what decided dropout_active: outputs (compared under two "
                                "seeds), or random_ops (stochastic_ops, where the outputs could not say: no tensor, "
-                               "NaN everywhere, or not repeating under one seed); null where neither was observed "
-                               "(a compiled forward whose outputs could not say)")
+                               "NaN or zero everywhere, or not repeating under one seed); null where neither was "
+                               "observed (a compiled forward whose outputs could not say)")
     bn_batch_stats: bool = _f("behaviour", "bool", "", "BatchNorm normalised by batch statistics (null: no BatchNorm)")
     bn_stats_updated: bool = _f("behaviour", "bool", "", "BatchNorm running statistics changed (null: no BatchNorm)")
     output_dtype: str = _f("behaviour", "str", "", "dtype of the forward's first floating-point output (autocast "

@@ -69,6 +69,8 @@ FILE_TIERS = {
     "test_timing.py": "unit",
     "test_zoo_vision.py": "unit",
     "test_zoo_text.py": "unit",
+    "test_zoo_runs.py": "unit",
+    "test_zoo_peaks.py": "integration",
     "test_setup.py": "unit",
     "test_suites.py": "unit",
 }
@@ -162,6 +164,7 @@ TEST_TIERS = {
     "test_slurm.py::test_a_task_past_its_time_limit_is_recorded_as_crashed_with_state_timeout": "slurm",
     "test_slurm.py::test_records_measured_in_a_slurm_array_name_the_array_task_and_host": "slurm",
     "test_slurm.py::test_resume_after_the_job_is_gone_submits_only_the_missing_cases": "slurm",
+    "test_zoo_runs.py::test_bert_and_gpt2_every_mode_and_step_with_dropout_in_train_mode_only": "integration",
     "test_sweep.py::test_mode_order_is_shuffled_within_a_group_but_reproducible": "unit",
     "test_sweep.py::test_parse_shard": "unit",
     "test_sweep.py::test_shards_partition_the_grid": "unit",
@@ -172,6 +175,8 @@ TEST_TIERS = {
 LONGEST = {
     "test_gpu_check.py::test_the_dry_run_runs_every_step_on_cpu_and_writes_its_summary",
     "test_harnesses.py::test_asv_check_and_quick_run_save_results",
+    "test_zoo_peaks.py::test_peak_bytes_equal_plain_codes_torch_profiler_peak",
+    "test_zoo_runs.py::test_bert_and_gpt2_every_mode_and_step_with_dropout_in_train_mode_only",
 }
 
 

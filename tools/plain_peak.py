@@ -74,10 +74,13 @@ def make_steps(model: nn.Module, inputs, mode: str, step: str, head: str | None 
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def train_step():
+        # The output is not kept past the loss (gradbench's step keeps it no longer): held through the backward,
+        # a cross-entropy model's logits, which the loss does not save, would add their bytes to the peak.
         with grad_scope(grad_mode):
             optimizer.zero_grad(set_to_none=True)
-            out = model(*inputs.args, **inputs.kwargs)
-            (loss_of(out) if loss is None else loss(out, inputs.batch)).backward()
+            value = (loss_of if loss is None else lambda out: loss(out, inputs.batch))(
+                model(*inputs.args, **inputs.kwargs))
+            value.backward()
             optimizer.step()
     return train_step, lambda: optimizer.zero_grad(set_to_none=True)
 
@@ -126,15 +129,38 @@ def cpu_peak(step, settle) -> tuple[int, None]:
     return peak - base, None
 
 
-def measure(case: dict) -> tuple[int, int | None]:
+WORKLOAD = ("model", "size", "batch_size", "seq_len", "image_size", "device", "dtype", "seed")
+_built: dict[tuple, tuple] = {}  # the last workload's (model, inputs, loss): a zoo model takes seconds to build
+
+
+def workload(case: dict):
+    """(model, inputs, loss) of the case's model, size, input and device, built once for the cases that share
+    them, and put back as built before each case: training flags and requires_grad (what mode as_built leaves
+    alone), no gradient. Weights and buffers an earlier train step changed stay changed: they weigh the same."""
     from gradbench.models import build_model, input_batch
 
+    key = tuple(case.get(k) for k in WORKLOAD)
+    if key not in _built:
+        _built.clear()
+        device, dtype, seed = torch.device(case["device"]), DTYPES[case["dtype"]], case.get("seed") or 0
+        built = build_model(case["model"], case["size"], seed, seq_len=case.get("seq_len"),
+                            image_size=case.get("image_size"))
+        model = built.model.to(device=device, dtype=dtype)
+        _built[key] = (model, input_batch(built.make_input, case["batch_size"], device, dtype, seed), built.loss,
+                       [(m, m.training) for m in model.modules()], [(p, p.requires_grad) for p in model.parameters()])
+    model, inputs, loss, training, requires_grad = _built[key]
+    for m, flag in training:
+        m.training = flag
+    for p, flag in requires_grad:
+        p.requires_grad_(flag)
+        p.grad = None
+    return model, inputs, loss
+
+
+def measure(case: dict) -> tuple[int, int | None]:
+    model, inputs, loss = workload(case)
+    step, settle = make_steps(model, inputs, case["mode"], case["step"], case.get("head_module"), loss)
     device = torch.device(case["device"])
-    built = build_model(case["model"], case["size"], case.get("seed") or 0, seq_len=case.get("seq_len"),
-                        image_size=case.get("image_size"))
-    model = built.model.to(device=device, dtype=DTYPES[case["dtype"]])
-    inputs = input_batch(built.make_input, case["batch_size"], device, DTYPES[case["dtype"]], case.get("seed") or 0)
-    step, settle = make_steps(model, inputs, case["mode"], case["step"], case.get("head_module"), built.loss)
     return cuda_peak(step, settle, device) if device.type == "cuda" else cpu_peak(step, settle)
 
 
