@@ -1,6 +1,8 @@
-"""Built-in model families and sizes, and loading user models given as MODULE:FUNCTION.
+"""Built-in model families and sizes (the toys here, the reference families in zoo/), and loading user models
+given as MODULE:FUNCTION.
 
-Every family has Dropout and a normalisation layer, so that model.eval() changes something.
+Every toy family has Dropout and a normalisation layer, so that model.eval() changes something; the reference
+families switch what their published architecture has (docs/models.md: ViT and Llama nothing).
 A model factory returns ``(model, make_input)`` or ``(model, make_input, loss)``: ``make_input(batch_size)``
 builds one input batch (a tensor, a tuple of tensors passed positionally, or a dict of tensors passed as
 keywords) on the CPU in float32, gradbench moves it; with --seq-len it is called as

@@ -101,3 +101,21 @@ def test_the_link_check_finds_a_broken_link(tmp_path):
     page.write_text("[ok](sub/there.md) [gone](missing.md#x) [web](https://example.org) [here](#top)\n"
                     "```\n[in code](nowhere.md)\n```\n[up](../page-not-here.md)\n")
     assert _broken_links([str(page)]) == ["page.md: missing.md#x", "page.md: ../page-not-here.md"]
+
+
+def test_readme_sample_rows_are_what_the_sample_results_say():
+    """The README's sample table is the answer for BERT-base in results/sample/reference-cpu.jsonl, cell for
+    cell: a claim about numbers that the committed results back."""
+    from gradbench.report.answer import answer
+    from gradbench.results import load
+
+    df = load([os.path.join(ROOT, "results", "sample", "reference-cpu.jsonl")])
+    table = answer(df[(df["model"] == "bert") & (df["size"] == "base")]).table
+    text = _read(README)
+    block = text[text.index("<!-- sample-answer:start -->"):text.index("<!-- sample-answer:end -->")]
+    rows = [line.strip("|").split("|") for line in block.splitlines() if line.startswith("| ") and "---" not in line]
+    header, body = [c.strip() for c in rows[0]], rows[1:]
+    assert [r[0].strip() for r in body] == list(table.index)
+    for row in body:
+        for column, cell in zip(header[1:], row[1:]):
+            assert cell.strip() == str(table.loc[row[0].strip(), column]), (row[0], column)
