@@ -52,3 +52,4 @@ ZOO_FAMILIES = (
     Family("llama", LLAMA_SIZES, _llama, inputs="seq_len", default_input=128, extra="zoo", source="transformers",
            description="LlamaForCausalLM with Llama 3.2 1B/3B and 3.1 8B shapes; language-model loss"),
 )
+REFERENCE_MODELS = tuple(family.name for family in ZOO_FAMILIES)  # tools/gpu-check runs one size of each
