@@ -55,7 +55,7 @@ def _build(name: str, size: str, seq_len: int | None = None, image_size: int | N
     return family.build(size, **({family.inputs: axis} if axis is not None else {}))
 
 
-_META: dict[tuple, MetaModel | Unavailable] = {}  # per process: a family's size is built on meta once
+_META: dict[tuple, MetaModel | Unavailable | ValueError] = {}  # per process: a family's size is built on meta once
 
 
 def meta_model(name: str, size: str, seq_len: int | None = None, image_size: int | None = None) -> MetaModel:
@@ -68,12 +68,13 @@ def meta_model(name: str, size: str, seq_len: int | None = None, image_size: int
     if key not in _META:
         _META[key] = _meta_build(name, size, seq_len, image_size)
     found = _META[key]
-    if isinstance(found, Unavailable):
+    if isinstance(found, Exception):
         raise found
     return found
 
 
-def _meta_build(name: str, size: str, seq_len: int | None, image_size: int | None) -> MetaModel | Unavailable:
+def _meta_build(name: str, size: str, seq_len: int | None,
+                image_size: int | None) -> MetaModel | Unavailable | ValueError:
     family = FAMILIES[name]
     guard = state.CleanState(state.expected_state(0))
     try:
@@ -85,6 +86,8 @@ def _meta_build(name: str, size: str, seq_len: int | None, image_size: int | Non
             return Unavailable(f"needs: {extra_command(family.extra)} (no module named {missing!r})",
                                needs=extra_command(family.extra))
         return Unavailable(f"cannot build {name!r}: {type(exc).__name__}: {exc}")
+    except ValueError as exc:  # the family's own refusal of a size or input (seq_len above its positions, ...)
+        return exc
     except Exception as exc:  # a builder that fails on the meta device: listed with why, never a traceback
         return Unavailable(f"cannot build {name!r} on the meta device: {type(exc).__name__}: {exc}")
     finally:  # a library imported here for the first time may set global state: named and undone, as in a build
@@ -92,6 +95,16 @@ def _meta_build(name: str, size: str, seq_len: int | None, image_size: int | Non
     if not isinstance(built, Built):  # a family returns a Built; a bare (model, make_input) is accepted too
         built = Built(*built)
     return MetaModel(built)
+
+
+def check_buildable(name: str, size: str, seq_len: int | None = None, image_size: int | None = None) -> None:
+    """ValueError, in one line, where a built-in family cannot be built here at these inputs (a sequence length
+    above its positions, an image size it refuses, its extra not installed): found on the meta device when the
+    grid is checked, before any worker starts, not as an error record per case."""
+    try:
+        meta_model(name, size, seq_len, image_size)
+    except Unavailable as exc:
+        raise ValueError(f"model {name!r} {exc}" if exc.needs else str(exc)) from None
 
 
 def element_bytes(tensor: torch.Tensor, dtype: str) -> int:

@@ -16,8 +16,9 @@ process's to reuse).
 """
 from __future__ import annotations
 
+
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .units import human_bytes
@@ -34,6 +35,7 @@ class Need:
     buffers: int
     gradients: int
     inputs: int
+    build: int = 0  # weights and buffers in float32: what building the model holds on the CPU before the cast
 
     @property
     def total(self) -> int:
@@ -204,7 +206,8 @@ def need(case) -> Need | None:
         return None
     meta = meta_model(case.model, case.size, getattr(case, "seq_len", None), getattr(case, "image_size", None))
     return Need(case.dtype, tensor_bytes(meta.parameters(), case.dtype), tensor_bytes(meta.buffers(), case.dtype),
-                tensor_bytes(_trained(meta, case), case.dtype), _input_bytes(meta, case))
+                tensor_bytes(_trained(meta, case), case.dtype), _input_bytes(meta, case),
+                tensor_bytes([*meta.parameters(), *meta.buffers()], "float32"))
 
 
 def room(case, own_bytes: int = 0, readers: Readers | None = None) -> tuple[int, str] | None:
@@ -234,7 +237,25 @@ def refusal(case, own_bytes: int = 0, readers: Readers | None = None) -> str | N
         needed = need(case)
     except Exception:  # catalog.Unavailable, a bad size: the real build reports it
         return None
-    limit = room(case, own_bytes, readers) if needed is not None else None
-    if needed is None or limit is None or needed.total <= limit[0]:
+    if needed is None:
         return None
-    return f"needs {needed} and {limit[1]}; a case that cannot fit is not run"
+    limit = room(case, own_bytes, readers)
+    if limit is not None and needed.total > limit[0]:
+        return f"needs {needed} and {limit[1]}; a case that cannot fit is not run"
+    return _build_refusal(case, needed, own_bytes, readers)
+
+
+def _build_refusal(case, needed: Need, own_bytes: int, readers: Readers | None) -> str | None:
+    """A family is built on the CPU in float32, then cast and moved: a bfloat16 or CUDA case needs the float32
+    weights in the CPU's memory first (llama 8b in bfloat16 fits 24 GiB, its float32 build does not)."""
+    if needed.dtype == "float32" and not case.device.startswith("cuda"):
+        return None  # the build is the case's own weights, bounded above
+    host = replace(case, device="cpu",
+                               memory_budget=None if case.device.startswith("cuda") else case.memory_budget)
+    limit = room(host, own_bytes, readers)
+    if limit is None or needed.build <= limit[0]:
+        return None
+    to = " and ".join(w for w in (f"cast to {needed.dtype}" if needed.dtype != "float32" else "",
+                                  f"moved to {case.device}" if case.device.startswith("cuda") else "") if w)
+    return (f"building the model needs at least {human_bytes(needed.build)} on the cpu (its weights and buffers in "
+            f"float32, before they are {to}) and {limit[1]}; a case that cannot fit is not run")

@@ -250,7 +250,8 @@ def build_grid(settings: dict):
     """The Grid a run's settings describe (defaults filled in), every value validated once. Under
     --launcher slurm the nodes measure, so CUDA need not exist here."""
     from .case import Case
-    from .models import validate_model_name
+    from .catalog import check_buildable
+    from .models import is_user_model, validate_model_name
     from .modes import MODES
     from .plan import QUICK, Grid, default_devices
 
@@ -292,6 +293,8 @@ def build_grid(settings: dict):
             for size in grid.sizes_for(model):
                 for seq_len, image_size in grid.inputs_for(model):
                     Case(model=model, size=size, seq_len=seq_len, image_size=image_size).validate()
+                    if not is_user_model(model):
+                        check_buildable(model, size, seq_len, image_size)
         for case in (Case(batch_size=b) for b in grid.batch_sizes):
             case.validate()
         for device in grid.devices:

@@ -65,6 +65,12 @@ def suite_settings(name: str, settings: dict) -> list[dict]:
     if name not in SUITES:
         raise ValueError(f"unknown suite {name!r}; valid suites: {', '.join(SUITES)}")
     suite, parts = SUITES[name], []
+    offered = {key: {v for p in suite.parts for v in getattr(p, key)} for key in NARROWING}
+    for key in NARROWING:  # a name the suite does not have is a typo or a misunderstanding, not a silent no-op
+        stray = [v for v in settings.get(key, ()) if v not in offered[key]]
+        if stray:
+            raise ValueError(f"suite {name!r} has no {key[:-1]} {stray[0]!r}; its models and sizes: "
+                             + "; ".join(f"{m}: {' '.join(p.sizes)}" for p in suite.parts for m in p.models))
     for part in suite.parts:
         own = {**({"devices": list(suite.devices)} if suite.devices and "devices" not in settings else {}),
                **part.settings()}

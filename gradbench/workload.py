@@ -73,7 +73,15 @@ class Workload:
 
     def loss_from(self, output) -> torch.Tensor:
         """The train step's loss: the family's own on the batch, else the mean of squares of the output."""
-        return loss_of(output) if self.loss is None else self.loss(output, self.inputs.batch)
+        if self.loss is None:
+            return loss_of(output)
+        loss = self.loss(output, self.inputs.batch)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.is_floating_point():
+            what = f"a tensor of shape {tuple(loss.shape)} and dtype {loss.dtype}" if isinstance(loss, torch.Tensor) \
+                else type(loss).__name__
+            raise ValueError(f"the loss of model {self.name!r} returned {what}; it must return a floating-point "
+                             "scalar tensor")
+        return loss
 
     def _computed_once(self, name: str, compute: Callable[[], object]):
         """compute() the first time it is asked for; None, remembered, where it raises: a model whose eval

@@ -51,6 +51,11 @@ def run_bad(capsys, existing, *args):
         (["--models", "bert", "--sizes", "base", "--image-size", "64"],
          r"--image-size given, but no model in the grid takes one \(resnet, vit do\)$"),
         (["--seq-len", "0"], r"bad --seq-len '0'; it is an integer from 1 to 2\^31$"),
+        # a family's own bounds, found on the meta device before any worker starts (not an error record per case)
+        (["--models", "bert", "--sizes", "base", "--seq-len", "99999"],
+         r"bad seq_len 99999 for bert: an integer from 1 to 512 \(its maximum positions\)$"),
+        (["--models", "vit", "--sizes", "ti_16", "--image-size", "30"],
+         r"bad image_size 30 for vit; valid: a positive multiple of the patch size 16 \(e.g. 224\)$"),
         (["--seq-len", "x"], r"bad --seq-len 'x'; it is an integer from 1 to 2\^31$"),
         (["--image-size", "2147483649"], r"bad --image-size '2147483649'; it is an integer from 1 to 2\^31$"),
         (["--modes", "eval,fast"], r"unknown mode 'fast'; valid modes: train, eval"),

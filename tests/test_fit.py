@@ -32,7 +32,8 @@ def cpu_readers(tmp_path, available_kb: int, proc_cgroup: str = "/nonexistent", 
 
 def test_the_bound_is_weights_buffers_input_and_for_a_train_step_gradients():
     forward = fit.need(Case("mlp", "tiny", 8, mode="train", step="forward"))
-    assert forward == fit.Need("float32", MLP_TINY_WEIGHTS, MLP_TINY_BUFFERS, 0, 8 * MLP_IN_BYTES)
+    assert forward == fit.Need("float32", MLP_TINY_WEIGHTS, MLP_TINY_BUFFERS, 0, 8 * MLP_IN_BYTES,
+                               build=MLP_TINY_WEIGHTS + MLP_TINY_BUFFERS)
     train = fit.need(Case("mlp", "tiny", 8, mode="train", step="train_step"))
     assert train.gradients == MLP_TINY_WEIGHTS and train.total == forward.total + MLP_TINY_WEIGHTS
     assert fit.need(Case("mlp", "tiny", 8, mode="eval", step="train_step")).gradients == MLP_TINY_WEIGHTS
@@ -229,3 +230,33 @@ def test_llama_8b_is_refused_on_a_24_gib_machine_and_never_built(tmp_path, monke
     assert by_design["status"] == "not_applicable"
     assert by_design["error"] == "mode 'eval_no_grad': it records no autograd graph, so there is no train step"
     assert by_design["params"] == 8_030_261_248
+
+
+def test_a_bfloat16_or_cuda_case_needs_its_float32_build_on_the_cpu(tmp_path):
+    """A family is built in float32 on the CPU and cast or moved after: llama 8b in bfloat16 (15 GiB) passes
+    the device bound on a 24 GiB machine, its 29.9 GiB float32 build does not."""
+    weights = fit.need(Case("mlp", "tiny", 8, dtype="bfloat16"))
+    in_float32 = fit.need(Case("mlp", "tiny", 8, dtype="float32"))
+    assert weights.build == in_float32.weights + in_float32.buffers == 2 * weights.weights + 4 * 2 * 144 * 4 + 4 * 8
+    room_kb = (weights.total + weights.build) // 2 // 1024  # above the bfloat16 bound, below the float32 build
+    assert weights.total < room_kb * 1024 < weights.build
+    cpu = cpu_readers(tmp_path, room_kb)
+    reason = fit.refusal(Case("mlp", "tiny", 8, dtype="bfloat16"), readers=cpu)
+    assert reason.startswith("building the model needs at least 403.9 KiB on the cpu (its weights and buffers in "
+                             "float32, before they are cast to bfloat16) and cpu has ")
+    assert fit.refusal(Case("mlp", "tiny", 8, dtype="float32"), readers=cpu).startswith("needs at least")  # its own
+    on_gpu = fit.Readers(cpu=cpu.cpu, cuda=lambda device: fit.Room(2 ** 40, "fake"))
+    reason = fit.refusal(Case("mlp", "tiny", 8, dtype="bfloat16", device="cuda:0"), readers=on_gpu)
+    assert "(its weights and buffers in float32, before they are cast to bfloat16 and moved to cuda:0)" in reason
+    # a CUDA case's --memory-budget is the GPU's: the host build is set against the host only
+    roomy = fit.Readers(cpu=lambda: fit.Room(2 ** 40, "fake"), cuda=lambda device: fit.Room(2 ** 40, "fake"))
+    assert fit.refusal(Case("mlp", "tiny", 8, dtype="bfloat16", device="cuda:0", memory_budget=300 * 1024),
+                       readers=roomy) is None
+
+
+def test_llama_8b_in_bfloat16_is_refused_for_its_float32_build(tmp_path):
+    pytest.importorskip("transformers")
+    reason = fit.refusal(Case("llama", "8b", 1, dtype="bfloat16", seq_len=128),
+                         readers=cpu_readers(tmp_path, 24 * 1024 * 1024))
+    assert reason.startswith("building the model needs at least 29.9 GiB on the cpu (its weights and buffers in "
+                             "float32, before they are cast to bfloat16) and cpu has 24.0 GiB available")

@@ -88,3 +88,17 @@ def test_a_bad_format_is_argparses_one_line_exit_2(capsys):
     assert exit_info.value.code == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert err == ["gradbench: error: argument --format: invalid choice: 'xml' (choose from 'table', 'json')"]
+
+
+def test_a_run_of_a_family_whose_extra_is_missing_is_refused_before_any_worker(monkeypatch, tmp_path):
+    """The same meta build checks a run's grid: one line, exit 2, not an error record per case."""
+    from gradbench.cli import build_parser
+    from gradbench.errors import BadInput
+    from gradbench.settings import run_settings
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    monkeypatch.setattr(catalog, "_META", {})
+    args = build_parser().parse_args(["run", "--models", "bert", "--sizes", "base", "--out", str(tmp_path / "r.jsonl")])
+    with pytest.raises(BadInput, match=r"^model 'bert' needs: pip install 'gradbench\[zoo\]' \(no module named "
+                                       r"'transformers'\)$"):
+        run_settings(args)

@@ -154,3 +154,18 @@ def test_a_family_whose_extra_is_missing_says_how_to_install_it(monkeypatch):
     with pytest.raises(ValueError, match=r"^model 'bert' needs the zoo extra: pip install 'gradbench\[zoo\]' "
                                          r"\(No module named 'transformers'\)$"):
         build_model("bert", "base")
+
+
+@pytest.mark.parametrize("returned, said", [
+    (lambda out: out, r"a tensor of shape \(4, 2\) and dtype torch.float32"),
+    (lambda out: 3, r"int"),
+    (lambda out: out.sum().long(), r"a tensor of shape \(\) and dtype torch.int64"),
+])
+def test_a_factory_loss_that_is_no_scalar_is_named_in_one_line(returned, said):
+    from gradbench.workload import Workload
+
+    workload = Workload("user_models:with_loss", "x", 4, "cpu", "float32")
+    workload.loss = lambda output, batch: returned(output)
+    with pytest.raises(ValueError, match=rf"^the loss of model 'user_models:with_loss' returned {said}; it must "
+                                         r"return a floating-point scalar tensor$"):
+        workload.loss_from(workload.forward())

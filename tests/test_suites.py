@@ -47,7 +47,11 @@ def test_models_and_sizes_narrow_other_options_replace():
 
 @pytest.mark.parametrize("argv, message", [
     (["--suite", "nope"], "unknown suite 'nope'; valid suites: reference, reference-cpu"),
-    (["--suite", "reference-cpu", "--models", "mlp"], "suite 'reference-cpu' has no case for --models mlp; its models"),
+    (["--suite", "reference-cpu", "--models", "mlp"], "suite 'reference-cpu' has no model 'mlp'; its models"),
+    (["--suite", "reference-cpu", "--models", "mlp", "resnet"], "suite 'reference-cpu' has no model 'mlp'; its models"),
+    (["--suite", "reference-cpu", "--models", "resnet", "--sizes", "18", "999"], "suite 'reference-cpu' has no size '999'"),
+    (["--suite", "reference-cpu", "--models", "bert", "--sizes", "18"],
+     "suite 'reference-cpu' has no case for --models bert; --sizes 18; its models"),
     (["--suite", "reference-cpu", "--quick"], "--quick and --suite are two grids; give one"),
     (["--suite", "reference-cpu", "--models", "resnet", "--seq-len", "64"],
      "--seq-len given, but none of the suite's models chosen takes one"),

@@ -49,9 +49,10 @@ def _add_grid(p) -> None:
                         "timed window is that long anyway)")
     p.add_argument("--head", metavar="NAME", help="the module finetune_head trains, as model.named_modules() names "
                    "it (default: the last nn.Linear the output depends on, observed)")
-    p.add_argument("--memory-budget", metavar="SIZE", help="the memory a case may use: 512MiB, 8GiB, 24GB or bytes; "
-                   "a built-in model's case whose weights, gradients and input alone exceed it, or exceed what "
-                   "its device has free, is not_applicable instead of run (default: what the device has)")
+    p.add_argument("--memory-budget", metavar="SIZE", help="512MiB, 8GiB, 24GB or bytes: a built-in model's case "
+                   "whose weights, gradients and input alone exceed it, or exceed what its device has free, is "
+                   "not_applicable instead of run (default: what the device has); a lower bound, not a limit "
+                   "enforced while a case runs")
     p.add_argument("--threads", type=INTEGER, help="torch threads per worker (default: torch's choice)")
 
 
