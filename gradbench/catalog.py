@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import state
-from .models import FAMILIES, Built
+from .models import FAMILIES, Built, family_axis
 from .workload import DTYPES
 
 
@@ -48,11 +48,10 @@ def extra_command(extra: str) -> str:
 
 
 def _build(name: str, size: str, seq_len: int | None = None, image_size: int | None = None) -> Built:
-    """The family's Built for one size and input. The one call to adapt at merge: zoo-core's
-    ``build_model(name, size, seed, seq_len=, image_size=)`` takes the axes itself."""
+    """The family's Built for one size and input, as build_model makes it but with ImportError left to the
+    caller (who says which extra is missing)."""
     family = FAMILIES[name]
-    axis = {"seq_len": seq_len, "image_size": image_size}.get(family.inputs)
-    return family.build(size, **({family.inputs: axis} if axis is not None else {}))
+    return family.build(size, **family_axis(family, seq_len, image_size))
 
 
 _META: dict[tuple, MetaModel | Unavailable | ValueError] = {}  # per process: a family's size is built on meta once

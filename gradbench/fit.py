@@ -204,7 +204,7 @@ def need(case) -> Need | None:
 
     if is_user_model(case.model):
         return None
-    meta = meta_model(case.model, case.size, getattr(case, "seq_len", None), getattr(case, "image_size", None))
+    meta = meta_model(case.model, case.size, case.seq_len, case.image_size)
     return Need(case.dtype, tensor_bytes(meta.parameters(), case.dtype), tensor_bytes(meta.buffers(), case.dtype),
                 tensor_bytes(_trained(meta, case), case.dtype), _input_bytes(meta, case),
                 tensor_bytes([*meta.parameters(), *meta.buffers()], "float32"))

@@ -287,13 +287,19 @@ def build_model(name: str, size: str, seed: int = 0, seq_len: int | None = None,
     return Built(built.model, functools.partial(built.make_input, seq_len=seq_len), built.loss)
 
 
+def family_axis(family: Family, seq_len: int | None, image_size: int | None) -> dict:
+    """The keyword a family's build takes for its input axis: the value given, or the family's default (none for
+    a family with fixed inputs)."""
+    if family.inputs is None:
+        return {}
+    given = {"seq_len": seq_len, "image_size": image_size}[family.inputs]
+    return {family.inputs: family.default_input if given is None else given}
+
+
 def _build_family(family: Family, size: str, seq_len: int | None, image_size: int | None) -> Built:
     """The family's Built at its axis; a family whose extra is not installed is a ValueError saying how to."""
-    given = {"seq_len": seq_len, "image_size": image_size}
-    axis = {} if family.inputs is None else \
-        {family.inputs: family.default_input if given[family.inputs] is None else given[family.inputs]}
     try:
-        return family.build(size, **axis)
+        return family.build(size, **family_axis(family, seq_len, image_size))
     except ImportError as exc:
         if family.extra is None:
             raise

@@ -138,8 +138,8 @@ class Session:
         mode = MODES.get(case.mode)
         if mode is not None and mode.trainable != "as_built":  # a reason by design comes first: it holds anywhere
             reason = not_applicable(case) or reason
-        params, param_bytes = weights(case.model, case.size, case.dtype, getattr(case, "seq_len", None),
-                                      getattr(case, "image_size", None))
+        params, param_bytes = weights(case.model, case.size, case.dtype, case.seq_len,
+                                      case.image_size)
         return Record(pipeline.base_record(case, run_id=self.run_id), status="not_applicable", error=reason,
                       params=params, param_bytes=param_bytes)
 
