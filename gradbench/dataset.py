@@ -76,9 +76,15 @@ def capacity_probes(data):
     return _of_kind(data, "capacity_probe")
 
 
+def ab_trials(data):
+    """The records (a list, or a DataFrame's rows) that `gradbench ab` measured: one side, one case, one round."""
+    return _of_kind(data, "ab_trial")
+
+
 def reported(data):
-    """The records of the kinds this gradbench reports (cases and capacity probes): a reserved kind
-    (prediction, ab_trial) has no reader yet, and is never counted or shown as a case."""
+    """The records of the kinds this gradbench reports as cases (cases and capacity probes): A/B trials have a
+    section of their own (report/ab.py), and a reserved kind (prediction) no reader yet; neither is ever counted
+    or shown as a case."""
     if isinstance(data, list):
         return [r for r in data if kind_of(r) in KINDS]
     return data[_kinds(data).isin(KINDS)]
@@ -103,9 +109,11 @@ def rank(record) -> int:
 
 
 def standing_key(record) -> tuple:
-    """The key under which records compete in `standing`: kind, case, repeat, harness (and a probe's search)."""
+    """The key under which records compete in `standing`: kind, case, repeat, harness (and a probe's search, an
+    A/B trial's comparison, side and round: every trial stands)."""
     kind = kind_of(record)
-    search = (record.get("memory_budget_bytes"), record.get("run_id")) if kind == "capacity_probe" else ()
+    search = (record.get("memory_budget_bytes"), record.get("run_id")) if kind == "capacity_probe" else \
+        (record.get("ab_id"), record.get("ab_round"), record.get("ab_position")) if kind == "ab_trial" else ()
     return (kind, case_key(record), record.get("repeat") or 1, record.get("source"), *search)
 
 

@@ -68,13 +68,16 @@ def _device_scope(device: torch.device):
 
 @contextlib.contextmanager
 def prepare(case: Case, workload: Workload, record: dict | None = None, memory=None,
-            memory_only: bool = False, before_timing: Callable[[], object] | None = None) -> Iterator[Prepared]:
+            memory_only: bool = False, before_timing: Callable[[], object] | None = None,
+            untimed: bool = True) -> Iterator[Prepared]:
     """Run a case's untimed passes with its mode applied; yield the record and the warm step.
 
     Everything is undone on exit: the mode, the weights a train step changed, the global state.
     ``memory``: a memory backend (default: the device's allocator, measure/memory.py).
     ``memory_only``: the reset and memory passes alone, no behaviour probes or counting (capacity
     searches many batch sizes and needs only what a step holds and peaks at).
+    ``untimed``: False: no untimed pass at all, the step only set up to be timed (an A/B's later rounds, which
+    observed the case's memory and behaviour in their first).
     ``before_timing``: called, for a compiled case, when every pass but the timing is done (the contention
     monitor restarts there: inductor compiles in worker processes, on the first call and on a first
     backward, and they are not other work disturbing the step).
@@ -94,7 +97,8 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
             record.update(head_module=applied.head, mode_overrides=applied.overrides())
             passes = _Passes(case, workload, applied, forward, record, drift)
             first_call_s = passes.compile_first(memory_only) if compiled else None
-            passes.untimed(memory or peak_backend(workload.device), memory_only)
+            if untimed:
+                passes.untimed(memory or peak_backend(workload.device), memory_only)
             if compiled:
                 record.update(watch.fields())  # and again at exit, the harness's timing included
                 if before_timing is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 # 6 = seq_len and image_size (the input axes of text and image families).
 FORMAT_VERSION = 6
 # What a record stands for. Readers take every record as a case unless told apart, by source today.
-# "prediction" and "ab_trial" are reserved for issue 25's predicted cases and A/B trials; nothing writes them yet.
+# "ab_trial" is one side's measurement of one case in one round of `gradbench ab`; "prediction" is reserved.
 KINDS = ("case", "capacity_probe", "prediction", "ab_trial")
 STATUSES = ("ok", "error", "oom", "timeout", "crashed", "not_applicable")
 # A case recorded with one of these is done; resume re-runs the others (failures may be transient).
@@ -52,8 +52,9 @@ class Fields:
     format_version: int = _f("record", "int", "", "the record format (1 = gradbench 0.1 ... 4 = 0.4, 5 = this "
                              "field's own, 6 = seq_len and image_size); older records are migrated on reading, so "
                              "readers see the newest")
-    kind: str = _f("record", "str", "", "case (one measured case), or capacity_probe (one batch a `gradbench "
-                   "capacity` search measured); prediction and ab_trial are reserved")
+    kind: str = _f("record", "str", "", "case (one measured case), capacity_probe (one batch a `gradbench "
+                   "capacity` search measured), or ab_trial (one side's measurement of a case in one round of "
+                   "`gradbench ab`); prediction is reserved")
 
     # identity: what was run
     model: str = _f("identity", "str", "", "built-in family (mlp, cnn, transformer; the zoo's resnet, vit, bert, "
@@ -237,6 +238,21 @@ class Fields:
     source: str = _f("provenance", "str", "", "the front-end that measured it: gradbench, asv, pytest-benchmark, or "
                      "capacity (a `gradbench capacity` search's memory passes, and its timing with --time)")
     source_file: str = _f("provenance", "str", "", "the file it was read from (null in files; set when reading)")
+    # A/B trials (kind ab_trial, `gradbench ab`): which comparison, side and round a trial belongs to
+    ab_id: str = _f("provenance", "str", "", "one `gradbench ab` comparison (kind ab_trial)")
+    ab_side: str = _f("provenance", "str", "", "base or candidate: the side that measured this trial")
+    ab_round: int = _f("provenance", "int", "", "the round (1, 2, ...); a round measures every case once on each side")
+    ab_position: int = _f("provenance", "int", "", "the trial's place in its round's random order (0 first); a case's "
+                          "two trials are adjacent")
+    ab_revision: str = _f("provenance", "str", "", "the git revision the side ran, as given (null: the working tree "
+                          "as it was, sides that differ by interpreter only)")
+    ab_commit: str = _f("provenance", "str", "", "the commit that revision named")
+    ab_repository: str = _f("provenance", "str", "", "the repository the revision is of (the model's; gradbench's for "
+                            "built-in models)")
+    ab_python: str = _f("provenance", "str", "", "the Python interpreter the side's workers ran under "
+                        "(--base-python, --candidate-python)")
+    ab_fail_above: float = _f("provenance", "float", "%", "the time gate the comparison ran with (--fail-above)")
+    ab_fail_memory_above: float = _f("provenance", "float", "%", "the memory gate (--fail-memory-above)")
 
 
 SCHEMA = {f.name: f.metadata for f in fields(Fields)}

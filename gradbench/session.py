@@ -170,7 +170,7 @@ class Session:
 
     @contextlib.contextmanager
     def prepared(self, case: Case, record: dict | None = None, memory_only: bool = False,
-                 workload: Workload | None = None) -> Iterator["pipeline.Prepared"]:
+                 workload: Workload | None = None, untimed: bool = True) -> Iterator["pipeline.Prepared"]:
         """Every pass of the case but the timing, for a front end that times (or only weighs) it itself;
         failures raise, and a KeyboardInterrupt or sys.exit() the model's code raises while the case is
         built and prepared is StoppedByModel, a failure like any other (the user's Ctrl-C still stops)."""
@@ -180,7 +180,8 @@ class Session:
                 with interrupts:  # the set-up only: a harness keeps the case open while it times
                     workload = workload or self.workload(case)
                     record = record if record is not None else pipeline.base_record(case, workload, self.run_id)
-                    prepared = stack.enter_context(pipeline.prepare(case, workload, record, memory_only=memory_only))
+                    prepared = stack.enter_context(pipeline.prepare(case, workload, record, memory_only=memory_only,
+                                                                    untimed=untimed))
             except (KeyboardInterrupt, SystemExit) as exc:
                 if interrupts.by_signal(exc):
                     raise

@@ -376,18 +376,7 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         from .launch.gpus import parse_gpus
 
         gpus = parse_gpus(settings["gpus"])
-    from .record import case_key
-
-    try:
-        grids = [build_grid(part) for part in _parts(settings)]
-    except BadInput as exc:
-        if settings.get("suite") and "devices" not in settings and "no CUDA GPU" in str(exc):
-            raise BadInput(f"{exc} (suite {settings['suite']!r} runs on cuda; --devices cpu runs it here)") from None
-        raise
-    grid = grids[0]
-    for part in grids:
-        check_user_models(part.models)
-    cases = list({case_key(case.identity()): case for part in grids for case in part.cases()}.values())
+    grid, cases = grid_cases(settings)
     if "shard" in settings:
         try:
             i, n = parse_shard(settings["shard"])
@@ -408,6 +397,21 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         repeat=number(settings, "repeat", default=1), retry_untrusted=number(settings, "retry_untrusted", default=0),
         isolate=isolate, no_report=bool(settings.get("no_report")), launcher=launcher, gpus=gpus, slurm=slurm,
     )
+
+
+def grid_cases(settings: dict) -> tuple:
+    """(the first grid, every case once): the grid the settings describe, or a suite's parts, checked."""
+    from .record import case_key
+
+    try:
+        grids = [build_grid(part) for part in _parts(settings)]
+    except BadInput as exc:
+        if settings.get("suite") and "devices" not in settings and "no CUDA GPU" in str(exc):
+            raise BadInput(f"{exc} (suite {settings['suite']!r} runs on cuda; --devices cpu runs it here)") from None
+        raise
+    for part in grids:
+        check_user_models(part.models)
+    return grids[0], list({case_key(case.identity()): case for part in grids for case in part.cases()}.values())
 
 
 def _parts(settings: dict) -> list[dict]:

@@ -232,6 +232,32 @@ class ContentionMonitor:
         return result
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process ``pid`` has used; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def monitor_of(pids) -> ContentionMonitor:
+    """A monitor of this machine's CPUs for work done by this process and ``pids`` together (a manager and
+    the workers it alternates between): what anything else used is the contention, and the wait share is
+    theirs."""
+    def own() -> float:
+        return time.process_time() + sum(process_cpu_s(pid) for pid in pids)
+
+    def sched() -> tuple[int, int] | None:
+        readings = [read_own_schedstat(f"/proc/{pid}/task") for pid in pids]
+        if any(r is None for r in readings):
+            return None
+        return sum(r[0] for r in readings), sum(r[1] for r in readings)
+
+    return ContentionMonitor(own_cpu_s=own, read_sched=sched)
+
+
 def monitor_for(device) -> ContentionMonitor:
     """A monitor of this machine's CPUs, and of the case's GPU where NVML is available."""
     import torch

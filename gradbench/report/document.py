@@ -17,6 +17,7 @@ from ..modes import MODES
 from ..errors import cannot_write
 from ..record import case_label
 from ..text import terminal_text
+from .ab import ab_blocks, rounds_figure
 from .answer import answer
 from .capacity import capacity_blocks, capacity_figure
 from .compilation import compiled_blocks, compiled_figure
@@ -164,7 +165,8 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
                  combined: pd.DataFrame | None = None) -> list[tuple]:
     """``df``: the records as read (counted as such); ``combined``: one row per case (tables, findings).
     Capacity records (`gradbench capacity --out`) have a section of their own and stay out of the rest."""
-    reserved = len(df) - len(dataset.reported(df))
+    trials = dataset.ab_trials(df)
+    reserved = len(df) - len(dataset.reported(df)) - len(trials)
     raw = df = dataset.reported(df)
     cases = dataset.cases(df)
     df = dataset.combined(cases) if combined is None else dataset.cases(combined)
@@ -190,7 +192,8 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
         ("p", f"{len(raw)} records ({ok} ok) from {raw['source_file'].nunique() if 'source_file' in raw else 1} "
               f"source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
               "Every number below is computed from those records." + unmeasured + trust + repeats + harnesses +
-              (f" {reserved} records of kinds this gradbench does not report yet (prediction, ab_trial) are left "
+              (f" {len(trials)} A/B trials have a section of their own." if len(trials) else "") +
+              (f" {reserved} records of a kind this gradbench does not report yet (prediction) are left "
                "out." if reserved else "")),
     ]
     detail: list[tuple] = []
@@ -205,7 +208,7 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
                              + UNTRUSTED_LEGEND + "."), *behaviour]
         detail += _ratio_blocks(df) + energy_blocks(df) + compiled_blocks(cases, df)
     blocks = [*header, *(_answer_blocks(df) if not df.empty else []), *detail, *_harness_blocks(cases),
-              *capacity_blocks(raw), *_figure_blocks(figures, out_dir), *_trust_blocks(raw),
+              *capacity_blocks(raw), *ab_blocks(trials), *_figure_blocks(figures, out_dir), *_trust_blocks(raw),
               ("h2", "Environment"), ("table", _environment(raw))]
     return without_empty_sections(blocks)
 
@@ -299,7 +302,7 @@ def write_report(df: pd.DataFrame, out_dir: str, title: str = "gradbench report"
     md_path, html_path = output_path(out_dir, "report", "md"), output_path(out_dir, "report", "html")
     combined = dataset.combined(df)  # a --repeat run's processes combined; capacity probes left out
     figures = ((draw_all(combined, folder) + compiled_figure(combined, folder) if not combined.empty else [])
-               + capacity_figure(df, folder))
+               + capacity_figure(df, folder) + rounds_figure(df, folder))
     blocks = build_blocks(df, figures, out_dir, title, combined)
     write_text(md_path, _md(blocks), "report")
     write_text(html_path, _html(blocks), "report")

@@ -1,0 +1,408 @@
+"""Randomized interleaved rounds (Abedi & Brecht, ICPE 2017). In each round both sides measure every case in
+fresh worker processes, one per side, in an order drawn at random: the cases shuffled; per case, both sides
+set the case up (in a random order), then time it in short blocks that alternate between the sides, which
+goes first drawn for each pair of blocks, so that each pair is taken within a few tens of milliseconds. The
+machine is watched over those blocks for other work (a manager's monitor: the two workers are not "other
+work"). Rounds go on until every case's verdict is settled, or a limit is reached. Every trial is written as
+it comes."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from ..case import Case
+from ..migrate import migrated
+from ..record import Record
+from ..measure.contention import monitor_of
+from ..schema import SCHEMA
+from . import verdict
+from .sides import SIDES, Side
+
+HELLO_TIMEOUT_S = 120.0  # importing torch on a cold disk
+# Rounds whose trials run every pass (behaviour, memory, counting): two, so that saved bytes are seen to repeat;
+# later trials set the step up with its memory pass alone (peak and held bytes), at a fraction of the cost.
+FULL_ROUNDS = 2
+
+
+class SideFailed(Exception):
+    """A side's worker cannot start or speak the protocol: the comparison cannot go on (one line)."""
+
+
+class TrialLost(Exception):
+    """The worker died or overran during one trial: that trial is recorded as crashed or timeout."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class SideWorker:
+    """One side's worker (executors/stdio_worker.py): an interpreter that has imported torch and gradbench,
+    kept for the whole comparison, which forks a fresh measuring process for each round (``fork``, ``end``).
+    Its stderr, and its measuring processes', go to ``log``."""
+
+    def __init__(self, side: Side, threads: int | None, log_path: str):
+        self.side = side
+        self.log_path = log_path
+        command = [side.python, "-m", "gradbench.executors.stdio_worker"]
+        if threads:
+            command += ["--threads", str(threads)]
+        self.log = open(log_path, "ab")
+        try:
+            self.process = subprocess.Popen(command, cwd=side.cwd, env=side.environment(), stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=self.log, start_new_session=True)
+        except OSError as exc:
+            self.log.close()
+            raise SideFailed(f"{side.name}: cannot start {side.python}: {exc.strerror or exc}") from None
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.hello: dict | None = None
+        self.measuring: int | None = None  # the pid of this round's measuring process
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _receive(self, timeout: float):
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            return "timeout"
+        if line is None:
+            return None
+        try:
+            return json.loads(line)
+        except ValueError:
+            return {"error": f"not a protocol line: {line[:200]!r}"}
+
+    def last_error(self) -> str:
+        """The last line written to stderr (why a process ended)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = [l for l in f.read().decode(errors="replace").splitlines() if l.strip()]
+        except OSError:
+            return ""
+        return lines[-1].strip() if lines else ""
+
+    def greet(self) -> dict:
+        """The worker's hello; SideFailed when it does not come (no torch in that Python, an old revision)."""
+        from ..executors.stdio_worker import PROTOCOL
+
+        hello = self._receive(HELLO_TIMEOUT_S)
+        if not isinstance(hello, dict) or "protocol" not in hello:
+            self.stop()
+            why = self.last_error() or (f"no answer in {HELLO_TIMEOUT_S:.0f} s" if hello == "timeout" else "it ended")
+            if "No module named 'gradbench" in why:
+                why += " (a gradbench older than `gradbench ab` has no such worker: compare revisions from 0.5 on)"
+            raise SideFailed(f"{self.side.name} ({self.side.describe()}): its worker did not start: {why} "
+                             f"(log: {self.log_path})")
+        if hello["protocol"] != PROTOCOL:
+            self.stop()
+            raise SideFailed(f"{self.side.name}: its gradbench speaks worker protocol {hello['protocol']}, this one "
+                             f"{PROTOCOL}; compare revisions of one protocol")
+        source = self.side.checkout if self.side.own_gradbench else None
+        if source and not _inside(hello.get("gradbench_path", ""), source):
+            self.stop()
+            raise SideFailed(f"{self.side.name}: its worker imported gradbench from {hello.get('gradbench_path')}, "
+                             f"not from revision {self.side.revision!r}'s checkout ({source}): an installed "
+                             "gradbench shadows it; run ab from a clone installed with pip install -e")
+        self.hello = hello
+        return hello
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise TrialLost("crashed", f"the {self.side.name} worker had ended: {self.last_error()}") from None
+
+    def fork(self) -> int:
+        """A fresh measuring process for this round; its pid."""
+        self._send({"fork": True})
+        reply = self._receive(HELLO_TIMEOUT_S)
+        if not isinstance(reply, dict) or "forked" not in reply:
+            raise SideFailed(f"{self.side.name}: its worker could not start a measuring process: "
+                             f"{self.last_error() or reply!r} (log: {self.log_path})")
+        self.measuring = reply["forked"]
+        return self.measuring
+
+    def end(self) -> None:
+        """The round's measuring process ended (told to, or killed when it does not)."""
+        if self.measuring is None:
+            return
+        try:
+            self._send({"end": True})
+            reply = self._receive(30)
+            if reply == "timeout":
+                self._kill_measuring()
+                self._receive(30)
+        except TrialLost:
+            pass
+        self.measuring = None
+
+    def _kill_measuring(self) -> None:
+        import signal
+
+        if self.measuring is not None:
+            try:
+                os.kill(self.measuring, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def _ask(self, message: dict, timeout_s: float) -> dict:
+        """One request to the measuring process. Its death (the worker says ``ended``) or silence past
+        ``timeout_s`` (it is killed) is TrialLost; a fresh process is forked for the rest of the round."""
+        if self.measuring is None:
+            self.fork()
+        self._send(message)
+        reply = self._receive(timeout_s)
+        if reply == "timeout":
+            self._kill_measuring()
+            self._receive(30)  # the worker's "ended"
+            self.measuring = None
+            raise TrialLost("timeout", f"no answer in {timeout_s:g} s (--timeout); its process was killed")
+        if reply is None:
+            raise SideFailed(f"{self.side.name}: its worker ended: {self.last_error()} (log: {self.log_path})")
+        if "ended" in reply:
+            self.measuring = None
+            raise TrialLost("crashed", f"the {self.side.name} measuring process died (exit status "
+                                       f"{reply['ended']}): {self.last_error()}")
+        if "error" in reply:
+            raise TrialLost("error", reply["error"])
+        return reply
+
+    def open(self, case: Case, run_id: str, timeout_s: float, passes: str) -> dict:
+        """The case set up and kept ready: {"record", "opened", "model_file"}. ``passes``: "all" measures it
+        through every pass first (a whole record); "timing" only sets it up."""
+        payload = asdict(case)
+        payload["model"] = self.side.model(case.model)
+        return self._ask({"open": payload, "run_id": run_id, "passes": passes}, timeout_s)
+
+    def block(self, seconds: float, timeout_s: float) -> dict:
+        """The ready step timed for at most ``seconds``: {"median", "samples", "measured_s"}."""
+        return self._ask({"block": seconds}, timeout_s)
+
+    def close(self, timeout_s: float) -> None:
+        self._ask({"close": True}, timeout_s)
+
+    def stop(self) -> None:
+        """The worker and any measuring process gone."""
+        self._kill_measuring()
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.close()
+                self.process.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+@dataclass(frozen=True)
+class Limits:
+    threshold: float  # fraction: --fail-above / 100
+    memory_threshold: float  # fraction: --fail-memory-above / 100
+    max_rounds: int
+    max_time_s: float | None
+    timeout_s: float
+    threads: int | None
+    alternations: int = 1  # timed blocks per side per case in a round, alternating
+    block_s: float = 0.03  # timing cap of one block
+
+
+def draw_order(cases: list[int], rng: random.Random, alternations: int) -> list[tuple[int, tuple, list[tuple]]]:
+    """One round's plan: the cases shuffled; per case the order the sides set it up in, and per alternation
+    which side's block goes first."""
+    order = list(cases)
+    rng.shuffle(order)
+    plan = []
+    for i in order:
+        opening = tuple(rng.sample(SIDES, 2))
+        blocks = [tuple(rng.sample(SIDES, 2)) for _ in range(alternations)]
+        plan.append((i, opening, blocks))
+    return plan
+
+
+def comparable(trials: list[Record], cases: list[Case]) -> list[int]:
+    """The cases worth another round: each side measured them ok in the first (a case not applicable on
+    both sides, or failing on one, has its verdict already)."""
+    from ..record import case_key as record_key
+
+    ok: dict[tuple, set] = {}
+    for t in trials:
+        if t["status"] == "ok":
+            ok.setdefault(record_key(t), set()).add(t["ab_side"])
+    return [i for i, case in enumerate(cases) if ok.get(record_key(case.identity())) == set(SIDES)]
+
+
+def _ab_fields(side: Side, fields: dict) -> dict:
+    return dict(kind="ab_trial", ab_side=side.name, ab_revision=side.revision, ab_commit=side.commit,
+                ab_repository=side.repository, ab_python=side.python, **fields)
+
+
+def trial_record(raw: dict, case: Case, side: Side, fields: dict, blocks: list[dict] | None,
+                 contention=None) -> Record:
+    """A side's trial as an ab_trial of this gradbench's format: the worker's record (migrated from its format,
+    fields this schema does not declare dropped, the case named as the user named it) with its time from the
+    alternated blocks (``samples_s``: one median per block, in the round's order) and the window's contention."""
+    from ..measure.stats import iqr
+
+    values = {k: v for k, v in migrated(raw).items() if k in SCHEMA}
+    values.update(model=case.model, **_ab_fields(side, fields))
+    if blocks:
+        medians = [b["median"] for b in blocks]
+        values.update(time_median_s=verdict.median(medians), time_iqr_s=iqr(medians), time_ci_low_s=None,
+                      time_ci_high_s=None, n_samples=len(medians), samples_s=medians, steps_per_sample=None,
+                      time_converged=None, time_measured_s=sum(b["measured_s"] for b in blocks),
+                      flops_per_s=None, **(contention.fields() if contention else {}),
+                      time_trusted=not verdict.disturbance(contention.fields()) if contention else None,
+                      time_distrust="; ".join(verdict.disturbance(contention.fields())) or None if contention else None)
+    elif values.get("status") == "ok":  # set up, but its pair never timed (the other side failed)
+        values.update(time_median_s=None, samples_s=None, n_samples=None, time_trusted=None, time_distrust=None)
+    return Record(values)
+
+
+def lost_record(case: Case, side: Side, run_id: str, lost: TrialLost, fields: dict) -> Record:
+    from ..session import failure_record
+
+    return failure_record(case, run_id, lost.status, str(lost)).replace(**_ab_fields(side, fields))
+
+
+def run_rounds(cases: list[Case], sides: tuple[Side, Side], limits: Limits, ab_id: str, write: Callable[[Record], None],
+               log_folder: str, say: Callable[[str], None], rng: random.Random | None = None,
+               settings_fields: dict | None = None) -> dict:
+    """Measure rounds until settled or a limit; returns {"rounds", "trials" (this ab's records), "hellos",
+    "stopped" (why the rounds ended)}."""
+    rng = rng or random.Random()
+    trials: list[Record] = []
+    started = time.perf_counter()
+    stopped = f"--max-rounds {limits.max_rounds} reached"
+    need = verdict.min_pairs()
+    rnd = 0
+    active = list(range(len(cases)))
+    workers: dict[str, SideWorker] = {}
+    try:
+        for side in sides:  # both interpreters start together; each imports torch once for the whole comparison
+            workers[side.name] = SideWorker(side, limits.threads, os.path.join(log_folder, f"{side.name}.log"))
+        hellos = {name: worker.greet() for name, worker in workers.items()}
+        for rnd in range(1, limits.max_rounds + 1):
+            round_began = time.perf_counter()
+            for worker in workers.values():
+                worker.fork()
+            try:
+                _one_round(rnd, cases, active, sides, workers, limits, ab_id, rng, settings_fields or {},
+                           lambda record: (write(record), trials.append(record)))
+            finally:
+                for worker in workers.values():
+                    worker.end()
+            measured = 2 * len(active)
+            if rnd == 1:
+                active = comparable(trials, cases)
+                if not active:
+                    stopped = "no case ran ok on both sides"
+                    say(f"round 1: {measured} trials; no case ran ok on both sides, so there is nothing to compare")
+                    break
+            verdicts = case_verdicts(trials, [cases[i] for i in active], limits)
+            open_cases = verdict.undecided(verdicts.values())
+            elapsed = time.perf_counter() - started
+            say(f"round {rnd}: {measured} trials ({limits.alternations} timed blocks each) in "
+                f"{time.perf_counter() - round_began:.1f} s; "
+                + (f"{open_cases} of {len(active)} cases not settled yet" if open_cases else "every case settled")
+                + f" ({elapsed:.0f} s so far)")
+            if rnd >= need and not open_cases:
+                stopped = "every case settled"
+                break
+            if limits.max_time_s is not None and elapsed >= limits.max_time_s:
+                stopped = f"--max-time {limits.max_time_s:g} s reached"
+                break
+    finally:
+        for worker in workers.values():
+            worker.stop()
+    return {"rounds": rnd, "trials": trials, "hellos": hellos, "stopped": stopped}
+
+
+def _one_round(rnd: int, cases: list[Case], active: list[int], sides: tuple[Side, Side], workers: dict, limits: Limits,
+               ab_id: str, rng: random.Random, settings_fields: dict, keep: Callable[[Record], None]) -> None:
+    """Every active case once on both sides: set up (which side first drawn), timed in alternating blocks,
+    closed; each side's trial written."""
+    run_id = f"{ab_id}-r{rnd}"
+    by_name = {side.name: side for side in sides}
+    passes = "all" if rnd <= FULL_ROUNDS else "timing"
+    position = 0
+    for index, opening, block_order in draw_order(active, rng, limits.alternations):
+        case = cases[index]
+        opened: dict[str, dict] = {}
+        for name in opening:
+            fields = dict(ab_id=ab_id, ab_round=rnd, ab_position=position, **settings_fields)
+            position += 1
+            try:
+                reply = workers[name].open(case, run_id, limits.timeout_s, passes)
+            except TrialLost as lost:
+                keep(lost_record(case, by_name[name], run_id, lost, fields))
+                continue
+            _check_source(by_name[name], case, reply.get("model_file"))
+            opened[name] = dict(reply, fields=fields)
+        blocks: dict[str, list] = {name: [] for name in SIDES}
+        contention = None
+        ready = [name for name in SIDES if opened.get(name, {}).get("opened")]
+        if len(ready) == 2:
+            monitor = monitor_of([workers[name].measuring for name in SIDES]).start()
+            try:
+                for pair in block_order:
+                    for name in pair:
+                        blocks[name].append(workers[name].block(limits.block_s, limits.timeout_s))
+            except TrialLost as lost:
+                blocks = {name: [] for name in SIDES}
+                for name in SIDES:
+                    opened[name]["record"] = dict(opened[name]["record"], status=lost.status,
+                                                  error=f"while timed: {lost}")
+            contention = monitor.stop()
+        for name in ready:
+            try:
+                if workers[name].measuring is not None:
+                    workers[name].close(limits.timeout_s)
+            except TrialLost:
+                pass
+        for name in opening:
+            if name in opened:
+                keep(trial_record(opened[name]["record"], case, by_name[name], opened[name]["fields"], blocks[name],
+                                  contention))
+
+
+def _check_source(side: Side, case: Case, model_file: str | None) -> None:
+    """A revision's side must run the revision's model code, not an installed copy that shadows it."""
+    if side.checkout and model_file and not _inside(model_file, side.checkout) and side.repository \
+            and _inside(model_file, side.repository):
+        raise SideFailed(f"{side.name}: model {case.model!r} was imported from {model_file}, the working tree, not "
+                         f"from revision {side.revision!r}'s checkout; run ab from inside the repository "
+                         "(or give the model as a file path)")
+
+
+def case_verdicts(trials, cases: list[Case], limits: Limits) -> dict:
+    """Case -> CaseVerdict, in the cases' order."""
+    from ..record import case_key as record_key
+
+    by_case: dict[tuple, list] = {}
+    for t in trials:
+        by_case.setdefault(record_key(t), []).append(t)
+    out = {}
+    for case in cases:
+        out[case] = verdict.case_verdict(by_case.get(record_key(case.identity()), []), limits.threshold,
+                                         limits.memory_threshold)
+    return out

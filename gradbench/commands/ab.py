@@ -1,0 +1,135 @@
+"""`gradbench ab BASE CANDIDATE`: the same grid under two revisions or two Python environments, in randomized
+interleaved rounds, with a verdict per case and a gate for CI (ab/; the report's section: report/ab.py)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import BadInput
+from ..settings import argument
+from .arguments import INTEGER
+from .run import _add_grid
+
+DEFAULT_FAIL_ABOVE = 5.0
+DEFAULT_MAX_ROUNDS = 20
+
+
+def add_parser(sub):
+    p = sub.add_parser("ab", help="compare two revisions or two Python environments on the same grid, "
+                       "in randomized interleaved rounds; exit 1 when the candidate is slower or uses more memory",
+                       description="Compare BASE and CANDIDATE, git revisions of the repository that holds the model "
+                       "(gradbench's own for built-in models), or two interpreters (--base-python, "
+                       "--candidate-python). Each round measures every case on both sides in fresh processes, in a "
+                       "random order; rounds go on until every case is settled or a limit is reached.")
+    p.add_argument("base", nargs="?", metavar="BASE", help="the base revision (a commit, branch or tag; HEAD~1)")
+    p.add_argument("candidate", nargs="?", metavar="CANDIDATE", help="the candidate revision (HEAD)")
+    sides = p.add_argument_group("sides")
+    sides.add_argument("--base-python", metavar="PATH", help="the base's Python interpreter (default: this one)")
+    sides.add_argument("--candidate-python", metavar="PATH", help="the candidate's Python interpreter (default: this one)")
+    sides.add_argument("--repo", metavar="PATH", help="the repository the revisions are of (default: the one holding "
+                       "the user models' files, or the current folder for MODULE:FUNCTION models; gradbench's own "
+                       "checkout for built-in models)")
+    gate = p.add_argument_group("gate")
+    gate.add_argument("--fail-above", type=argument(float, minimum=0), metavar="PCT", default=DEFAULT_FAIL_ABOVE,
+                      help="the time gate: a case is slower when its whole 95%% interval lies above +PCT%%, no change "
+                           "when inside +-PCT%%; exit 1 when a case is slower (default 5)")
+    gate.add_argument("--fail-memory-above", type=argument(float, minimum=0), metavar="PCT", default=0.0,
+                      help="the memory gate: exit 1 when the candidate's peak, held or saved bytes exceed the base's "
+                           "by more than PCT%% (default 0: any byte)")
+    gate.add_argument("--max-rounds", type=argument(int, minimum=6, maximum=1000), metavar="N",
+                      default=DEFAULT_MAX_ROUNDS, help="stop after N rounds, settled or not (default 20; at least 6, "
+                      "the fewest pairs with a 95%% interval)")
+    gate.add_argument("--max-time", dest="ab_max_time", type=argument(float, above=0), metavar="SECONDS",
+                      help="stop after the round that passes SECONDS (default: no limit but --max-rounds)")
+    _add_grid(p)
+    run = p.add_argument_group("trials")
+    run.add_argument("--block-time", type=argument(float, above=0), metavar="SECONDS", default=0.03,
+                     help="timing cap of one block, warm-up included (default 0.03)")
+    run.add_argument("--alternations", type=argument(int, minimum=1, maximum=1000), metavar="M", default=1,
+                     help="timed blocks per side per case in a round, alternating between the sides; the round's "
+                          "ratio is the median of the M pairs' ratios (default 1)")
+    run.add_argument("--timeout", type=argument(float, above=0), metavar="SECONDS",
+                     help="seconds before a trial's worker is killed (default 600)")
+    run.add_argument("--seed", type=INTEGER, help="weights and inputs (default 0)")
+    run.add_argument("--out", help="JSONL file to append the trials to (default: results/ab/AB_ID.jsonl)")
+    run.add_argument("--no-report", action="store_true", default=None, help="do not write the report")
+    return p
+
+
+def run(args) -> int:
+    import random
+    import time
+
+    from ..ab import sides as ab_sides
+    from ..ab.rounds import Limits, SideFailed, case_verdicts, run_rounds
+    from ..record import new_run_id
+    from ..settings import DEFAULT_TIMEOUT_S, grid_cases, merged, number
+    from ..storage import JsonlWriter
+    from ..text import terminal_text
+
+    settings = merged(args)
+    settings["max_time"] = args.block_time  # the full rounds' own timing, which the blocks replace: short
+    _, cases = grid_cases(settings)
+    sides = ab_sides.prepare(args.base, args.candidate, args.base_python, args.candidate_python,
+                             [c.model for c in cases], args.repo)
+    if args.out == "":
+        raise BadInput("--out is empty; name a JSONL file, or leave --out out for results/ab/AB_ID.jsonl")
+    ab_id = new_run_id()
+    out = args.out or os.path.join("results", "ab", f"{ab_id}.jsonl")
+    limits = Limits(threshold=args.fail_above / 100, memory_threshold=args.fail_memory_above / 100,
+                    max_rounds=args.max_rounds, max_time_s=args.ab_max_time,
+                    timeout_s=number(settings, "timeout", default=DEFAULT_TIMEOUT_S), threads=number(settings, "threads"),
+                    alternations=args.alternations, block_s=args.block_time)
+    logs = os.path.join(os.path.dirname(os.path.abspath(out)), f"{ab_id}-logs")
+    os.makedirs(logs, exist_ok=True)
+    say = lambda text: print(terminal_text(text), flush=True)  # noqa: E731
+    say(f"gradbench ab {ab_id}: {len(cases)} cases; base = {sides[0].describe()}, candidate = {sides[1].describe()}; "
+        f"gates: time +-{args.fail_above:g}%, memory +{args.fail_memory_above:g}%; at most {args.max_rounds} rounds")
+    began = time.perf_counter()
+    with JsonlWriter(out, then="run the comparison again") as writer, ab_sides.Checkouts(sides) as checked_out:
+        try:
+            done = run_rounds(cases, checked_out, limits, ab_id, writer.write, logs, say, random.Random(),
+                              dict(ab_fail_above=args.fail_above, ab_fail_memory_above=args.fail_memory_above))
+        except SideFailed as exc:
+            print(f"gradbench: error: {terminal_text(exc)}", file=sys.stderr)
+            print(f"the {writer.written} trials measured before it are in {out}", file=sys.stderr)
+            return 2
+    verdicts = case_verdicts(done["trials"], cases, limits)
+    return _print_verdicts(done, verdicts, cases, out, args, time.perf_counter() - began)
+
+
+def _print_verdicts(done, verdicts, cases, out, args, wall_s: float) -> int:
+    from ..ab import verdict as v
+    from ..report.ab import sides_text, verdict_rows, verdict_table
+    from ..report.tables import render
+    from ..results import load
+
+    rows = verdict_rows(done["trials"], cases)
+    print()
+    for line in sides_text(done["trials"]):
+        print(line)
+    print(render(verdict_table(rows)))
+    failing = [label for label, verdict, _ in rows if verdict.gate_fails]
+    open_ = [label for label, verdict, _ in rows if verdict.time.verdict == v.INCONCLUSIVE]
+    compared = [label for label, verdict, _ in rows if verdict.time.pairs >= v.min_pairs()]
+    print(f"\n{done['rounds']} rounds, {len(done['trials'])} trials in {wall_s:.0f} s ({done['stopped']}); "
+          f"trials: {out}")
+    if open_:
+        print(f"{len(open_)} inconclusive (interval straddles +-{args.fail_above:g}%; listed, never failed on): "
+              + ", ".join(open_[:5]) + (" ..." if len(open_) > 5 else ""))
+    if not args.no_report:
+        from ..report.document import write_report
+        from ..runner import report_dir_for
+
+        paths = write_report(load([out], warn=lambda m: None), report_dir_for(out), title=f"gradbench ab: {out}")
+        print(f"report: {paths['html']}")
+    if failing:
+        print(f"FAIL: {len(failing)} of {len(rows)} cases fail the gate: " + ", ".join(failing[:5])
+              + (" ..." if len(failing) > 5 else ""))
+        return 1
+    if not compared:
+        print(f"FAIL: no case has {v.min_pairs()} trusted pairs, so nothing was compared (a busy machine, or "
+              "failing cases): not a pass")
+        return 1
+    print(f"pass: no case slower than +{args.fail_above:g}% or grown in memory")
+    return 0

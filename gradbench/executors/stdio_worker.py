@@ -1,0 +1,202 @@
+"""A worker that speaks JSON lines on stdin and stdout, for a manager that runs gradbench at another git
+revision or under another Python (`gradbench ab`): nothing crosses but JSON, so neither side needs the
+other's classes, pickle format or Python version.
+
+Run as ``PYTHON -m gradbench.executors.stdio_worker [--threads N]``. It imports torch and gradbench, writes a
+hello line (``protocol``, versions, where gradbench and torch were imported from) and then waits for
+``{"fork": true}``: it forks a fresh measuring process, which says ``{"forked": PID}`` and answers the
+messages below until ``{"end": true}``; then this process says ``{"ended": EXIT_STATUS}`` and waits for the
+next fork. A fork costs milliseconds where a new interpreter costs seconds (importing torch), and the process
+forked from has run no model code, no parallel kernel and no CUDA call: every round of an A/B gets fresh
+processes at no cost. In the measuring process, one case at a time:
+
+- ``{"open": {Case fields}, "run_id": ..., "passes": "all" | "timing"}``: with ``all``, the case is measured
+  through a Session (every pass, a whole record), then its step is set up again (the memory pass alone) and
+  kept ready; with ``timing``, only set up (no untimed pass). Reply ``{"record": {...}, "opened": bool,
+  "model_file": ...}``: the whole record, or the set-up's (identity, provenance; peak and held bytes after a
+  memory pass); ``opened`` false when the case did not run (the record says why). model_file: where a user
+  model's module was loaded from, so the manager can tell the revision's code ran.
+- ``{"block": SECONDS}``: the ready step timed for at most SECONDS (warm-up included); reply
+  ``{"median": s, "samples": n, "measured_s": s}``.
+- ``{"close": true}``: the step's mode undone, weights restored; reply ``{"closed": true}``.
+
+Anything else gets ``{"error": "..."}``; end of input ends both processes. The model's own prints go to
+stderr: stdout is the protocol's.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+
+PROTOCOL = 1
+BLOCK_MIN_SAMPLES = 3
+
+
+def _channel():
+    """The protocol's stream (the original stdout); fd 1 becomes stderr, for whatever else prints."""
+    channel = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    return channel
+
+
+def _send(channel, message: dict) -> None:
+    channel.write(json.dumps(message, allow_nan=False) + "\n")
+    channel.flush()
+
+
+def _model_file(model: str) -> str | None:
+    """The file a user model's module was loaded from in this process (None for a built-in model)."""
+    from ..models import is_user_model
+
+    if not is_user_model(model):
+        return None
+    spec = model.rsplit(":", 1)[0]
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and (os.path.abspath(path) == os.path.abspath(spec) or getattr(module, "__name__", None) == spec):
+            return os.path.abspath(path)
+    return None
+
+
+class _Cases:
+    """The one case this worker holds ready between ``open`` and ``close``."""
+
+    def __init__(self, session):
+        self.session = session
+        self.stack: contextlib.ExitStack | None = None
+        self.step = None
+        self.device = None
+
+    def open(self, case, passes: str) -> tuple[dict, bool]:
+        from ..record import Record
+
+        self.close()
+        record = self.session.measure(case) if passes == "all" else None
+        if record is not None and record["status"] != "ok":
+            return record.to_json(), False
+        stack = contextlib.ExitStack()
+        try:
+            prepared = stack.enter_context(self.session.prepared(case, memory_only=True, untimed=passes == "all"))
+        except Exception as exc:  # noqa: BLE001 - a case that fails is a result, as in a sweep
+            stack.close()
+            if record is not None:
+                return record.to_json(), False
+            from ..session import failed, failure_record
+
+            status, message = failed(exc)
+            return failure_record(case, self.session.run_id, status, message).to_json(), False
+        self.stack, self.step = stack, prepared.step
+        self.device = self.session.workload(case).device
+        if record is None:
+            record = Record(prepared.record, status="ok")
+        return record.to_json(), True
+
+    def block(self, seconds: float) -> dict:
+        from ..measure.timing import time_step
+
+        if self.step is None:
+            return {"error": "no case is open"}
+        timing = time_step(self.step, self.device, max_time_s=seconds, min_samples=BLOCK_MIN_SAMPLES)
+        return {"median": timing.median, "samples": timing.n_samples, "measured_s": timing.measured_s}
+
+    def close(self) -> None:
+        if self.stack is not None:
+            stack, self.stack, self.step = self.stack, None, None
+            stack.close()
+
+
+def _read() -> dict | None:
+    line = sys.stdin.readline()
+    while line and not line.strip():
+        line = sys.stdin.readline()
+    return json.loads(line) if line else None
+
+
+def _measure(channel, threads: int | None) -> None:
+    """The forked measuring process: serve cases until told to end (or input ends)."""
+    import torch
+
+    from .. import state
+    from ..case import Case
+    from ..session import Session
+
+    from .worker import _die_with_parent
+
+    _die_with_parent()  # a fork does not inherit it
+    if threads:
+        torch.set_num_threads(threads)
+    _send(channel, {"forked": os.getpid()})
+    expected = state.expected_state(seed=None)
+    session = Session()
+    cases = _Cases(session)
+    while True:
+        message = _read()
+        if message is None or "end" in message:
+            cases.close()
+            return
+        if "block" in message:
+            _send(channel, cases.block(float(message["block"])))
+        elif "close" in message:
+            cases.close()
+            _send(channel, {"closed": True})
+        elif "open" in message:
+            try:
+                case = Case(**message["open"]).validate()
+            except (TypeError, ValueError) as exc:
+                _send(channel, {"error": f"{type(exc).__name__}: {exc}"})
+                continue
+            cases.close()
+            session.run_id = message.get("run_id") or session.run_id
+            state.check_and_restore(expected)
+            record, opened = cases.open(case, message.get("passes", "all"))
+            _send(channel, {"record": record, "opened": opened, "model_file": _model_file(case.model)})
+        else:
+            _send(channel, {"error": f"unknown message {sorted(message)!r}"})
+
+
+def main(argv: list[str]) -> int:
+    from .worker import MANAGERS_SIGNALS, _die_with_parent
+
+    channel = _channel()
+    _die_with_parent()
+    for signum in MANAGERS_SIGNALS:  # Ctrl-C is the manager's: it stops this process by closing stdin
+        signal.signal(signum, signal.SIG_IGN)
+    threads = int(argv[argv.index("--threads") + 1]) if "--threads" in argv else None
+    import torch
+
+    import gradbench
+    from .. import session  # noqa: F401 - imported once here, not in every forked process
+
+    _send(channel, {"protocol": PROTOCOL, "gradbench_version": gradbench.__version__,
+                    "gradbench_path": os.path.dirname(os.path.abspath(gradbench.__file__)),
+                    "torch": torch.__version__, "torch_path": os.path.dirname(os.path.abspath(torch.__file__)),
+                    "python": sys.version.split()[0], "executable": sys.executable})
+    while True:
+        message = _read()
+        if message is None:
+            return 0
+        if "fork" not in message:
+            _send(channel, {"error": f"unknown message {sorted(message)!r}; fork first"})
+            continue
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _measure(channel, threads)
+            except BaseException:  # noqa: BLE001 - told on stderr; the parent says it ended
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            finally:
+                channel.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        _send(channel, {"ended": os.waitstatus_to_exitcode(status)})
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,148 @@
+"""A/B comparisons (`gradbench ab`): per case the paired ratio with its interval and verdict, the memory
+gate, and the rounds over time. The verdicts are ab/verdict.py's, computed here from the ab_trial records
+alone, with the gates each comparison ran with: the terminal and the report say the same."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..ab import verdict as v
+from ..dataset import ab_trials
+from ..record import case_key, case_label
+from ..units import ratio_text
+
+VERDICT_MARK = {v.SLOWER: "SLOWER", v.FASTER: "faster", v.SAME: "no change", v.INCONCLUSIVE: "inconclusive",
+                v.TOO_FEW: "too few trusted pairs", v.FAILED: "failed", v.NOT_APPLICABLE: "not applicable"}
+
+
+def _bytes(n: int) -> str:
+    sign = "+" if n > 0 else "-" if n < 0 else ""
+    n = abs(n)
+    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= size:
+            return f"{sign}{n / size:.1f} {unit} ({sign}{n:,} B)"
+    return f"{sign}{n:,} B"
+
+
+def memory_text(memory: tuple) -> str:
+    """What the memory gate saw: growth with its bytes, what does not repeat, or 'same'."""
+    parts = []
+    for m in memory:
+        if m.grew:
+            parts.append(f"{m.metric} GREW {_bytes(m.difference)}")
+        elif m.difference:
+            parts.append(f"{m.metric} {_bytes(m.difference)}")
+        for side, repeats in m.repeats.items():
+            if not repeats:
+                values = m.base if side == "base" else m.candidate
+                parts.append(f"{m.metric} does not repeat on {side} ({min(values):,}..{max(values):,} B)")
+    return "; ".join(parts) or ("same to the byte" if memory else "-")
+
+
+def verdict_rows(trials, cases=None, threshold: float | None = None, memory_threshold: float | None = None):
+    """One row per case: (label, CaseVerdict, row dict). ``trials``: one comparison's ab_trial records;
+    the gates default to those the comparison recorded."""
+    trials = [dict(t) for t in trials]
+    if threshold is None:
+        threshold = (trials[0].get("ab_fail_above") or 0) / 100 if trials else 0
+    if memory_threshold is None:
+        memory_threshold = (trials[0].get("ab_fail_memory_above") or 0) / 100 if trials else 0
+    by_case: dict[tuple, list] = {}
+    for t in trials:
+        by_case.setdefault(case_key(t), []).append(t)
+    keys = [case_key(c.identity()) for c in cases] if cases is not None else list(by_case)
+    rows = []
+    for key in keys:
+        group = by_case.get(key, [])
+        verdict = v.case_verdict(group, threshold, memory_threshold)
+        label = case_label(group[0]) if group else str(key)
+        t = verdict.time
+        bases = [r["time_median_s"] for r in group if r["ab_side"] == "base" and r.get("status") == "ok"
+                 and r.get("time_median_s") is not None]
+        rows.append((label, verdict, {
+            "case": label,
+            "base time": f"{v.median(bases) * 1e3:.3g} ms" if bases else "-",
+            "candidate / base": ratio_text(t.ratio) if t.ratio is not None else "-",
+            "95% interval": f"{t.low:.3f} .. {t.high:.3f}" if t.low is not None else "-",
+            "verdict": VERDICT_MARK[t.verdict] + (f" ({'; '.join(f'{s}: {m}' for s, m in verdict.failed.items())})"
+                                                  if verdict.failed else ""),
+            "pairs (left out)": f"{t.pairs} ({t.left_out})",
+            "detectable slowdown": f"{t.detectable:.1%}" if t.detectable is not None else "-",
+            "memory": memory_text(verdict.memory),
+            "gate": "FAILS" if verdict.gate_fails else "passes",
+        }))
+    return rows
+
+
+def verdict_table(rows) -> pd.DataFrame:
+    return pd.DataFrame([r for _, _, r in rows]).set_index("case") if rows else pd.DataFrame()
+
+
+def sides_text(trials) -> list[str]:
+    """Per side: revision, commit, interpreter and the torch it ran."""
+    lines = []
+    for side in v.SIDES:
+        mine = [t for t in trials if t["ab_side"] == side]
+        if not mine:
+            continue
+        first = mine[0]
+        torches = sorted({t.get("torch") for t in mine if t.get("torch")})
+        revision = f"revision {first.get('ab_revision')} ({(first.get('ab_commit') or '')[:12]})" \
+            if first.get("ab_revision") else "the working tree"
+        lines.append(f"{side}: {revision}, python {first.get('ab_python')}, torch {', '.join(torches) or '?'}")
+    return lines
+
+
+def ab_blocks(df: pd.DataFrame) -> list[tuple]:
+    """The report's A/B sections, one per comparison in the records."""
+    trials = ab_trials(df)
+    if trials.empty:
+        return []
+    blocks = [("h2", "A/B comparisons")]
+    for ab_id, part in trials.groupby("ab_id", sort=False):
+        records = [{k: (None if isinstance(x, float) and x != x else x) for k, x in r.items()}
+                   for r in part.to_dict("records")]
+        rows = verdict_rows(records)
+        first = records[0]
+        rounds = int(part["ab_round"].max())
+        failing = sum(1 for _, verdict, _ in rows if verdict.gate_fails)
+        blocks += [("h3", f"{ab_id}: {failing} of {len(rows)} cases fail the gate" if failing
+                    else f"{ab_id}: every case passes the gate"),
+                   ("list", sides_text(records)),
+                   ("p", f"{rounds} rounds; gates: time +-{first.get('ab_fail_above'):g}%, memory "
+                         f"+{first.get('ab_fail_memory_above'):g}%. Each round measured every case on both sides "
+                         "in fresh processes, in a random order; its pair gives one ratio. The interval is the "
+                         "exact order-statistic (sign-test) interval of the median ratio; pairs with a trial "
+                         "disturbed by other work are left out. 'detectable slowdown': the smallest slowdown this "
+                         "spread would have called slower."),
+                   ("table", verdict_table(rows))]
+    return blocks
+
+
+def rounds_figure(df: pd.DataFrame, out_dir: str) -> list[str]:
+    """Per comparison: each case's paired ratio by round, the gate as a band around 1."""
+    from .figures import _save, figure_text, plt
+
+    trials = ab_trials(df)
+    if trials.empty:
+        return []
+    paths = []
+    for ab_id, part in trials.groupby("ab_id", sort=False):
+        ok = part[part["status"] == "ok"]
+        pairs = ok.pivot_table(index=["ab_round"], columns=[ok.apply(lambda r: case_label(r.to_dict()), axis=1),
+                                                            "ab_side"], values="time_median_s", aggfunc="first")
+        if pairs.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        threshold = (part["ab_fail_above"].dropna().iloc[0] if part["ab_fail_above"].notna().any() else 0) / 100
+        ax.axhspan(1 - threshold, 1 + threshold, color="#e8f3e8", label=f"+-{threshold:.0%} (no change)")
+        ax.axhline(1, color="#888", linewidth=0.8)
+        for label in dict.fromkeys(c[0] for c in pairs.columns):
+            if (label, "base") in pairs and (label, "candidate") in pairs:
+                ratio = pairs[(label, "candidate")] / pairs[(label, "base")]
+                ax.plot(ratio.index, ratio.values, marker="o", markersize=3, linewidth=1, label=figure_text(label))
+        ax.set_xlabel("round")
+        ax.set_ylabel("candidate / base time")
+        ax.set_title(figure_text(f"A/B {ab_id}: paired ratio per round"))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        paths += _save(fig, out_dir, f"ab-rounds-{ab_id}")
+    return paths
