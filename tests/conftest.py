@@ -34,6 +34,9 @@ TIERS = ("unit", "integration", "harness", "slurm", "gpu")
 # that mark. A new file or test lands in its file's tier: if it starts a Python process it is not unit.
 # test_compile.py is integration throughout: torch.compile's first use in a process starts Python.
 FILE_TIERS = {
+    "test_ab.py": "integration",
+    "test_ab_sides.py": "unit",
+    "test_ab_verdict.py": "unit",
     "test_answer.py": "unit",
     "test_as_built.py": "unit",
     "test_behaviour.py": "unit",

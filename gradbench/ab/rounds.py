@@ -296,44 +296,48 @@ def run_rounds(cases: list[Case], sides: tuple[Side, Side], limits: Limits, ab_i
     need = verdict.min_pairs()
     rnd = 0
     active = list(range(len(cases)))
-    workers: dict[str, SideWorker] = {}
-    try:
-        for side in sides:  # both interpreters start together; each imports torch once for the whole comparison
-            workers[side.name] = SideWorker(side, limits.threads, os.path.join(log_folder, f"{side.name}.log"))
-        hellos = {name: worker.greet() for name, worker in workers.items()}
-        for rnd in range(1, limits.max_rounds + 1):
-            round_began = time.perf_counter()
-            for worker in workers.values():
+    hellos: dict[str, dict] = {}
+    for rnd in range(1, limits.max_rounds + 1):
+        round_began = time.perf_counter()
+        # Fresh interpreters every round, both started at once: a process forked from one long-lived parent
+        # inherits its layout, and on the 2-core VM that made two sides of identical code differ by up to 9%
+        # for a whole comparison (measured); each new interpreter draws its own.
+        workers = {side.name: SideWorker(side, limits.threads, os.path.join(log_folder, f"{side.name}.log"))
+                   for side in sides}
+        try:
+            for name, worker in workers.items():
+                hello = worker.greet()
+                if name in hellos and hellos[name].get("torch") != hello.get("torch"):
+                    raise SideFailed(f"{name}: torch changed between rounds ({hellos[name]['torch']} -> "
+                                     f"{hello['torch']})")
+                hellos[name] = hello
                 worker.fork()
-            try:
-                _one_round(rnd, cases, active, sides, workers, limits, ab_id, rng, settings_fields or {},
-                           lambda record: (write(record), trials.append(record)))
-            finally:
-                for worker in workers.values():
-                    worker.end()
-            measured = 2 * len(active)
-            if rnd == 1:
-                active = comparable(trials, cases)
-                if not active:
-                    stopped = "no case ran ok on both sides"
-                    say(f"round 1: {measured} trials; no case ran ok on both sides, so there is nothing to compare")
-                    break
-            verdicts = case_verdicts(trials, [cases[i] for i in active], limits)
-            open_cases = verdict.undecided(verdicts.values())
-            elapsed = time.perf_counter() - started
-            say(f"round {rnd}: {measured} trials ({limits.alternations} timed blocks each) in "
-                f"{time.perf_counter() - round_began:.1f} s; "
-                + (f"{open_cases} of {len(active)} cases not settled yet" if open_cases else "every case settled")
-                + f" ({elapsed:.0f} s so far)")
-            if rnd >= need and not open_cases:
-                stopped = "every case settled"
+            _one_round(rnd, cases, active, sides, workers, limits, ab_id, rng, settings_fields or {},
+                       lambda record: (write(record), trials.append(record)))
+        finally:
+            for worker in workers.values():
+                worker.end()
+                worker.stop()
+        measured = 2 * len(active)
+        if rnd == 1:
+            active = comparable(trials, cases)
+            if not active:
+                stopped = "no case ran ok on both sides"
+                say(f"round 1: {measured} trials; no case ran ok on both sides, so there is nothing to compare")
                 break
-            if limits.max_time_s is not None and elapsed >= limits.max_time_s:
-                stopped = f"--max-time {limits.max_time_s:g} s reached"
-                break
-    finally:
-        for worker in workers.values():
-            worker.stop()
+        verdicts = case_verdicts(trials, [cases[i] for i in active], limits)
+        open_cases = verdict.undecided(verdicts.values())
+        elapsed = time.perf_counter() - started
+        say(f"round {rnd}: {measured} trials ({limits.alternations} timed blocks each) in "
+            f"{time.perf_counter() - round_began:.1f} s; "
+            + (f"{open_cases} of {len(active)} cases not settled yet" if open_cases else "every case settled")
+            + f" ({elapsed:.0f} s so far)")
+        if rnd >= need and not open_cases:
+            stopped = "every case settled"
+            break
+        if limits.max_time_s is not None and elapsed >= limits.max_time_s:
+            stopped = f"--max-time {limits.max_time_s:g} s reached"
+            break
     return {"rounds": rnd, "trials": trials, "hellos": hellos, "stopped": stopped}
 
 

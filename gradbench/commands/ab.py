@@ -61,7 +61,7 @@ def run(args) -> int:
     import time
 
     from ..ab import sides as ab_sides
-    from ..ab.rounds import Limits, SideFailed, case_verdicts, run_rounds
+    from ..ab.rounds import Limits, SideFailed, run_rounds
     from ..record import new_run_id
     from ..settings import DEFAULT_TIMEOUT_S, grid_cases, merged, number
     from ..storage import JsonlWriter
@@ -81,24 +81,31 @@ def run(args) -> int:
                     timeout_s=number(settings, "timeout", default=DEFAULT_TIMEOUT_S), threads=number(settings, "threads"),
                     alternations=args.alternations, block_s=args.block_time)
     logs = os.path.join(os.path.dirname(os.path.abspath(out)), f"{ab_id}-logs")
+    existed = os.path.exists(out)
     os.makedirs(logs, exist_ok=True)
     say = lambda text: print(terminal_text(text), flush=True)  # noqa: E731
     say(f"gradbench ab {ab_id}: {len(cases)} cases; base = {sides[0].describe()}, candidate = {sides[1].describe()}; "
         f"gates: time +-{args.fail_above:g}%, memory +{args.fail_memory_above:g}%; at most {args.max_rounds} rounds")
     began = time.perf_counter()
-    with JsonlWriter(out, then="run the comparison again") as writer, ab_sides.Checkouts(sides) as checked_out:
+    with JsonlWriter(out, then="run the comparison again") as writer:
         try:
-            done = run_rounds(cases, checked_out, limits, ab_id, writer.write, logs, say, random.Random(),
-                              dict(ab_fail_above=args.fail_above, ab_fail_memory_above=args.fail_memory_above))
-        except SideFailed as exc:
-            print(f"gradbench: error: {terminal_text(exc)}", file=sys.stderr)
-            print(f"the {writer.written} trials measured before it are in {out}", file=sys.stderr)
+            with ab_sides.Checkouts(sides) as checked_out:
+                done = run_rounds(cases, checked_out, limits, ab_id, writer.write, logs, say, random.Random(),
+                                  dict(ab_fail_above=args.fail_above, ab_fail_memory_above=args.fail_memory_above))
+        except (SideFailed, KeyboardInterrupt) as exc:
+            kept = f"the {writer.written} trials measured before it are in {out}" if writer.written else \
+                "no trial was measured"
+            if not writer.written and not existed:
+                os.remove(out)
+            if isinstance(exc, KeyboardInterrupt):
+                print(f"\ninterrupted; {kept}; the worktrees are removed", file=sys.stderr)
+                return 130
+            print(f"gradbench: error: {terminal_text(exc)}; {kept}", file=sys.stderr)
             return 2
-    verdicts = case_verdicts(done["trials"], cases, limits)
-    return _print_verdicts(done, verdicts, cases, out, args, time.perf_counter() - began)
+    return _print_verdicts(done, cases, out, args, time.perf_counter() - began)
 
 
-def _print_verdicts(done, verdicts, cases, out, args, wall_s: float) -> int:
+def _print_verdicts(done, cases, out, args, wall_s: float) -> int:
     from ..ab import verdict as v
     from ..report.ab import sides_text, verdict_rows, verdict_table
     from ..report.tables import render

@@ -6,9 +6,10 @@ Run as ``PYTHON -m gradbench.executors.stdio_worker [--threads N]``. It imports 
 hello line (``protocol``, versions, where gradbench and torch were imported from) and then waits for
 ``{"fork": true}``: it forks a fresh measuring process, which says ``{"forked": PID}`` and answers the
 messages below until ``{"end": true}``; then this process says ``{"ended": EXIT_STATUS}`` and waits for the
-next fork. A fork costs milliseconds where a new interpreter costs seconds (importing torch), and the process
-forked from has run no model code, no parallel kernel and no CUDA call: every round of an A/B gets fresh
-processes at no cost. In the measuring process, one case at a time:
+next fork. The process forked from has run no model code, no parallel kernel and no CUDA call, so a measuring
+process that crashed or overran is replaced in milliseconds, without importing torch again (an A/B still
+starts a new interpreter every round: forks of one parent share its memory layout, see ab/rounds.py). In the
+measuring process, one case at a time:
 
 - ``{"open": {Case fields}, "run_id": ..., "passes": "all" | "timing"}``: with ``all``, the case is measured
   through a Session (every pass, a whole record), then its step is set up again (the memory pass alone) and
