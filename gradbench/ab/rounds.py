@@ -367,15 +367,15 @@ def _one_round(rnd: int, cases: list[Case], active: list[int], sides: tuple[Side
         ready = [name for name in SIDES if opened.get(name, {}).get("opened")]
         if len(ready) == 2:
             monitor = monitor_of([workers[name].measuring for name in SIDES]).start()
+            timing = None
             try:
                 for pair in block_order:
-                    for name in pair:
-                        blocks[name].append(workers[name].block(limits.block_s, limits.timeout_s))
-            except TrialLost as lost:
+                    for timing in pair:
+                        blocks[timing].append(workers[timing].block(limits.block_s, limits.timeout_s))
+            except TrialLost as lost:  # that side's trial failed; the other's has no pair, so no time
                 blocks = {name: [] for name in SIDES}
-                for name in SIDES:
-                    opened[name]["record"] = dict(opened[name]["record"], status=lost.status,
-                                                  error=f"while timed: {lost}")
+                opened[timing]["record"] = dict(opened[timing]["record"], status=lost.status,
+                                                error=f"while timed: {lost}")
             contention = monitor.stop()
         for name in ready:
             try:
