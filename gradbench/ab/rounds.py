@@ -20,15 +20,15 @@ from typing import Callable
 
 from ..case import Case
 from ..migrate import migrated
-from ..record import Record
+from ..record import InvalidRecord, Record
 from ..measure.contention import monitor_of
 from ..schema import SCHEMA
 from . import verdict
-from .sides import SIDES, Side
+from .sides import GRADBENCH_SOURCE, SIDES, Side
 
 HELLO_TIMEOUT_S = 120.0  # importing torch on a cold disk
-# Rounds whose trials run every pass (behaviour, memory, counting): two, so that saved bytes are seen to repeat;
-# later trials set the step up with its memory pass alone (peak and held bytes), at a fraction of the cost.
+# Rounds whose trials run every pass (behaviour, memory, counting): two, so that peak, held and saved bytes are
+# seen to repeat; later trials only set the step up and time it (no memory pass), at a fraction of the cost.
 FULL_ROUNDS = 2
 
 
@@ -55,6 +55,9 @@ class SideWorker:
         command = [side.python, "-m", "gradbench.executors.stdio_worker"]
         if threads:
             command += ["--threads", str(threads)]
+        if not os.path.isdir(side.cwd):
+            raise SideFailed(f"{side.name}: the folder you run ab from, {os.path.relpath(os.getcwd(), side.repository or '.')}"
+                             f", does not exist in revision {side.revision!r}; run ab from the repository's top folder")
         self.log = open(log_path, "ab")
         try:
             self.process = subprocess.Popen(command, cwd=side.cwd, env=side.environment(), stdin=subprocess.PIPE,
@@ -102,7 +105,8 @@ class SideWorker:
             self.stop()
             why = self.last_error() or (f"no answer in {HELLO_TIMEOUT_S:.0f} s" if hello == "timeout" else "it ended")
             if "No module named 'gradbench" in why:
-                why += " (a gradbench older than `gradbench ab` has no such worker: compare revisions from 0.5 on)"
+                why += (" (a gradbench older than `gradbench ab` has no such worker: compare revisions from 0.5 on)"
+                        if self.side.own_gradbench else f" (this gradbench, {GRADBENCH_SOURCE}, was put on its path)")
             raise SideFailed(f"{self.side.name} ({self.side.describe()}): its worker did not start: {why} "
                              f"(log: {self.log_path})")
         if hello["protocol"] != PROTOCOL:
@@ -144,10 +148,18 @@ class SideWorker:
             reply = self._receive(30)
             if reply == "timeout":
                 self._kill_measuring()
-                self._receive(30)
+                self._until_ended()
         except TrialLost:
             pass
         self.measuring = None
+
+    def _until_ended(self, timeout_s: float = 30) -> None:
+        """Read past whatever the killed measuring process still said, to the worker's "ended"."""
+        deadline = time.perf_counter() + timeout_s
+        while time.perf_counter() < deadline:
+            reply = self._receive(max(0.01, deadline - time.perf_counter()))
+            if reply is None or reply == "timeout" or (isinstance(reply, dict) and "ended" in reply):
+                return
 
     def _kill_measuring(self) -> None:
         import signal
@@ -167,7 +179,7 @@ class SideWorker:
         reply = self._receive(timeout_s)
         if reply == "timeout":
             self._kill_measuring()
-            self._receive(30)  # the worker's "ended"
+            self._until_ended()  # a reply that came just too late, then the worker's "ended"
             self.measuring = None
             raise TrialLost("timeout", f"no answer in {timeout_s:g} s (--timeout); its process was killed")
         if reply is None:
@@ -251,6 +263,10 @@ def comparable(trials: list[Record], cases: list[Case]) -> list[int]:
     return [i for i, case in enumerate(cases) if ok.get(record_key(case.identity())) == set(SIDES)]
 
 
+TIME_FIELDS = ("time_median_s", "time_iqr_s", "time_ci_low_s", "time_ci_high_s", "n_samples", "samples_s",
+               "steps_per_sample", "time_converged", "time_measured_s", "flops_per_s", "time_trusted", "time_distrust")
+
+
 def _ab_fields(side: Side, fields: dict) -> dict:
     return dict(kind="ab_trial", ab_side=side.name, ab_revision=side.revision, ab_commit=side.commit,
                 ab_repository=side.repository, ab_python=side.python, **fields)
@@ -263,7 +279,11 @@ def trial_record(raw: dict, case: Case, side: Side, fields: dict, blocks: list[d
     alternated blocks (``samples_s``: one median per block, in the round's order) and the window's contention."""
     from ..measure.stats import iqr
 
-    values = {k: v for k, v in migrated(raw).items() if k in SCHEMA}
+    try:
+        values = {k: v for k, v in migrated(raw).items() if k in SCHEMA}
+    except ValueError as exc:  # TooNew: a revision that writes a newer record format than this gradbench reads
+        raise SideFailed(f"{side.name}: its worker writes records this gradbench cannot read ({exc}); run ab "
+                         "from the newer revision's gradbench") from None
     values.update(model=case.model, **_ab_fields(side, fields))
     if blocks:
         medians = [b["median"] for b in blocks]
@@ -273,9 +293,13 @@ def trial_record(raw: dict, case: Case, side: Side, fields: dict, blocks: list[d
                       flops_per_s=None, **(contention.fields() if contention else {}),
                       time_trusted=not verdict.disturbance(contention.fields()) if contention else None,
                       time_distrust="; ".join(verdict.disturbance(contention.fields())) or None if contention else None)
-    elif values.get("status") == "ok":  # set up, but its pair never timed (the other side failed)
-        values.update(time_median_s=None, samples_s=None, n_samples=None, time_trusted=None, time_distrust=None)
-    return Record(values)
+    else:  # its pair never timed (a side failed): no time at all, not the full round's own
+        values.update({name: None for name in TIME_FIELDS})
+    try:
+        return Record(values)
+    except InvalidRecord as exc:  # a revision whose records differ from this gradbench's schema
+        raise SideFailed(f"{side.name}: its worker's record does not fit this gradbench's schema "
+                         f"({'; '.join(exc.problems)[:300]}); compare revisions of one record format") from None
 
 
 def lost_record(case: Case, side: Side, run_id: str, lost: TrialLost, fields: dict) -> Record:
@@ -302,9 +326,10 @@ def run_rounds(cases: list[Case], sides: tuple[Side, Side], limits: Limits, ab_i
         # Fresh interpreters every round, both started at once: a process forked from one long-lived parent
         # inherits its layout, and on the 2-core VM that made two sides of identical code differ by up to 9%
         # for a whole comparison (measured); each new interpreter draws its own.
-        workers = {side.name: SideWorker(side, limits.threads, os.path.join(log_folder, f"{side.name}.log"))
-                   for side in sides}
+        workers: dict[str, SideWorker] = {}
         try:
+            for side in sides:
+                workers[side.name] = SideWorker(side, limits.threads, os.path.join(log_folder, f"{side.name}.log"))
             for name, worker in workers.items():
                 hello = worker.greet()
                 if name in hellos and hellos[name].get("torch") != hello.get("torch"):
@@ -314,11 +339,15 @@ def run_rounds(cases: list[Case], sides: tuple[Side, Side], limits: Limits, ab_i
                 worker.fork()
             _one_round(rnd, cases, active, sides, workers, limits, ab_id, rng, settings_fields or {},
                        lambda record: (write(record), trials.append(record)))
+        except BaseException:  # Ctrl-C, SIGTERM, a side that failed: no waiting on a case in flight
+            for worker in workers.values():
+                worker._kill_measuring()
+            raise
         finally:
             for worker in workers.values():
                 worker.end()
                 worker.stop()
-        measured = 2 * len(active)
+        measured = 2 * len(active)  # trials this round
         if rnd == 1:
             active = comparable(trials, cases)
             if not active:
@@ -328,7 +357,7 @@ def run_rounds(cases: list[Case], sides: tuple[Side, Side], limits: Limits, ab_i
         verdicts = case_verdicts(trials, [cases[i] for i in active], limits)
         open_cases = verdict.undecided(verdicts.values())
         elapsed = time.perf_counter() - started
-        say(f"round {rnd}: {measured} trials ({limits.alternations} timed blocks each) in "
+        say(f"round {rnd}: {len(active) if rnd > 1 else len(cases)} cases on both sides in "
             f"{time.perf_counter() - round_began:.1f} s; "
             + (f"{open_cases} of {len(active)} cases not settled yet" if open_cases else "every case settled")
             + f" ({elapsed:.0f} s so far)")

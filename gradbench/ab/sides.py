@@ -16,7 +16,7 @@ from ..errors import BadInput
 from ..models import _split_spec, is_user_model
 
 SIDES = ("base", "candidate")
-GRADBENCH_SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder holding gradbench/
+GRADBENCH_SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds gradbench/
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,11 @@ class Side:
         return self.checkout or here
 
     def environment(self) -> dict:
-        """The worker's environment: gradbench first on the path (the checkout's, or this one's)."""
+        """The worker's environment: gradbench first on the path, the checkout's or this one's (through a
+        folder that holds gradbench alone: where gradbench is pip-installed, its parent is site-packages, and
+        another interpreter would import this one's torch from it)."""
         env = dict(os.environ)
-        first = self.checkout if self.own_gradbench else GRADBENCH_SOURCE
+        first = self.checkout if self.own_gradbench else gradbench_only()
         env["PYTHONPATH"] = os.pathsep.join(p for p in (first, env.get("PYTHONPATH")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
@@ -52,10 +54,10 @@ class Side:
         target, function, is_file = _split_spec(model)
         if not is_file:
             return model  # a module: imported from the worker's working directory, the checkout
-        path = os.path.abspath(target)
+        path = os.path.realpath(target)
         if not _inside(path, self.repository):
-            return model
-        return f"{os.path.join(self.checkout, os.path.relpath(path, self.repository))}:{function}"
+            return f"{path}:{function}"  # outside the repository: the same file on both sides
+        return f"{os.path.join(self.checkout, os.path.relpath(path, os.path.realpath(self.repository)))}:{function}"
 
     def expected_source(self) -> str | None:
         """The folder whose code this side must run (a revision's checkout), None when not a revision."""
@@ -65,6 +67,21 @@ class Side:
         where = f"{self.revision} ({self.commit[:12]})" if self.revision else "the working tree"
         python = "" if self.python == sys.executable else f", python {self.python}"
         return f"{where}{python}"
+
+
+_GRADBENCH_ONLY: list[str] = []
+
+
+def gradbench_only() -> str:
+    """A temporary folder holding only a link to this gradbench package (made once, removed at exit)."""
+    if not _GRADBENCH_ONLY:
+        import atexit
+
+        folder = tempfile.mkdtemp(prefix="gradbench-path-")
+        os.symlink(os.path.join(GRADBENCH_SOURCE, "gradbench"), os.path.join(folder, "gradbench"))
+        atexit.register(shutil.rmtree, folder, True)
+        _GRADBENCH_ONLY.append(folder)
+    return _GRADBENCH_ONLY[0]
 
 
 def _inside(path: str, folder: str | None) -> bool:
@@ -159,8 +176,30 @@ def prepare(base: str | None, candidate: str | None, base_python: str | None, ca
                            "two interpreters (--base-python, --candidate-python); ab HEAD HEAD is an A/A check")
         return tuple(Side(name, python) for name, python in zip(SIDES, pythons))  # type: ignore[return-value]
     repository, own = repository_for(models, repo)
-    return tuple(Side(name, python, revision, resolve(repository, revision), repository, None, own)  # type: ignore
-                 for name, python, revision in zip(SIDES, pythons, revisions))
+    sides = tuple(Side(name, python, revision, resolve(repository, revision), repository, None, own)
+                  for name, python, revision in zip(SIDES, pythons, revisions))
+    for side in sides:
+        _check_committed(side, models)
+    return sides  # type: ignore[return-value]
+
+
+def _check_committed(side: Side, models) -> None:
+    """A user model's file must be in each revision (an uncommitted file is in none): BadInput otherwise."""
+    top = os.path.realpath(side.repository)
+    for model in models:
+        if not is_user_model(model):
+            continue
+        target, _, is_file = _split_spec(model)
+        path = os.path.realpath(target)
+        if not is_file or not _inside(path, top):
+            continue
+        relative = os.path.relpath(path, top)
+        try:
+            _git(side.repository, "cat-file", "-e", f"{side.commit}:{relative}")
+        except subprocess.CalledProcessError:
+            raise BadInput(f"model file {relative!r} is not in revision {side.revision!r} ({side.commit[:12]}) of "
+                           f"{side.repository}; commit it (git add, git commit), or name a revision that has it") \
+                from None
 
 
 class Checkouts:
@@ -176,17 +215,20 @@ class Checkouts:
         self.folder = tempfile.mkdtemp(prefix="gradbench-ab-")
         made: dict[str, str] = {}
         out = []
-        for side in self.sides:
-            if side.commit not in made:
-                path = os.path.join(self.folder, side.commit[:12])
-                try:
-                    _git(side.repository, "worktree", "add", "--detach", "--quiet", path, side.commit)
-                except subprocess.CalledProcessError as exc:
-                    self.__exit__()
-                    raise BadInput(f"cannot check out {side.revision!r} of {side.repository}: "
-                                   f"{(exc.stderr or '').strip().splitlines()[-1:] or ['git failed']}") from None
-                made[side.commit] = path
-            out.append(replace(side, checkout=made[side.commit]))
+        try:
+            for side in self.sides:
+                if side.commit not in made:
+                    path = os.path.join(self.folder, side.commit[:12])
+                    try:
+                        _git(side.repository, "worktree", "add", "--detach", "--quiet", path, side.commit)
+                    except subprocess.CalledProcessError as exc:
+                        why = ((exc.stderr or "").strip().splitlines() or ["git failed"])[-1]
+                        raise BadInput(f"cannot check out {side.revision!r} of {side.repository}: {why}") from None
+                    made[side.commit] = path
+                out.append(replace(side, checkout=made[side.commit]))
+        except BaseException:  # a Ctrl-C between two checkouts too: none is left behind
+            self.__exit__()
+            raise
         return tuple(out)  # type: ignore[return-value]
 
     def __exit__(self, *exc) -> None:

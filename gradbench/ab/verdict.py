@@ -28,6 +28,7 @@ grows when the candidate's smallest value exceeds the base's largest by more tha
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ SLOWER, FASTER, SAME, INCONCLUSIVE, TOO_FEW, FAILED, NOT_APPLICABLE = (
 SIDES = ("base", "candidate")
 
 
+@functools.lru_cache(maxsize=None)
 def _signed_rank_cdf(n: int) -> list[float]:
     """P(T <= t) for t = 0 .. n(n+1)/2, T the signed-rank statistic of n values under symmetry (exact)."""
     top = n * (n + 1) // 2
@@ -199,15 +201,17 @@ class CaseVerdict:
         fails where the base runs."""
         return self.time.verdict == SLOWER or bool(self.memory_grew) or self.candidate_broke
 
+    broke: int = 0  # rounds in which the candidate failed (or was not applicable) where the base ran ok
+
     @property
     def candidate_broke(self) -> bool:
-        return "candidate" in self.failed and "base" not in self.failed and self.ok.get("base", 0) > 0
+        return self.broke > 0
 
 
 def round_ratio(base: dict, candidate: dict) -> float | None:
     """The median of the pairwise ratios of a round's alternated blocks (samples_s, in the round's order)."""
     b, c = base.get("samples_s") or [], candidate.get("samples_s") or []
-    pairs = [y / x for x, y in zip(b, c) if x and x > 0 and y is not None]
+    pairs = [y / x for x, y in zip(b, c) if x and x > 0 and y and y > 0]
     return median(pairs) if pairs and len(b) == len(c) else None
 
 
@@ -257,7 +261,17 @@ def case_verdict(trials: list[dict], threshold: float, memory_threshold: float, 
         if values["base"] or values["candidate"]:
             memory.append(memory_verdict(metric, values["base"], values["candidate"], memory_threshold))
     ok = {side: sum(1 for t in trials if t["ab_side"] == side and t.get("status") == "ok") for side in SIDES}
-    return CaseVerdict(time, tuple(memory), failed, counts, ok)
+    by_round: dict[int, dict[str, str]] = {}
+    for t in trials:
+        by_round.setdefault(t["ab_round"], {})[t["ab_side"]] = t.get("status")
+    broke = sum(1 for r in by_round.values() if r.get("base") == "ok" and r.get("candidate") not in ("ok", None))
+    for t in trials:  # a candidate not applicable where the base runs is a change of its own
+        if t["ab_side"] == "candidate" and t.get("status") == "not_applicable" and by_round[t["ab_round"]].get(
+                "base") == "ok":
+            failed.setdefault("candidate", f"not_applicable: {t.get('error') or ''}".rstrip(": "))
+    if broke and time.verdict == TOO_FEW and not ratios:
+        time = TimeVerdict(FAILED, 0, left_out)
+    return CaseVerdict(time, tuple(memory), failed, counts, ok, broke)
 
 
 def undecided(verdicts) -> int:

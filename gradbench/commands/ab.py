@@ -2,7 +2,9 @@
 interleaved rounds, with a verdict per case and a gate for CI (ab/; the report's section: report/ab.py)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 
 from ..errors import BadInput
@@ -82,27 +84,41 @@ def run(args) -> int:
                     alternations=args.alternations, block_s=args.block_time)
     logs = os.path.join(os.path.dirname(os.path.abspath(out)), f"{ab_id}-logs")
     existed = os.path.exists(out)
-    os.makedirs(logs, exist_ok=True)
     say = lambda text: print(terminal_text(text), flush=True)  # noqa: E731
     say(f"gradbench ab {ab_id}: {len(cases)} cases; base = {sides[0].describe()}, candidate = {sides[1].describe()}; "
         f"gates: time +-{args.fail_above:g}%, memory +{args.fail_memory_above:g}%; at most {args.max_rounds} rounds")
     began = time.perf_counter()
-    with JsonlWriter(out, then="run the comparison again") as writer:
-        try:
-            with ab_sides.Checkouts(sides) as checked_out:
-                done = run_rounds(cases, checked_out, limits, ab_id, writer.write, logs, say, random.Random(),
-                                  dict(ab_fail_above=args.fail_above, ab_fail_memory_above=args.fail_memory_above))
-        except (SideFailed, KeyboardInterrupt) as exc:
-            kept = f"the {writer.written} trials measured before it are in {out}" if writer.written else \
-                "no trial was measured"
-            if not writer.written and not existed:
+    previous = _terminate_as_interrupt()
+    writer = JsonlWriter(out, then="run the comparison again")
+    try:
+        os.makedirs(logs, exist_ok=True)
+        with ab_sides.Checkouts(sides) as checked_out:
+            done = run_rounds(cases, checked_out, limits, ab_id, writer.write, logs, say, random.Random(),
+                              dict(ab_fail_above=args.fail_above, ab_fail_memory_above=args.fail_memory_above))
+    except (SideFailed, KeyboardInterrupt) as exc:
+        kept = f"the {writer.written} trials measured before it are in {out}" if writer.written else \
+            "no trial was measured"
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"\ninterrupted; {kept}; the worktrees are removed", file=sys.stderr)
+            return 130
+        print(f"gradbench: error: {terminal_text(exc)}; {kept}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        writer.close()
+        if not writer.written and not existed:  # nothing measured: no empty results file left behind
+            with contextlib.suppress(OSError):
                 os.remove(out)
-            if isinstance(exc, KeyboardInterrupt):
-                print(f"\ninterrupted; {kept}; the worktrees are removed", file=sys.stderr)
-                return 130
-            print(f"gradbench: error: {terminal_text(exc)}; {kept}", file=sys.stderr)
-            return 2
     return _print_verdicts(done, cases, out, args, time.perf_counter() - began)
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (a cancelled CI job, a `kill`) stops the comparison as Ctrl-C does: worktrees removed, the
+    trials kept. Returns the handler it replaced."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _print_verdicts(done, cases, out, args, wall_s: float) -> int:
@@ -122,21 +138,31 @@ def _print_verdicts(done, cases, out, args, wall_s: float) -> int:
     print(f"\n{done['rounds']} rounds, {len(done['trials'])} trials in {wall_s:.0f} s ({done['stopped']}); "
           f"trials: {out}")
     if open_:
+        detectable = [verdict.time.detectable for _, verdict, _ in rows if verdict.time.detectable is not None]
         print(f"{len(open_)} inconclusive (interval straddles +-{args.fail_above:g}%; listed, never failed on): "
-              + ", ".join(open_[:5]) + (" ..." if len(open_) > 5 else ""))
-    if not args.no_report:
+              + ", ".join(open_[:5]) + (" ..." if len(open_) > 5 else "")
+              + (f"; this machine could detect slowdowns of {min(detectable):.0%} to {max(detectable):.0%} here, "
+                 "more rounds (--max-rounds) narrow the intervals" if detectable else ""))
+    if failing:
+        verdict_line = (f"FAIL: {len(failing)} of {len(rows)} cases fail the gate: " + ", ".join(failing[:5])
+                        + (" ..." if len(failing) > 5 else ""))
+        status = 1
+    elif not compared:
+        verdict_line = (f"FAIL: no case has {v.min_pairs()} trusted pairs, so nothing was compared (a busy machine, "
+                        "or failing cases): not a pass")
+        status = 1
+    else:
+        verdict_line = f"pass: no case slower than +{args.fail_above:g}% or grown in memory"
+        status = 0
+    if not args.no_report:  # after the gate's status is known: a report that cannot be written does not hide it
+        from ..errors import WriteFailed
         from ..report.document import write_report
         from ..runner import report_dir_for
 
-        paths = write_report(load([out], warn=lambda m: None), report_dir_for(out), title=f"gradbench ab: {out}")
-        print(f"report: {paths['html']}")
-    if failing:
-        print(f"FAIL: {len(failing)} of {len(rows)} cases fail the gate: " + ", ".join(failing[:5])
-              + (" ..." if len(failing) > 5 else ""))
-        return 1
-    if not compared:
-        print(f"FAIL: no case has {v.min_pairs()} trusted pairs, so nothing was compared (a busy machine, or "
-              "failing cases): not a pass")
-        return 1
-    print(f"pass: no case slower than +{args.fail_above:g}% or grown in memory")
-    return 0
+        try:
+            paths = write_report(load([out], warn=lambda m: None), report_dir_for(out), title=f"gradbench ab: {out}")
+            print(f"report: {paths['html']}")
+        except WriteFailed as exc:
+            print(f"gradbench: warning: {exc}; the gate's status stands", file=sys.stderr)
+    print(verdict_line)
+    return status

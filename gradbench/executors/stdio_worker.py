@@ -12,10 +12,9 @@ starts a new interpreter every round: forks of one parent share its memory layou
 measuring process, one case at a time:
 
 - ``{"open": {Case fields}, "run_id": ..., "passes": "all" | "timing"}``: with ``all``, the case is measured
-  through a Session (every pass, a whole record), then its step is set up again (the memory pass alone) and
-  kept ready; with ``timing``, only set up (no untimed pass). Reply ``{"record": {...}, "opened": bool,
-  "model_file": ...}``: the whole record, or the set-up's (identity, provenance; peak and held bytes after a
-  memory pass); ``opened`` false when the case did not run (the record says why). model_file: where a user
+  through a Session (every pass, a whole record), then its step is set up again (its memory pass again, as
+  a warm-up) and kept ready; with ``timing``, only set up (no untimed pass). Reply ``{"record": {...}, "opened": bool,
+  "model_file": ...}``: the whole record, or the set-up's (identity and provenance); ``opened`` false when the case did not run (the record says why). model_file: where a user
   model's module was loaded from, so the manager can tell the revision's code ran.
 - ``{"block": SECONDS}``: the ready step timed for at most SECONDS (warm-up included); reply
   ``{"median": s, "samples": n, "measured_s": s}``.
@@ -127,6 +126,8 @@ def _measure(channel, threads: int | None) -> None:
     from .worker import _die_with_parent
 
     _die_with_parent()  # a fork does not inherit it
+    if os.getppid() == 1:  # the parent died before that: nobody to answer
+        os._exit(1)
     if threads:
         torch.set_num_threads(threads)
     _send(channel, {"forked": os.getpid()})

@@ -108,12 +108,13 @@ def ab_blocks(df: pd.DataFrame) -> list[tuple]:
         blocks += [("h3", f"{ab_id}: {failing} of {len(rows)} cases fail the gate" if failing
                     else f"{ab_id}: every case passes the gate"),
                    ("list", sides_text(records)),
-                   ("p", f"{rounds} rounds; gates: time +-{first.get('ab_fail_above'):g}%, memory "
-                         f"+{first.get('ab_fail_memory_above'):g}%. Each round measured every case on both sides "
-                         "in fresh processes, in a random order; its pair gives one ratio. The interval is the "
-                         "exact order-statistic (sign-test) interval of the median ratio; pairs with a trial "
-                         "disturbed by other work are left out. 'detectable slowdown': the smallest slowdown this "
-                         "spread would have called slower."),
+                   ("p", f"{rounds} rounds; gates: time +-{first.get('ab_fail_above') or 0:g}%, memory "
+                         f"+{first.get('ab_fail_memory_above') or 0:g}%. Each round measured every case on both "
+                         "sides in fresh processes, in a random order, in blocks alternating between the sides; its "
+                         "pairs give the round's ratio. The interval is the exact 95% Wilcoxon signed-rank "
+                         "(Hodges-Lehmann) interval of the rounds' ratios; rounds timed while other work used the "
+                         "machine are left out. 'detectable slowdown': the smallest slowdown this spread would "
+                         "have called slower."),
                    ("table", verdict_table(rows))]
     return blocks
 
