@@ -189,10 +189,10 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
                   if ok == 0 and not df.empty else "")
     header = [
         ("h1", title),
-        ("p", f"{len(raw)} records ({ok} ok) from {raw['source_file'].nunique() if 'source_file' in raw else 1} "
-              f"source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
+        ("p", (f"{len(raw)} records ({ok} ok)" if len(raw) or not len(trials) else f"{len(trials)} A/B trials") +
+              f" from {_sources(raw if len(raw) else trials)} source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
               "Every number below is computed from those records." + unmeasured + trust + repeats + harnesses +
-              (f" {len(trials)} A/B trials have a section of their own." if len(trials) else "") +
+              (f" {len(trials)} A/B trials have a section of their own." if len(trials) and len(raw) else "") +
               (f" {reserved} records of a kind this gradbench does not report yet (prediction) are left "
                "out." if reserved else "")),
     ]
@@ -209,8 +209,12 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
         detail += _ratio_blocks(df) + energy_blocks(df) + compiled_blocks(cases, df)
     blocks = [*header, *(_answer_blocks(df) if not df.empty else []), *detail, *_harness_blocks(cases),
               *capacity_blocks(raw), *ab_blocks(trials), *_figure_blocks(figures, out_dir), *_trust_blocks(raw),
-              ("h2", "Environment"), ("table", _environment(raw))]
+              ("h2", "Environment"), ("table", _environment(raw if len(raw) or not len(trials) else trials))]
     return without_empty_sections(blocks)
+
+
+def _sources(df: pd.DataFrame) -> int:
+    return df["source_file"].nunique() if "source_file" in df else 1
 
 
 def _figure_blocks(figures: list[str], out_dir: str) -> list[tuple]:
