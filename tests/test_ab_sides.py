@@ -115,3 +115,27 @@ def test_a_trial_record_is_the_workers_record_timed_by_its_blocks():
     assert record["peak_bytes"] == 1024 and record["time_trusted"] is False
     assert "other processes used 50%" in record["time_distrust"]
     assert "field_of_a_newer_gradbench" not in record.to_json()
+
+
+def test_a_comparison_is_of_the_models_repository_only(repo, tmp_path_factory, monkeypatch):
+    monkeypatch.chdir(repo)
+    with pytest.raises(BadInput, match="built-in model 'mlp' is gradbench's code"):
+        s.prepare("HEAD", "HEAD", None, None, ["mlp", "pkg/model.py:make"], None)
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    git(elsewhere, "init", "-q")
+    git(elsewhere, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x")
+    with pytest.raises(BadInput, match="is not in repository"):
+        s.prepare("HEAD", "HEAD", None, None, ["pkg/model.py:make"], str(elsewhere))
+
+
+def test_a_model_file_must_be_in_one_revision_at_least(repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    (repo / "pkg" / "new.py").write_text("def make(size):\n    pass\n")
+    with pytest.raises(BadInput, match="is in neither revision"):
+        s.prepare("HEAD", "HEAD", None, None, ["pkg/new.py:make"], None)
+    assert s.uncommitted(s.prepare("HEAD", "HEAD", None, None, ["pkg/model.py:make"], None), ["pkg/new.py:make"]) == [
+        "pkg/new.py"]
+    git(repo, "add", "pkg/new.py")
+    git(repo, "commit", "-qm", "two")
+    base, candidate = s.prepare("HEAD~1", "HEAD", None, None, ["pkg/new.py:make"], None)  # added by the candidate
+    assert base.commit != candidate.commit

@@ -104,8 +104,8 @@ class SideWorker:
         if not isinstance(hello, dict) or "protocol" not in hello:
             self.stop()
             why = self.last_error() or (f"no answer in {HELLO_TIMEOUT_S:.0f} s" if hello == "timeout" else "it ended")
-            if "No module named 'gradbench" in why:
-                why += (" (a gradbench older than `gradbench ab` has no such worker: compare revisions from 0.5 on)"
+            if "No module named" in why and "gradbench" in why:
+                why += (" (a gradbench older than `gradbench ab` has no such worker: compare revisions that have it)"
                         if self.side.own_gradbench else f" (this gradbench, {GRADBENCH_SOURCE}, was put on its path)")
             raise SideFailed(f"{self.side.name} ({self.side.describe()}): its worker did not start: {why} "
                              f"(log: {self.log_path})")

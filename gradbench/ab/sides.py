@@ -176,30 +176,56 @@ def prepare(base: str | None, candidate: str | None, base_python: str | None, ca
                            "two interpreters (--base-python, --candidate-python); ab HEAD HEAD is an A/A check")
         return tuple(Side(name, python) for name, python in zip(SIDES, pythons))  # type: ignore[return-value]
     repository, own = repository_for(models, repo)
+    if not own:
+        builtin = [m for m in models if not is_user_model(m)]
+        if builtin:
+            raise BadInput(f"built-in model {builtin[0]!r} is gradbench's code, the same in every revision of "
+                           f"{repository}; compare it apart (with no user model, the revisions are gradbench's)")
     sides = tuple(Side(name, python, revision, resolve(repository, revision), repository, None, own)
                   for name, python, revision in zip(SIDES, pythons, revisions))
-    for side in sides:
-        _check_committed(side, models)
+    _check_files(sides, models)
     return sides  # type: ignore[return-value]
 
 
-def _check_committed(side: Side, models) -> None:
-    """A user model's file must be in each revision (an uncommitted file is in none): BadInput otherwise."""
-    top = os.path.realpath(side.repository)
+def _check_files(sides, models) -> None:
+    """A user model's file must be in the repository, and in at least one revision (an uncommitted file is in
+    none); in one only, the other side's trials fail and say so. BadInput otherwise."""
+    top = os.path.realpath(sides[0].repository)
     for model in models:
-        if not is_user_model(model):
+        target, _, is_file = _split_spec(model) if is_user_model(model) else ("", "", False)
+        if not is_file:
             continue
-        target, _, is_file = _split_spec(model)
         path = os.path.realpath(target)
-        if not is_file or not _inside(path, top):
-            continue
+        if not _inside(path, top):
+            raise BadInput(f"model file {target!r} is not in repository {sides[0].repository}, whose revisions are "
+                           "compared; give a model file of that repository (or --repo naming the one that holds it)")
         relative = os.path.relpath(path, top)
-        try:
-            _git(side.repository, "cat-file", "-e", f"{side.commit}:{relative}")
-        except subprocess.CalledProcessError:
-            raise BadInput(f"model file {relative!r} is not in revision {side.revision!r} ({side.commit[:12]}) of "
-                           f"{side.repository}; commit it (git add, git commit), or name a revision that has it") \
-                from None
+        found = []
+        for side in sides:
+            try:
+                _git(side.repository, "cat-file", "-e", f"{side.commit}:{relative}")
+                found.append(side)
+            except subprocess.CalledProcessError:
+                pass
+        if not found:
+            raise BadInput(f"model file {relative!r} is in neither revision ({', '.join(s.revision for s in sides)}) "
+                           f"of {sides[0].repository}; commit it (git add, git commit)")
+
+
+def uncommitted(sides, models) -> list[str]:
+    """The user model files with changes in the working tree that no revision holds (said, not refused)."""
+    if sides[0].revision is None:
+        return []
+    found = []
+    for model in models:
+        target, _, is_file = _split_spec(model) if is_user_model(model) else ("", "", False)
+        if is_file and os.path.exists(target):
+            try:
+                if _git(sides[0].repository, "status", "--porcelain", "--", os.path.realpath(target)):
+                    found.append(target)
+            except subprocess.CalledProcessError:
+                pass
+    return found
 
 
 class Checkouts:

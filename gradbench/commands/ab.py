@@ -78,6 +78,8 @@ def run(args) -> int:
         raise BadInput("--out is empty; name a JSONL file, or leave --out out for results/ab/AB_ID.jsonl")
     ab_id = new_run_id()
     out = args.out or os.path.join("results", "ab", f"{ab_id}.jsonl")
+    if os.path.isdir(out):
+        raise BadInput(f"--out {out!r} is a folder; name a JSONL file for the trials")
     limits = Limits(threshold=args.fail_above / 100, memory_threshold=args.fail_memory_above / 100,
                     max_rounds=args.max_rounds, max_time_s=args.ab_max_time,
                     timeout_s=number(settings, "timeout", default=DEFAULT_TIMEOUT_S), threads=number(settings, "threads"),
@@ -85,11 +87,17 @@ def run(args) -> int:
     logs = os.path.join(os.path.dirname(os.path.abspath(out)), f"{ab_id}-logs")
     existed = os.path.exists(out)
     say = lambda text: print(terminal_text(text), flush=True)  # noqa: E731
+    for path in ab_sides.uncommitted(sides, list(dict.fromkeys(c.model for c in cases))):
+        say(f"note: {path} has uncommitted changes; they are in neither side (each side runs its revision)")
     say(f"gradbench ab {ab_id}: {len(cases)} cases; base = {sides[0].describe()}, candidate = {sides[1].describe()}; "
         f"gates: time +-{args.fail_above:g}%, memory +{args.fail_memory_above:g}%; at most {args.max_rounds} rounds")
     began = time.perf_counter()
+    try:
+        writer = JsonlWriter(out, then="run the comparison again")
+    except OSError as exc:
+        raise BadInput(f"cannot write the trials to --out {out!r}: {exc.strerror or exc}; name a file in a "
+                       "folder you can write") from None
     previous = _terminate_as_interrupt()
-    writer = JsonlWriter(out, then="run the comparison again")
     try:
         os.makedirs(logs, exist_ok=True)
         with ab_sides.Checkouts(sides) as checked_out:
@@ -123,7 +131,7 @@ def _terminate_as_interrupt():
 
 def _print_verdicts(done, cases, out, args, wall_s: float) -> int:
     from ..ab import verdict as v
-    from ..report.ab import sides_text, verdict_rows, verdict_table
+    from ..report.ab import gate, sides_text, verdict_rows, verdict_table
     from ..report.tables import render
     from ..results import load
 
@@ -132,9 +140,7 @@ def _print_verdicts(done, cases, out, args, wall_s: float) -> int:
     for line in sides_text(done["trials"]):
         print(line)
     print(render(verdict_table(rows)))
-    failing = [label for label, verdict, _ in rows if verdict.gate_fails]
     open_ = [label for label, verdict, _ in rows if verdict.time.verdict == v.INCONCLUSIVE]
-    compared = [label for label, verdict, _ in rows if verdict.time.pairs >= v.min_pairs()]
     print(f"\n{done['rounds']} rounds, {len(done['trials'])} trials in {wall_s:.0f} s ({done['stopped']}); "
           f"trials: {out}")
     if open_:
@@ -143,17 +149,7 @@ def _print_verdicts(done, cases, out, args, wall_s: float) -> int:
               + ", ".join(open_[:5]) + (" ..." if len(open_) > 5 else "")
               + (f"; this machine could detect slowdowns of {min(detectable):.0%} to {max(detectable):.0%} here, "
                  "more rounds (--max-rounds) narrow the intervals" if detectable else ""))
-    if failing:
-        verdict_line = (f"FAIL: {len(failing)} of {len(rows)} cases fail the gate: " + ", ".join(failing[:5])
-                        + (" ..." if len(failing) > 5 else ""))
-        status = 1
-    elif not compared:
-        verdict_line = (f"FAIL: no case has {v.min_pairs()} trusted pairs, so nothing was compared (a busy machine, "
-                        "or failing cases): not a pass")
-        status = 1
-    else:
-        verdict_line = f"pass: no case slower than +{args.fail_above:g}% or grown in memory"
-        status = 0
+    status, verdict_line = gate(rows, args.fail_above)
     if not args.no_report:  # after the gate's status is known: a report that cannot be written does not hide it
         from ..errors import WriteFailed
         from ..report.document import write_report

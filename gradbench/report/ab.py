@@ -56,8 +56,7 @@ def verdict_rows(trials, cases=None, threshold: float | None = None, memory_thre
         verdict = v.case_verdict(group, threshold, memory_threshold)
         label = case_label(group[0]) if group else str(key)
         t = verdict.time
-        bases = [r["time_median_s"] for r in group if r["ab_side"] == "base" and r.get("status") == "ok"
-                 and r.get("time_median_s") is not None]
+        bases = [r["time_median_s"] for r in group if r["ab_side"] == "base" and v.undisturbed(r)]
         rows.append((label, verdict, {
             "case": label,
             "base time": f"{v.median(bases) * 1e3:.3g} ms" if bases else "-",
@@ -67,10 +66,24 @@ def verdict_rows(trials, cases=None, threshold: float | None = None, memory_thre
                                                   if verdict.failed else ""),
             "pairs (left out)": f"{t.pairs} ({t.left_out})",
             "detectable slowdown": f"{t.detectable:.1%}" if t.detectable is not None else "-",
-            "memory": memory_text(verdict.memory),
+            "memory": "-" if verdict.failed else memory_text(verdict.memory),
             "gate": "FAILS" if verdict.gate_fails else "passes",
         }))
     return rows
+
+
+def gate(rows, fail_above: float) -> tuple[int, str]:
+    """(exit status, the line that says why): 1 when a case fails the gate, or when no case had enough
+    undisturbed rounds to be compared (a gate that compared nothing has not passed); else 0. The command
+    and the report both say this."""
+    failing = [label for label, verdict, _ in rows if verdict.gate_fails]
+    if failing:
+        return 1, (f"FAIL: {len(failing)} of {len(rows)} cases fail the gate: " + ", ".join(failing[:5])
+                   + (" ..." if len(failing) > 5 else ""))
+    if not any(verdict.time.pairs >= v.min_pairs() for _, verdict, _ in rows):
+        return 1, (f"FAIL: no case has {v.min_pairs()} trusted pairs, so nothing was compared (a busy machine, or "
+                   "failing cases): not a pass")
+    return 0, f"pass: no case slower than +{fail_above:g}% or grown in memory"
 
 
 def verdict_table(rows) -> pd.DataFrame:
@@ -104,9 +117,11 @@ def ab_blocks(df: pd.DataFrame) -> list[tuple]:
         rows = verdict_rows(records)
         first = records[0]
         rounds = int(part["ab_round"].max())
+        status, _ = gate(rows, first.get("ab_fail_above") or 0)
         failing = sum(1 for _, verdict, _ in rows if verdict.gate_fails)
-        blocks += [("h3", f"{ab_id}: {failing} of {len(rows)} cases fail the gate" if failing
-                    else f"{ab_id}: every case passes the gate"),
+        heading = "every case passes the gate" if status == 0 else \
+            f"{failing} of {len(rows)} cases fail the gate" if failing else "nothing compared: not a pass"
+        blocks += [("h3", f"{ab_id}: {heading}"),
                    ("list", sides_text(records)),
                    ("p", f"{rounds} rounds; gates: time +-{first.get('ab_fail_above') or 0:g}%, memory "
                          f"+{first.get('ab_fail_memory_above') or 0:g}%. Each round measured every case on both "

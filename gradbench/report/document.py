@@ -193,7 +193,7 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
               f" from {_sources(raw if len(raw) else trials)} source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
               "Every number below is computed from those records." + unmeasured + trust + repeats + harnesses +
               (f" {len(trials)} A/B trials have a section of their own." if len(trials) and len(raw) else "") +
-              (f" {reserved} records of a kind this gradbench does not report yet (prediction) are left "
+              (f" {reserved} records of kinds this gradbench does not report yet (prediction) are left "
                "out." if reserved else "")),
     ]
     detail: list[tuple] = []
