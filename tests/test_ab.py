@@ -123,7 +123,8 @@ def test_a_and_a_never_calls_a_case_slower(repo, tmp_path):
     assert all("same to the byte" in row for row in rows.values())
     assert done.returncode == 0 or "no case has 6 trusted pairs" in done.stdout
     report = (tmp_path / "aa-report" / "report.md").read_text()
-    assert "## A/B comparisons" in report and "every case passes the gate" in report
+    assert "## A/B comparisons" in report  # and the command's gate, whichever it was (a busy machine compares nothing)
+    assert ("every case passes the gate" if done.returncode == 0 else "nothing compared: not a pass") in report
     assert any(name.startswith("ab-rounds-") and name.endswith(".png")
                for name in os.listdir(tmp_path / "aa-report" / "figures"))
 
