@@ -24,7 +24,7 @@ from ..record import InvalidRecord, Record
 from ..measure.contention import monitor_of
 from ..schema import SCHEMA
 from . import verdict
-from .sides import GRADBENCH_SOURCE, SIDES, Side
+from .sides import GRADBENCH_SOURCE, SIDES, Side, inside
 
 HELLO_TIMEOUT_S = 120.0  # importing torch on a cold disk
 # Rounds whose trials run every pass (behaviour, memory, counting): two, so that peak, held and saved bytes are
@@ -114,7 +114,7 @@ class SideWorker:
             raise SideFailed(f"{self.side.name}: its gradbench speaks worker protocol {hello['protocol']}, this one "
                              f"{PROTOCOL}; compare revisions of one protocol")
         source = self.side.checkout if self.side.own_gradbench else None
-        if source and not _inside(hello.get("gradbench_path", ""), source):
+        if source and not inside(hello.get("gradbench_path", ""), source):
             self.stop()
             raise SideFailed(f"{self.side.name}: its worker imported gradbench from {hello.get('gradbench_path')}, "
                              f"not from revision {self.side.revision!r}'s checkout ({source}): an installed "
@@ -219,11 +219,6 @@ class SideWorker:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
-
-
-def _inside(path: str, folder: str) -> bool:
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 @dataclass(frozen=True)
@@ -420,8 +415,8 @@ def _one_round(rnd: int, cases: list[Case], active: list[int], sides: tuple[Side
 
 def _check_source(side: Side, case: Case, model_file: str | None) -> None:
     """A revision's side must run the revision's model code, not an installed copy that shadows it."""
-    if side.checkout and model_file and not _inside(model_file, side.checkout) and side.repository \
-            and _inside(model_file, side.repository):
+    if side.checkout and model_file and not inside(model_file, side.checkout) and side.repository \
+            and inside(model_file, side.repository):
         raise SideFailed(f"{side.name}: model {case.model!r} was imported from {model_file}, the working tree, not "
                          f"from revision {side.revision!r}'s checkout; run ab from inside the repository "
                          "(or give the model as a file path)")

@@ -33,7 +33,7 @@ class Side:
     def cwd(self) -> str:
         """Where the worker runs: where the user stands, in this side's checkout."""
         here = os.getcwd()
-        if self.checkout and self.repository and _inside(here, self.repository):
+        if self.checkout and self.repository and inside(here, self.repository):
             return os.path.join(self.checkout, os.path.relpath(here, self.repository))
         return self.checkout or here
 
@@ -55,7 +55,7 @@ class Side:
         if not is_file:
             return model  # a module: imported from the worker's working directory, the checkout
         path = os.path.realpath(target)
-        if not _inside(path, self.repository):
+        if not inside(path, self.repository):
             return f"{path}:{function}"  # outside the repository: the same file on both sides
         return f"{os.path.join(self.checkout, os.path.relpath(path, os.path.realpath(self.repository)))}:{function}"
 
@@ -84,7 +84,8 @@ def gradbench_only() -> str:
     return _GRADBENCH_ONLY[0]
 
 
-def _inside(path: str, folder: str | None) -> bool:
+def inside(path: str, folder: str | None) -> bool:
+    """``path`` is ``folder`` or under it, links resolved."""
     if not folder:
         return False
     path, folder = os.path.realpath(path), os.path.realpath(folder)
@@ -196,7 +197,7 @@ def _check_files(sides, models) -> None:
         if not is_file:
             continue
         path = os.path.realpath(target)
-        if not _inside(path, top):
+        if not inside(path, top):
             raise BadInput(f"model file {target!r} is not in repository {sides[0].repository}, whose revisions are "
                            "compared; give a model file of that repository (or --repo naming the one that holds it)")
         relative = os.path.relpath(path, top)

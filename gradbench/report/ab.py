@@ -8,19 +8,17 @@ import pandas as pd
 from ..ab import verdict as v
 from ..dataset import ab_trials
 from ..record import case_key, case_label
-from ..units import ratio_text
+from ..units import human_bytes, ratio_text
 
 VERDICT_MARK = {v.SLOWER: "SLOWER", v.FASTER: "faster", v.SAME: "no change", v.INCONCLUSIVE: "inconclusive",
                 v.TOO_FEW: "too few trusted pairs", v.FAILED: "failed", v.NOT_APPLICABLE: "not applicable"}
 
 
 def _bytes(n: int) -> str:
+    """A signed byte difference as people read it, and to the byte."""
     sign = "+" if n > 0 else "-" if n < 0 else ""
     n = abs(n)
-    for unit, size in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
-        if n >= size:
-            return f"{sign}{n / size:.1f} {unit} ({sign}{n:,} B)"
-    return f"{sign}{n:,} B"
+    return f"{sign}{n:,} B" if n < 1024 else f"{sign}{human_bytes(n)} ({sign}{n:,} B)"
 
 
 def memory_text(memory: tuple) -> str:
