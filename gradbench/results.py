@@ -46,6 +46,9 @@ def unusable(record: Mapping) -> list[str]:
     if kind_of(record) == "capacity_probe" and (record.get("memory_budget_bytes") is None
                                                  or record.get("capacity_batch_size") is None):
         found.append("a capacity record without memory_budget_bytes and capacity_batch_size")
+    if kind_of(record) == "ab_trial" and (record.get("ab_id") is None or record.get("ab_round") is None
+                                          or record.get("ab_side") not in ("base", "candidate")):
+        found.append("an A/B trial without ab_id, ab_round and ab_side base or candidate")
     return found
 
 

@@ -158,3 +158,18 @@ def test_undecided_counts_what_more_rounds_could_settle():
     verdicts = [v.case_verdict(paired(0.01, r, n), 0.05, 0.0) for r, n in ((1.0, 8), (1.2, 8), (1.0, 3))]
     assert [x.time.verdict for x in verdicts] == [v.SAME, v.SLOWER, v.TOO_FEW]
     assert v.undecided(verdicts) == 1
+
+
+def test_a_crafted_trial_without_its_side_or_round_is_skipped_on_reading(tmp_path):
+    import json
+
+    from gradbench.results import read_jsonl
+
+    base = {"format_version": 6, "kind": "ab_trial", "model": "mlp", "size": "tiny", "batch_size": 2,
+            "device": "cpu", "dtype": "float32", "mode": "train", "step": "forward", "status": "ok",
+            "ab_id": "x", "ab_round": 1, "ab_side": "base"}
+    lines = [base, dict(base, ab_side="../../etc"), dict(base, ab_round=None), dict(base, ab_id=None)]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    records, warnings = read_jsonl(path)
+    assert [r["ab_side"] for r in records] == ["base"] and "3" in " ".join(warnings)
