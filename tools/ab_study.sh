@@ -45,10 +45,11 @@ def make(size="small"):
     return Net(), lambda b: torch.randn(b, 512)
 PY
 git add model.py && git commit -qm base && git tag base
-for change in "slow10 s/^EXTRA = 0/EXTRA = 1/" "slow20 s/^EXTRA = 0/EXTRA = 2/" "mem s/^TANH = False/TANH = True/" \
-              "saved s/^SIN = False/SIN = True/"; do
-  set -- $change
-  git checkout -q base && git checkout -q -b "$1" && sed -i "$2" model.py && git commit -qam "$1" && git tag -f "$1" >/dev/null
+for change in "slow10|s/^EXTRA = 0/EXTRA = 1/" "slow20|s/^EXTRA = 0/EXTRA = 2/" "mem|s/^TANH = False/TANH = True/" \
+              "saved|s/^SIN = False/SIN = True/"; do
+  name=${change%%|*} edit=${change#*|}
+  git checkout -q base && git checkout -q -b "$name" && sed -i "$edit" model.py && git commit -qam "$name" \
+    || { echo "cannot make commit $name" >&2; exit 1; }
 done
 git checkout -q -B main base
 cd "$REPO"

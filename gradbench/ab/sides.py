@@ -17,6 +17,12 @@ from ..models import _split_spec, is_user_model
 
 SIDES = ("base", "candidate")
 GRADBENCH_SOURCE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds gradbench/
+# glibc's malloc moves its mmap and trim thresholds with what a process has allocated and freed so far, so two
+# processes running the same code may differ for their whole life: one serves a step's activations from its
+# heap, the other maps and faults them in afresh each step (measured on the 2-core VM: one side 27% slower for
+# a whole round, with identical code). Pinned on both sides, the rounds' ratios varied 2-5x less
+# (docs/studies/ab-cpu.md). Tensors over 32 MiB are still mapped each time, on both sides alike.
+PINNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,8 @@ class Side:
         first = self.checkout if self.own_gradbench else gradbench_only()
         env["PYTHONPATH"] = os.pathsep.join(p for p in (first, env.get("PYTHONPATH")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        for name, value in PINNED_MALLOC.items():  # the user's own setting wins
+            env.setdefault(name, value)
         return env
 
     def model(self, model: str) -> str:
