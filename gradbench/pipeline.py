@@ -239,14 +239,19 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def measure_into(record: dict, case: Case, workload: Workload, interrupts: InterruptWatch, clock=None, memory=None,
-                 monitor: ContentionMonitor | None = None) -> None:
+                 monitor: ContentionMonitor | None = None, timed: bool = True) -> None:
     """Measure one applicable case on its workload into ``record``; a failure raises (session.py decides
-    what it means). ``interrupts`` is entered around the model's code.
+    what it means). ``interrupts`` is entered around the model's code. ``timed`` False: every pass but the
+    timing, whose fields stay empty (an A/B's first rounds, which time the case in its own alternated blocks).
 
     ``monitor`` watches the machine from the case's first pass to its last timed block (a window of
     a few hundred milliseconds at least, long enough for /proc's 10 ms ticks): what other work used
     decides, with the median's precision, whether the time is trusted (measure/trust.py).
     """
+    if not timed:
+        with interrupts, prepare(case, workload, record, memory):
+            pass
+        return
     monitor = (monitor or monitor_for(workload.device)).start()
     meter = meter_for(workload.device, monitor.gpu, case.energy_sampling)  # energy over the timed blocks (CUDA)
     with interrupts, prepare(case, workload, record, memory, before_timing=monitor.start) as prepared:

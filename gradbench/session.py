@@ -107,8 +107,9 @@ class Session:
     def failure(self, case: Case, status: str, message: str, trace: str | None = None) -> Record:
         return failure_record(case, self.run_id, status, message, trace)
 
-    def measure(self, case: Case, clock=None, memory=None, monitor=None) -> Record:
-        """One validated case's record, whatever happens to it; only the user's Ctrl-C or SIGTERM raise."""
+    def measure(self, case: Case, clock=None, memory=None, monitor=None, timed: bool = True) -> Record:
+        """One validated case's record, whatever happens to it; only the user's Ctrl-C or SIGTERM raise.
+        ``timed`` False: every pass but the timing (pipeline.measure_into)."""
         refused = self.refused(case)
         if refused is not None:
             return refused
@@ -124,7 +125,7 @@ class Session:
             if interrupts.by_signal(exc):
                 raise
             return self.failure(case, "error", raised_by_model(exc), traceback.format_exc(limit=5))
-        return self.measure_on(case, workload, clock, memory, monitor)
+        return self.measure_on(case, workload, clock, memory, monitor, timed)
 
     def refused(self, case: Case) -> Record | None:
         """The not_applicable record of a built-in model's case that cannot fit (fit.py), before its workload
@@ -143,7 +144,8 @@ class Session:
         return Record(pipeline.base_record(case, run_id=self.run_id), status="not_applicable", error=reason,
                       params=params, param_bytes=param_bytes)
 
-    def measure_on(self, case: Case, workload: Workload, clock=None, memory=None, monitor=None) -> Record:
+    def measure_on(self, case: Case, workload: Workload, clock=None, memory=None, monitor=None,
+                   timed: bool = True) -> Record:
         """The case on a built workload: not applicable, measured, or failed with its message; frozen once
         the case is over (the pipeline fills a draft while it runs)."""
         record = pipeline.base_record(case, workload, self.run_id)
@@ -153,7 +155,8 @@ class Session:
         began = time.perf_counter()
         interrupts = InterruptWatch()
         try:
-            pipeline.measure_into(record, case, workload, interrupts, clock=clock, memory=memory, monitor=monitor)
+            pipeline.measure_into(record, case, workload, interrupts, clock=clock, memory=memory, monitor=monitor,
+                                  timed=timed)
             record["status"] = "ok"
         except NotCompiled as exc:
             record.update(status="not_applicable", error=str(exc))

@@ -139,3 +139,12 @@ def test_a_model_file_must_be_in_one_revision_at_least(repo, monkeypatch):
     git(repo, "commit", "-qm", "two")
     base, candidate = s.prepare("HEAD~1", "HEAD", None, None, ["pkg/new.py:make"], None)  # added by the candidate
     assert base.commit != candidate.commit
+
+
+def test_both_sides_run_with_glibc_mallocs_thresholds_pinned_unless_the_user_set_them(monkeypatch):
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")
+    for name in s.SIDES:
+        env = s.Side(name=name, python=sys.executable).environment()
+        assert env["MALLOC_MMAP_THRESHOLD_"] == str(32 << 20)
+        assert env["MALLOC_TRIM_THRESHOLD_"] == "12345"  # the user's own setting is kept

@@ -1,10 +1,17 @@
 """Randomized interleaved rounds (Abedi & Brecht, ICPE 2017). In each round both sides measure every case in
-fresh worker processes, one per side, in an order drawn at random: the cases shuffled; per case, both sides
+fresh measuring processes, one per side, in an order drawn at random: the cases shuffled; per case, both sides
 set the case up (in a random order), then time it in short blocks that alternate between the sides, which
 goes first drawn for each pair of blocks, so that each pair is taken within a few tens of milliseconds. The
 machine is watched over those blocks for other work (a manager's monitor: the two workers are not "other
 work"). Rounds go on until every case's verdict is settled, or a limit is reached. Every trial is written as
-it comes."""
+it comes.
+
+Each side has one interpreter for the whole comparison, which forks each round's measuring process (10 ms,
+where a new interpreter costs 2 s of importing torch). A fork inherits its parent's memory layout; with
+glibc malloc's thresholds left to move, that made identical code differ by up to 9% for a whole comparison,
+and every round started new interpreters. With them pinned (sides.PINNED_MALLOC), forks of one parent showed
+no such bias (3 A/A comparisons, 36 cases: every estimate within 3.3% of 1, 2 of 36 intervals without 1;
+docs/studies/ab-cpu.md)."""
 from __future__ import annotations
 
 import json
@@ -229,8 +236,8 @@ class Limits:
     max_time_s: float | None
     timeout_s: float
     threads: int | None
-    alternations: int = 1  # timed blocks per side per case in a round, alternating
-    block_s: float = 0.03  # timing cap of one block
+    alternations: int  # timed blocks per side per case in a round, alternating (--alternations)
+    block_s: float  # timing cap of one block (--block-time)
 
 
 def draw_order(cases: list[int], rng: random.Random, alternations: int) -> list[tuple[int, tuple, list[tuple]]]:
@@ -311,58 +318,59 @@ def run_rounds(cases: list[Case], sides: tuple[Side, Side], limits: Limits, ab_i
     rng = rng or random.Random()
     trials: list[Record] = []
     started = time.perf_counter()
-    stopped = f"--max-rounds {limits.max_rounds} reached"
-    need = verdict.min_pairs()
     rnd = 0
     active = list(range(len(cases)))
-    hellos: dict[str, dict] = {}
-    for rnd in range(1, limits.max_rounds + 1):
-        round_began = time.perf_counter()
-        # Fresh interpreters every round, both started at once: a process forked from one long-lived parent
-        # inherits its layout, and on the 2-core VM that made two sides of identical code differ by up to 9%
-        # for a whole comparison (measured); each new interpreter draws its own.
-        workers: dict[str, SideWorker] = {}
-        try:
-            for side in sides:
-                workers[side.name] = SideWorker(side, limits.threads, os.path.join(log_folder, f"{side.name}.log"))
-            for name, worker in workers.items():
-                hello = worker.greet()
-                if name in hellos and hellos[name].get("torch") != hello.get("torch"):
-                    raise SideFailed(f"{name}: torch changed between rounds ({hellos[name]['torch']} -> "
-                                     f"{hello['torch']})")
-                hellos[name] = hello
-                worker.fork()
-            _one_round(rnd, cases, active, sides, workers, limits, ab_id, rng, settings_fields or {},
-                       lambda record: (write(record), trials.append(record)))
-        except BaseException:  # Ctrl-C, SIGTERM, a side that failed: no waiting on a case in flight
-            for worker in workers.values():
-                worker._kill_measuring()
-            raise
-        finally:
-            for worker in workers.values():
-                worker.end()
-                worker.stop()
-        measured = 2 * len(active)  # trials this round
-        if rnd == 1:
-            active = comparable(trials, cases)
-            if not active:
-                stopped = "no case ran ok on both sides"
-                say(f"round 1: {measured} trials; no case ran ok on both sides, so there is nothing to compare")
+    workers: dict[str, SideWorker] = {}
+    try:
+        for side in sides:  # both interpreters start at once
+            workers[side.name] = SideWorker(side, limits.threads, os.path.join(log_folder, f"{side.name}.log"))
+        hellos = {name: worker.greet() for name, worker in workers.items()}
+        for rnd in range(1, limits.max_rounds + 1):
+            round_began = time.perf_counter()
+            try:
+                for worker in workers.values():
+                    worker.fork()
+                _one_round(rnd, cases, active, sides, workers, limits, ab_id, rng, settings_fields or {},
+                           lambda record: (write(record), trials.append(record)))
+            except BaseException:  # Ctrl-C, SIGTERM, a side that failed: no waiting on a case in flight
+                for worker in workers.values():
+                    worker._kill_measuring()
+                raise
+            finally:
+                for worker in workers.values():
+                    worker.end()
+            active, stopped = _after_round(rnd, round_began, started, trials, cases, active, limits, say)
+            if stopped:
                 break
-        verdicts = case_verdicts(trials, [cases[i] for i in active], limits)
-        open_cases = verdict.undecided(verdicts.values())
-        elapsed = time.perf_counter() - started
-        say(f"round {rnd}: {len(active) if rnd > 1 else len(cases)} cases on both sides in "
-            f"{time.perf_counter() - round_began:.1f} s; "
-            + (f"{open_cases} of {len(active)} cases not settled yet" if open_cases else "every case settled")
-            + f" ({elapsed:.0f} s so far)")
-        if rnd >= need and not open_cases:
-            stopped = "every case settled"
-            break
-        if limits.max_time_s is not None and elapsed >= limits.max_time_s:
-            stopped = f"--max-time {limits.max_time_s:g} s reached"
-            break
+        else:
+            stopped = f"--max-rounds {limits.max_rounds} reached"
+    finally:
+        for worker in workers.values():
+            worker.stop()
     return {"rounds": rnd, "trials": trials, "hellos": hellos, "stopped": stopped}
+
+
+def _after_round(rnd: int, round_began: float, started: float, trials: list[Record], cases: list[Case],
+                 active: list[int], limits: Limits, say: Callable[[str], None]) -> tuple[list[int], str | None]:
+    """After a round: the cases still compared, and why the rounds stop (None: they go on)."""
+    if rnd == 1:
+        measured = 2 * len(active)
+        active = comparable(trials, cases)
+        if not active:
+            say(f"round 1: {measured} trials; no case ran ok on both sides, so there is nothing to compare")
+            return active, "no case ran ok on both sides"
+    verdicts = case_verdicts(trials, [cases[i] for i in active], limits)
+    open_cases = verdict.undecided(verdicts.values())
+    elapsed = time.perf_counter() - started
+    say(f"round {rnd}: {len(active) if rnd > 1 else len(cases)} cases on both sides in "
+        f"{time.perf_counter() - round_began:.1f} s; "
+        + (f"{open_cases} of {len(active)} cases not settled yet" if open_cases else "every case settled")
+        + f" ({elapsed:.0f} s so far)")
+    if rnd >= verdict.min_pairs() and not open_cases:
+        return active, "every case settled"
+    if limits.max_time_s is not None and elapsed >= limits.max_time_s:
+        return active, f"--max-time {limits.max_time_s:g} s reached"
+    return active, None
 
 
 def _one_round(rnd: int, cases: list[Case], active: list[int], sides: tuple[Side, Side], workers: dict, limits: Limits,

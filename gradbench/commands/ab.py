@@ -45,11 +45,12 @@ def add_parser(sub):
                       help="stop after the round that passes SECONDS (default: no limit but --max-rounds)")
     _add_grid(p)
     run = p.add_argument_group("trials")
-    run.add_argument("--block-time", type=argument(float, above=0), metavar="SECONDS", default=0.03,
-                     help="timing cap of one block, warm-up included (default 0.03)")
-    run.add_argument("--alternations", type=argument(int, minimum=1, maximum=1000), metavar="M", default=1,
+    run.add_argument("--block-time", type=argument(float, above=0), metavar="SECONDS", default=0.02,
+                     help="timing cap of one block, warm-up included; a block times at least 3 samples "
+                          "(default 0.02)")
+    run.add_argument("--alternations", type=argument(int, minimum=1, maximum=1000), metavar="M", default=4,
                      help="timed blocks per side per case in a round, alternating between the sides; the round's "
-                          "ratio is the median of the M pairs' ratios (default 1)")
+                          "ratio is the median of the M pairs' ratios (default 4)")
     run.add_argument("--timeout", type=argument(float, above=0), metavar="SECONDS",
                      help="seconds before a trial's worker is killed (default 600)")
     run.add_argument("--seed", type=INTEGER, help="weights and inputs (default 0)")

@@ -7,17 +7,17 @@ hello line (``protocol``, versions, where gradbench and torch were imported from
 ``{"fork": true}``: it forks a fresh measuring process, which says ``{"forked": PID}`` and answers the
 messages below until ``{"end": true}``; then this process says ``{"ended": EXIT_STATUS}`` and waits for the
 next fork. The process forked from has run no model code, no parallel kernel and no CUDA call, so a measuring
-process that crashed or overran is replaced in milliseconds, without importing torch again (an A/B still
-starts a new interpreter every round: forks of one parent share its memory layout, see ab/rounds.py). In the
-measuring process, one case at a time:
+process (a round's, or one that replaces a process that crashed or overran) starts in milliseconds, without
+importing torch again. In the measuring process, one case at a time:
 
 - ``{"open": {Case fields}, "run_id": ..., "passes": "all" | "timing"}``: with ``all``, the case is measured
-  through a Session (every pass, a whole record), then its step is set up again (its memory pass again, as
-  a warm-up) and kept ready; with ``timing``, only set up (no untimed pass). Reply ``{"record": {...}, "opened": bool,
-  "model_file": ...}``: the whole record, or the set-up's (identity and provenance); ``opened`` false when the case did not run (the record says why). model_file: where a user
-  model's module was loaded from, so the manager can tell the revision's code ran.
-- ``{"block": SECONDS}``: the ready step timed for at most SECONDS (warm-up included); reply
-  ``{"median": s, "samples": n, "measured_s": s}``.
+  through a Session (every pass but the timing, which the blocks do), then its step is set up again and kept ready; with
+  ``timing``, only set up (no untimed pass). Reply ``{"record": {...}, "opened": bool, "model_file": ...}``:
+  the whole record, or the set-up's (identity and provenance); ``opened`` false when the case did not run
+  (the record says why). model_file: where a user model's module was loaded from, so the manager can tell
+  the revision's code ran.
+- ``{"block": SECONDS}``: the ready step warmed again and timed until SECONDS have passed (at least 3
+  samples); reply ``{"median": s, "samples": n, "measured_s": s}``.
 - ``{"close": true}``: the step's mode undone, weights restored; reply ``{"closed": true}``.
 
 Anything else gets ``{"error": "..."}``; end of input ends both processes. The model's own prints go to
@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: a block samples up to its cap and no further (1: on for precision, up to 3 times the cap)
 BLOCK_MIN_SAMPLES = 3
 
 
@@ -74,12 +75,12 @@ class _Cases:
         from ..record import Record
 
         self.close()
-        record = self.session.measure(case) if passes == "all" else None
+        record = self.session.measure(case, timed=False) if passes == "all" else None
         if record is not None and record["status"] != "ok":
             return record.to_json(), False
         stack = contextlib.ExitStack()
         try:
-            prepared = stack.enter_context(self.session.prepared(case, memory_only=True, untimed=passes == "all"))
+            prepared = stack.enter_context(self.session.prepared(case, memory_only=True, untimed=False))
         except Exception as exc:  # noqa: BLE001 - a case that fails is a result, as in a sweep
             stack.close()
             if record is not None:
@@ -99,7 +100,11 @@ class _Cases:
 
         if self.step is None:
             return {"error": "no case is open"}
-        timing = time_step(self.step, self.device, max_time_s=seconds, min_samples=BLOCK_MIN_SAMPLES)
+        # the step warmed again (the other side ran in between: its first steps are slow for a while), then at
+        # least 3 samples and none past the cap for precision: the comparison's precision comes from its many
+        # alternated blocks, and a block that samples on for precision costs 3 times as much
+        timing = time_step(self.step, self.device, max_time_s=seconds, min_samples=BLOCK_MIN_SAMPLES,
+                           precise=math.inf, extend=1.0)
         return {"median": timing.median, "samples": timing.n_samples, "measured_s": timing.measured_s}
 
     def close(self) -> None:
