@@ -140,7 +140,7 @@ TEST_TIERS = {
     "test_hostile_inputs.py::test_report_md_shows_emphasis_code_autolinks_and_bidi_from_records_as_text": "integration",
     "test_layers.py::test_a_local_run_loads_no_slurm_code_and_never_looks_for_sbatch": "integration",
     "test_layers.py::test_no_import_circle_among_module_level_imports": "integration",
-    "test_memory.py::test_peak_agrees_with_the_resident_set_on_a_big_convolution": "integration",
+    "test_memory.py::test_peak_agrees_with_the_memory_the_kernel_mapped_on_a_big_convolution": "integration",
     "test_memory.py::test_peak_matches_torch_profiler_on_kernels_that_allocate_for_themselves": "integration",
     "test_memory.py::test_saved_bytes_repeat_to_the_byte_and_a_train_step_holds_what_its_forward_holds": "integration",
     "test_report.py::test_compare_by_harness_puts_gradbench_first_whatever_the_input_order": "integration",
