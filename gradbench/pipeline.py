@@ -63,19 +63,23 @@ def base_record(case: Case, workload: Workload | None = None, run_id: str | None
 
 
 def _device_scope(device: torch.device):
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    # a CUDA case on a machine without CUDA is a prediction on fake tensors (predict.py): no device to select
+    return torch.cuda.device(device) if device.type == "cuda" and torch.cuda.is_available() else \
+        contextlib.nullcontext()
 
 
 @contextlib.contextmanager
 def prepare(case: Case, workload: Workload, record: dict | None = None, memory=None,
             memory_only: bool = False, before_timing: Callable[[], object] | None = None,
-            untimed: bool = True) -> Iterator[Prepared]:
+            untimed: bool = True, probes: bool = True) -> Iterator[Prepared]:
     """Run a case's untimed passes with its mode applied; yield the record and the warm step.
 
     Everything is undone on exit: the mode, the weights a train step changed, the global state.
     ``memory``: a memory backend (default: the device's allocator, measure/memory.py).
     ``memory_only``: the reset and memory passes alone, no behaviour probes or counting (capacity
     searches many batch sizes and needs only what a step holds and peaks at).
+    ``probes``: False: no behaviour probes and no flop count, only the memory passes (held, peak and saved
+    bytes: a prediction on fake tensors, whose probes would compare values that do not exist).
     ``untimed``: False: no untimed pass at all, the step only set up to be timed (an A/B's later rounds, which
     observed the case's memory and behaviour in their first).
     ``before_timing``: called, for a compiled case, when every pass but the timing is done (the contention
@@ -98,7 +102,7 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
             passes = _Passes(case, workload, applied, forward, record, drift)
             first_call_s = passes.compile_first(memory_only) if compiled else None
             if untimed:
-                passes.untimed(memory or peak_backend(workload.device), memory_only)
+                passes.untimed(memory or peak_backend(workload.device), memory_only, probes)
             if compiled:
                 record.update(watch.fields())  # and again at exit, the harness's timing included
                 if before_timing is not None:
@@ -143,10 +147,10 @@ class _Passes:
         self.record.update(compiled_graphs=graphs, graph_breaks=max(0, frames - 1))
         return first_call_s
 
-    def untimed(self, backend, memory_only: bool) -> None:
+    def untimed(self, backend, memory_only: bool, probes: bool = True) -> None:
         case, workload, record = self.case, self.workload, self.record
         # 2. behaviour: what the mode does to a forward, observed in seeded probe forwards
-        if not memory_only:
+        if not memory_only and probes:
             record.update(workload.behaviour(self.applied, self.forward, (case.compile, case.autocast)))
             self.mode_restored()
         torch.manual_seed(case.seed)
@@ -162,7 +166,7 @@ class _Passes:
                 if case.compile != "none" else None
             saved = SavedTensorsCounter(workload.held_tensors())
             counted = make_step(workload, self.applied, case.step, lambda: saved.run(self.forward))
-            record.update(_counted_step(case, workload, counted, saved, eager))
+            record.update(_counted_step(case, workload, counted, saved, eager, count_flops=probes))
             self.mode_restored()
         torch.manual_seed(case.seed)
 
@@ -200,7 +204,7 @@ def _allocator_peak(case: Case, workload: Workload, step: Step, backend) -> dict
 
 
 def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensorsCounter,
-                  eager: Step | None = None) -> dict:
+                  eager: Step | None = None, count_flops: bool = True) -> dict:
     """The tracker is innermost: it passes every operator on to the flop counter below it. ``step`` runs its
     forward through ``saved``, which takes the bytes held for backward at the forward's return.
 
@@ -211,7 +215,7 @@ def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensor
     """
     step.settle()
     tracker = TensorMemoryTracker() if eager is None else None
-    flops = FlopCounterMode(display=False) if case.step == "train_step" else None
+    flops = FlopCounterMode(display=False) if case.step == "train_step" and count_flops else None
     with (flops if eager is None else None) or contextlib.nullcontext(), tracker or contextlib.nullcontext():
         step.run()
     if flops and eager is not None:
@@ -220,7 +224,7 @@ def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensor
             eager.run()
         eager.settle()
     return dict(tracked_peak_bytes=tracker.peak if tracker else None, saved_bytes=saved.nbytes,
-                flops=int(flops.get_total_flops()) if flops else workload.forward_flops())
+                flops=int(flops.get_total_flops()) if flops else workload.forward_flops() if count_flops else None)
 
 
 def timing_fields(timing: Timing) -> dict:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, fields
 # 6 = seq_len and image_size (the input axes of text and image families).
 FORMAT_VERSION = 6
 # What a record stands for. Readers take every record as a case unless told apart, by source today.
-# "ab_trial" is one side's measurement of one case in one round of `gradbench ab`; "prediction" is reserved.
+# "ab_trial" is one side's measurement of one case in one round of `gradbench ab`; "prediction" is one case's
+# memory computed on fake tensors by `gradbench predict` (status "unpredictable" where they cannot follow it).
 KINDS = ("case", "capacity_probe", "prediction", "ab_trial")
-STATUSES = ("ok", "error", "oom", "timeout", "crashed", "not_applicable")
+STATUSES = ("ok", "error", "oom", "timeout", "crashed", "not_applicable", "unpredictable")  # the last: predictions only
 # A case recorded with one of these is done; resume re-runs the others (failures may be transient).
 DONE_STATUSES = ("ok", "not_applicable")
 # One case identity, used everywhere a case is keyed or named. The words: a *workload* is the model built and

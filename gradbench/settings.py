@@ -246,16 +246,16 @@ def _input_axis(name: str, values: list[str]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def build_grid(settings: dict):
+def build_grid(settings: dict, here: bool | None = None):
     """The Grid a run's settings describe (defaults filled in), every value validated once. Under
-    --launcher slurm the nodes measure, so CUDA need not exist here."""
+    --launcher slurm the nodes measure, so CUDA need not exist here; nor for a prediction (``here`` False)."""
     from .case import Case
     from .catalog import check_buildable
     from .models import is_user_model, validate_model_name
     from .modes import MODES
     from .plan import QUICK, Grid, default_devices
 
-    here = settings.get("launcher", "local") == "local"
+    here = settings.get("launcher", "local") == "local" if here is None else here
     base = dict(QUICK) if settings.get("quick") else {}
     fields = {}
     for key in ("models", "sizes", "devices", "dtypes", "modes", "steps", "compile", "autocast"):
@@ -399,12 +399,13 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     )
 
 
-def grid_cases(settings: dict) -> tuple:
-    """(the first grid, every case once): the grid the settings describe, or a suite's parts, checked."""
+def grid_cases(settings: dict, here: bool | None = None) -> tuple:
+    """(the first grid, every case once): the grid the settings describe, or a suite's parts, checked.
+    ``here`` False: the devices need not exist on this machine (build_grid)."""
     from .record import case_key
 
     try:
-        grids = [build_grid(part) for part in _parts(settings)]
+        grids = [build_grid(part, here) for part in _parts(settings)]
     except BadInput as exc:
         if settings.get("suite") and "devices" not in settings and "no CUDA GPU" in str(exc):
             raise BadInput(f"{exc} (suite {settings['suite']!r} runs on cuda; --devices cpu runs it here)") from None

@@ -15,6 +15,7 @@ says what each should be for a case, and checks, restores and names them.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 
@@ -52,6 +53,22 @@ TORCH_DEFAULTS = {
 }
 
 
+_KEPT_MODES: dict = {}  # mode stacks that count as expected (modes_kept)
+
+
+@contextlib.contextmanager
+def modes_kept():
+    """Within: the function and dispatch modes pushed now count as expected, so a clean state keeps them (a
+    prediction runs every pass under torch's FakeTensorMode, which a clean state would otherwise pop)."""
+    saved = dict(_KEPT_MODES)
+    _KEPT_MODES.update({s.name: s.get() for s in SWITCHES if s.name in MODE_STACKS})
+    try:
+        yield
+    finally:
+        _KEPT_MODES.clear()
+        _KEPT_MODES.update(saved)
+
+
 def expected_state(seed: int | None, threads: int | None = None, cudnn_benchmark: bool = False) -> dict:
     """What every case runs under: torch's defaults (no global module hooks, no function or dispatch mode
     pushed), backend switches as the process found them, the process's thread count, working directory,
@@ -61,7 +78,7 @@ def expected_state(seed: int | None, threads: int | None = None, cudnn_benchmark
     ``seed=None``: the RNG is left out (a check between cases: each case seeds its own).
     """
     now = {s.name: s.get() for s in SWITCHES if s.name in _AS_THE_PROCESS_HAS_THEM}
-    expected = {**_AS_FOUND, **TORCH_DEFAULTS, **now,
+    expected = {**_AS_FOUND, **TORCH_DEFAULTS, **now, **_KEPT_MODES,
                 "threads": torch.get_num_threads() if threads is None else threads,
                 "working directory": working_directory(),
                 "cudnn.benchmark": cudnn_benchmark,

@@ -34,6 +34,33 @@ def resolved_device(device: str) -> torch.device:
     return resolved
 
 
+def placed(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """``model.to(device=device, dtype=dtype)``; a model on fake tensors (a prediction, predict.py) tensor by
+    tensor, because Module.to swaps each fake parameter in place, which the weak references FakeTensorMode
+    keeps to them forbid. Shared tensors (tied weights) stay shared; only floating-point ones are cast."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if not any(isinstance(t, FakeTensor) for t in itertools.chain(model.parameters(), model.buffers())):
+        return model.to(device=device, dtype=dtype)
+    done: dict[int, torch.Tensor] = {}
+
+    def moved(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to(device=device, dtype=dtype if t.is_floating_point() else None)
+
+    with torch.no_grad():
+        for module in model.modules():
+            for name, p in module._parameters.items():
+                if p is not None:
+                    if id(p) not in done:
+                        done[id(p)] = nn.Parameter(moved(p), requires_grad=p.requires_grad)
+                    module._parameters[name] = done[id(p)]
+            for name, b in module._buffers.items():
+                if b is not None:
+                    done.setdefault(id(b), moved(b))
+                    module._buffers[name] = done[id(b)]
+    return model
+
+
 class Workload:
     """One model and one input batch on a device and dtype, shared by every mode run on it."""
 
@@ -52,7 +79,7 @@ class Workload:
                 with import_scope(model):
                     _models.load_factory(model)
             built = _models.build_model(model, size, seed, seq_len=seq_len, image_size=image_size)
-            self.model: nn.Module = built.model.to(device=self.device, dtype=DTYPES[dtype])
+            self.model: nn.Module = placed(built.model, self.device, DTYPES[dtype])
             self.inputs = _models.input_batch(built.make_input, batch_size, self.device, DTYPES[dtype], seed)
             torch.manual_seed(seed)  # gradbench's own seeding above is not the model's doing
         self.state_warning = state.describe(f"model {model!r}", "while it was imported and built", guard.changes)

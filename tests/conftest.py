@@ -37,6 +37,7 @@ FILE_TIERS = {
     "test_ab.py": "integration",
     "test_ab_sides.py": "unit",
     "test_ab_verdict.py": "unit",
+    "test_predict.py": "integration",
     "test_answer.py": "unit",
     "test_as_built.py": "unit",
     "test_behaviour.py": "unit",

@@ -5,8 +5,8 @@ Nothing is imported here that a command imports lazily, so that `gradbench --hel
 """
 from __future__ import annotations
 
-from . import ab, asv_machine, capacity, case, compare, env, explain, listing, report, run, selfcheck
+from . import ab, asv_machine, capacity, case, compare, env, explain, listing, predict, report, run, selfcheck
 
 # in the order `gradbench --help` lists them
 COMMANDS = {"run": run, "explain": explain, "list": listing, "env": env, "selfcheck": selfcheck,
-            "report": report, "compare": compare, "ab": ab, "capacity": capacity, "asv-machine": asv_machine, "case": case}
+            "report": report, "compare": compare, "ab": ab, "capacity": capacity, "predict": predict, "asv-machine": asv_machine, "case": case}

@@ -14,6 +14,7 @@ import weakref
 from typing import Callable, Iterable
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -21,6 +22,7 @@ from torch.utils._pytree import tree_leaves
 from .behaviour import output_tensors
 
 aten = torch.ops.aten
+_COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
 # Fused operators whose kernels allocate intermediates through the dispatcher; re-entered with the tracker on.
 _FUSED = {
     aten._transformer_encoder_layer_fwd.default,
@@ -50,11 +52,17 @@ def storage_nbytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(seen.values())
 
 
-class TensorMemoryTracker(TorchDispatchMode):
-    """Exact peak of tensor storage created while active, above what existed before."""
+class NotFollowed(RuntimeError):
+    """The tracker cannot follow an operator's allocations on fake tensors (a prediction): one line."""
 
-    def __init__(self):
+
+class TensorMemoryTracker(TorchDispatchMode):
+    """Exact peak of tensor storage created while active, above what existed before. ``block_bytes(nbytes)``:
+    what the allocator takes for a storage of nbytes (default: nbytes; predict.py's CUDA rounding)."""
+
+    def __init__(self, block_bytes: Callable[[int], int] | None = None):
         super().__init__()
+        self.block_bytes = block_bytes or (lambda nbytes: nbytes)
         self.live: dict[int, tuple[StorageWeakRef, int]] = {}
         self.current = 0
         self.peak = 0
@@ -81,7 +89,7 @@ class TensorMemoryTracker(TorchDispatchMode):
             old = self.live.get(ref.cdata)
             if old is not None and not old[0].expired():
                 continue
-            new[ref.cdata] = (ref, s.nbytes())
+            new[ref.cdata] = (ref, self.block_bytes(s.nbytes()))
         if not new:
             return
         self._prune()
@@ -93,12 +101,25 @@ class TensorMemoryTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         self.ops.append(func.overloadpacket.__name__)
+        first = next((t for t in tree_leaves(args) if isinstance(t, torch.Tensor)), None)
+        real = first is not None and not isinstance(first, FakeTensor)
+        out = NotImplemented
+        if func in _FUSED and not real and first is not None:
+            raise NotFollowed(f"{func.overloadpacket.__name__} (the transformer fast path) allocates inside its "
+                              "kernel, which cannot run on fake tensors")
         if func in _FUSED:
-            device = next(t for t in tree_leaves(args) if isinstance(t, torch.Tensor)).device
-            key = torch._C.DispatchKey.CUDA if device.type == "cuda" else torch._C.DispatchKey.CPU
+            key = torch._C.DispatchKey.CUDA if first.device.type == "cuda" else torch._C.DispatchKey.CPU
             with self:  # see the kernel's inner allocations too
                 out = func.redispatch(torch._C.DispatchKeySet(key), *args, **kwargs)
-        else:
+        elif func.namespace == "aten" and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _COMPOSITE) \
+                and (real or first is None or first.device.type == "cpu"):
+            # Under inference mode autograd does not decompose a composite operator before it reaches this
+            # mode (dropout arrives whole, its noise unseen): run here through its C++ kernel, the one eager
+            # runs (not torch._decomp's Python decomposition, which may differ), its inner operators are seen.
+            # Not for fake CUDA tensors: without CUDA, a C++ kernel's device guard aborts the process.
+            with self:
+                out = func._op_dk(_COMPOSITE, *args, **kwargs)
+        if out is NotImplemented:
             out = func(*args, **kwargs)
         self._track_outputs(func, out)
         return out

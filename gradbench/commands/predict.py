@@ -1,0 +1,167 @@
+"""`gradbench predict`: each case's held, peak and saved bytes computed on fake tensors, without allocating
+(predict.py), set against GPUs (gpu_table.py) or a budget; with --verify, measured here where it runs and set
+beside the prediction."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ..errors import BadInput
+from .run import _add_grid
+
+
+def add_parser(sub):
+    from ..gpu_table import GPUS
+
+    p = sub.add_parser("predict", help="predict every case's memory without running it (fake tensors), against "
+                       "GPUs or a budget; --verify measures what runs here beside it",
+                       description="Run each case's step on fake tensors (shapes and dtypes, no storage), through "
+                       "the same passes a measurement runs, and replay its allocations: held, peak and saved bytes, "
+                       "with no GPU and no allocation. A case the fake tensors cannot follow is 'unpredictable', "
+                       "with the reason: measure it instead.")
+    _add_grid(p)
+    p.add_argument("--gpu", nargs="+", metavar="NAME", help=f"set each case against these GPUs' memory: "
+                   f"{', '.join(GPUS)} (implies --devices cuda unless --devices is given)")
+    p.add_argument("--verify", action="store_true", default=None,
+                   help="also measure every case that can run on this machine and print predicted / measured")
+    p.add_argument("--out", help="JSONL file to append the predictions to (default: results/predict/RUN_ID.jsonl)")
+    return p
+
+
+def run(args) -> int:
+    from ..capacity import parse_size
+    from ..gpu_table import gpu
+    from ..predict import Predictor
+    from ..record import Record, case_label, new_run_id
+    from ..settings import grid_cases, merged
+    from ..storage import JsonlWriter
+    from ..text import terminal_text
+
+    settings = merged(args)
+    targets = []
+    for name in args.gpu or ():
+        try:
+            known = gpu(name)
+            targets.append((known.name, known.memory_bytes))
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    if args.memory_budget is not None:
+        try:
+            targets.append(("budget", parse_size(args.memory_budget)))
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    if args.gpu and "devices" not in settings:
+        settings["devices"] = ["cuda"]
+    settings.setdefault("devices", ["cpu"])
+    settings.pop("memory_budget", None)  # a target here, not run's refusal of cases that cannot fit
+    settings["max_time"] = 0.05  # --verify's measurements: their memory is what is compared
+    _, cases = grid_cases(settings, here=False)
+    if args.out == "":
+        raise BadInput("--out is empty; name a JSONL file, or leave --out out for results/predict/RUN_ID.jsonl")
+    run_id = new_run_id()
+    out = args.out or os.path.join("results", "predict", f"{run_id}.jsonl")
+    if os.path.isdir(out):
+        raise BadInput(f"--out {out!r} is a folder; name a JSONL file for the predictions")
+    try:
+        writer = JsonlWriter(out, then="predict again")
+    except OSError as exc:
+        raise BadInput(f"cannot write the predictions to --out {out!r}: {exc.strerror or exc}") from None
+    predictor = Predictor(run_id)
+    session = None
+    rows = []
+    began = time.perf_counter()
+    try:
+        for i, case in enumerate(cases, 1):
+            t = time.perf_counter()
+            predicted = predictor.predict(case)
+            writer.write(Record(predicted))
+            measured = None
+            fallback = predicted["status"] == "unpredictable"  # measured instead, where it runs here
+            if (args.verify and predicted["status"] == "ok" or fallback) and _runs_here(case.device):
+                session = session or _verifier(run_id)
+                measured = session.measure(case)
+                writer.write(measured)
+            rows.append((case, predicted, measured))
+            print(terminal_text(f"[{i}/{len(cases)}] {case_label(case.identity())}: {_said(predicted)} "
+                                f"({time.perf_counter() - t:.1f} s)"), flush=True)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the {writer.written} records written are in {out}", file=sys.stderr)
+        return 130
+    finally:
+        writer.close()
+    print()
+    print(_table(rows, targets, args.verify))
+    print(f"\n{len(cases)} cases predicted in {time.perf_counter() - began:.0f} s; records: {out}")
+    for case, p, m in rows:
+        if p["status"] not in ("ok", "not_applicable"):
+            then = f"; measured instead: {_said(m)}" if m is not None else \
+                "; it cannot run here: measure it where it runs (gradbench run)" if p["status"] == "unpredictable" else ""
+            print(terminal_text(f"{case_label(case.identity())}: {p['status']}: {p.get('error')}{then}"))
+    return 0
+
+
+def _verifier(run_id: str):
+    from ..session import Session
+
+    return Session(run_id)
+
+
+def _runs_here(device: str) -> bool:
+    import torch
+
+    return device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available())
+
+
+def _said(record: dict) -> str:
+    from ..units import human_bytes
+
+    if record["status"] != "ok":
+        return f"{record['status']}: {record.get('error')}"
+    return (f"held {human_bytes(record['held_bytes'])}, peak {human_bytes(record['peak_bytes'])}, "
+            f"saved {human_bytes(record['saved_bytes'])}")
+
+
+def _table(rows, targets, verify: bool) -> str:
+    """One row per case: the predicted bytes, what the case needs (held + peak, capacity's rule), each target's
+    margin, and with --verify the ratios predicted / measured."""
+    import pandas as pd
+
+    from ..record import case_label
+    from ..report.tables import render
+    from ..units import human_bytes
+
+    lines = []
+    for case, p, m in rows:
+        row = {"case": case_label(case.identity())}
+        if p["status"] != "ok":  # the reason is printed below the table
+            row["held"] = p["status"] if m is None or m["status"] != "ok" else f"{p['status']}; measured:"
+            if m is not None and m["status"] == "ok":
+                row.update(peak=human_bytes(m["peak_bytes"]), saved=human_bytes(m["saved_bytes"]),
+                           needs=human_bytes(m["held_bytes"] + m["peak_bytes"]))
+            lines.append(row)
+            continue
+        needs = p["held_bytes"] + p["peak_bytes"]
+        row.update(held=human_bytes(p["held_bytes"]), peak=human_bytes(p["peak_bytes"]),
+                   saved=human_bytes(p["saved_bytes"]), needs=human_bytes(needs))
+        for name, budget in targets:
+            margin = budget - needs
+            row[name] = ("fits, " if margin >= 0 else "no, ") + human_bytes(abs(margin)) + (" free" if margin >= 0
+                                                                                          else " short")
+        if verify:
+            if m is None:
+                row["peak pred/meas"] = "not run here"
+            elif m["status"] != "ok":
+                row["peak pred/meas"] = f"measured: {m['status']}"
+            else:
+                for field, title in (("peak_bytes", "peak pred/meas"), ("held_bytes", "held pred/meas"),
+                                     ("saved_bytes", "saved pred/meas")):
+                    row[title] = _ratio(p[field], m[field])
+        lines.append(row)
+    return render(pd.DataFrame(lines).set_index("case").fillna(""))
+
+
+def _ratio(predicted: int, measured: int) -> str:
+    if measured == 0:
+        return "1.000 (both 0)" if predicted == 0 else f"{predicted:,} B / 0"
+    return f"{predicted / measured:.3f}"

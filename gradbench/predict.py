@@ -1,0 +1,164 @@
+"""Memory predicted without allocating: a case's step run on fake tensors (torch's FakeTensorMode: shapes,
+dtypes and devices, no storage), through the pipeline's own passes (pipeline.prepare with the memory
+backend below), so that the mode's switches, the settled baseline, the step and its optimizer are the
+ones a measurement runs. The storages the step creates are followed in the order they are made and
+freed (measure/tensors.TensorMemoryTracker, by weak reference), which gives held, peak and saved bytes.
+
+What it cannot see, and the measurement can: memory a kernel allocates for itself below the dispatcher
+(oneDNN's convolution and RNN buffers on CPU, cuBLAS and cuDNN workspaces on CUDA), and on CUDA the caching
+allocator's whole blocks (a request served from a larger free block it does not split counts the whole
+block, up to 1 MiB more; measure/memory.py). Where the fake tensors cannot follow the model (a value read
+in forward, a data-dependent shape, an operator without a fake kernel), the case is ``unpredictable`` with
+one line saying why, never a number.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import replace
+
+import torch
+
+from .case import Case
+from .measure.memory import Peak
+from .measure.tensors import TensorMemoryTracker
+
+CUDA_MIN_BLOCK = 512  # the caching allocator rounds every request up to a multiple of 512 bytes (kMinBlockSize)
+SOURCE = "predicted (fake tensors, allocations replayed)"
+SOURCE_CPU_KERNELS = "predicted (fake tensors on the CPU's kernels, CUDA rounding: no CUDA here)"
+
+
+def cuda_block_bytes(nbytes: int) -> int:
+    """What max_memory_allocated counts for one request of ``nbytes``: rounded up to 512 bytes."""
+    return max(CUDA_MIN_BLOCK, -(-nbytes // CUDA_MIN_BLOCK) * CUDA_MIN_BLOCK)
+
+
+class Unpredictable(Exception):
+    """The fake tensors cannot follow this case's step: one line, the case falls back to measurement."""
+
+
+class ReplayedPeak:
+    """A memory backend for pipeline.prepare, as measure/memory.py's: the step primed, settled, then the
+    second step's peak above that baseline, from the storages it creates and frees."""
+
+    source = SOURCE
+
+    def __init__(self, device: torch.device):
+        self.block_bytes = cuda_block_bytes if device.type == "cuda" else None
+
+    def measure(self, step, settle) -> Peak:
+        settle()
+        step()
+        settle()
+        tracker = TensorMemoryTracker(self.block_bytes)
+        with tracker:
+            step()
+        return Peak(tracker.peak, self.source)
+
+
+def kernels_device(device: str) -> str:
+    """The device whose kernels the fake step runs: the case's own, or the CPU's for a CUDA case where torch has
+    no CUDA (a CPU build: there a fake CUDA tensor reaches C++ kernels whose device guard aborts the process)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "cpu"
+    return "cuda:0" if device == "cuda" else device
+
+
+class Predictor:
+    """Predictions for many cases: each workload (model, size, batch, dtype, input) is built once on fake
+    tensors, under its own FakeTensorMode, and shared by the modes and steps predicted on it, as a sweep
+    shares a built workload."""
+
+    def __init__(self, run_id: str | None = None):
+        self.run_id = run_id
+        self._workloads: dict[tuple, tuple] = {}  # workload key -> (fake mode, workload or the failure)
+
+    def _workload(self, runs: Case):
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        from . import state
+        from .workload import Workload
+
+        key = runs.workload_key
+        if key not in self._workloads:
+            fake = FakeTensorMode(allow_non_fake_inputs=True)
+            try:
+                with fake, state.modes_kept():
+                    self._workloads[key] = (fake, Workload(*key))
+            except Exception as exc:  # noqa: BLE001 - every case of the workload says why
+                self._workloads[key] = (fake, exc)
+        return self._workloads[key]
+
+    def predict(self, case: Case) -> dict:
+        """The case's record of kind ``prediction``: held, peak, saved and gradient bytes as the measurement
+        would find them, with no allocation; status ``unpredictable`` (and why) where fake tensors cannot
+        follow the step, ``not_applicable`` where the mode does not apply, ``error`` where the model cannot be
+        built.
+
+        A CUDA case where torch has no CUDA runs the CPU's kernels, with the CUDA allocator's rounding: where
+        the two devices' kernels save different tensors (dropout's mask: 1 byte an element on CUDA, 4 on CPU;
+        the attention kernel SDPA picks), the prediction follows the CPU's, and ``peak_bytes_source`` says
+        so."""
+        target = torch.device(case.device)
+        runs = replace(case, device=kernels_device(case.device))
+        with warnings.catch_warnings():  # torch's own code asks a fake tensor for its data pointer, and warns
+            warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")
+            return self._predicted(case, runs, target)
+
+    def _predicted(self, case: Case, runs: Case, target: torch.device) -> dict:
+        from . import pipeline, state
+        from .session import _case_failure, failed, not_applicable
+
+        source = SOURCE if runs.device != "cpu" or target.type == "cpu" else SOURCE_CPU_KERNELS
+        record: dict = dict(pipeline.base_record(case, run_id=self.run_id), kind="prediction", source="predict")
+        fake, workload = self._workload(runs)
+        if isinstance(workload, BaseException):
+            if isinstance(workload, _FAKE_LIMITS):
+                return _as_case(record, case, status="unpredictable", error=_why_unpredictable(workload))
+            return _as_case(record, case, **dict(zip(("status", "error"), failed(workload))))
+        try:
+            with fake, state.modes_kept():
+                record.update(pipeline.base_record(runs, workload, self.run_id), kind="prediction", source="predict")
+                reason = not_applicable(runs, workload.model)
+                if reason:
+                    return _as_case(record, case, status="not_applicable", error=reason)
+                with pipeline.prepare(runs, workload, record, memory=ReplayedPeak(target), probes=False):
+                    pass
+        except _FAKE_LIMITS as exc:
+            return _as_case(record, case, status="unpredictable", error=_why_unpredictable(exc))
+        except Exception as exc:  # noqa: BLE001 - a case that fails is a result, as in a sweep
+            return _as_case(record, case, **dict(zip(("status", "error"), _case_failure(exc, record))))
+        return _as_case(record, case, status="ok", peak_bytes_source=source, tracked_peak_bytes=None)
+
+
+def predict(case: Case, run_id: str | None = None) -> dict:
+    """One case's prediction (Predictor.predict)."""
+    return Predictor(run_id).predict(case)
+
+
+def _as_case(record: dict, case: Case, **fields) -> dict:
+    """The record named as the case asked (a CUDA case run on CPU kernels is still the CUDA case)."""
+    return {**record, **case.identity(), **fields}
+
+
+def _fake_limits() -> tuple[type[BaseException], ...]:
+    from torch._subclasses.fake_tensor import (DataDependentOutputException, DynamicOutputShapeException,
+                                               UnsupportedFakeTensorException, UnsupportedOperatorException)
+
+    from .measure.tensors import NotFollowed
+
+    return (DataDependentOutputException, DynamicOutputShapeException, UnsupportedFakeTensorException,
+            UnsupportedOperatorException, NotImplementedError, NotFollowed)
+
+
+_FAKE_LIMITS = _fake_limits()
+
+
+def _why_unpredictable(exc: BaseException) -> str:
+    from .measure.tensors import NotFollowed
+
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+    if isinstance(exc, NotFollowed):
+        return f"fake tensors cannot follow this step: {first}"
+    return (f"fake tensors cannot follow this step ({type(exc).__name__}: {first}): a value read in forward, a "
+            "data-dependent shape or an operator without a fake kernel")
+

@@ -1,0 +1,138 @@
+"""`gradbench predict`: memory computed on fake tensors, checked against the measurement of the same case (the
+allocator's own events, an independent path), and what it cannot follow said in one line."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from gradbench.case import Case
+from gradbench.predict import Predictor, cuda_block_bytes, predict
+from gradbench.session import Session
+
+FIELDS = ("peak_bytes", "held_bytes", "saved_bytes", "grad_bytes")
+
+
+def _case(model="transformer", size="tiny", batch_size=4, mode="train", step="forward", **kw):
+    return Case(model=model, size=size, batch_size=batch_size, mode=mode, step=step, max_time_s=0.02,
+                **kw).validate(here=False)
+
+
+# Where every byte the step holds is a tensor the dispatcher sees (no kernel-internal buffers), the prediction
+# must equal the allocator's measurement to the byte: linear layers, attention through SDPA, layer norm, GELU,
+# dropout (its noise under inference mode too), SGD's update, in train, eval and the grad-free modes.
+@pytest.mark.parametrize("model,mode,step", [
+    ("transformer", "train", "forward"), ("transformer", "train", "train_step"), ("transformer", "eval", "train_step"),
+    ("transformer", "no_grad", "forward"), ("transformer", "frozen", "forward"),
+    ("transformer", "finetune_head", "train_step"), ("mlp", "train", "train_step"), ("transformer", "inference_mode", "forward"),
+])
+def test_the_prediction_equals_the_measurement_to_the_byte_where_tensors_are_all_there_is(model, mode, step):
+    case = _case(model=model, mode=mode, step=step)
+    predicted = predict(case)
+    measured = Session().measure(case)
+    assert predicted["status"] == measured["status"] == "ok", (predicted.get("error"), measured.get("error"))
+    assert predicted["kind"] == "prediction" and predicted["peak_bytes_source"].startswith("predicted")
+    assert {f: predicted[f] for f in FIELDS} == {f: measured[f] for f in FIELDS}
+    assert predicted["peak_bytes"] > 0
+
+
+def test_a_kernels_own_buffers_are_the_gap_and_only_they():
+    """BatchNorm's CPU inference kernel allocates two per-channel buffers below the dispatcher: the prediction
+    is the measurement's own dispatch-level cross-check exactly, and under the allocator's figure by that much."""
+    case = _case(model="mlp", mode="eval_no_grad")
+    predicted, measured = predict(case), Session().measure(case)
+    assert predicted["peak_bytes"] == measured["tracked_peak_bytes"] < measured["peak_bytes"]
+    assert predicted["held_bytes"] == measured["held_bytes"]
+
+
+def test_one_workload_is_built_once_for_its_modes_and_steps():
+    predictor = Predictor()
+    for mode in ("train", "eval", "no_grad"):
+        for step in ("forward", "train_step"):
+            predictor.predict(_case(mode=mode, step=step))
+    assert len(predictor._workloads) == 1
+
+
+def test_a_cuda_case_is_predicted_without_cuda_with_the_allocators_rounding():
+    cpu, cuda = predict(_case(model="mlp", step="train_step")), predict(_case(model="mlp", step="train_step",
+                                                                               device="cuda"))
+    assert cuda["status"] == "ok" and cuda["device"] == "cuda"
+    assert cuda["held_bytes"] == cpu["held_bytes"]
+    assert cuda["peak_bytes"] % 512 == 0 and cuda["peak_bytes"] >= cpu["peak_bytes"]
+    assert "no CUDA here" in cuda["peak_bytes_source"] or cuda["peak_bytes_source"] == cpu["peak_bytes_source"]
+
+
+def test_cuda_requests_round_up_to_512_bytes():
+    assert [cuda_block_bytes(n) for n in (1, 511, 512, 513, 4096, 4097)] == [512, 512, 512, 1024, 4096, 4608]
+
+
+def test_a_value_read_in_forward_is_unpredictable_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / "reads.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(8, 8)
+
+            def forward(self, x):
+                if x.sum().item() > 0:  # a value read in forward: nothing a fake tensor holds
+                    return self.lin(x)
+                return -self.lin(x)
+
+        def make(size="small"):
+            return Net(), lambda b: torch.randn(b, 8)
+    """))
+    monkeypatch.chdir(tmp_path)
+    record = predict(_case(model="reads.py:make", size="small"))
+    assert record["status"] == "unpredictable"
+    assert "fake tensors cannot follow" in record["error"] and "\n" not in record["error"]
+    assert record["peak_bytes"] is None
+
+
+def test_a_huge_case_is_predicted_without_allocating_it():
+    """A 64-GiB-peak step predicted in a process whose resident set stays far below it."""
+    code = textwrap.dedent("""
+        import json, resource
+        from gradbench.case import Case
+        from gradbench.predict import predict
+        r = predict(Case(model="mlp", size="large", batch_size=2_000_000, mode="train", step="train_step").validate())
+        print(json.dumps([r["status"], r["peak_bytes"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    status, peak, resident = json.loads(done.stdout.strip().splitlines()[-1])
+    assert status == "ok" and peak > 16 * 2 ** 30
+    assert resident < 2 * 2 ** 30
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "gradbench.cli", "predict", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_the_command_writes_predictions_and_verifies_them(tmp_path):
+    out = tmp_path / "p.jsonl"
+    done = _cli("--models", "transformer", "--sizes", "tiny", "--batch-sizes", "4", "--modes", "train",
+                "--gpu", "t4", "--devices", "cpu", "--verify", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["kind"] for r in records) == ["case", "case", "prediction", "prediction"]
+    assert "T4" in done.stdout and "fits" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith("transformer/tiny") and "train forward" in line)
+    assert row.count("1.000") == 3  # peak, held and saved: predicted / measured
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--gpu", "X100"], "unknown GPU 'X100'"),
+    (["--memory-budget", "lots"], "bad memory budget"),
+    (["--modes", "sideways"], "sideways"),
+    (["--out", ""], "--out is empty"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, named, tmp_path):
+    done = _cli("--models", "mlp", "--sizes", "tiny", *args, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert named in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
