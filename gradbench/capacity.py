@@ -83,11 +83,13 @@ def _predict(measured: dict[int, int | None], low: int, high: int | None, budget
 
 
 def find_capacity(needed: Callable[[int], int | None], budget_bytes: int, probes=PROBES,
-                  max_batch: int = MAX_BATCH) -> Capacity:
+                  max_batch: int = MAX_BATCH, guess: int | None = None) -> Capacity:
     """The largest B with ``needed(B) <= budget`` and ``needed(B + 1) > budget`` (or out of memory).
 
     ``needed(B)``: the bytes the case needs at batch B, None when it ran out of memory. It is called
     once per batch size; the search is bisection steered by the fitted line's prediction.
+    ``guess``: where the answer is expected (`gradbench predict`'s): B and B + 1 are measured first, and
+    when B fits and B + 1 does not, that is the answer, from two measurements; else the search goes on.
     """
     measured: dict[int, int | None] = {}
 
@@ -96,6 +98,16 @@ def find_capacity(needed: Callable[[int], int | None], budget_bytes: int, probes
             measured[batch] = needed(batch)
         value = measured[batch]
         return value is not None and value <= budget_bytes
+
+    if guess is not None and 1 <= guess < max_batch:
+        # B fits and B + 1 does not; or, a prediction one too high (a kernel's own buffers it cannot see), B
+        # does not and B - 1 does: either way two measurements bracket the answer
+        answer = (guess if not fits(guess + 1) else None) if fits(guess) else \
+            (guess - 1 if guess > 1 and fits(guess - 1) else None)
+        if answer is not None:
+            line = _line(measured)
+            return Capacity(budget_bytes, answer, line[0] if line else None, line[1] if line else None,
+                            measured[answer], measured[answer + 1], measured)
 
     low, high = 0, None  # the largest batch known to fit, the smallest known not to (no batch between)
     for batch in probes:
@@ -173,10 +185,37 @@ def case_needs(model: str, size: str, device: str, dtype: str, mode: str, step: 
     return needed
 
 
-def _search(needed, budget_bytes: int) -> tuple["Capacity", str | None]:
+def predicted_needs(model: str, size: str, device: str, dtype: str, mode: str, step: str, seed: int = 0,
+                    seq_len: int | None = None, image_size: int | None = None, predictor=None):
+    """needed(B) for find_capacity from `gradbench predict`'s figures (fake tensors: nothing allocated).
+    A batch the prediction cannot follow raises predict.Unpredictable; one that fails otherwise raises
+    ValueError with the record's message."""
+    from .case import Case
+    from .predict import Predictor, Unpredictable
+
+    predictor = predictor or Predictor()
+    records: dict[int, dict] = {}
+
+    def needed(batch: int) -> int:
+        case = Case(model, size, batch, device, dtype, mode, step, seed, seq_len=seq_len,
+                    image_size=image_size).validate(here=False)
+        record = predictor.predict(case)
+        predictor.forget(case)  # each batch's fake workload dropped: a search visits many
+        if record["status"] == "unpredictable":
+            raise Unpredictable(record["error"])
+        if record["status"] != "ok":  # as case_needs: a refused batch raises, and is not among the records
+            raise ValueError(f"batch {batch}: {record['status']}: {record['error']}")
+        records[batch] = record
+        return int(record["held_bytes"] + record["peak_bytes"])
+
+    needed.records = records  # as case_needs': batch -> the prediction at that batch
+    return needed
+
+
+def _search(needed, budget_bytes: int, guess: int | None = None) -> tuple["Capacity", str | None]:
     """find_capacity, and where batch 1 is refused (BatchNorm in a train-flag mode), from batch 2, saying so."""
     try:
-        return find_capacity(needed, budget_bytes), None
+        return find_capacity(needed, budget_bytes, guess=guess), None
     except Exception as exc:
         if needed.records:  # it failed past batch 1: nothing to retry
             raise
@@ -198,7 +237,7 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
     run_id = run_id or new_run_id()
 
     out = dict(model=model, size=size, mode=mode, step=step, device=device, dtype=dtype,
-               memory_budget_bytes=budget_bytes, max_batch_size=None, fixed_bytes=None, bytes_per_sample=None,
+               memory_budget_bytes=budget_bytes, max_batch_size=None, predicted_max_batch_size=None, fixed_bytes=None, bytes_per_sample=None,
                bytes_at_max=None, bytes_at_next=None, samples_per_s=None, time_trusted=None, capped=False,
                measured_batches=[], note=None, error=None)
     first = Case(model, size, 1, device, dtype, mode, step, seq_len=seq_len, image_size=image_size)
@@ -208,10 +247,13 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
     if reason:
         out["error"] = reason
         return out
+    guess, out["predicted_max_batch_size"], predicted_note = _predicted_answer(
+        model, size, device, dtype, mode, step, budget_bytes, first.seq_len, first.image_size)
     needed = case_needs(model, size, device, dtype, mode, step, run_id=run_id, seq_len=first.seq_len,
                         image_size=first.image_size)
     try:
-        found, out["note"] = _search(needed, budget_bytes)
+        found, out["note"] = _search(needed, budget_bytes, guess)
+        out["note"] = "; ".join(n for n in (out["note"], predicted_note) if n) or None
     except Exception as exc:  # the model refused a batch size: a result, and the other cases go on
         out["error"] = f"{type(exc).__name__}: {exc}".strip()
         return out
@@ -241,6 +283,19 @@ def capacity_of(model: str, size: str, device: str, dtype: str, mode: str, step:
             write({**record, "source": "capacity", "kind": "capacity_probe", "memory_budget_bytes": budget_bytes,
                    "capacity_batch_size": found.max_batch_size})
     return out
+
+
+def _predicted_answer(model, size, device, dtype, mode, step, budget_bytes, seq_len, image_size):
+    """(where the measured search starts, the predicted answer, a note): the prediction's own largest batch,
+    found on fake tensors; None where they cannot follow the case (the note says why)."""
+    needed = predicted_needs(model, size, device, dtype, mode, step, seq_len=seq_len, image_size=image_size)
+    try:
+        predicted, _ = _search(needed, budget_bytes)
+    except Exception as exc:  # noqa: BLE001 - unpredictable, or refused: the measured search stands alone
+        return None, None, f"no prediction to start from ({(str(exc).splitlines() or [type(exc).__name__])[0][:160]})"
+    if predicted.capped or predicted.max_batch_size == 0:
+        return None, predicted.max_batch_size, None
+    return predicted.max_batch_size, predicted.max_batch_size, None
 
 
 def default_budget(device: str) -> int:

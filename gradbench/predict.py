@@ -38,17 +38,21 @@ class Unpredictable(Exception):
 
 class ReplayedPeak:
     """A memory backend for pipeline.prepare, as measure/memory.py's: the step primed, settled, then the
-    second step's peak above that baseline, from the storages it creates and frees."""
+    second step's peak above that baseline, from the storages it creates and frees. ``prime`` False: the
+    workload has run a step of this kind already (what priming is for, lazy initialisation, is done; on fake
+    tensors a step costs seconds for a large model)."""
 
     source = SOURCE
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, prime: bool = True):
         self.block_bytes = cuda_block_bytes if device.type == "cuda" else None
+        self.prime = prime
 
     def measure(self, step, settle) -> Peak:
         settle()
-        step()
-        settle()
+        if self.prime:
+            step()
+            settle()
         tracker = TensorMemoryTracker(self.block_bytes)
         with tracker:
             step()
@@ -71,6 +75,7 @@ class Predictor:
     def __init__(self, run_id: str | None = None):
         self.run_id = run_id
         self._workloads: dict[tuple, tuple] = {}  # workload key -> (fake mode, workload or the failure)
+        self._primed: set[tuple] = set()  # (workload key, step) run once already
 
     def _workload(self, runs: Case):
         from torch._subclasses.fake_tensor import FakeTensorMode
@@ -87,6 +92,12 @@ class Predictor:
             except Exception as exc:  # noqa: BLE001 - every case of the workload says why
                 self._workloads[key] = (fake, exc)
         return self._workloads[key]
+
+    def forget(self, case: Case) -> None:
+        """Drop the case's fake workload (a search over batch sizes builds one per batch)."""
+        key = replace(case, device=kernels_device(case.device)).workload_key
+        self._workloads.pop(key, None)
+        self._primed -= {k for k in self._primed if k[0] == key}
 
     def predict(self, case: Case) -> dict:
         """The case's record of kind ``prediction``: held, peak, saved and gradient bytes as the measurement
@@ -121,8 +132,11 @@ class Predictor:
                 reason = not_applicable(runs, workload.model)
                 if reason:
                     return _as_case(record, case, status="not_applicable", error=reason)
-                with pipeline.prepare(runs, workload, record, memory=ReplayedPeak(target), probes=False):
+                primed = (runs.workload_key, runs.step) in self._primed
+                with pipeline.prepare(runs, workload, record, memory=ReplayedPeak(target, prime=not primed),
+                                      probes=False):
                     pass
+                self._primed.add((runs.workload_key, runs.step))
         except _FAKE_LIMITS as exc:
             return _as_case(record, case, status="unpredictable", error=_why_unpredictable(exc))
         except Exception as exc:  # noqa: BLE001 - a case that fails is a result, as in a sweep

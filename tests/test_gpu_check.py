@@ -26,9 +26,9 @@ def test_the_dry_run_runs_every_step_on_cpu_and_writes_its_summary(tmp_path):
     assert "fail" not in status.values(), {s["step"]: s["message"] for s in summary["steps"]}
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert summary["dry_run"] is True and "DRY RUN" in (out / "summary.md").read_text()
-    assert status["predict"] == "skipped"  # no gradbench predict yet: said, not passed
+    assert status["predict"] == "dry"  # predictions against the dry sweep, on cpu: never a pass
     assert status["sweep"] == "dry" and status["peak-plain"] == "dry"  # a CPU stand-in never says pass
-    for name in ("results.jsonl", "cpu.jsonl", "plain-peaks.jsonl", "energy.jsonl", "capacity.jsonl",
+    for name in ("results.jsonl", "cpu.jsonl", "plain-peaks.jsonl", "predict.jsonl", "energy.jsonl", "capacity.jsonl",
                  "compile.jsonl", "contended.jsonl", os.path.join("report", "report.html")):
         assert (out / name).stat().st_size > 0, name
     records = [json.loads(line) for line in (out / "energy.jsonl").read_text().splitlines()]

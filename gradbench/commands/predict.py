@@ -23,6 +23,9 @@ def add_parser(sub):
     _add_grid(p)
     p.add_argument("--gpu", nargs="+", metavar="NAME", help=f"set each case against these GPUs' memory: "
                    f"{', '.join(GPUS)} (implies --devices cuda unless --devices is given)")
+    p.add_argument("--max-batch", action="store_true", default=None,
+                   help="also find, on predictions alone, the largest batch of each case that fits each --gpu and "
+                        "--memory-budget (B fits, B + 1 does not; a few more predictions per case and target)")
     p.add_argument("--verify", action="store_true", default=None,
                    help="also measure every case that can run on this machine and print predicted / measured")
     p.add_argument("--out", help="JSONL file to append the predictions to (default: results/predict/RUN_ID.jsonl)")
@@ -93,12 +96,47 @@ def run(args) -> int:
     print()
     print(_table(rows, targets, args.verify))
     print(f"\n{len(cases)} cases predicted in {time.perf_counter() - began:.0f} s; records: {out}")
+    if args.max_batch:
+        if not targets:
+            print("--max-batch: no target; give --gpu NAME or --memory-budget SIZE")
+        else:
+            print()
+            print(_largest_batches(rows, targets, predictor))
     for case, p, m in rows:
         if p["status"] not in ("ok", "not_applicable"):
             then = f"; measured instead: {_said(m)}" if m is not None else \
                 "; it cannot run here: measure it where it runs (gradbench run)" if p["status"] == "unpredictable" else ""
             print(terminal_text(f"{case_label(case.identity())}: {p['status']}: {p.get('error')}{then}"))
     return 0
+
+
+def _largest_batches(rows, targets, predictor) -> str:
+    """Per case (every axis but the batch) and target: the largest batch whose predicted need (held + peak)
+    fits, found as capacity finds it (capacity.find_capacity), on predictions instead of measurements."""
+    import pandas as pd
+
+    from ..capacity import _search, predicted_needs
+    from ..record import case_label
+    from ..report.tables import render
+
+    lines, seen = [], set()
+    for case, p, _ in rows:
+        key = (case.model, case.size, case.device, case.dtype, case.mode, case.step, case.seq_len, case.image_size)
+        if p["status"] != "ok" or key in seen:
+            continue
+        seen.add(key)
+        row = {"case": case_label(case.identity(), omit=("batch_size",))}
+        for name, budget in targets:
+            needed = predicted_needs(case.model, case.size, case.device, case.dtype, case.mode, case.step,
+                                     case.seed, case.seq_len, case.image_size, predictor)
+            try:
+                found, _ = _search(needed, budget)
+                row[f"{name}: max batch"] = ("none fits" if found.max_batch_size == 0 else
+                                             f"{found.max_batch_size:,}" + (" (capped)" if found.capped else ""))
+            except Exception as exc:  # noqa: BLE001 - unpredictable at some batch: said, the others go on
+                row[f"{name}: max batch"] = f"not predicted: {(str(exc).splitlines() or [''])[0][:60]}"
+        lines.append(row)
+    return render(pd.DataFrame(lines).set_index("case")) if lines else "(no case predicted)"
 
 
 def _verifier(run_id: str):
