@@ -88,6 +88,7 @@ TEST_TIERS = {
     "test_behaviour.py::test_dropout_active_is_observed_stochasticity": "integration",
     "test_capacity.py::test_capacity_records_make_the_reports_capacity_section": "integration",
     "test_capacity.py::test_real_cases_fit_at_b_and_not_at_b_plus_1_by_fresh_records": "integration",
+    "test_capacity.py::test_without_a_prediction_the_search_probes_from_batch_2_where_batch_1_is_refused": "integration",
     "test_capacity.py::test_running_out_of_memory_is_a_does_not_fit_point": "integration",
     "test_case.py::test_measured_behaviour_matches_truth": "integration",
     "test_cli.py::test_explain_measures_every_mode": "integration",

@@ -87,7 +87,22 @@ def test_real_cases_fit_at_b_and_not_at_b_plus_1_by_fresh_records():
         found[mode] = out
     # a mode that records no graph keeps no activations for backward: it fits more
     assert found["eval_no_grad"]["max_batch_size"] > found["train"]["max_batch_size"]
-    assert found["train"]["note"].startswith("batch 1 refused, probed from 2: ValueError") and not found["train"]["error"]
+    # the search started from the prediction (fake tensors), whose own search went round BatchNorm's refusal
+    # of batch 1, and two measurements bracketed the answer: train's exactly; eval_no_grad's one too high
+    # (BatchNorm's inference kernel allocates two per-channel buffers no prediction sees), then the batch below
+    assert found["train"]["predicted_max_batch_size"] == found["train"]["max_batch_size"]
+    assert found["eval_no_grad"]["predicted_max_batch_size"] - found["eval_no_grad"]["max_batch_size"] in (0, 1)
+    for out in found.values():
+        assert len(out["measured_batches"]) == 2 and not out["error"], out
+
+
+def test_without_a_prediction_the_search_probes_from_batch_2_where_batch_1_is_refused(monkeypatch):
+    from gradbench import capacity
+
+    monkeypatch.setattr(capacity, "_predicted_answer", lambda *a: (None, None, None))
+    out = capacity_of(MODEL, "default", "cpu", "float32", "train", "forward", BUDGET)
+    assert out["note"].startswith("batch 1 refused, probed from 2: ValueError") and not out["error"]
+    assert len(out["measured_batches"]) > 2 and out["predicted_max_batch_size"] is None
 
 
 def test_capacity_json_has_the_documented_fields(capsys):
