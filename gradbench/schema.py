@@ -54,8 +54,9 @@ class Fields:
                              "field's own, 6 = seq_len and image_size); older records are migrated on reading, so "
                              "readers see the newest")
     kind: str = _f("record", "str", "", "case (one measured case), capacity_probe (one batch a `gradbench "
-                   "capacity` search measured), or ab_trial (one side's measurement of a case in one round of "
-                   "`gradbench ab`); prediction is reserved")
+                   "capacity` search measured), ab_trial (one side's measurement of a case in one round of "
+                   "`gradbench ab`), or prediction (a case's memory computed on fake tensors by `gradbench "
+                   "predict`, nothing measured)")
 
     # identity: what was run
     model: str = _f("identity", "str", "", "built-in family (mlp, cnn, transformer; the zoo's resnet, vit, bert, "

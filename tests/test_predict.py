@@ -116,11 +116,11 @@ def _cli(*args, cwd=None):
 def test_the_command_writes_predictions_and_verifies_them(tmp_path):
     out = tmp_path / "p.jsonl"
     done = _cli("--models", "transformer", "--sizes", "tiny", "--batch-sizes", "4", "--modes", "train",
-                "--gpu", "t4", "--devices", "cpu", "--verify", "--out", str(out))
+                "--memory-budget", "2300KiB", "--devices", "cpu", "--verify", "--out", str(out))
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["kind"] for r in records) == ["case", "case", "prediction", "prediction"]
-    assert "T4" in done.stdout and "fits" in done.stdout
+    assert "budget" in done.stdout and "fits, margin" in done.stdout and "no, short by" in done.stdout
     row = next(line for line in done.stdout.splitlines() if line.startswith("transformer/tiny") and "train forward" in line)
     assert row.count("1.000") == 3  # peak, held and saved: predicted / measured
 
@@ -130,9 +130,41 @@ def test_the_command_writes_predictions_and_verifies_them(tmp_path):
     (["--memory-budget", "lots"], "bad memory budget"),
     (["--modes", "sideways"], "sideways"),
     (["--out", ""], "--out is empty"),
+    (["--gpu", "a100"], "GPU 'a100' names 2: A100-40GB, A100-80GB"),
+    (["--gpu", "T4", "--devices", "cpu"], "--gpu sets cuda cases against a GPU's memory"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, named, tmp_path):
     done = _cli("--models", "mlp", "--sizes", "tiny", *args, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert named in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_gpu_is_named_as_people_write_it():
+    from gradbench.gpu_table import gpu
+
+    assert gpu("h100").name == gpu("H100 80GB").name == "H100-80GB"
+    assert gpu("rtx 4090").name == "RTX4090" and gpu("mi300x").name == "MI300X"
+
+
+def test_an_lstm_whose_fake_kernel_drops_its_workspace_is_unpredictable_not_low(tmp_path, monkeypatch):
+    """mkldnn_rnn_layer's fake kernel returns an empty workspace where the real one saves it for backward
+    (a prediction 12 times too low on a small LSTM): said, never a number."""
+    (tmp_path / "rnn.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn, self.head = nn.LSTM(16, 32, batch_first=True), nn.Linear(32, 4)
+
+            def forward(self, x):
+                return self.head(self.rnn(x)[0][:, -1])
+
+        def make(size="small"):
+            return Net(), lambda b: torch.randn(b, 10, 16)
+    """))
+    monkeypatch.chdir(tmp_path)
+    record = predict(_case(model="rnn.py:make", size="small"))
+    assert record["status"] == "unpredictable" and "mkldnn_rnn_layer" in record["error"]

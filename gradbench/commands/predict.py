@@ -21,8 +21,8 @@ def add_parser(sub):
                        "with no GPU and no allocation. A case the fake tensors cannot follow is 'unpredictable', "
                        "with the reason: measure it instead.")
     _add_grid(p)
-    p.add_argument("--gpu", nargs="+", metavar="NAME", help=f"set each case against these GPUs' memory: "
-                   f"{', '.join(GPUS)} (implies --devices cuda unless --devices is given)")
+    p.add_argument("--gpu", nargs="+", metavar="NAME", help=f"set each case against these GPUs' memory (as torch "
+                   f"reports it): {', '.join(GPUS)}, or the start of one's name (h100); implies --devices cuda")
     p.add_argument("--max-batch", action="store_true", default=None,
                    help="also find, on predictions alone, the largest batch of each case that fits each --gpu and "
                         "--memory-budget (B fits, B + 1 does not; a few more predictions per case and target)")
@@ -56,6 +56,10 @@ def run(args) -> int:
             raise BadInput(str(exc)) from None
     if args.gpu and "devices" not in settings:
         settings["devices"] = ["cuda"]
+    if args.gpu and any(not str(d).startswith("cuda") for d in settings["devices"]):
+        raise BadInput(f"--gpu sets cuda cases against a GPU's memory, and --devices names "
+                       f"{', '.join(d for d in settings['devices'] if not str(d).startswith('cuda'))}; give "
+                       "--devices cuda (the default with --gpu), or --memory-budget for a CPU's")
     settings.setdefault("devices", ["cpu"])
     settings.pop("memory_budget", None)  # a target here, not run's refusal of cases that cannot fit
     settings["max_time"] = 0.05  # --verify's measurements: their memory is what is compared
@@ -173,9 +177,10 @@ def _table(rows, targets, verify: bool) -> str:
     for case, p, m in rows:
         row = {"case": case_label(case.identity())}
         if p["status"] != "ok":  # the reason is printed below the table
-            row["held"] = p["status"] if m is None or m["status"] != "ok" else f"{p['status']}; measured:"
-            if m is not None and m["status"] == "ok":
-                row.update(peak=human_bytes(m["peak_bytes"]), saved=human_bytes(m["saved_bytes"]),
+            row["held"] = p["status"]
+            if m is not None and m["status"] == "ok":  # measured instead: its figures, marked
+                row.update(held=f"{p['status']}; measured {human_bytes(m['held_bytes'])}",
+                           peak=human_bytes(m["peak_bytes"]), saved=human_bytes(m["saved_bytes"]),
                            needs=human_bytes(m["held_bytes"] + m["peak_bytes"]))
             lines.append(row)
             continue
@@ -184,8 +189,7 @@ def _table(rows, targets, verify: bool) -> str:
                    saved=human_bytes(p["saved_bytes"]), needs=human_bytes(needs))
         for name, budget in targets:
             margin = budget - needs
-            row[name] = ("fits, " if margin >= 0 else "no, ") + human_bytes(abs(margin)) + (" free" if margin >= 0
-                                                                                          else " short")
+            row[name] = f"fits, margin {human_bytes(margin)}" if margin >= 0 else f"no, short by {human_bytes(-margin)}"
         if verify:
             if m is None:
                 row["peak pred/meas"] = "not run here"

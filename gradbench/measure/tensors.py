@@ -24,6 +24,12 @@ from .behaviour import output_tensors
 aten = torch.ops.aten
 _COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
 # Fused operators whose kernels allocate intermediates through the dispatcher; re-entered with the tracker on.
+# Operators whose fake kernel returns less than the real one allocates (a prediction would be silently low).
+_FAKE_UNDERSTATES = {
+    aten.mkldnn_rnn_layer.default: "mkldnn_rnn_layer (nn.LSTM on CPU) returns an empty workspace on fake tensors, "
+                                   "where the real kernel's is saved for backward (about 12x the rest of a small "
+                                   "LSTM's saved bytes)",
+}
 _FUSED = {
     aten._transformer_encoder_layer_fwd.default,
     aten._native_multi_head_attention.default,
@@ -107,6 +113,8 @@ class TensorMemoryTracker(TorchDispatchMode):
         if func in _FUSED and not real and first is not None:
             raise NotFollowed(f"{func.overloadpacket.__name__} (the transformer fast path) allocates inside its "
                               "kernel, which cannot run on fake tensors")
+        if func in _FAKE_UNDERSTATES and not real and first is not None:
+            raise NotFollowed(_FAKE_UNDERSTATES[func])
         if func in _FUSED:
             key = torch._C.DispatchKey.CUDA if first.device.type == "cuda" else torch._C.DispatchKey.CPU
             with self:  # see the kernel's inner allocations too
