@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from .text import first_line
+
 PROBES = (1, 2, 4, 8)  # the small batches the line is fitted through (2 to 16 when batch 1 is refused)
 MAX_BATCH = 1 << 20  # a case whose memory does not grow with the batch stops here
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*$", re.IGNORECASE)
@@ -104,8 +106,8 @@ def find_capacity(needed: Callable[[int], int | None], budget_bytes: int, probes
         # does not and B - 1 does: either way two measurements bracket the answer
         answer = (guess if not fits(guess + 1) else None) if fits(guess) else \
             (guess - 1 if guess > 1 and fits(guess - 1) else None)
-        if answer is not None:
-            line = _line(measured)
+        if answer is not None:  # no small batches measured: no line (null), as the report reads it
+            line = small_line(measured)
             return Capacity(budget_bytes, answer, line[0] if line else None, line[1] if line else None,
                             measured[answer], measured[answer + 1], measured)
 
@@ -186,7 +188,8 @@ def case_needs(model: str, size: str, device: str, dtype: str, mode: str, step: 
 
 
 def predicted_needs(model: str, size: str, device: str, dtype: str, mode: str, step: str, seed: int = 0,
-                    seq_len: int | None = None, image_size: int | None = None, predictor=None):
+                    seq_len: int | None = None, image_size: int | None = None, predictor=None,
+                    autocast: str = "none"):
     """needed(B) for find_capacity from `gradbench predict`'s figures (fake tensors: nothing allocated).
     A batch the prediction cannot follow raises predict.Unpredictable; one that fails otherwise raises
     ValueError with the record's message."""
@@ -197,8 +200,8 @@ def predicted_needs(model: str, size: str, device: str, dtype: str, mode: str, s
     records: dict[int, dict] = {}
 
     def needed(batch: int) -> int:
-        case = Case(model, size, batch, device, dtype, mode, step, seed, seq_len=seq_len,
-                    image_size=image_size).validate(here=False)
+        case = Case(model, size, batch, device, dtype, mode, step, seed, seq_len=seq_len, image_size=image_size,
+                    autocast=autocast).validate(here=False)
         record = predictor.predict(case)
         predictor.forget(case)  # each batch's fake workload dropped: a search visits many
         if record["status"] == "unpredictable":
@@ -219,7 +222,7 @@ def _search(needed, budget_bytes: int, guess: int | None = None) -> tuple["Capac
     except Exception as exc:
         if needed.records:  # it failed past batch 1: nothing to retry
             raise
-        note = f"batch 1 refused, probed from 2: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        note = f"batch 1 refused, probed from 2: {type(exc).__name__}: {first_line(exc, 10_000)}"
         return find_capacity(needed, budget_bytes, probes=tuple(2 * p for p in PROBES)), note
 
 
@@ -292,7 +295,7 @@ def _predicted_answer(model, size, device, dtype, mode, step, budget_bytes, seq_
     try:
         predicted, _ = _search(needed, budget_bytes)
     except Exception as exc:  # noqa: BLE001 - unpredictable, or refused: the measured search stands alone
-        return None, None, f"no prediction to start from ({(str(exc).splitlines() or [type(exc).__name__])[0][:160]})"
+        return None, None, f"no prediction to start from ({first_line(exc, 160)})"
     if predicted.capped or predicted.max_batch_size == 0:
         return None, predicted.max_batch_size, None
     return predicted.max_batch_size, predicted.max_batch_size, None

@@ -63,9 +63,7 @@ def base_record(case: Case, workload: Workload | None = None, run_id: str | None
 
 
 def _device_scope(device: torch.device):
-    # a CUDA case on a machine without CUDA is a prediction on fake tensors (predict.py): no device to select
-    return torch.cuda.device(device) if device.type == "cuda" and torch.cuda.is_available() else \
-        contextlib.nullcontext()
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -78,8 +76,9 @@ def prepare(case: Case, workload: Workload, record: dict | None = None, memory=N
     ``memory``: a memory backend (default: the device's allocator, measure/memory.py).
     ``memory_only``: the reset and memory passes alone, no behaviour probes or counting (capacity
     searches many batch sizes and needs only what a step holds and peaks at).
-    ``probes``: False: no behaviour probes and no flop count, only the memory passes (held, peak and saved
-    bytes: a prediction on fake tensors, whose probes would compare values that do not exist).
+    ``probes``: False: no behaviour probes and no flop count, one memory pass that also counts saved bytes
+    (held, peak and saved bytes: a prediction on fake tensors, whose probes would compare values that do not
+    exist, and whose steps cost seconds).
     ``untimed``: False: no untimed pass at all, the step only set up to be timed (an A/B's later rounds, which
     observed the case's memory and behaviour in their first).
     ``before_timing``: called, for a compiled case, when every pass but the timing is done (the contention
@@ -154,6 +153,17 @@ class _Passes:
             record.update(workload.behaviour(self.applied, self.forward, (case.compile, case.autocast)))
             self.mode_restored()
         torch.manual_seed(case.seed)
+        if not probes and not memory_only:
+            # a prediction (fake tensors): one step gives peak and saved bytes, the memory pass's own step run
+            # through the saved-tensor counter (its hooks keep a detached view, which allocates nothing); a
+            # step of a large model on fake tensors costs seconds
+            saved = SavedTensorsCounter(workload.held_tensors())
+            counted = make_step(workload, self.applied, case.step, lambda: saved.run(self.forward))
+            record.update(_allocator_peak(case, workload, counted, backend), saved_bytes=saved.nbytes,
+                          tracked_peak_bytes=None, flops=None)
+            self.mode_restored()
+            torch.manual_seed(case.seed)
+            return
         # 3. warm-up and memory: the backend runs the step once (lazy initialisation, such as oneDNN
         #    primitives or cuDNN autotuning, is not the step's cost), settles, and measures the
         #    second step's peak above that baseline, with no dispatch mode active
@@ -166,7 +176,7 @@ class _Passes:
                 if case.compile != "none" else None
             saved = SavedTensorsCounter(workload.held_tensors())
             counted = make_step(workload, self.applied, case.step, lambda: saved.run(self.forward))
-            record.update(_counted_step(case, workload, counted, saved, eager, count_flops=probes))
+            record.update(_counted_step(case, workload, counted, saved, eager))
             self.mode_restored()
         torch.manual_seed(case.seed)
 
@@ -204,7 +214,7 @@ def _allocator_peak(case: Case, workload: Workload, step: Step, backend) -> dict
 
 
 def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensorsCounter,
-                  eager: Step | None = None, count_flops: bool = True) -> dict:
+                  eager: Step | None = None) -> dict:
     """The tracker is innermost: it passes every operator on to the flop counter below it. ``step`` runs its
     forward through ``saved``, which takes the bytes held for backward at the forward's return.
 
@@ -215,7 +225,7 @@ def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensor
     """
     step.settle()
     tracker = TensorMemoryTracker() if eager is None else None
-    flops = FlopCounterMode(display=False) if case.step == "train_step" and count_flops else None
+    flops = FlopCounterMode(display=False) if case.step == "train_step" else None
     with (flops if eager is None else None) or contextlib.nullcontext(), tracker or contextlib.nullcontext():
         step.run()
     if flops and eager is not None:
@@ -224,7 +234,7 @@ def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensor
             eager.run()
         eager.settle()
     return dict(tracked_peak_bytes=tracker.peak if tracker else None, saved_bytes=saved.nbytes,
-                flops=int(flops.get_total_flops()) if flops else workload.forward_flops() if count_flops else None)
+                flops=int(flops.get_total_flops()) if flops else workload.forward_flops())
 
 
 def timing_fields(timing: Timing) -> dict:

@@ -111,6 +111,10 @@ class Predictor:
         so."""
         target = torch.device(case.device)
         runs = replace(case, device=kernels_device(case.device))
+        refused = _not_followed(case, runs)
+        if refused:
+            record = dict(_base(case, self.run_id), status="unpredictable", error=refused)
+            return _as_case(record, case)
         with warnings.catch_warnings():  # torch's own code asks a fake tensor for its data pointer, and warns
             warnings.filterwarnings("ignore", message="Accessing the data pointer of FakeTensor")
             return self._predicted(case, runs, target)
@@ -120,7 +124,7 @@ class Predictor:
         from .session import _case_failure, failed, not_applicable
 
         source = SOURCE if runs.device != "cpu" or target.type == "cpu" else SOURCE_CPU_KERNELS
-        record: dict = dict(pipeline.base_record(case, run_id=self.run_id), kind="prediction", source="predict")
+        record: dict = _base(case, self.run_id)
         fake, workload = self._workload(runs)
         if isinstance(workload, BaseException):
             if isinstance(workload, _FAKE_LIMITS):
@@ -140,6 +144,8 @@ class Predictor:
         except _FAKE_LIMITS as exc:
             return _as_case(record, case, status="unpredictable", error=_why_unpredictable(exc))
         except Exception as exc:  # noqa: BLE001 - a case that fails is a result, as in a sweep
+            if _fake_only(exc):
+                return _as_case(record, case, status="unpredictable", error=_why_unpredictable(exc))
             return _as_case(record, case, **dict(zip(("status", "error"), _case_failure(exc, record))))
         return _as_case(record, case, status="ok", peak_bytes_source=source, tracked_peak_bytes=None)
 
@@ -147,6 +153,31 @@ class Predictor:
 def predict(case: Case, run_id: str | None = None) -> dict:
     """One case's prediction (Predictor.predict)."""
     return Predictor(run_id).predict(case)
+
+
+def _base(case: Case, run_id: str | None) -> dict:
+    from . import pipeline
+
+    return dict(pipeline.base_record(case, run_id=run_id), kind="prediction", source="predict")
+
+
+def _not_followed(case: Case, runs: Case) -> str | None:
+    """Settings a prediction cannot follow, said before anything is built."""
+    if case.compile != "none":
+        return (f"--compile {case.compile}: the compiled kernels allocate outside the dispatcher, where fake "
+                "tensors cannot follow them")
+    if case.autocast != "none" and runs.device != case.device:
+        return (f"--autocast {case.autocast} on {case.device} with no CUDA here: CPU autocast casts other "
+                "operators than CUDA's")
+    return None
+
+
+def _fake_only(exc: BaseException) -> bool:
+    """An error only fake tensors raise (a missing meta kernel, a data pointer or storage read): the model is
+    not broken, the prediction cannot follow it."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(w in text for w in ("FakeTensor", "fake tensor", "meta tensor",
+                                                                      "device='meta'", "meta device"))
 
 
 def _as_case(record: dict, case: Case, **fields) -> dict:
@@ -169,8 +200,9 @@ _FAKE_LIMITS = _fake_limits()
 
 def _why_unpredictable(exc: BaseException) -> str:
     from .measure.tensors import NotFollowed
+    from .text import first_line
 
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:240]
+    first = first_line(exc)
     if isinstance(exc, NotFollowed):
         return f"fake tensors cannot follow this step: {first}"
     return (f"fake tensors cannot follow this step ({type(exc).__name__}: {first}): a value read in forward, a "

@@ -9,6 +9,13 @@ import re
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
+def first_line(what, limit: int = 240) -> str:
+    """An exception's (or a text's) first line, at most ``limit`` characters: a one-line reason."""
+    text = str(what).strip()
+    lines = text.splitlines() or [type(what).__name__ if isinstance(what, BaseException) else ""]
+    return lines[0][:limit]
+
+
 def terminal_text(text) -> str:
     """``text`` with its control characters shown escaped, as repr shows them ('\\x1b', '\\u202e')."""
     return CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))

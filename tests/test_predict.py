@@ -168,3 +168,25 @@ def test_an_lstm_whose_fake_kernel_drops_its_workspace_is_unpredictable_not_low(
     monkeypatch.chdir(tmp_path)
     record = predict(_case(model="rnn.py:make", size="small"))
     assert record["status"] == "unpredictable" and "mkldnn_rnn_layer" in record["error"]
+
+
+def test_an_operator_with_its_own_kernel_is_not_run_through_its_composite_formula(tmp_path, monkeypatch):
+    """silu_backward has a composite formula and a CPU kernel; eager runs the kernel (its output alone), so the
+    tracker and the prediction must too: a SiLU train step to the byte (Llama's MLP is SiLU)."""
+    (tmp_path / "silu.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        def make(size="small"):
+            return nn.Sequential(nn.Linear(64, 256), nn.SiLU(), nn.Linear(256, 8)), lambda b: torch.randn(b, 64)
+    """))
+    monkeypatch.chdir(tmp_path)
+    case = _case(model="silu.py:make", size="small", batch_size=16, step="train_step")
+    predicted, measured = predict(case), Session().measure(case)
+    assert {f: predicted[f] for f in FIELDS} == {f: measured[f] for f in FIELDS}
+    assert measured["tracked_peak_bytes"] == measured["peak_bytes"]
+
+
+def test_compiled_cases_are_unpredictable_before_anything_is_built():
+    record = predict(_case(model="mlp", compile="default"))
+    assert record["status"] == "unpredictable" and "--compile default" in record["error"]

@@ -21,6 +21,11 @@ def add_parser(sub):
                        "with no GPU and no allocation. A case the fake tensors cannot follow is 'unpredictable', "
                        "with the reason: measure it instead.")
     _add_grid(p)
+    for action in p._actions:  # run's options that mean something else here
+        if action.dest == "devices":
+            action.help = "cpu cuda (default: cpu; cuda with --gpu); cuda needs no GPU here"
+        elif action.dest == "memory_budget":
+            action.help = "512MiB, 8GiB, 24GB or bytes: set each case against this budget (beside any --gpu)"
     p.add_argument("--gpu", nargs="+", metavar="NAME", help=f"set each case against these GPUs' memory (as torch "
                    f"reports it): {', '.join(GPUS)}, or the start of one's name (h100); implies --devices cuda")
     p.add_argument("--max-batch", action="store_true", default=None,
@@ -84,8 +89,9 @@ def run(args) -> int:
             predicted = predictor.predict(case)
             writer.write(Record(predicted))
             measured = None
-            fallback = predicted["status"] == "unpredictable"  # measured instead, where it runs here
-            if (args.verify and predicted["status"] == "ok" or fallback) and _runs_here(case.device):
+            # --verify measures what was predicted, and in place of a prediction what could not be (not without
+            # it: an unpredictable case may be large, and this machine's memory is not a budget)
+            if args.verify and predicted["status"] in ("ok", "unpredictable") and _runs_here(case.device):
                 session = session or _verifier(run_id)
                 measured = session.measure(case)
                 writer.write(measured)
@@ -109,7 +115,7 @@ def run(args) -> int:
     for case, p, m in rows:
         if p["status"] not in ("ok", "not_applicable"):
             then = f"; measured instead: {_said(m)}" if m is not None else \
-                "; it cannot run here: measure it where it runs (gradbench run)" if p["status"] == "unpredictable" else ""
+                "; measure it (gradbench run, or --verify here)" if p["status"] == "unpredictable" else ""
             print(terminal_text(f"{case_label(case.identity())}: {p['status']}: {p.get('error')}{then}"))
     return 0
 
@@ -121,24 +127,26 @@ def _largest_batches(rows, targets, predictor) -> str:
 
     from ..capacity import _search, predicted_needs
     from ..record import case_label
+    from ..text import first_line
     from ..report.tables import render
 
     lines, seen = [], set()
     for case, p, _ in rows:
-        key = (case.model, case.size, case.device, case.dtype, case.mode, case.step, case.seq_len, case.image_size)
+        key = (case.model, case.size, case.device, case.dtype, case.mode, case.step, case.seq_len, case.image_size,
+               case.autocast, case.seed)
         if p["status"] != "ok" or key in seen:
             continue
         seen.add(key)
         row = {"case": case_label(case.identity(), omit=("batch_size",))}
         for name, budget in targets:
             needed = predicted_needs(case.model, case.size, case.device, case.dtype, case.mode, case.step,
-                                     case.seed, case.seq_len, case.image_size, predictor)
+                                     case.seed, case.seq_len, case.image_size, predictor, case.autocast)
             try:
                 found, _ = _search(needed, budget)
                 row[f"{name}: max batch"] = ("none fits" if found.max_batch_size == 0 else
                                              f"{found.max_batch_size:,}" + (" (capped)" if found.capped else ""))
             except Exception as exc:  # noqa: BLE001 - unpredictable at some batch: said, the others go on
-                row[f"{name}: max batch"] = f"not predicted: {(str(exc).splitlines() or [''])[0][:60]}"
+                row[f"{name}: max batch"] = f"not predicted: {first_line(exc, 60)}"
         lines.append(row)
     return render(pd.DataFrame(lines).set_index("case")) if lines else "(no case predicted)"
 
@@ -150,9 +158,13 @@ def _verifier(run_id: str):
 
 
 def _runs_here(device: str) -> bool:
-    import torch
+    from ..case import validate_device
 
-    return device == "cpu" or (device.startswith("cuda") and torch.cuda.is_available())
+    try:
+        validate_device(device)
+    except ValueError:
+        return False
+    return True
 
 
 def _said(record: dict) -> str:

@@ -24,16 +24,17 @@ from .behaviour import output_tensors
 aten = torch.ops.aten
 _COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
 # Fused operators whose kernels allocate intermediates through the dispatcher; re-entered with the tracker on.
+_FUSED = {
+    aten._transformer_encoder_layer_fwd.default,
+    aten._native_multi_head_attention.default,
+}
 # Operators whose fake kernel returns less than the real one allocates (a prediction would be silently low).
 _FAKE_UNDERSTATES = {
     aten.mkldnn_rnn_layer.default: "mkldnn_rnn_layer (nn.LSTM on CPU) returns an empty workspace on fake tensors, "
                                    "where the real kernel's is saved for backward (about 12x the rest of a small "
                                    "LSTM's saved bytes)",
 }
-_FUSED = {
-    aten._transformer_encoder_layer_fwd.default,
-    aten._native_multi_head_attention.default,
-}
+_BACKEND = {"cpu": torch._C.DispatchKey.CPU, "cuda": torch._C.DispatchKey.CUDA}
 
 
 def _storage(t: torch.Tensor):
@@ -107,30 +108,42 @@ class TensorMemoryTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         self.ops.append(func.overloadpacket.__name__)
-        first = next((t for t in tree_leaves(args) if isinstance(t, torch.Tensor)), None)
-        real = first is not None and not isinstance(first, FakeTensor)
+        tensors = [t for t in tree_leaves(args) if isinstance(t, torch.Tensor)]
+        first = tensors[0] if tensors else None
+        fake = any(isinstance(t, FakeTensor) for t in tensors)
         out = NotImplemented
-        if func in _FUSED and not real and first is not None:
+        if func in _FUSED and fake:
             raise NotFollowed(f"{func.overloadpacket.__name__} (the transformer fast path) allocates inside its "
                               "kernel, which cannot run on fake tensors")
-        if func in _FAKE_UNDERSTATES and not real and first is not None:
+        if func in _FAKE_UNDERSTATES and fake:
             raise NotFollowed(_FAKE_UNDERSTATES[func])
         if func in _FUSED:
             key = torch._C.DispatchKey.CUDA if first.device.type == "cuda" else torch._C.DispatchKey.CPU
             with self:  # see the kernel's inner allocations too
                 out = func.redispatch(torch._C.DispatchKeySet(key), *args, **kwargs)
-        elif func.namespace == "aten" and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _COMPOSITE) \
-                and (real or first is None or first.device.type == "cpu"):
+        elif _reenter_composite(func, first, fake):
             # Under inference mode autograd does not decompose a composite operator before it reaches this
             # mode (dropout arrives whole, its noise unseen): run here through its C++ kernel, the one eager
             # runs (not torch._decomp's Python decomposition, which may differ), its inner operators are seen.
-            # Not for fake CUDA tensors: without CUDA, a C++ kernel's device guard aborts the process.
             with self:
                 out = func._op_dk(_COMPOSITE, *args, **kwargs)
         if out is NotImplemented:
             out = func(*args, **kwargs)
         self._track_outputs(func, out)
         return out
+
+
+def _reenter_composite(func, first, fake: bool) -> bool:
+    """Whether eager would run ``func`` through its composite kernel: an aten operator with one and no kernel
+    of its own for the device (silu_backward has both, and eager runs the CPU one). Never for fake CUDA
+    tensors where torch has no CUDA: a C++ kernel's device guard aborts the process there."""
+    if func.namespace != "aten" or first is None or first.device.type not in _BACKEND:
+        return False
+    name = func.name()
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(name, _COMPOSITE) or \
+            torch._C._dispatch_has_kernel_for_dispatch_key(name, _BACKEND[first.device.type]):
+        return False
+    return not (fake and first.device.type == "cuda" and not torch.cuda.is_available())
 
 
 class _Packed:
