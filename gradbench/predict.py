@@ -13,6 +13,7 @@ one line saying why, never a number.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import replace
 
@@ -87,7 +88,7 @@ class Predictor:
         if key not in self._workloads:
             fake = FakeTensorMode(allow_non_fake_inputs=True)
             try:
-                with fake, state.modes_kept():
+                with _model_code(), fake, state.modes_kept():
                     self._workloads[key] = (fake, Workload(*key))
             except Exception as exc:  # noqa: BLE001 - every case of the workload says why
                 self._workloads[key] = (fake, exc)
@@ -131,7 +132,7 @@ class Predictor:
                 return _as_case(record, case, status="unpredictable", error=_why_unpredictable(workload))
             return _as_case(record, case, **dict(zip(("status", "error"), failed(workload))))
         try:
-            with fake, state.modes_kept():
+            with _model_code(), fake, state.modes_kept():
                 record.update(pipeline.base_record(runs, workload, self.run_id), kind="prediction", source="predict")
                 reason = not_applicable(runs, workload.model)
                 if reason:
@@ -153,6 +154,23 @@ class Predictor:
 def predict(case: Case, run_id: str | None = None) -> dict:
     """One case's prediction (Predictor.predict)."""
     return Predictor(run_id).predict(case)
+
+
+@contextlib.contextmanager
+def _model_code():
+    """Around the model's code: its sys.exit() or KeyboardInterrupt is the case's error, as in a measurement;
+    the user's Ctrl-C or SIGTERM still stops the command."""
+    from .interrupts import InterruptWatch, raised_by_model
+    from .session import StoppedByModel
+
+    interrupts = InterruptWatch()
+    try:
+        with interrupts:
+            yield
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if interrupts.by_signal(exc):
+            raise
+        raise StoppedByModel(raised_by_model(exc)) from None
 
 
 def _base(case: Case, run_id: str | None) -> dict:
