@@ -47,6 +47,7 @@ class ReplayedPeak:
 
     def __init__(self, device: torch.device, prime: bool = True):
         self.block_bytes = cuda_block_bytes if device.type == "cuda" else None
+        self.for_cpu = device.type == "cpu"  # a CUDA case run on CPU kernels: oneDNN's buffers are not CUDA's
         self.prime = prime
 
     def measure(self, step, settle) -> Peak:
@@ -54,7 +55,7 @@ class ReplayedPeak:
         if self.prime:
             step()
             settle()
-        tracker = TensorMemoryTracker(self.block_bytes)
+        tracker = TensorMemoryTracker(self.block_bytes, cpu_kernels_matter=self.for_cpu)
         with tracker:
             step()
         return Peak(tracker.peak, self.source)
@@ -88,7 +89,7 @@ class Predictor:
         if key not in self._workloads:
             fake = FakeTensorMode(allow_non_fake_inputs=True)
             try:
-                with _model_code(), fake, state.modes_kept():
+                with _model_code(), fake, state.modes_kept(), _initialisers_without_values():
                     self._workloads[key] = (fake, Workload(*key))
             except Exception as exc:  # noqa: BLE001 - every case of the workload says why
                 self._workloads[key] = (fake, exc)
@@ -171,6 +172,28 @@ def _model_code():
         if interrupts.by_signal(exc):
             raise
         raise StoppedByModel(raised_by_model(exc)) from None
+
+
+@contextlib.contextmanager
+def _initialisers_without_values():
+    """While a model is built on fake tensors: torch.nn.init.trunc_normal_ reads a value on the way (a fake tensor
+    has none), so on a fake tensor it draws normal_ instead, the same shape and dtype: weights' values change no
+    byte of memory."""
+    original = torch.nn.init.trunc_normal_
+
+    def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        if isinstance(tensor, FakeTensor):
+            with torch.no_grad():
+                return tensor.normal_(mean, std)
+        return original(tensor, mean, std, a, b, generator)
+
+    torch.nn.init.trunc_normal_ = trunc_normal_
+    try:
+        yield
+    finally:
+        torch.nn.init.trunc_normal_ = original
 
 
 def _base(case: Case, run_id: str | None) -> dict:
