@@ -19,10 +19,6 @@ from .settings import RunSettings
 from .text import terminal_text
 
 
-def default_out(run_id: str) -> str:
-    return os.path.join("results", "runs", f"{run_id}.jsonl")
-
-
 def report_dir_for(results_path: str) -> str:
     """results/runs/X.jsonl -> results/runs/X-report/"""
     base = results_path[: -len(".jsonl")] if results_path.endswith(".jsonl") else results_path
@@ -33,12 +29,10 @@ def execute(settings: RunSettings, finish: Callable[["Finished"], None] | None =
     """The run, with its results file locked from before it is read for --resume until ``finish`` (the
     command's summary and report) has read it back."""
     from .record import new_run_id
-    from .storage import ResultsLock, ResultsLocked
+    from .storage import ResultsLock, ResultsLocked, jsonl_out
 
     run_id = new_run_id()
-    out = settings.out or default_out(run_id)
-    if os.path.isdir(out):
-        raise BadInput(f"--out {out!r} is a folder; name a JSONL file (e.g. {os.path.join(out, run_id + '.jsonl')})")
+    out = jsonl_out(settings.out, "runs", run_id)
     if os.path.exists(out) and not stat.S_ISREG(os.stat(out).st_mode):
         raise BadInput(f"--out {out!r} is not a regular file; name a JSONL file")
     existed = os.path.exists(out)

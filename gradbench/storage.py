@@ -119,3 +119,25 @@ class JsonlWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def jsonl_out(out: str | None, folder: str, run_id: str) -> str:
+    """A command's --out JSONL path, checked: empty or a folder is bad input; none is results/FOLDER/RUN_ID.jsonl."""
+    from .errors import BadInput
+
+    if out == "":
+        raise BadInput(f"--out is empty; name a JSONL file, or leave --out out for results/{folder}/RUN_ID.jsonl")
+    out = out or os.path.join("results", folder, f"{run_id}.jsonl")
+    if os.path.isdir(out):
+        raise BadInput(f"--out {out!r} is a folder; name a JSONL file (e.g. {os.path.join(out, run_id + '.jsonl')})")
+    return out
+
+
+def opened_jsonl(out: str, then: str) -> "JsonlWriter":
+    """A JsonlWriter on --out, or the one-line error for a path that cannot be written (errors.cannot_write)."""
+    from .errors import cannot_write
+
+    try:
+        return JsonlWriter(out, then=then)
+    except OSError as exc:
+        raise cannot_write("--out", out, exc) from None

@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 
-from ..errors import BadInput
 from ..settings import argument
 from .arguments import INTEGER
 from .run import _add_grid
@@ -67,7 +66,7 @@ def run(args) -> int:
     from ..ab.rounds import Limits, SideFailed, run_rounds
     from ..record import new_run_id
     from ..settings import DEFAULT_TIMEOUT_S, grid_cases, merged, number
-    from ..storage import JsonlWriter
+    from ..storage import jsonl_out, opened_jsonl
     from ..text import terminal_text
 
     settings = merged(args)
@@ -75,12 +74,8 @@ def run(args) -> int:
     _, cases = grid_cases(settings)
     sides = ab_sides.prepare(args.base, args.candidate, args.base_python, args.candidate_python,
                              [c.model for c in cases], args.repo)
-    if args.out == "":
-        raise BadInput("--out is empty; name a JSONL file, or leave --out out for results/ab/AB_ID.jsonl")
     ab_id = new_run_id()
-    out = args.out or os.path.join("results", "ab", f"{ab_id}.jsonl")
-    if os.path.isdir(out):
-        raise BadInput(f"--out {out!r} is a folder; name a JSONL file for the trials")
+    out = jsonl_out(args.out, "ab", ab_id)
     limits = Limits(threshold=args.fail_above / 100, memory_threshold=args.fail_memory_above / 100,
                     max_rounds=args.max_rounds, max_time_s=args.ab_max_time,
                     timeout_s=number(settings, "timeout", default=DEFAULT_TIMEOUT_S), threads=number(settings, "threads"),
@@ -93,11 +88,7 @@ def run(args) -> int:
     say(f"gradbench ab {ab_id}: {len(cases)} cases; base = {sides[0].describe()}, candidate = {sides[1].describe()}; "
         f"gates: time +-{args.fail_above:g}%, memory +{args.fail_memory_above:g}%; at most {args.max_rounds} rounds")
     began = time.perf_counter()
-    try:
-        writer = JsonlWriter(out, then="run the comparison again")
-    except OSError as exc:
-        raise BadInput(f"cannot write the trials to --out {out!r}: {exc.strerror or exc}; name a file in a "
-                       "folder you can write") from None
+    writer = opened_jsonl(out, then="run the comparison again")
     previous = _terminate_as_interrupt()
     try:
         os.makedirs(logs, exist_ok=True)

@@ -3,7 +3,6 @@
 beside the prediction."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -43,7 +42,7 @@ def run(args) -> int:
     from ..predict import Predictor
     from ..record import Record, case_label, new_run_id
     from ..settings import grid_cases, merged
-    from ..storage import JsonlWriter
+    from ..storage import jsonl_out, opened_jsonl
     from ..text import terminal_text
 
     settings = merged(args)
@@ -69,16 +68,9 @@ def run(args) -> int:
     settings.pop("memory_budget", None)  # a target here, not run's refusal of cases that cannot fit
     settings["max_time"] = 0.05  # --verify's measurements: their memory is what is compared
     _, cases = grid_cases(settings, here=False)
-    if args.out == "":
-        raise BadInput("--out is empty; name a JSONL file, or leave --out out for results/predict/RUN_ID.jsonl")
     run_id = new_run_id()
-    out = args.out or os.path.join("results", "predict", f"{run_id}.jsonl")
-    if os.path.isdir(out):
-        raise BadInput(f"--out {out!r} is a folder; name a JSONL file for the predictions")
-    try:
-        writer = JsonlWriter(out, then="predict again")
-    except OSError as exc:
-        raise BadInput(f"cannot write the predictions to --out {out!r}: {exc.strerror or exc}") from None
+    out = jsonl_out(args.out, "predict", run_id)
+    writer = opened_jsonl(out, then="predict again")
     predictor = Predictor(run_id)
     session = None
     rows = []
