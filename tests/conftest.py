@@ -147,6 +147,7 @@ TEST_TIERS = {
     "test_memory.py::test_saved_bytes_repeat_to_the_byte_and_a_train_step_holds_what_its_forward_holds": "integration",
     "test_report.py::test_compare_by_harness_puts_gradbench_first_whatever_the_input_order": "integration",
     "test_report.py::test_compare_fail_above": "integration",
+    "test_memory.py::test_a_process_resident_peak_is_its_own_not_the_one_of_the_process_that_started_it": "integration",
     "test_report.py::test_compare_reports_a_known_difference": "integration",
     "test_report.py::test_ratio_tables_and_findings_never_mix_harnesses": "integration",
     "test_report.py::test_report_findings_cite_their_records": "integration",

@@ -382,3 +382,23 @@ def test_the_counter_leaves_no_graph_alive():
     del out
     gc.collect()
     assert freed.expired()
+
+
+def test_a_process_resident_peak_is_its_own_not_the_one_of_the_process_that_started_it():
+    """Linux carries ru_maxrss across exec: a small child of a large parent read the parent's peak (2.4 GiB
+    in CI's pytest worker, failing the predict test's 2-GiB bound). VmHWM is the child's own."""
+    code = ("from gradbench.measure.memory import process_resident_peak_bytes; "
+            "import resource; print(process_resident_peak_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    ballast = bytearray(600 * 2 ** 20)
+    ballast[::4096] = b"\1" * len(ballast[::4096])  # touched: resident in this process
+    own, inherited = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                             check=True).stdout.split())
+    del ballast
+    assert inherited > 600 * 2 ** 20 > own > 10 * 2 ** 20  # torch imported, the ballast not counted
+
+
+def test_the_resident_peak_is_read_from_the_status_file(tmp_path):
+    from gradbench.measure.memory import process_resident_peak_bytes
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t 999999 kB\nVmHWM:\t  123456 kB\nVmRSS:\t 1000 kB\n")
+    assert process_resident_peak_bytes(str(status)) == 123456 * 1024

@@ -88,9 +88,9 @@ def worker_main(conn, threads: int | None, record_rss: bool) -> None:
             if leaked:
                 record = _name_the_leak(record, leaked, session.last_model)
             if record_rss:
-                import resource
+                from ..measure.memory import process_resident_peak_bytes
 
-                record = record.replace(rss_peak_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+                record = record.replace(rss_peak_bytes=process_resident_peak_bytes())
             conn.send(messages.Measured(record))
         session.release()  # idle between batches, a worker holds no model: under --repeat K, K workers are alive
         conn.send(messages.BatchDone())

@@ -63,6 +63,23 @@ def stderr_silenced():
         os.close(null)
 
 
+def process_resident_peak_bytes(status: str = "/proc/self/status") -> int:
+    """The peak resident set of this process's own memory (Linux's VmHWM). Not getrusage's ru_maxrss: Linux
+    carries that across exec, so a process started by a large one (a pytest worker, a sweep's parent)
+    reports its parent's peak if that was higher. Elsewhere ru_maxrss is the only figure (bytes on macOS)."""
+    try:
+        with open(status) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB
+    except OSError:
+        pass
+    import resource
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024
+
+
 class CpuAllocatorPeak:
     """CPU peak from the allocator's events as torch.profiler records them."""
 
