@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from gradbench.ab import sides as s
-from gradbench.ab.rounds import draw_order, trial_record
+from gradbench.ab.rounds import Limits, _after_round, draw_order, trial_record
 from gradbench.case import Case
 from gradbench.errors import BadInput
 from gradbench.measure.contention import Contention
@@ -115,6 +115,32 @@ def test_a_trial_record_is_the_workers_record_timed_by_its_blocks():
     assert record["peak_bytes"] == 1024 and record["time_trusted"] is False
     assert "other processes used 50%" in record["time_distrust"]
     assert "field_of_a_newer_gradbench" not in record.to_json()
+
+
+def test_a_settled_case_is_retired_from_later_rounds_and_an_open_one_goes_on():
+    """From the sixth round (the fewest with an interval) a case whose verdict is settled is measured no more."""
+    cases = [Case(model="mlp", size="tiny", batch_size=b).validate() for b in (2, 4)]
+    spread = [1.0, 1.3, 0.8, 1.25, 0.85, 1.2, 0.9]  # candidate / base per round: the second case stays open
+
+    def trials(rounds):
+        out = []
+        for rnd in range(1, rounds + 1):
+            for case, ratio in zip(cases, (1.0, spread[rnd - 1])):
+                for side, t in (("base", 0.01), ("candidate", 0.01 * ratio)):
+                    out.append(dict(case.identity(), ab_side=side, ab_round=rnd, status="ok", error=None,
+                                    samples_s=[t] * 3, time_median_s=t, cpu_other_share=0.0, cpu_steal_share=0.0,
+                                    peak_bytes=1000, held_bytes=500, saved_bytes=200))
+        return out
+
+    limits = Limits(threshold=0.05, memory_threshold=0.0, max_rounds=20, max_time_s=None, timeout_s=60.0,
+                    threads=1, alternations=1, block_s=0.02)
+    said = []
+    active, stopped = _after_round(5, 0.0, 0.0, trials(5), cases, [0, 1], limits, said.append)
+    assert active == [0, 1] and stopped is None  # too few pairs for any verdict yet
+    active, stopped = _after_round(6, 0.0, 0.0, trials(6), cases, [0, 1], limits, said.append)
+    assert active == [1] and stopped is None and "1 of 2 cases not settled yet" in said[-1]
+    active, stopped = _after_round(7, 0.0, 0.0, trials(7), cases, [1], limits, said.append)
+    assert active == [1] and stopped is None and said[-1].startswith("round 7: 1 case on both sides")
 
 
 def test_a_comparison_is_of_the_models_repository_only(repo, tmp_path_factory, monkeypatch):

@@ -154,10 +154,11 @@ def test_a_base_that_fails_alone_is_listed_not_failed_on():
     assert verdict.time.verdict == v.FAILED and not verdict.gate_fails
 
 
-def test_undecided_counts_what_more_rounds_could_settle():
+def test_only_an_unsettled_case_is_open_to_more_rounds():
     verdicts = [v.case_verdict(paired(0.01, r, n), 0.05, 0.0) for r, n in ((1.0, 8), (1.2, 8), (1.0, 3))]
-    assert [x.time.verdict for x in verdicts] == [v.SAME, v.SLOWER, v.TOO_FEW]
-    assert v.undecided(verdicts) == 1
+    failed = v.case_verdict([trial("base", 1, status="error", error="x"), trial("candidate", 1, [0.01])], 0.05, 0.0)
+    assert [x.time.verdict for x in verdicts + [failed]] == [v.SAME, v.SLOWER, v.TOO_FEW, v.FAILED]
+    assert [v.open_to_more_rounds(x) for x in verdicts + [failed]] == [False, False, True, False]
 
 
 def test_a_crafted_trial_without_its_side_or_round_is_skipped_on_reading(tmp_path):

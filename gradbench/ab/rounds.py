@@ -3,8 +3,10 @@ fresh measuring processes, one per side, in an order drawn at random: the cases 
 set the case up (in a random order), then time it in short blocks that alternate between the sides, which
 goes first drawn for each pair of blocks, so that each pair is taken within a few tens of milliseconds. The
 machine is watched over those blocks for other work (a manager's monitor: the two workers are not "other
-work"). Rounds go on until every case's verdict is settled, or a limit is reached. Every trial is written as
-it comes.
+work"). Rounds go on until every case's verdict is settled, or a limit is reached; from the sixth round
+(the fewest with an interval at 95%), a case whose verdict is settled is retired, so that later rounds measure
+only the cases still open (a sequential test per case: each stops at its own first settled look). Every trial
+is written as it comes.
 
 Each side has one interpreter for the whole comparison, which forks each round's measuring process (10 ms,
 where a new interpreter costs 2 s of importing torch). A fork inherits its parent's memory layout; with
@@ -359,14 +361,16 @@ def _after_round(rnd: int, round_began: float, started: float, trials: list[Reco
         if not active:
             say(f"round 1: {measured} trials; no case ran ok on both sides, so there is nothing to compare")
             return active, "no case ran ok on both sides"
+    measured = len(active) if rnd > 1 else len(cases)
     verdicts = case_verdicts(trials, [cases[i] for i in active], limits)
-    open_cases = verdict.undecided(verdicts.values())
+    if rnd >= verdict.min_pairs():  # a settled case is retired: its verdict is final, later rounds skip it
+        active = [i for i, v in zip(active, verdicts.values()) if verdict.open_to_more_rounds(v)]
+    compared = len(verdicts)
     elapsed = time.perf_counter() - started
-    say(f"round {rnd}: {len(active) if rnd > 1 else len(cases)} cases on both sides in "
-        f"{time.perf_counter() - round_began:.1f} s; "
-        + (f"{open_cases} of {len(active)} cases not settled yet" if open_cases else "every case settled")
+    say(f"round {rnd}: {measured} case{'s' if measured != 1 else ''} on both sides in {time.perf_counter() - round_began:.1f} s; "
+        + (f"{len(active)} of {compared} cases not settled yet" if active else "every case settled")
         + f" ({elapsed:.0f} s so far)")
-    if rnd >= verdict.min_pairs() and not open_cases:
+    if not active:
         return active, "every case settled"
     if limits.max_time_s is not None and elapsed >= limits.max_time_s:
         return active, f"--max-time {limits.max_time_s:g} s reached"

@@ -274,6 +274,6 @@ def case_verdict(trials: list[dict], threshold: float, memory_threshold: float, 
     return CaseVerdict(time, tuple(memory), failed, counts, ok, broke)
 
 
-def undecided(verdicts) -> int:
-    """Cases whose time verdict more rounds could still settle."""
-    return sum(1 for v in verdicts if v.time.verdict in (INCONCLUSIVE, TOO_FEW))
+def open_to_more_rounds(case_verdict) -> bool:
+    """More rounds could still settle this case's time verdict (not a failed or not-applicable case)."""
+    return case_verdict.time.verdict in (INCONCLUSIVE, TOO_FEW)

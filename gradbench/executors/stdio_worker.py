@@ -164,6 +164,20 @@ def _measure(channel, threads: int | None) -> None:
             _send(channel, {"error": f"unknown message {sorted(message)!r}"})
 
 
+def _import_what_the_passes_import() -> None:
+    """Modules the measuring passes import on first use, imported once here rather than in every forked
+    process: torch._dynamo alone (with sympy and torch.distributed behind it) took 1.3 s of each side's
+    full round, a forward's first call in the behaviour probes imports it. Importing runs no model code, no
+    kernel and no CUDA call."""
+    import numpy.random  # noqa: F401
+    import torch._dynamo  # noqa: F401
+    import torch.profiler  # noqa: F401
+    import torch.utils.flop_counter  # noqa: F401
+
+    from ..measure import behaviour, flops, memory, tensors, timing  # noqa: F401
+    from .. import pipeline  # noqa: F401
+
+
 def main(argv: list[str]) -> int:
     from .worker import MANAGERS_SIGNALS, _die_with_parent
 
@@ -176,6 +190,8 @@ def main(argv: list[str]) -> int:
 
     import gradbench
     from .. import session  # noqa: F401 - imported once here, not in every forked process
+
+    _import_what_the_passes_import()
 
     _send(channel, {"protocol": PROTOCOL, "gradbench_version": gradbench.__version__,
                     "gradbench_path": os.path.dirname(os.path.abspath(gradbench.__file__)),
