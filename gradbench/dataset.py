@@ -4,10 +4,11 @@ A results file holds every attempt: a resumed case's failure and its later resul
 attempts, the processes of a --repeat run, and a capacity search's probes beside the run's cases.
 Every reader (the run summary, --resume, the report, compare) asks here which of them count.
 
-Kinds. A record is a ``case`` (one measured case) or a ``capacity_probe`` (one batch a `gradbench
-capacity` search measured): its ``kind`` field, which every Record carries (migrate.py gives a record
-from before that field the kind its source says: capacity, or a case). A draft or a DataFrame row
-without a kind is read by the same rule. A capacity probe never stands for a case, nor displaces one.
+Kinds. A record is a ``case`` (one measured case), a ``capacity_probe`` (one batch a `gradbench
+capacity` search measured), an ``ab_trial`` or a ``prediction``: its ``kind`` field, which every Record
+carries (migrate.py gives a record from before that field the kind its source says: capacity, or a case).
+A draft or a DataFrame row without a kind is read by the same rule. Only a case stands for a case: no other
+kind displaces one.
 
 Rank. How well a record stands for its case, best first:
   TRUSTED   ok, with a timing not judged untrusted (time_trusted true, or null: not judged, e.g. asv)
@@ -31,6 +32,8 @@ Groups: what is kept apart (each stands on its own) and what competes.
   baseline (the report's compiled vs eager): matched, not ranked: the same case's record from the same
     run, else the newest by timestamp; its trust is shown beside the ratio.
   capacity_searches: per case, mode and budget, the newest search (the run_id read last).
+  predictions (report/predictions.py): per case the newest prediction, paired with the measurement of its
+    own run, else the newest ok measurement of the case.
 """
 from __future__ import annotations
 
@@ -81,10 +84,15 @@ def ab_trials(data):
     return _of_kind(data, "ab_trial")
 
 
+def predictions(data):
+    """The records (a list, or a DataFrame's rows) that `gradbench predict` computed on fake tensors."""
+    return _of_kind(data, "prediction")
+
+
 def reported(data):
-    """The records of the kinds this gradbench reports as cases (cases and capacity probes): A/B trials have a
-    section of their own (report/ab.py), and a reserved kind (prediction) no reader yet; neither is ever counted
-    or shown as a case."""
+    """The records of the kinds this gradbench reports as cases (cases and capacity probes): A/B trials and
+    predictions have sections of their own (report/ab.py, report/predictions.py); neither is ever counted or
+    shown as a case."""
     if isinstance(data, list):
         return [r for r in data if kind_of(r) in KINDS]
     return data[_kinds(data).isin(KINDS)]

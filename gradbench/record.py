@@ -310,9 +310,11 @@ def finite_or_none(value):
 
 
 def identity_value(record, name: str):
-    """An identity field's value, with a null read as what files from before the field meant."""
+    """An identity field's value, with a null read as what files from before the field meant. A DataFrame's
+    null is NaN (a column of numbers and nulls), which equals nothing, itself included: read as null too, or
+    two rows of one case would have different keys."""
     value = record.get(name)
-    return IDENTITY_DEFAULTS.get(name) if value is None else value
+    return IDENTITY_DEFAULTS.get(name) if value is None or value != value else value
 
 
 def _whole(value):

@@ -66,6 +66,7 @@ FILE_TIERS = {
     "test_record.py": "unit",
     "test_report.py": "unit",
     "test_report_compiled.py": "unit",
+    "test_report_predictions.py": "unit",
     "test_session.py": "unit",
     "test_slurm.py": "unit",
     "test_state.py": "unit",

@@ -16,6 +16,7 @@ no such bias (3 A/A comparisons, 36 cases: every estimate within 3.3% of 1, 2 of
 docs/studies/ab-cpu.md)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -215,9 +216,13 @@ class SideWorker:
     def close(self, timeout_s: float) -> None:
         self._ask({"close": True}, timeout_s)
 
-    def stop(self) -> None:
-        """The worker and any measuring process gone."""
+    def stop(self, wait: bool = True) -> None:
+        """The worker and any measuring process gone (``wait`` False: told to end, not waited for)."""
         self._kill_measuring()
+        if not wait:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+            return
         if self.process.poll() is None:
             try:
                 self.process.stdin.close()
@@ -347,6 +352,8 @@ def run_rounds(cases: list[Case], sides: tuple[Side, Side], limits: Limits, ab_i
         else:
             stopped = f"--max-rounds {limits.max_rounds} reached"
     finally:
+        for worker in workers.values():  # both told first, then waited for: they end at once
+            worker.stop(wait=False)
         for worker in workers.values():
             worker.stop()
     return {"rounds": rnd, "trials": trials, "hellos": hellos, "stopped": stopped}

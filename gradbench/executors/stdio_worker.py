@@ -199,8 +199,10 @@ def main(argv: list[str]) -> int:
                     "python": sys.version.split()[0], "executable": sys.executable})
     while True:
         message = _read()
-        if message is None:
-            return 0
+        if message is None:  # the manager is done: no interpreter teardown to wait for (0.7 s with torch)
+            channel.flush()
+            sys.stderr.flush()
+            os._exit(0)
         if "fork" not in message:
             _send(channel, {"error": f"unknown message {sorted(message)!r}; fork first"})
             continue

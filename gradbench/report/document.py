@@ -22,6 +22,7 @@ from .answer import answer
 from .capacity import capacity_blocks, capacity_figure
 from .compilation import compiled_blocks, compiled_figure
 from .energy import energy_blocks
+from .predictions import prediction_blocks
 from .compare import compare, interval_kind, one_sided_lines, text_table
 from .figures import draw_all
 from .files import output_folder, output_path, output_root
@@ -166,7 +167,9 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
     """``df``: the records as read (counted as such); ``combined``: one row per case (tables, findings).
     Capacity records (`gradbench capacity --out`) have a section of their own and stay out of the rest."""
     trials = dataset.ab_trials(df)
-    reserved = len(df) - len(dataset.reported(df)) - len(trials)
+    predicted = prediction_blocks(df)  # the measurements they are set beside are among the cases read
+    n_predictions = len(dataset.predictions(df))
+    everything = df
     raw = df = dataset.reported(df)
     cases = dataset.cases(df)
     df = dataset.combined(cases) if combined is None else dataset.cases(combined)
@@ -187,14 +190,16 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
     # nothing completed (not_applicable is no finding, and has no table): the header says why, not silence
     unmeasured = (" Nothing completed, so no mode is set against train. " + " ".join(missing_from_ratios(df))
                   if ok == 0 and not df.empty else "")
+    shown = raw if len(raw) else trials if len(trials) else dataset.predictions(everything)
+    counted = (f"{len(raw)} records ({ok} ok)" if len(raw) or not (len(trials) or n_predictions) else
+               f"{len(trials)} A/B trials" if len(trials) else f"{n_predictions} prediction records")
+    apart = [f"{n} {what}" for n, what in ((len(trials), "A/B trials"), (n_predictions, "prediction records"))
+             if n and f"{n} {what}" != counted]
     header = [
         ("h1", title),
-        ("p", (f"{len(raw)} records ({ok} ok)" if len(raw) or not len(trials) else f"{len(trials)} A/B trials") +
-              f" from {_sources(raw if len(raw) else trials)} source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
+        ("p", counted + f" from {_sources(shown)} source(s); written {dt.datetime.now().isoformat(timespec='seconds')} by gradbench {__version__}. "
               "Every number below is computed from those records." + unmeasured + trust + repeats + harnesses +
-              (f" {len(trials)} A/B trials have a section of their own." if len(trials) and len(raw) else "") +
-              (f" {reserved} records of kinds this gradbench does not report yet (prediction) are left "
-               "out." if reserved else "")),
+              (f" {' and '.join(apart)} are in sections of their own." if apart else "")),
     ]
     detail: list[tuple] = []
     if not df.empty:  # else capacity records alone
@@ -208,8 +213,8 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
                              + UNTRUSTED_LEGEND + "."), *behaviour]
         detail += _ratio_blocks(df) + energy_blocks(df) + compiled_blocks(cases, df)
     blocks = [*header, *(_answer_blocks(df) if not df.empty else []), *detail, *_harness_blocks(cases),
-              *capacity_blocks(raw), *ab_blocks(trials), *_figure_blocks(figures, out_dir), *_trust_blocks(raw),
-              ("h2", "Environment"), ("table", _environment(raw if len(raw) or not len(trials) else trials))]
+              *capacity_blocks(raw), *predicted, *ab_blocks(trials), *_figure_blocks(figures, out_dir),
+              *_trust_blocks(raw), ("h2", "Environment"), ("table", _environment(shown))]
     return without_empty_sections(blocks)
 
 
