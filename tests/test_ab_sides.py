@@ -118,7 +118,8 @@ def test_a_trial_record_is_the_workers_record_timed_by_its_blocks():
 
 
 def test_a_settled_case_is_retired_from_later_rounds_and_an_open_one_goes_on():
-    """From the sixth round (the fewest with an interval) a case whose verdict is settled is measured no more."""
+    """From the sixth round (the fewest with an interval) a case whose verdict is settled is measured no more;
+    a case a side failed in is retired at once."""
     cases = [Case(model="mlp", size="tiny", batch_size=b).validate() for b in (2, 4)]
     spread = [1.0, 1.3, 0.8, 1.25, 0.85, 1.2, 0.9]  # candidate / base per round: the second case stays open
 
@@ -138,9 +139,16 @@ def test_a_settled_case_is_retired_from_later_rounds_and_an_open_one_goes_on():
     active, stopped = _after_round(5, 0.0, 0.0, trials(5), cases, [0, 1], limits, said.append)
     assert active == [0, 1] and stopped is None  # too few pairs for any verdict yet
     active, stopped = _after_round(6, 0.0, 0.0, trials(6), cases, [0, 1], limits, said.append)
-    assert active == [1] and stopped is None and "1 of 2 cases not settled yet" in said[-1]
+    assert active == [1] and stopped is None and "1 retired with a verdict; 1 of 2 cases still open" in said[-1]
     active, stopped = _after_round(7, 0.0, 0.0, trials(7), cases, [1], limits, said.append)
     assert active == [1] and stopped is None and said[-1].startswith("round 7: 1 case on both sides")
+    # the candidate crashes in round 3: that case is retired at once (more rounds would crash again)
+    crashed = [dict(t, status="crashed", error="died", samples_s=None, time_median_s=None)
+               if t["ab_round"] == 3 and t["ab_side"] == "candidate" and t["batch_size"] == 4 else t for t in trials(3)]
+    active, stopped = _after_round(3, 0.0, 0.0, crashed, cases, [0, 1], limits, said.append)
+    assert active == [0] and stopped is None and "1 retired with a verdict" in said[-1]
+    active, stopped = _after_round(6, 0.0, 0.0, crashed + trials(6)[12:], cases, [0], limits, said.append)
+    assert active == [] and stopped == "every case has its verdict"
 
 
 def test_a_comparison_is_of_the_models_repository_only(repo, tmp_path_factory, monkeypatch):

@@ -48,6 +48,55 @@ def test_a_kernels_own_per_channel_buffers_are_probed_and_counted(mode, batch):
     assert predicted["held_bytes"] == measured["held_bytes"]
 
 
+BATCHNORM = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self, transpose=False, sample=(6, 6)):
+            super().__init__()
+            self.transpose, self.sample = transpose, sample
+            self.lin, self.bn = nn.Linear(32, 16 * sample[0] * sample[1]), nn.BatchNorm2d(16)
+            self.out = nn.Linear(16 * sample[0] * sample[1], 8)
+
+        def forward(self, x):
+            h = self.lin(x).reshape(x.shape[0], 16, *self.sample)
+            return self.out(torch.relu(self.bn(h.transpose(2, 3) if self.transpose else h)).flatten(1))
+
+    def plain(size="small"):
+        return Net(), lambda b: torch.randn(b, 32)
+
+    def transposed(size="small"):
+        return Net(transpose=True), lambda b: torch.randn(b, 32)
+
+    def large(size="small"):
+        return Net(sample=(256, 256)), lambda b: torch.randn(b, 32)
+""")
+
+
+@pytest.mark.parametrize("batch", [3, 12, 40])
+def test_batchnorms_backward_buffer_grows_with_the_batch_and_is_extrapolated_exactly(batch, tmp_path, monkeypatch):
+    """BatchNorm's CPU backward keeps a buffer of its input's size (from a batch of 4): probed at 8 and 16 and
+    extrapolated along the line through them, the train step is predicted to the byte beyond the probes."""
+    (tmp_path / "bn.py").write_text(BATCHNORM)
+    monkeypatch.chdir(tmp_path)
+    case = _case(model="bn.py:plain", size="small", batch_size=batch, step="train_step")
+    predicted, measured = predict(case), Session().measure(case)
+    assert predicted["status"] == measured["status"] == "ok", predicted.get("error")
+    assert {f: predicted[f] for f in FIELDS} == {f: measured[f] for f in FIELDS}
+
+
+def test_a_batchnorm_the_probe_cannot_follow_is_unpredictable_in_one_line(tmp_path, monkeypatch):
+    """A transposed input (the CPU kernel returns another layout than the fake one) and a probe larger than
+    its limit are said, never a number that would be low."""
+    (tmp_path / "bn.py").write_text(BATCHNORM)
+    monkeypatch.chdir(tmp_path)
+    transposed = predict(_case(model="bn.py:transposed", size="small", batch_size=4))
+    assert transposed["status"] == "unpredictable" and "neither contiguous nor channels-last" in transposed["error"]
+    large = predict(_case(model="bn.py:large", size="small", batch_size=16))
+    assert large["status"] == "unpredictable" and "probe of" in large["error"] and "\n" not in large["error"]
+
+
 def test_one_workload_is_built_once_for_its_modes_and_steps():
     predictor = Predictor()
     for mode in ("train", "eval", "no_grad"):

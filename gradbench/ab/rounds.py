@@ -5,8 +5,8 @@ goes first drawn for each pair of blocks, so that each pair is taken within a fe
 machine is watched over those blocks for other work (a manager's monitor: the two workers are not "other
 work"). Rounds go on until every case's verdict is settled, or a limit is reached; from the sixth round
 (the fewest with an interval at 95%), a case whose verdict is settled is retired, so that later rounds measure
-only the cases still open (a sequential test per case: each stops at its own first settled look). Every trial
-is written as it comes.
+only the cases still open (a sequential test per case: each stops at its own first settled look), and so is a
+case one side failed in, at once. Every trial is written as it comes.
 
 Each side has one interpreter for the whole comparison, which forks each round's measuring process (10 ms,
 where a new interpreter costs 2 s of importing torch). A fork inherits its parent's memory layout; with
@@ -370,18 +370,26 @@ def _after_round(rnd: int, round_began: float, started: float, trials: list[Reco
             return active, "no case ran ok on both sides"
     measured = len(active) if rnd > 1 else len(cases)
     verdicts = case_verdicts(trials, [cases[i] for i in active], limits)
-    if rnd >= verdict.min_pairs():  # a settled case is retired: its verdict is final, later rounds skip it
-        active = [i for i, v in zip(active, verdicts.values()) if verdict.open_to_more_rounds(v)]
-    compared = len(verdicts)
+    # a case with its verdict is retired, later rounds skip it: one settled (from the sixth round, the fewest with
+    # an interval), or one a side failed in (at once)
+    still = [i for i, v in zip(active, verdicts.values()) if verdict.open_to_more_rounds(v)]
+    retired = len(active) - len(still)
+    compared = len(comparable(trials, cases))
     elapsed = time.perf_counter() - started
-    say(f"round {rnd}: {measured} case{'s' if measured != 1 else ''} on both sides in {time.perf_counter() - round_began:.1f} s; "
-        + (f"{len(active)} of {compared} cases not settled yet" if active else "every case settled")
+    say(f"round {rnd}: {_cases(measured)} on both sides in {time.perf_counter() - round_began:.1f} s; "
+        + (f"{retired} retired with a verdict; " if retired and rnd > 1 else "")
+        + (f"{len(still)} of {_cases(compared)} still open" if still else f"every case of {compared} has its verdict")
         + f" ({elapsed:.0f} s so far)")
+    active = still
     if not active:
-        return active, "every case settled"
+        return active, "every case has its verdict"
     if limits.max_time_s is not None and elapsed >= limits.max_time_s:
         return active, f"--max-time {limits.max_time_s:g} s reached"
     return active, None
+
+
+def _cases(n: int) -> str:
+    return f"{n} case{'s' if n != 1 else ''}"
 
 
 def _one_round(rnd: int, cases: list[Case], active: list[int], sides: tuple[Side, Side], workers: dict, limits: Limits,

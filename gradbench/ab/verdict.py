@@ -275,5 +275,7 @@ def case_verdict(trials: list[dict], threshold: float, memory_threshold: float, 
 
 
 def open_to_more_rounds(case_verdict) -> bool:
-    """More rounds could still settle this case's time verdict (not a failed or not-applicable case)."""
-    return case_verdict.time.verdict in (INCONCLUSIVE, TOO_FEW)
+    """More rounds could still settle this case's time verdict: not settled yet, and no trial of either side
+    failed (a case that crashed, timed out or stopped applying on one side has its verdict: more rounds would
+    fail again, at the cost of a crash or a --timeout each)."""
+    return case_verdict.time.verdict in (INCONCLUSIVE, TOO_FEW) and not case_verdict.failed

@@ -20,8 +20,9 @@ def add_parser(sub):
                        "in randomized interleaved rounds; exit 1 when the candidate is slower or uses more memory",
                        description="Compare BASE and CANDIDATE, git revisions of the repository that holds the model "
                        "(gradbench's own for built-in models), or two interpreters (--base-python, "
-                       "--candidate-python). Each round measures every case on both sides in fresh processes, in a "
-                       "random order; rounds go on until every case is settled or a limit is reached.")
+                       "--candidate-python). Each round measures every open case on both sides in fresh processes, in a "
+                       "random order; a case is retired once its verdict is settled (from round 6) or a side failed "
+                       "it; rounds go on until every case has its verdict or a limit is reached.")
     p.add_argument("base", nargs="?", metavar="BASE", help="the base revision (a commit, branch or tag; HEAD~1)")
     p.add_argument("candidate", nargs="?", metavar="CANDIDATE", help="the candidate revision (HEAD)")
     sides = p.add_argument_group("sides")

@@ -25,6 +25,9 @@ def add_parser(sub):
             action.help = "cpu cuda (default: cpu; cuda with --gpu); cuda needs no GPU here"
         elif action.dest == "memory_budget":
             action.help = "512MiB, 8GiB, 24GB or bytes: set each case against this budget (beside any --gpu)"
+        elif action.dest == "threads":
+            action.help = "torch threads of this process: --verify's measurements and the probes of CPU kernels " \
+                          "(default: torch's choice)"
     p.add_argument("--gpu", nargs="+", metavar="NAME", help=f"set each case against these GPUs' memory (as torch "
                    f"reports it): {', '.join(GPUS)}, or the start of one's name (h100); implies --devices cuda")
     p.add_argument("--max-batch", action="store_true", default=None,
@@ -65,6 +68,10 @@ def run(args) -> int:
                        f"{', '.join(d for d in settings['devices'] if not str(d).startswith('cuda'))}; give "
                        "--devices cuda (the default with --gpu), or --memory-budget for a CPU's")
     settings.setdefault("devices", ["cpu"])
+    if settings.get("threads"):  # one process here: its threads are the measurements' (a worker's, in a run)
+        import torch
+
+        torch.set_num_threads(int(settings["threads"]))
     settings.pop("memory_budget", None)  # a target here, not run's refusal of cases that cannot fit
     settings["max_time"] = 0.05  # --verify's measurements: their memory is what is compared
     _, cases = grid_cases(settings, here=False)

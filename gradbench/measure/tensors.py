@@ -46,42 +46,77 @@ _BACKEND = {"cpu": torch._C.DispatchKey.CPU, "cuda": torch._C.DispatchKey.CUDA}
 _expired = torch.UntypedStorage._expired  # StorageWeakRef.expired() without its two Python layers
 
 
-def _real_like(t, batch: int | None = None) -> torch.Tensor:
-    """A real CPU tensor of a fake one's dtype, shape (dimension 0 set to ``batch``) and memory format."""
-    shape = list(t.shape)
-    if batch is not None and shape:
-        shape[0] = batch
-    fmt = next((f for f, dims in ((torch.channels_last, 4), (torch.channels_last_3d, 5))
-                if t.dim() == dims and t.is_contiguous(memory_format=f) and not t.is_contiguous()),
-               torch.contiguous_format)
-    return torch.zeros(shape, dtype=t.dtype).to(memory_format=fmt).requires_grad_(t.requires_grad)
+def _layout(t) -> torch.memory_format | None:
+    """The memory format a tensor is laid out in, None for a layout none describes (a transpose)."""
+    if t.is_contiguous():
+        return torch.contiguous_format
+    return next((f for f, dims in ((torch.channels_last, 4), (torch.channels_last_3d, 5))
+                 if t.dim() == dims and t.is_contiguous(memory_format=f)), None)
 
 
 _probed: dict[tuple, int] = {}
-PROBE_BATCH = 8
+PROBE_BATCH = 8  # probed at the case's batch up to this, at it and twice it beyond
+PROBE_LIMIT = 64 * 2 ** 20  # the most a probe's real tensors may take
 
 
 def probed_temporaries(func, args) -> int:
-    """Bytes a CPU kernel allocates for itself beyond its outputs, at its peak: the operator run once for real,
-    under torch.profiler, on a batch of at most PROBE_BATCH with every other dimension, dtype and layout as
-    given, cached per such signature. BatchNorm's buffers are per channel: in training 2 of them up to a batch
-    of 2, 4 from 3 on (measured to 64), so the probe's batch is the case's up to 8."""
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    batch = min(int(args[0].shape[0]), PROBE_BATCH) if args[0].dim() else None
-    key = (func, batch, tuple((tuple(t.shape[1:] if i == 0 else t.shape), t.dtype, t.stride() if i == 0 else None)
-                              for i, t in enumerate(tensors)),
-           tuple(a for a in args if not isinstance(a, torch.Tensor)))
+    """Bytes a CPU kernel allocates for itself beyond its outputs, at its peak: the operator run for real, under
+    torch.profiler, with every dimension, dtype and layout as given but the batch, cached per signature. Up to a
+    batch of PROBE_BATCH it runs at the case's batch; beyond, at PROBE_BATCH and twice it, and the buffers are
+    extrapolated along the line through the two (measured for BatchNorm on CPU: its forward keeps 4 buffers a
+    channel from a batch of 3 on, its backward one of the input's size from a batch of 4; both affine in the
+    batch). NotFollowed where the kernel's layout or the probe's size rule it out."""
+    x = args[0]
+    if _layout(x) is None:  # a transposed input: the fake kernel keeps its strides, the CPU's returns contiguous
+        raise NotFollowed(f"{func.overloadpacket.__name__} of an input laid out neither contiguous nor channels-last "
+                          "(a transpose): the CPU kernel returns another layout than the fake one, and what is copied "
+                          "after it differs")
+    n = int(x.shape[0])
+    batches = [n] if n <= PROBE_BATCH else [PROBE_BATCH, 2 * PROBE_BATCH]
+    extra = [_probed_at(func, args, b) for b in batches]
+    if len(extra) == 1:
+        return extra[0]
+    per_sample = (extra[1] - extra[0]) / PROBE_BATCH
+    return max(0, round(extra[0] + per_sample * (n - PROBE_BATCH)))
+
+
+def _batched(args, batch: int) -> list:
+    """The arguments as real CPU tensors, each of the batch's shape (the first argument's leading size, on a
+    tensor of its rank) at ``batch``: the input, the gradient of the output."""
+    x = args[0]
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            shape = list(a.shape)
+            if a.dim() == x.dim() and shape[0] == x.shape[0]:
+                shape[0] = batch
+            out.append(torch.zeros(shape, dtype=a.dtype).to(memory_format=_layout(a) or torch.contiguous_format))
+        else:
+            out.append(a)
+    return out
+
+
+def _probed_at(func, args, batch: int) -> int:
+    x = args[0]
+    key = (func, batch, tuple((tuple(a.shape[1:]) if a.dim() == x.dim() else tuple(a.shape), a.dtype, _layout(a))
+                              for a in args if isinstance(a, torch.Tensor)),
+           tuple(tuple(a) if isinstance(a, list) else a for a in args if not isinstance(a, torch.Tensor)))
     if key not in _probed:
+        size = sum(a.numel() // max(1, int(x.shape[0])) * batch * a.element_size() if a.dim() == x.dim()
+                   else a.numel() * a.element_size() for a in args if isinstance(a, torch.Tensor))
+        if 3 * size > PROBE_LIMIT:  # its tensors, its outputs and the buffers
+            raise NotFollowed(f"{func.overloadpacket.__name__} on CPU allocates buffers of its own, and measuring "
+                              f"them would take a probe of {3 * size / 2 ** 20:.0f} MiB (more than "
+                              f"{PROBE_LIMIT // 2 ** 20} MiB): a batch folded into the channels (InstanceNorm), or "
+                              "large samples")
         with _disable_current_modes():  # this tracker's and the fake mode: the probe's tensors are real
-            _probed[key] = _probe(func, args, batch)
+            _probed[key] = _probe(func, _batched(args, batch))
     return _probed[key]
 
 
-def _probe(func, args, batch: int | None) -> int:
+def _probe(func, real: list) -> int:
     from .memory import CpuAllocatorPeak
 
-    real = [(_real_like(a, batch if i == 0 else None) if isinstance(a, torch.Tensor) else a)
-            for i, a in enumerate(args)]
     outputs: list = []
 
     def step():
@@ -93,11 +128,11 @@ def _probe(func, args, batch: int | None) -> int:
     return max(0, peak - made)
 
 
-# Operators whose CPU kernel allocates short-lived buffers of its own that no tensor shows, and do not grow with
-# the batch: BatchNorm's scale and shift per channel, and in training its statistics' (an eval_no_grad forward
-# of a small MLP peaked 25% above its tensors). On fake CPU tensors a prediction probes them (probed_temporaries)
-# and adds them to the peak at the moment after the outputs are made.
-_CPU_KERNEL_TEMPORARIES = {aten.native_batch_norm.default}
+# Operators whose CPU kernel allocates short-lived buffers of its own that no tensor shows: BatchNorm's scale
+# and shift per channel, in training its statistics', in backward one of the input's size (an eval_no_grad
+# forward of a small MLP peaked 25% above its tensors). On fake CPU tensors a prediction probes them
+# (probed_temporaries) and adds them to the peak at the moment after the outputs are made.
+_CPU_KERNEL_TEMPORARIES = {aten.native_batch_norm.default, aten.native_batch_norm_backward.default}
 
 
 def _storage(t: torch.Tensor):

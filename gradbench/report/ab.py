@@ -122,8 +122,9 @@ def ab_blocks(df: pd.DataFrame) -> list[tuple]:
         blocks += [("h3", f"{ab_id}: {heading}"),
                    ("list", sides_text(records)),
                    ("p", f"{rounds} rounds; gates: time +-{first.get('ab_fail_above') or 0:g}%, memory "
-                         f"+{first.get('ab_fail_memory_above') or 0:g}%. Each round measured every case on both "
-                         "sides in fresh processes, in a random order, in blocks alternating between the sides; its "
+                         f"+{first.get('ab_fail_memory_above') or 0:g}%. Each round measured every case still open on "
+                         "both sides in fresh processes, in a random order (a case was retired once its verdict was "
+                         "settled, from round 6, or a side failed it; 'pairs' counts its rounds), in blocks alternating between the sides; its "
                          "pairs give the round's ratio. The interval is the exact 95% Wilcoxon signed-rank "
                          "(Hodges-Lehmann) interval of the rounds' ratios; rounds timed while other work used the "
                          "machine are left out. 'detectable slowdown': the smallest slowdown this spread would "

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..dataset import cases as measured_cases, predictions
 from ..record import case_key, case_label
+from ..text import first_line
 from ..units import human_bytes
 
 FIELDS = (("held_bytes", "held"), ("peak_bytes", "peak"), ("saved_bytes", "saved"))
@@ -56,19 +57,36 @@ def _figures(record: dict) -> str:
     return " / ".join("-" if _bytes(record.get(f)) is None else human_bytes(_bytes(record[f])) for f, _ in FIELDS)
 
 
+def _ratios(p: dict, m: dict | None) -> list[float | None]:
+    """predicted / measured for held, peak and saved bytes; None where there is nothing to set beside."""
+    ok = p.get("status") == "ok" and m is not None
+    return [ratio(p.get(field), m.get(field)) if ok else None for field, _ in FIELDS]
+
+
+def within(p: dict, m: dict | None) -> bool | None:
+    """Every one of held, peak and saved bytes that was measured within WITHIN of the measurement; None where
+    nothing was compared. A prediction whose figure is missing, or not 0 where the measurement is, is not."""
+    if p.get("status") != "ok" or m is None:
+        return None
+    compared = [(r, field) for r, (field, _) in zip(_ratios(p, m), FIELDS) if _bytes(m.get(field)) is not None]
+    return all(r is not None and abs(r - 1) <= WITHIN for r, _ in compared) if compared else None
+
+
 def _row(p: dict, m: dict | None) -> dict:
     ok = p.get("status") == "ok"
     row = {"case": case_label(p), "predicted held / peak / saved": _figures(p) if ok else p.get("status"),
            "measured held / peak / saved": _figures(m) if m is not None else "not measured"}
-    for field, name in FIELDS:
-        r = ratio(p.get(field), m.get(field)) if ok and m is not None else None
+    for (field, name), r in zip(FIELDS, _ratios(p, m)):
         row[f"{name} pred/meas"] = "-" if r is None else f"{r:.3f}"
-    row["not predicted, because"] = "" if ok else str(p.get("error") or "")
+    close = within(p, m)
+    row[f"within {WITHIN:.0%}"] = "" if close is None else "yes" if close else "NO"
+    row["not predicted, because"] = "" if ok else first_line(p.get("error") or "", 160)
     return row
 
 
 def worst_by_model(pairs) -> dict[str, tuple[float, str]]:
-    """Per model (family/size): the ratio furthest from 1 over held and peak bytes, and the case it came from."""
+    """Per model (family/size): the ratio furthest from 1 over held, peak and saved bytes, and the case it came
+    from."""
     def distance(r: float) -> float:  # 0.5 and 2 are as far from 1
         return abs(math.log(r)) if r > 0 else math.inf
 
@@ -76,12 +94,15 @@ def worst_by_model(pairs) -> dict[str, tuple[float, str]]:
     for p, m in pairs:
         if m is None or p.get("status") != "ok":
             continue
-        for field, name in FIELDS[:2]:
-            r = ratio(p.get(field), m.get(field))
+        for (field, name), r in zip(FIELDS, _ratios(p, m)):
             model = f"{p['model']}/{p['size']}"
             if r is not None and (model not in worst or distance(r) > distance(worst[model][0])):
                 worst[model] = (r, f"{name} of {case_label(p)}")
     return worst
+
+
+def _cases(n: int) -> str:
+    return f"{n} case{'s' if n != 1 else ''}"
 
 
 def prediction_blocks(df: pd.DataFrame) -> list[tuple]:
@@ -89,18 +110,18 @@ def prediction_blocks(df: pd.DataFrame) -> list[tuple]:
     pairs = [(p, m) for p, m in every if p.get("status") != "not_applicable"]  # no figure to set beside any
     if not every:
         return []
-    both = [(p, m) for p, m in pairs if m is not None and p.get("status") == "ok"]
-    close = sum(1 for p, m in both if all(r is not None and abs(r - 1) <= WITHIN
-                                          for r in (ratio(p.get(f), m.get(f)) for f, _ in FIELDS[:2])))
+    both = [(p, m) for p, m in pairs if within(p, m) is not None]
+    close = sum(1 for p, m in both if within(p, m))
     unpredictable = sum(1 for p, _ in pairs if p.get("status") == "unpredictable")
-    text = (f"{len(pairs)} cases predicted on fake tensors (`gradbench predict`), {len(both)} of them also measured "
-            f"(`predict --verify`, or a run of the same case): {close} of {len(both)} within {WITHIN:.0%} of the "
-            "measurement in both held and peak bytes. Ratios are predicted / measured, each prediction set beside "
-            "the measurement that stands for its case."
-            + (f" {unpredictable} could not be followed on fake tensors (unpredictable: the reason is in the "
+    left_out = len(every) - len(pairs)
+    text = (f"{_cases(len(pairs))} predicted on fake tensors (gradbench predict), {len(both)} of them also measured "
+            f"(predict --verify, or a run of the same case): {close} of {len(both)} within {WITHIN:.0%} of the "
+            "measurement in held, peak and saved bytes alike. Ratios are predicted / measured, each prediction set "
+            "beside the measurement that stands for its case (the newest ok one read)."
+            + (f" {_cases(unpredictable)} could not be followed on fake tensors (unpredictable: the reason is in the "
                "table, with the measurement where there is one)." if unpredictable else "")
-            + (f" {len(every) - len(pairs)} cases whose mode does not apply to their step (not_applicable) are "
-               "left out." if len(every) > len(pairs) else ""))
+            + (f" {_cases(left_out)} whose mode does not apply to their step (not_applicable) left out."
+               if left_out else ""))
     blocks = [("h2", "Predicted and measured memory"), ("p", text)]
     if pairs:
         table = pd.DataFrame([_row(p, m) for p, m in pairs]).set_index("case")
@@ -109,6 +130,6 @@ def prediction_blocks(df: pd.DataFrame) -> list[tuple]:
         blocks.append(("table", table))
     worst = worst_by_model(pairs)
     if worst:
-        blocks.append(("note", "Worst held or peak ratio per model: " + "; ".join(
+        blocks.append(("note", "Worst held, peak or saved ratio per model: " + "; ".join(
             f"{model} {r:.3f} ({where})" for model, (r, where) in worst.items())))
     return blocks
