@@ -101,10 +101,24 @@ def inside(path: str, folder: str | None) -> bool:
 
 
 def _git(repository: str, *args: str) -> str:
-    done = subprocess.run(["git", "-C", repository, *args], capture_output=True, text=True)
-    if done.returncode:
-        raise subprocess.CalledProcessError(done.returncode, args, done.stdout, done.stderr)
-    return done.stdout.strip()
+    """git in its own process group, all of which is killed if this one is interrupted: `git worktree add` starts
+    a `git reset --hard` that outlived a killed parent and filled the checkout after it had been removed."""
+    import signal
+
+    process = subprocess.Popen(["git", "-C", repository, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate()
+    except BaseException:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        process.wait()
+        raise
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, args, out, err)
+    return out.strip()
 
 
 def toplevel(folder: str) -> str | None:
