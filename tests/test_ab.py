@@ -99,7 +99,7 @@ def test_a_saved_activation_is_caught_to_the_byte_and_the_worktrees_are_gone(rep
     assert {r["ab_round"] for r in records} == set(range(1, 7))
     assert len(records) == 6 * 2 * 2  # rounds x cases x sides
     for r in records:
-        assert r["model"] == "model.py:make" and r["status"] == "ok" and len(r["samples_s"]) == 4  # --alternations
+        assert r["model"] == "model.py:make" and r["status"] == "ok" and len(r["samples_s"]) == 3  # --alternations (default)
         assert (r["dropout_active"] is not None) == (r["ab_round"] <= 2)  # every pass in the first two rounds
     saved = {(r["ab_side"], r["mode"]): r["saved_bytes"] for r in records if r["ab_round"] <= 2}
     assert saved[("candidate", "train")] - saved[("base", "train")] == BATCH * WIDTH * 4

@@ -48,9 +48,9 @@ def add_parser(sub):
     run.add_argument("--block-time", type=argument(float, above=0), metavar="SECONDS", default=0.02,
                      help="timing cap of one block, warm-up included; a block times at least 3 samples "
                           "(default 0.02)")
-    run.add_argument("--alternations", type=argument(int, minimum=1, maximum=1000), metavar="M", default=4,
+    run.add_argument("--alternations", type=argument(int, minimum=1, maximum=1000), metavar="M", default=3,
                      help="timed blocks per side per case in a round, alternating between the sides; the round's "
-                          "ratio is the median of the M pairs' ratios (default 4)")
+                          "ratio is the median of the M pairs' ratios (default 3)")
     run.add_argument("--timeout", type=argument(float, above=0), metavar="SECONDS",
                      help="seconds before a trial's worker is killed (default 600)")
     run.add_argument("--seed", type=INTEGER, help="weights and inputs (default 0)")
