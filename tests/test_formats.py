@@ -167,7 +167,7 @@ def test_a_falsy_kind_in_a_file_without_a_format_is_skipped_too(kind, tmp_path):
     assert [r["mode"] for r in records] == ["eval"] and "old.jsonl:2" in warning
 
 
-def test_a_reserved_kind_is_left_out_of_the_report_and_said_so(tmp_path):
+def test_a_prediction_is_never_counted_or_shown_as_a_case_and_has_its_own_section(tmp_path):
     from gradbench.cli import main
 
     path = tmp_path / "mixed.jsonl"
@@ -176,8 +176,10 @@ def test_a_reserved_kind_is_left_out_of_the_report_and_said_so(tmp_path):
         _record(batch_size=16, mode="train", kind="prediction", time_trusted=False, time_distrust="PREDICTED")]))
     assert main(["report", str(path), "--out", str(tmp_path / "r")]) == 0
     text = (tmp_path / "r" / "report.md").read_text()
-    assert "PREDICTED" not in text and "b16" not in text
-    assert "2 records" in text and "1 records of kinds this gradbench does not report yet" in text
+    assert "PREDICTED" not in text  # no timing of a prediction is judged or shown
+    assert "2 records (2 ok)" in text and "1 prediction records are in sections of their own" in text
+    predictions = text.split("## Predicted and measured memory")[1].split("\n## ")[0]
+    assert "b16" in predictions and "b16" not in text.replace(predictions, "")
 
 
 def test_a_newer_format_that_renamed_fields_is_named_as_newer(tmp_path):
