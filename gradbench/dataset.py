@@ -32,8 +32,8 @@ Groups: what is kept apart (each stands on its own) and what competes.
   baseline (the report's compiled vs eager): matched, not ranked: the same case's record from the same
     run, else the newest by timestamp; its trust is shown beside the ratio.
   capacity_searches: per case, mode and budget, the newest search (the run_id read last).
-  predictions (report/predictions.py): per case the newest prediction, paired with the measurement of its
-    own run, else the newest ok measurement of the case.
+  predictions (report/predictions.py): per case the newest prediction, paired with the newest ok
+    measurement of the case.
 """
 from __future__ import annotations
 

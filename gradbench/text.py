@@ -16,6 +16,11 @@ def first_line(what, limit: int = 240) -> str:
     return lines[0][:limit]
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 case', '3 cases': a count with its noun, plural where it is not one."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 def terminal_text(text) -> str:
     """``text`` with its control characters shown escaped, as repr shows them ('\\x1b', '\\u202e')."""
     return CONTROL.sub(lambda m: repr(m.group())[1:-1], str(text))

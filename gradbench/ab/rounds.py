@@ -33,6 +33,7 @@ from ..migrate import migrated
 from ..record import InvalidRecord, Record
 from ..measure.contention import monitor_of
 from ..schema import SCHEMA
+from ..text import counted
 from . import verdict
 from .sides import GRADBENCH_SOURCE, SIDES, Side, inside
 
@@ -376,9 +377,9 @@ def _after_round(rnd: int, round_began: float, started: float, trials: list[Reco
     retired = len(active) - len(still)
     compared = len(comparable(trials, cases))
     elapsed = time.perf_counter() - started
-    say(f"round {rnd}: {_cases(measured)} on both sides in {time.perf_counter() - round_began:.1f} s; "
+    say(f"round {rnd}: {counted(measured, 'case')} on both sides in {time.perf_counter() - round_began:.1f} s; "
         + (f"{retired} retired with a verdict; " if retired and rnd > 1 else "")
-        + (f"{len(still)} of {_cases(compared)} still open" if still else f"every case of {compared} has its verdict")
+        + (f"{len(still)} of {counted(compared, 'case')} still open" if still else f"every case of {compared} has its verdict")
         + f" ({elapsed:.0f} s so far)")
     active = still
     if not active:
@@ -386,10 +387,6 @@ def _after_round(rnd: int, round_began: float, started: float, trials: list[Reco
     if limits.max_time_s is not None and elapsed >= limits.max_time_s:
         return active, f"--max-time {limits.max_time_s:g} s reached"
     return active, None
-
-
-def _cases(n: int) -> str:
-    return f"{n} case{'s' if n != 1 else ''}"
 
 
 def _one_round(rnd: int, cases: list[Case], active: list[int], sides: tuple[Side, Side], workers: dict, limits: Limits,

@@ -215,6 +215,9 @@ def _table(rows, targets, verify: bool) -> str:
 
 
 def _ratio(predicted: int, measured: int) -> str:
-    if measured == 0:
-        return "1.000 (both 0)" if predicted == 0 else f"{predicted:,} B / 0"
-    return f"{predicted / measured:.3f}"
+    from ..report.predictions import ratio
+
+    found = ratio(predicted, measured)
+    if found is None:  # only the measurement is 0
+        return f"{predicted:,} B / 0"
+    return "1.000 (both 0)" if measured == 0 else f"{found:.3f}"

@@ -168,8 +168,8 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
     Capacity records (`gradbench capacity --out`) have a section of their own and stay out of the rest."""
     trials = dataset.ab_trials(df)
     predicted = prediction_blocks(df)  # the measurements they are set beside are among the cases read
-    n_predictions = len(dataset.predictions(df))
-    everything = df
+    predictions = dataset.predictions(df)
+    n_predictions = len(predictions)
     raw = df = dataset.reported(df)
     cases = dataset.cases(df)
     df = dataset.combined(cases) if combined is None else dataset.cases(combined)
@@ -190,7 +190,7 @@ def build_blocks(df: pd.DataFrame, figures: list[str], out_dir: str, title: str,
     # nothing completed (not_applicable is no finding, and has no table): the header says why, not silence
     unmeasured = (" Nothing completed, so no mode is set against train. " + " ".join(missing_from_ratios(df))
                   if ok == 0 and not df.empty else "")
-    shown = raw if len(raw) else trials if len(trials) else dataset.predictions(everything)
+    shown = raw if len(raw) else trials if len(trials) else predictions
     counted = (f"{len(raw)} records ({ok} ok)" if len(raw) or not (len(trials) or n_predictions) else
                f"{len(trials)} A/B trials" if len(trials) else f"{n_predictions} prediction records")
     apart = [f"{n} {what}" for n, what in ((len(trials), "A/B trials"), (n_predictions, "prediction records"))

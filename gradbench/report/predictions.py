@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..dataset import cases as measured_cases, predictions
 from ..record import case_key, case_label
-from ..text import first_line
+from ..text import counted, first_line
 from ..units import human_bytes
 
 FIELDS = (("held_bytes", "held"), ("peak_bytes", "peak"), ("saved_bytes", "saved"))
@@ -27,8 +27,8 @@ def _bytes(value) -> int | None:
 
 
 def _newest_by_case(records: list[dict]) -> dict[tuple, dict]:
-    """The newest record (last read) per case (what reading already keeps, dataset.standing; a list of
-    records given directly may hold more)."""
+    """The newest record (last read) per case: reading keeps one per case and repeat (dataset.standing), and
+    a --repeat run's processes, each its own, measured the same bytes."""
     out: dict[tuple, dict] = {}
     for r in records:
         out.pop(case_key(r), None)
@@ -101,10 +101,6 @@ def worst_by_model(pairs) -> dict[str, tuple[float, str]]:
     return worst
 
 
-def _cases(n: int) -> str:
-    return f"{n} case{'s' if n != 1 else ''}"
-
-
 def prediction_blocks(df: pd.DataFrame) -> list[tuple]:
     every = paired(df)
     pairs = [(p, m) for p, m in every if p.get("status") != "not_applicable"]  # no figure to set beside any
@@ -114,13 +110,13 @@ def prediction_blocks(df: pd.DataFrame) -> list[tuple]:
     close = sum(1 for p, m in both if within(p, m))
     unpredictable = sum(1 for p, _ in pairs if p.get("status") == "unpredictable")
     left_out = len(every) - len(pairs)
-    text = (f"{_cases(len(pairs))} predicted on fake tensors (gradbench predict), {len(both)} of them also measured "
+    text = (f"{counted(len(pairs), 'case')} predicted on fake tensors (gradbench predict), {len(both)} of them also measured "
             f"(predict --verify, or a run of the same case): {close} of {len(both)} within {WITHIN:.0%} of the "
             "measurement in held, peak and saved bytes alike. Ratios are predicted / measured, each prediction set "
             "beside the measurement that stands for its case (the newest ok one read)."
-            + (f" {_cases(unpredictable)} could not be followed on fake tensors (unpredictable: the reason is in the "
+            + (f" {counted(unpredictable, 'case')} could not be followed on fake tensors (unpredictable: the reason is in the "
                "table, with the measurement where there is one)." if unpredictable else "")
-            + (f" {_cases(left_out)} whose mode does not apply to their step (not_applicable) left out."
+            + (f" {counted(left_out, 'case')} whose mode does not apply to their step (not_applicable) left out."
                if left_out else ""))
     blocks = [("h2", "Predicted and measured memory"), ("p", text)]
     if pairs:
