@@ -19,8 +19,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .case import Case
-from .compiled import (CompileWatch, NotCompiled, compilations, compiled_code_run, compiler_settings, forward_for,
-                       last_guard_failure)
+from .compiled import (CompileWatch, NotCompiled, autocast_scope, compilations, compiled_code_run, compiler_settings,
+                       forward_for, last_guard_failure)
 from .env import fingerprint
 from .interrupts import InterruptWatch
 from .measure.contention import ContentionMonitor, monitor_for
@@ -176,7 +176,8 @@ class _Passes:
                 if case.compile != "none" else None
             saved = SavedTensorsCounter(workload.held_tensors())
             counted = make_step(workload, self.applied, case.step, lambda: saved.run(self.forward))
-            record.update(_counted_step(case, workload, counted, saved, eager))
+            record.update(_counted_step(case, workload, counted, saved, eager or self.step,
+                                        compiled=eager is not None))
             self.mode_restored()
         torch.manual_seed(case.seed)
 
@@ -213,27 +214,34 @@ def _allocator_peak(case: Case, workload: Workload, step: Step, backend) -> dict
     return out
 
 
-def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensorsCounter,
-                  eager: Step | None = None) -> dict:
-    """The tracker is innermost: it passes every operator on to the flop counter below it. ``step`` runs its
-    forward through ``saved``, which takes the bytes held for backward at the forward's return.
+def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensorsCounter, plain: Step,
+                  compiled: bool = False) -> dict:
+    """One step under the tracker, whose forward runs through ``saved`` (the bytes held for backward at the
+    forward's return); a train step's flops counted in ``plain`` (the step without the saved-tensor hooks),
+    so that no flop counter is active while the saved bytes are taken.
 
-    ``eager``: under compile, the same step run eagerly. The compiled graph's kernels are opaque to the
+    ``compiled``: ``plain`` is the same step run eagerly. The compiled graph's kernels are opaque to the
     dispatch-level tracker and flop counter, so the tracker is not run (null) and a train step's flops
     are counted on the eager step (compiling changes kernels, not the arithmetic counted); the bytes
     saved for backward are what the compiled graph saves.
     """
     step.settle()
-    tracker = TensorMemoryTracker() if eager is None else None
-    flops = FlopCounterMode(display=False) if case.step == "train_step" else None
-    with (flops if eager is None else None) or contextlib.nullcontext(), tracker or contextlib.nullcontext():
+    autocast = None if case.autocast == "none" else lambda: autocast_scope(workload.device, case.autocast)
+    tracker = TensorMemoryTracker(autocast=autocast) if not compiled else None
+    with tracker or contextlib.nullcontext():
         step.run()
-    if flops and eager is not None:
+    # the saved bytes are taken with no flop counter active: under one, the same tensors are saved with less
+    # storage shared (transformers' BERT, eval train step: 2,240,000 bytes against 2,173,440 without it, and
+    # against its forward step's)
+    saved_bytes = saved.nbytes
+    flops = None
+    if case.step == "train_step":
+        flops = FlopCounterMode(display=False)
         step.settle()
         with flops:
-            eager.run()
-        eager.settle()
-    return dict(tracked_peak_bytes=tracker.peak if tracker else None, saved_bytes=saved.nbytes,
+            plain.run()
+        plain.settle()
+    return dict(tracked_peak_bytes=tracker.peak if tracker else None, saved_bytes=saved_bytes,
                 flops=int(flops.get_total_flops()) if flops else workload.forward_flops())
 
 

@@ -4,8 +4,9 @@ backend below), so that the mode's switches, the settled baseline, the step and 
 ones a measurement runs. The storages the step creates are followed in the order they are made and
 freed (measure/tensors.TensorMemoryTracker, by weak reference), which gives held, peak and saved bytes.
 
-What it cannot see, and the measurement can: memory a kernel allocates for itself below the dispatcher
-(oneDNN's convolution and RNN buffers on CPU, cuBLAS and cuDNN workspaces on CUDA), and on CUDA the caching
+Memory a CPU kernel allocates for itself below the dispatcher (oneDNN's convolution and RNN buffers), and
+outputs a fake kernel gets wrong, are probed: the kernel run for real on zeros (measure/kernel_probes.py).
+What it cannot see, and the measurement can: cuBLAS and cuDNN workspaces on CUDA, and the caching
 allocator's whole blocks (a request served from a larger free block it does not split counts the whole
 block, up to 1 MiB more; measure/memory.py). Where the fake tensors cannot follow the model (a value read
 in forward, a data-dependent shape, an operator without a fake kernel), the case is ``unpredictable`` with
@@ -21,6 +22,7 @@ import torch
 
 from .case import Case
 from .measure.memory import Peak
+from .measure.kernel_probes import CpuKernels
 from .measure.tensors import TensorMemoryTracker
 
 CUDA_MIN_BLOCK = 512  # the caching allocator rounds every request up to a multiple of 512 bytes (kMinBlockSize)
@@ -45,20 +47,42 @@ class ReplayedPeak:
 
     source = SOURCE
 
-    def __init__(self, device: torch.device, prime: bool = True):
+    def __init__(self, device: torch.device, prime: bool = True, autocast=None):
         self.block_bytes = cuda_block_bytes if device.type == "cuda" else None
         self.for_cpu = device.type == "cpu"  # a CUDA case run on CPU kernels: oneDNN's buffers are not CUDA's
         self.prime = prime
+        self.autocast = autocast  # the step's autocast scope, for the tracker
 
     def measure(self, step, settle) -> Peak:
         settle()
         if self.prime:
             step()
             settle()
-        tracker = TensorMemoryTracker(self.block_bytes, cpu_kernels_matter=self.for_cpu)
-        with tracker:
+        tracker = TensorMemoryTracker(self.block_bytes, cpu_kernels=CpuKernels() if self.for_cpu else None,
+                                      autocast=self.autocast)
+        with tracker, (_rng_states_counted(tracker) if self.for_cpu else contextlib.nullcontext()):
             step()
         return Peak(tracker.peak, self.source)
+
+
+def _autocast_of(case: Case):
+    """The case's autocast scope, as a factory (None without autocast)."""
+    from .compiled import autocast_scope
+
+    return None if case.autocast == "none" else lambda: autocast_scope(torch.device(case.device), case.autocast)
+
+
+@contextlib.contextmanager
+def _rng_states_counted(tracker: TensorMemoryTracker):
+    """The CPU generator's state, a real tensor of 5,056 bytes that torch.utils.checkpoint takes per block in the
+    forward (and keeps to its recomputation), counted in the step's memory: it is made outside the dispatcher,
+    where the tracker does not see it, and the CPU's allocator counts it."""
+    original = torch.get_rng_state
+    torch.get_rng_state = lambda: tracker.adopt(original())
+    try:
+        yield
+    finally:
+        torch.get_rng_state = original
 
 
 def kernels_device(device: str) -> str:
@@ -139,7 +163,8 @@ class Predictor:
                 if reason:
                     return _as_case(record, case, status="not_applicable", error=reason)
                 primed = (runs.workload_key, runs.step) in self._primed
-                with pipeline.prepare(runs, workload, record, memory=ReplayedPeak(target, prime=not primed),
+                with pipeline.prepare(runs, workload, record, memory=ReplayedPeak(
+                        target, prime=not primed, autocast=_autocast_of(runs)),
                                       probes=False):
                     pass
                 self._primed.add((runs.workload_key, runs.step))

@@ -138,3 +138,41 @@ def test_a_sys_exit_in_the_models_forward_is_a_capacity_error_not_the_end_of_the
 
     out = capacity_of(user("exits"), "x", "cpu", "float32", "eval", "forward", 2 ** 26)
     assert out["max_batch_size"] is None and "SystemExit raised inside the model's code" in out["error"]
+
+
+def test_saved_bytes_are_taken_with_no_flop_counter_active(tmp_path, monkeypatch):
+    """A flop counter's module hooks add autograd nodes of their own, which kept tensors the saved-byte count
+    took as the model's (transformers' BERT, eval train step: 3% more than its forward step): a train step's
+    flops are counted in a step of their own."""
+    import textwrap
+
+    (tmp_path / "spy.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+        from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+        SEEN = []
+
+        class Spy(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(8, 8)
+
+            def forward(self, x):
+                hooks = torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
+                SEEN.append((hooks, [type(m).__name__ for m in _get_current_dispatch_mode_stack()]))
+                return self.lin(x)
+
+        def make(size="small"):
+            return Spy(), lambda b: torch.randn(b, 8)
+    """))
+    monkeypatch.chdir(tmp_path)
+    record = Session().measure(Case(model="spy.py:make", size="small", batch_size=2, mode="train",
+                                    step="train_step", max_time_s=0.02).validate(here=False), timed=False)
+    import sys
+
+    [spy] = [m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(tmp_path / "spy.py")]
+    assert record["status"] == "ok" and record["flops"] > 0
+    counted = [modes for hooks, modes in spy.SEEN if hooks]
+    assert counted and not any("FlopCounterMode" in m or "_FlopCounterMode" in m for modes in counted for m in modes)
+    assert any("_FlopCounterMode" in modes or "FlopCounterMode" in modes for _, modes in spy.SEEN)

@@ -10,6 +10,7 @@ active, so their intermediate tensors count.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
 from typing import Callable, Iterable
@@ -17,7 +18,7 @@ from typing import Callable, Iterable
 import torch
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .behaviour import output_tensors
@@ -29,110 +30,16 @@ _FUSED = {
     aten._transformer_encoder_layer_fwd.default,
     aten._native_multi_head_attention.default,
 }
-# Operators whose fake kernel returns less than the real one allocates (a prediction would be silently low).
+# Operators whose fake kernel returns less than the real one allocates where the real kernel is not the CPU's (a
+# CUDA case run on the CPU's kernels, where torch has no CUDA): a prediction would be silently low. On a CPU
+# case they are probed (kernel_probes).
 _FAKE_UNDERSTATES = {
-    aten.mkldnn_rnn_layer.default: "mkldnn_rnn_layer (nn.LSTM on CPU) returns an empty workspace on fake tensors, "
-                                   "where the real kernel's is saved for backward (about 12x the rest of a small "
-                                   "LSTM's saved bytes)",
-}
-# Operators whose CPU kernel (oneDNN) allocates buffers of its own, reordered weights and inputs, that no
-# tensor shows: on fake CPU tensors a prediction would be silently low (resnet 18 at 64 px, batch 2: 11% of
-# the measured peak).
-_CPU_KERNEL_BUFFERS = {
-    aten.convolution.default: "convolution on CPU (oneDNN reorders its weights and inputs into buffers of its "
-                              "own, up to 10x the tensors a prediction sees)",
+    aten.mkldnn_rnn_layer.default: "mkldnn_rnn_layer (nn.LSTM on the CPU's kernels) returns an empty workspace on "
+                                   "fake tensors, where cuDNN's is saved for backward on CUDA (about 12x the rest of "
+                                   "a small LSTM's saved bytes), and it cannot be probed on CUDA here",
 }
 _BACKEND = {"cpu": torch._C.DispatchKey.CPU, "cuda": torch._C.DispatchKey.CUDA}
 _expired = torch.UntypedStorage._expired  # StorageWeakRef.expired() without its two Python layers
-
-
-def _layout(t) -> torch.memory_format | None:
-    """The memory format a tensor is laid out in, None for a layout none describes (a transpose)."""
-    if t.is_contiguous():
-        return torch.contiguous_format
-    return next((f for f, dims in ((torch.channels_last, 4), (torch.channels_last_3d, 5))
-                 if t.dim() == dims and t.is_contiguous(memory_format=f)), None)
-
-
-_probed: dict[tuple, int] = {}
-PROBE_BATCH = 8  # probed at the case's batch up to this, at it and twice it beyond
-PROBE_LIMIT = 64 * 2 ** 20  # the most a probe's real tensors may take
-
-
-def probed_temporaries(func, args) -> int:
-    """Bytes a CPU kernel allocates for itself beyond its outputs, at its peak: the operator run for real, under
-    torch.profiler, with every dimension, dtype and layout as given but the batch, cached per signature. Up to a
-    batch of PROBE_BATCH it runs at the case's batch; beyond, at PROBE_BATCH and twice it, and the buffers are
-    extrapolated along the line through the two (measured for BatchNorm on CPU: its forward keeps 4 buffers a
-    channel from a batch of 3 on, its backward one of the input's size from a batch of 4; both affine in the
-    batch). NotFollowed where the kernel's layout or the probe's size rule it out."""
-    x = args[0]
-    if _layout(x) is None:  # a transposed input: the fake kernel keeps its strides, the CPU's returns contiguous
-        raise NotFollowed(f"{func.overloadpacket.__name__} of an input laid out neither contiguous nor channels-last "
-                          "(a transpose): the CPU kernel returns another layout than the fake one, and what is copied "
-                          "after it differs")
-    n = int(x.shape[0])
-    batches = [n] if n <= PROBE_BATCH else [PROBE_BATCH, 2 * PROBE_BATCH]
-    extra = [_probed_at(func, args, b) for b in batches]
-    if len(extra) == 1:
-        return extra[0]
-    per_sample = (extra[1] - extra[0]) / PROBE_BATCH
-    return max(0, round(extra[0] + per_sample * (n - PROBE_BATCH)))
-
-
-def _batched(args, batch: int) -> list:
-    """The arguments as real CPU tensors, each of the batch's shape (the first argument's leading size, on a
-    tensor of its rank) at ``batch``: the input, the gradient of the output."""
-    x = args[0]
-    out = []
-    for a in args:
-        if isinstance(a, torch.Tensor):
-            shape = list(a.shape)
-            if a.dim() == x.dim() and shape[0] == x.shape[0]:
-                shape[0] = batch
-            out.append(torch.zeros(shape, dtype=a.dtype).to(memory_format=_layout(a) or torch.contiguous_format))
-        else:
-            out.append(a)
-    return out
-
-
-def _probed_at(func, args, batch: int) -> int:
-    x = args[0]
-    key = (func, batch, tuple((tuple(a.shape[1:]) if a.dim() == x.dim() else tuple(a.shape), a.dtype, _layout(a))
-                              for a in args if isinstance(a, torch.Tensor)),
-           tuple(tuple(a) if isinstance(a, list) else a for a in args if not isinstance(a, torch.Tensor)))
-    if key not in _probed:
-        size = sum(a.numel() // max(1, int(x.shape[0])) * batch * a.element_size() if a.dim() == x.dim()
-                   else a.numel() * a.element_size() for a in args if isinstance(a, torch.Tensor))
-        if 3 * size > PROBE_LIMIT:  # its tensors, its outputs and the buffers
-            raise NotFollowed(f"{func.overloadpacket.__name__} on CPU allocates buffers of its own, and measuring "
-                              f"them would take a probe of {3 * size / 2 ** 20:.0f} MiB (more than "
-                              f"{PROBE_LIMIT // 2 ** 20} MiB): a batch folded into the channels (InstanceNorm), or "
-                              "large samples")
-        with _disable_current_modes():  # this tracker's and the fake mode: the probe's tensors are real
-            _probed[key] = _probe(func, _batched(args, batch))
-    return _probed[key]
-
-
-def _probe(func, real: list) -> int:
-    from .memory import CpuAllocatorPeak
-
-    outputs: list = []
-
-    def step():
-        with torch.no_grad():
-            outputs.append(func(*real))
-
-    peak = CpuAllocatorPeak().measure(step, outputs.clear).peak_bytes
-    made = storage_nbytes(t for t in tree_leaves(outputs[-1]) if isinstance(t, torch.Tensor))
-    return max(0, peak - made)
-
-
-# Operators whose CPU kernel allocates short-lived buffers of its own that no tensor shows: BatchNorm's scale
-# and shift per channel, in training its statistics', in backward one of the input's size (an eval_no_grad
-# forward of a small MLP peaked 25% above its tensors). On fake CPU tensors a prediction probes them
-# (probed_temporaries) and adds them to the peak at the moment after the outputs are made.
-_CPU_KERNEL_TEMPORARIES = {aten.native_batch_norm.default, aten.native_batch_norm_backward.default}
 
 
 def _storage(t: torch.Tensor):
@@ -165,11 +72,17 @@ class TensorMemoryTracker(TorchDispatchMode):
     """Exact peak of tensor storage created while active, above what existed before. ``block_bytes(nbytes)``:
     what the allocator takes for a storage of nbytes (default: nbytes; predict.py's CUDA rounding)."""
 
-    def __init__(self, block_bytes: Callable[[int], int] | None = None, cpu_kernels_matter: bool = False):
+    def __init__(self, block_bytes: Callable[[int], int] | None = None, cpu_kernels=None,
+                 autocast: Callable[[], contextlib.AbstractContextManager] | None = None):
         super().__init__()
+        # the step's autocast scope (compiled.autocast_scope), entered again for the operators inside a composite
+        # run from here: the dispatcher excludes the keys above a dispatch mode while it runs (autocast's too;
+        # torch.is_autocast_enabled reads False there), so nn.LSTM's oneDNN layer, which autocast casts to
+        # bfloat16 on CPU, ran in float32 (an LSTM's inference-mode forward predicted at 1.55)
+        self.autocast = autocast
         self.block_bytes = block_bytes or (lambda nbytes: nbytes)
-        # a prediction for a CPU: operators whose CPU kernel allocates unseen buffers are not followed
-        self.cpu_kernels_matter = cpu_kernels_matter
+        # a prediction for a CPU: what its kernels do below the dispatcher, probed (kernel_probes.CpuKernels)
+        self.cpu_kernels = cpu_kernels
         # storages created while active, by their weak reference's key: (the reference, bytes). Pruned of the
         # dead lazily, so ``current`` is an upper bound of the live bytes (exact after _prune): only an
         # allocation that could raise the peak needs it exact (a Llama-8B train step on fake tensors spent a
@@ -185,6 +98,12 @@ class TensorMemoryTracker(TorchDispatchMode):
         for k in dead:
             self.current -= self.live.pop(k)[1]
         self._pruned_at = len(self.live)
+
+    def adopt(self, t: torch.Tensor) -> torch.Tensor:
+        """``t``, made outside the dispatcher (the CPU generator's state, which checkpointing keeps per block),
+        counted as a storage the step created."""
+        self._track_outputs(aten.clone.default, t)
+        return t
 
     def _raise_peak(self, extra: int = 0) -> None:
         """The peak, if the live bytes plus ``extra`` (buffers of the moment) exceed it."""
@@ -228,14 +147,17 @@ class TensorMemoryTracker(TorchDispatchMode):
         first = tensors[0] if tensors else None
         fake = any(isinstance(t, FakeTensor) for t in tensors)
         out = NotImplemented
-        if func in _FUSED and fake:
+        real = None
+        if fake and self.cpu_kernels and first.device.type == "cpu" and self.cpu_kernels.applies(func, args):
+            real = self.cpu_kernels.probe(func, args, kwargs)  # the real kernel's buffers and outputs (NotFollowed)
+        elif func in _FUSED and fake:
             raise NotFollowed(f"{func.overloadpacket.__name__} (the transformer fast path) allocates inside its "
-                              "kernel, which cannot run on fake tensors")
-        if func in _FAKE_UNDERSTATES and fake:
+                              "kernel, which cannot run on fake tensors, nor be probed on CUDA here")
+        elif func in _FAKE_UNDERSTATES and fake:
             raise NotFollowed(_FAKE_UNDERSTATES[func])
-        if func in _CPU_KERNEL_BUFFERS and fake and first.device.type == "cpu" and self.cpu_kernels_matter:
-            raise NotFollowed(_CPU_KERNEL_BUFFERS[func])
-        if func in _FUSED:
+        if func in _FUSED and real is not None:  # no fake kernel: the real kernel's outputs, as fake tensors
+            out = self.cpu_kernels.fake_outputs(real, first)
+        elif func in _FUSED:
             key = torch._C.DispatchKey.CUDA if first.device.type == "cuda" else torch._C.DispatchKey.CPU
             with self:  # see the kernel's inner allocations too
                 out = func.redispatch(torch._C.DispatchKeySet(key), *args, **kwargs)
@@ -243,13 +165,15 @@ class TensorMemoryTracker(TorchDispatchMode):
             # Under inference mode autograd does not decompose a composite operator before it reaches this
             # mode (dropout arrives whole, its noise unseen): run here through its C++ kernel, the one eager
             # runs (not torch._decomp's Python decomposition, which may differ), its inner operators are seen.
-            with self:
+            with self, (self.autocast() if self.autocast else contextlib.nullcontext()):
                 out = func._op_dk(_COMPOSITE, *args, **kwargs)
         if out is NotImplemented:
             out = func(*args, **kwargs)
+        if real is not None:
+            out = self.cpu_kernels.as_real(out, real)
         self._track_outputs(func, out)
-        if func in _CPU_KERNEL_TEMPORARIES and fake and first.device.type == "cpu" and self.cpu_kernels_matter:
-            self._raise_peak(probed_temporaries(func, args))
+        if real is not None:
+            self._raise_peak(real.temporaries)  # the kernel's buffers, with its outputs made
         return out
 
 

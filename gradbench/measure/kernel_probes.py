@@ -1,0 +1,209 @@
+"""What a CPU kernel does that its fake kernel does not show, found by running it for real on zeros (a probe).
+
+Some CPU kernels allocate buffers of their own below the dispatcher, which no tensor shows: BatchNorm's
+scale and shift per channel (in backward one of the input's size), oneDNN's reordered weights and inputs for
+a convolution (resnet 18 at 64 px, batch 2: nine tenths of the measured peak). And some fake kernels return
+other tensors than the real one: LSTM's oneDNN layer (mkldnn_rnn_layer) returns an empty workspace on fake
+tensors where the real one returns the workspace it saves for backward; BatchNorm under bfloat16 autocast
+keeps its statistics in float32 on CPU, in bfloat16 on fake tensors. A prediction for a CPU runs each such
+operator for real on zeros of its arguments' shapes, dtypes and layouts, measures the allocator's peak
+above its outputs (torch.profiler's memory events, as the measurement does), and takes the real outputs'
+dtypes and sizes. Probes are cached per signature.
+
+Where the arguments at the case's size fit in PROBE_LIMIT, the probe runs at that size: exact. Beyond, an
+operator whose batch is its arguments' first dimension is probed at PROBE_BATCH and twice it, and its
+buffers are extrapolated along the line through the two (BatchNorm's are affine in the batch: measured);
+one that cannot be (an LSTM's layer, whose batch may be its second dimension) is not followed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils._python_dispatch import _disable_current_modes
+from torch.utils._pytree import tree_leaves
+
+from .tensors import NotFollowed, storage_nbytes
+
+aten = torch.ops.aten
+
+
+@dataclass(frozen=True)
+class Probed:
+    """An operator probed on fake CPU tensors: the indices of its arguments whose first dimension is the batch
+    (for a probe at a smaller batch; None where the batch cannot be told from the arguments), and whether
+    only in reduced precision (a matrix product in float32 runs BLAS, which allocates nothing torch counts)."""
+    batched: tuple | None
+    reduced_only: bool = False
+
+
+PROBED = {
+    aten.native_batch_norm.default: Probed((0,)),
+    aten.native_batch_norm_backward.default: Probed((0, 1)),
+    aten.convolution.default: Probed((0,)),
+    aten.convolution_backward.default: Probed((0, 1)),
+    aten.mkldnn_rnn_layer.default: Probed(None),
+    aten.mkldnn_rnn_layer_backward.default: Probed(None),
+    # oneDNN's matrix products in bfloat16 and float16 reorder their operands into buffers of their own (a
+    # Linear(64, 128) under bfloat16 autocast, batch 4: 13,952 bytes, the forward's peak at 0.57 without)
+    aten.addmm.default: Probed((1,), reduced_only=True),
+    aten.mm.default: Probed((0,), reduced_only=True),
+    aten.bmm.default: Probed((0, 1), reduced_only=True),
+    aten.baddbmm.default: Probed((0, 1, 2), reduced_only=True),
+    # the transformer fast path (nn.TransformerEncoderLayer, nn.MultiheadAttention in eval without grad): fused
+    # kernels with no fake kernel at all, whose outputs are made from the probe's
+    aten._transformer_encoder_layer_fwd.default: Probed(None),
+    aten._native_multi_head_attention.default: Probed(None),
+    # SDPA's flash kernel for CPU keeps buffers per thread
+    aten._scaled_dot_product_flash_attention_for_cpu.default: Probed((0, 1, 2)),
+    aten._scaled_dot_product_flash_attention_for_cpu_backward.default: Probed((0, 1, 2, 3, 4, 5)),
+}
+_REDUCED = (torch.bfloat16, torch.float16)
+
+
+def probed(func, args) -> bool:
+    """Whether ``func`` on these arguments is probed."""
+    kind = PROBED.get(func)
+    return kind is not None and (not kind.reduced_only or any(t.dtype in _REDUCED for t in _tensors(args)))
+
+
+PROBE_BATCH = 8  # beyond the limit, probed at this batch and twice it
+PROBE_LIMIT = 256 * 2 ** 20  # the most a probe's real arguments may take, a third of its peak
+
+
+class ProbeRefused(NotFollowed):
+    """The operator cannot be probed here (its layout, or the probe's size): one line."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    temporaries: int  # bytes allocated beyond the outputs, at the kernel's peak
+    outputs: tuple  # per output: (shape, stride, dtype) of the real kernel's, None where not a tensor
+
+
+_cache: dict[tuple, Probe] = {}
+
+
+def _layout(t) -> torch.memory_format | None:
+    """The memory format a tensor is laid out in, None for a layout none describes (a transpose)."""
+    if t.is_contiguous():
+        return torch.contiguous_format
+    return next((f for f, dims in ((torch.channels_last, 4), (torch.channels_last_3d, 5))
+                 if t.dim() == dims and t.is_contiguous(memory_format=f)), None)
+
+
+def _tensors(args) -> list[torch.Tensor]:
+    return [t for t in tree_leaves(list(args)) if isinstance(t, torch.Tensor)]
+
+
+def _nbytes(args) -> int:
+    return sum(t.numel() * t.element_size() for t in _tensors(args))
+
+
+def probe(func, args: tuple, kwargs: dict) -> Probe:
+    """The real kernel's buffers and outputs at this call's shapes: probed at them where they fit, else
+    extrapolated from two smaller batches. ProbeRefused where neither can be done."""
+    name = func.overloadpacket.__name__
+    if 3 * _nbytes(args) <= PROBE_LIMIT:
+        return _probed(func, args, kwargs)
+    batched = PROBED[func].batched
+    n = int(args[batched[0]].shape[0]) if batched else 0
+    if batched and any(_layout(args[i]) is None for i in batched):
+        raise ProbeRefused(f"{name} of an input laid out neither contiguous nor channels-last (a transpose), too "
+                           f"large to probe at its own size ({3 * _nbytes(args) / 2 ** 20:.0f} MiB, more than "
+                           f"{PROBE_LIMIT // 2 ** 20} MiB), cannot be probed at a smaller batch")
+    small = [_at_batch(args, batched, b) for b in (PROBE_BATCH, 2 * PROBE_BATCH)] if n > 2 * PROBE_BATCH else []
+    if not small or 3 * _nbytes(small[1]) > PROBE_LIMIT:
+        raise ProbeRefused(f"{name} on CPU allocates buffers of its own, and measuring them would take a probe of "
+                           f"{3 * _nbytes(small[1] if small else args) / 2 ** 20:.0f} MiB (more than "
+                           f"{PROBE_LIMIT // 2 ** 20} MiB)" + ("" if batched else " at its own size")
+                           + ": large samples, a batch folded into the channels (InstanceNorm), or a long sequence")
+    low, high = (_probed(func, a, kwargs) for a in small)
+    per_sample = (high.temporaries - low.temporaries) / PROBE_BATCH
+    return Probe(max(0, round(low.temporaries + per_sample * (n - PROBE_BATCH))),
+                 tuple(None if o is None else (None, None, o[2]) for o in low.outputs))  # the dtypes only
+
+
+def _at_batch(args, batched, batch: int) -> tuple:
+    """The arguments with the batched ones' first dimension set to ``batch`` (shapes only: fake tensors)."""
+    return tuple(a.new_empty((batch, *a.shape[1:])).to(memory_format=_layout(a)) if i in batched else a
+                 for i, a in enumerate(args))
+
+
+def _real(a):
+    """A real CPU tensor of ``a``'s shape, strides and dtype, zeros (a transpose stays one: a kernel may return
+    another layout for it); other arguments as they are."""
+    if isinstance(a, torch.Tensor):
+        extent = 1 + sum((size - 1) * stride for size, stride in zip(a.shape, a.stride())) if a.numel() else 0
+        return torch.zeros(extent, dtype=a.dtype).as_strided(a.shape, a.stride())
+    if isinstance(a, (list, tuple)):
+        return type(a)(_real(x) for x in a)
+    return a
+
+
+def _signature(a):
+    if isinstance(a, torch.Tensor):
+        return ("T", tuple(a.shape), a.stride(), a.dtype)
+    if isinstance(a, (list, tuple)):
+        return tuple(_signature(x) for x in a)
+    return a
+
+
+def _probed(func, args, kwargs) -> Probe:
+    key = (func, torch.is_grad_enabled(), _signature(args), _signature(tuple(sorted(kwargs.items()))))
+    if key not in _cache:
+        with _disable_current_modes():  # the tracker's and the fake mode: the probe's tensors are real
+            try:
+                _cache[key] = _run(func, _real(args), _real(kwargs))
+            except Exception as exc:  # noqa: BLE001 - a kernel that refuses zeros, or these shapes on this machine
+                raise ProbeRefused(f"{func.overloadpacket.__name__} on CPU allocates buffers of its own, and its "
+                                   f"kernel could not be probed on zeros: {type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else ''}"[:400]) from None
+    return _cache[key]
+
+
+def _run(func, args, kwargs) -> Probe:
+    from .memory import CpuAllocatorPeak
+
+    outputs: list = []
+
+    def step():  # under the caller's grad mode: the LSTM layer returns its workspace only where grad is on
+        outputs.append(func(*args, **kwargs))
+
+    peak = CpuAllocatorPeak().measure(step, outputs.clear).peak_bytes
+    out = outputs[-1] if isinstance(outputs[-1], (tuple, list)) else (outputs[-1],)
+    made = storage_nbytes(t for t in out if isinstance(t, torch.Tensor))
+    return Probe(max(0, peak - made), tuple((tuple(t.shape), t.stride(), t.dtype) if isinstance(t, torch.Tensor)
+                                            else None for t in out))
+
+
+def fake_outputs(probed: Probe, like: torch.Tensor) -> tuple | torch.Tensor:
+    """The real kernel's outputs as fake tensors (on ``like``'s mode and device), for an operator with no fake
+    kernel."""
+    made = tuple(None if o is None else like.new_empty_strided(o[0], o[1], dtype=o[2]) for o in probed.outputs)
+    return made if len(made) > 1 else made[0]
+
+
+def as_real(out, probed: Probe):
+    """The fake kernel's outputs, each replaced by a fake tensor of the real kernel's size and dtype where the two
+    differ (the LSTM layer's workspace, BatchNorm's float32 statistics under autocast)."""
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    fixed = []
+    for t, real in zip(outs, probed.outputs):
+        if isinstance(t, torch.Tensor) and real is not None:
+            shape, stride, dtype = real
+            if dtype != t.dtype or (shape is not None and (tuple(t.shape), t.stride()) != (shape, stride)):
+                t = t.new_empty_strided(shape if shape is not None else t.shape,
+                                        stride if stride is not None else t.stride(), dtype=dtype)
+        fixed.append(t)
+    fixed += list(outs[len(fixed):])
+    return type(out)(fixed) if isinstance(out, (tuple, list)) else fixed[0]
+
+
+class CpuKernels:
+    """What a tracker on fake CPU tensors asks of the probes (TensorMemoryTracker(cpu_kernels=CpuKernels()))."""
+
+    applies = staticmethod(probed)
+    probe = staticmethod(probe)
+    as_real = staticmethod(as_real)
+    fake_outputs = staticmethod(fake_outputs)
