@@ -153,8 +153,9 @@ class Predictor:
         record: dict = _base(case, self.run_id)
         fake, workload = self._workload(runs)
         if isinstance(workload, BaseException):
-            if isinstance(workload, _FAKE_LIMITS):
-                return _as_case(record, case, status="unpredictable", error=_why_unpredictable(workload))
+            limit = _fake_limit_in(workload)
+            if limit is not None:  # the model's builder wraps what it raised (models.py)
+                return _as_case(record, case, status="unpredictable", error=_why_unpredictable(limit))
             return _as_case(record, case, **dict(zip(("status", "error"), failed(workload))))
         try:
             with _model_code(), fake, state.modes_kept():
@@ -171,8 +172,9 @@ class Predictor:
         except _FAKE_LIMITS as exc:
             return _as_case(record, case, status="unpredictable", error=_why_unpredictable(exc))
         except Exception as exc:  # noqa: BLE001 - a case that fails is a result, as in a sweep
-            if _fake_only(exc):
-                return _as_case(record, case, status="unpredictable", error=_why_unpredictable(exc))
+            limit = _fake_limit_in(exc)
+            if limit is not None:
+                return _as_case(record, case, status="unpredictable", error=_why_unpredictable(limit))
             return _as_case(record, case, **dict(zip(("status", "error"), _case_failure(exc, record))))
         return _as_case(record, case, status="ok", peak_bytes_source=source, tracked_peak_bytes=None)
 
@@ -239,11 +241,23 @@ def _not_followed(case: Case, runs: Case) -> str | None:
 
 
 def _fake_only(exc: BaseException) -> bool:
-    """An error only fake tensors raise (a missing meta kernel, a data pointer or storage read): the model is
-    not broken, the prediction cannot follow it."""
+    """An error only fake tensors raise (a missing meta kernel, a data pointer or storage read; a module moved to
+    another memory format, whose parameters torch cannot swap for fake ones): the model is not broken, the
+    prediction cannot follow it."""
     text = str(exc)
     return isinstance(exc, RuntimeError) and any(w in text for w in ("FakeTensor", "fake tensor", "meta tensor",
-                                                                      "device='meta'", "meta device"))
+                                                                      "device='meta'", "meta device",
+                                                                      "Couldn't swap"))
+
+
+def _fake_limit_in(exc: BaseException) -> BaseException | None:
+    """The error in ``exc`` or what caused it (a model's builder wraps it) that fake tensors alone raise, if any."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, _FAKE_LIMITS) or _fake_only(exc):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _as_case(record: dict, case: Case, **fields) -> dict:
@@ -271,6 +285,9 @@ def _why_unpredictable(exc: BaseException) -> str:
     first = first_line(exc)
     if isinstance(exc, NotFollowed):
         return f"fake tensors cannot follow this step: {first}"
+    if "Couldn't swap" in str(exc):
+        return (f"fake tensors cannot follow this model ({type(exc).__name__}: {first}): a module moved to another "
+                "memory format (.to(memory_format=...)) cannot be built on fake tensors")
     return (f"fake tensors cannot follow this step ({type(exc).__name__}: {first}): a value read in forward, a "
             "data-dependent shape or an operator without a fake kernel")
 

@@ -1,6 +1,6 @@
 """Predicted / measured memory, case by case, for the tables of docs/predict.md.
 
-    python tools/predict_check.py MODEL[/SIZE][,MODEL...] BATCHES [AUTOCAST]     (EXTRA='{"seq_len": 32}')
+    python tools/predict_check.py MODEL[@SIZE][,MODEL...] BATCHES [AUTOCAST]     (EXTRA='{"seq_len": 32}')
 
 Each case (every mode, both steps) is predicted on fake tensors, then measured in the same process; a line
 per case with the ratios of peak, held and saved bytes (marked where one is off by more than 2%), then the
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     extra = json.loads(os.environ.get("EXTRA", "{}"))
     session, worst = Session(), {}
     for spec in models:
-        model, _, size = spec.partition("/")
+        model, _, size = spec.partition("@")  # a path may hold "/"
         for batch in batches:
             for mode in MODES:
                 for step in ("forward", "train_step"):

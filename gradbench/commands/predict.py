@@ -44,11 +44,13 @@ def run(args) -> int:
     from ..gpu_table import gpu
     from ..predict import Predictor
     from ..record import Record, case_label, new_run_id
-    from ..settings import grid_cases, merged
+    from ..settings import grid_cases, merged, number
     from ..storage import jsonl_out, opened_jsonl
     from ..text import terminal_text
 
     settings = merged(args)
+    if args.max_batch and not (args.gpu or args.memory_budget is not None):
+        raise BadInput("--max-batch needs a target: give --gpu NAME or --memory-budget SIZE")
     targets = []
     for name in args.gpu or ():
         try:
@@ -68,10 +70,11 @@ def run(args) -> int:
                        f"{', '.join(d for d in settings['devices'] if not str(d).startswith('cuda'))}; give "
                        "--devices cuda (the default with --gpu), or --memory-budget for a CPU's")
     settings.setdefault("devices", ["cpu"])
-    if settings.get("threads"):  # one process here: its threads are the measurements' (a worker's, in a run)
+    threads = number(settings, "threads")  # BadInput names a bad one
+    if threads:  # one process here: its threads are the measurements' (a worker's, in a run)
         import torch
 
-        torch.set_num_threads(int(settings["threads"]))
+        torch.set_num_threads(threads)
     settings.pop("memory_budget", None)  # a target here, not run's refusal of cases that cannot fit
     settings["max_time"] = 0.05  # --verify's measurements: their memory is what is compared
     _, cases = grid_cases(settings, here=False)
@@ -106,11 +109,8 @@ def run(args) -> int:
     print(_table(rows, targets, args.verify))
     print(f"\n{len(cases)} cases predicted in {time.perf_counter() - began:.0f} s; records: {out}")
     if args.max_batch:
-        if not targets:
-            print("--max-batch: no target; give --gpu NAME or --memory-budget SIZE")
-        else:
-            print()
-            print(_largest_batches(rows, targets, predictor))
+        print()
+        print(_largest_batches(rows, targets, predictor))
     for case, p, m in rows:
         if p["status"] not in ("ok", "not_applicable"):
             then = f"; measured instead: {_said(m)}" if m is not None else \

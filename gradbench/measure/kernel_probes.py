@@ -96,15 +96,18 @@ def _tensors(args) -> list[torch.Tensor]:
     return [t for t in tree_leaves(list(args)) if isinstance(t, torch.Tensor)]
 
 
-def _nbytes(args) -> int:
-    return sum(t.numel() * t.element_size() for t in _tensors(args))
+def _nbytes(args, kwargs=None) -> int:
+    return sum(t.numel() * t.element_size() for t in _tensors([*args, *(kwargs or {}).values()]))
 
 
 def probe(func, args: tuple, kwargs: dict) -> Probe:
     """The real kernel's buffers and outputs at this call's shapes: probed at them where they fit, else
     extrapolated from two smaller batches. ProbeRefused where neither can be done."""
     name = func.overloadpacket.__name__
-    if 3 * _nbytes(args) <= PROBE_LIMIT:
+    if any(t.is_nested for t in _tensors([*args, *kwargs.values()])):
+        raise ProbeRefused(f"{name} on a nested tensor (the fast path with a padding mask): a probe cannot make "
+                           "zeros of its shapes")
+    if 3 * _nbytes(args, kwargs) <= PROBE_LIMIT:
         return _probed(func, args, kwargs)
     batched = PROBED[func].batched
     n = int(args[batched[0]].shape[0]) if batched else 0
@@ -117,7 +120,7 @@ def probe(func, args: tuple, kwargs: dict) -> Probe:
         raise ProbeRefused(f"{name} on CPU allocates buffers of its own, and measuring them would take a probe of "
                            f"{3 * _nbytes(small[1] if small else args) / 2 ** 20:.0f} MiB (more than "
                            f"{PROBE_LIMIT // 2 ** 20} MiB)" + ("" if batched else " at its own size")
-                           + ": large samples, a batch folded into the channels (InstanceNorm), or a long sequence")
+                           + " (large samples, or a batch folded into another dimension)")
     low, high = (_probed(func, a, kwargs) for a in small)
     per_sample = (high.temporaries - low.temporaries) / PROBE_BATCH
     return Probe(max(0, round(low.temporaries + per_sample * (n - PROBE_BATCH))),
@@ -138,6 +141,8 @@ def _real(a):
         return torch.zeros(extent, dtype=a.dtype).as_strided(a.shape, a.stride())
     if isinstance(a, (list, tuple)):
         return type(a)(_real(x) for x in a)
+    if isinstance(a, dict):  # keyword arguments (SDPA's attn_mask): a fake one left in would take the op to fake
+        return {k: _real(v) for k, v in a.items()}
     return a
 
 
@@ -150,7 +155,8 @@ def _signature(a):
 
 
 def _probed(func, args, kwargs) -> Probe:
-    key = (func, torch.is_grad_enabled(), _signature(args), _signature(tuple(sorted(kwargs.items()))))
+    key = (func, torch.is_grad_enabled(), torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"),
+           _signature(args), _signature(tuple(sorted(kwargs.items()))))
     if key not in _cache:
         with _disable_current_modes():  # the tracker's and the fake mode: the probe's tensors are real
             try:

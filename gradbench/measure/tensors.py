@@ -75,11 +75,13 @@ class TensorMemoryTracker(TorchDispatchMode):
     def __init__(self, block_bytes: Callable[[int], int] | None = None, cpu_kernels=None,
                  autocast: Callable[[], contextlib.AbstractContextManager] | None = None):
         super().__init__()
-        # the step's autocast scope (compiled.autocast_scope), entered again for the operators inside a composite
-        # run from here: the dispatcher excludes the keys above a dispatch mode while it runs (autocast's too;
-        # torch.is_autocast_enabled reads False there), so nn.LSTM's oneDNN layer, which autocast casts to
-        # bfloat16 on CPU, ran in float32 (an LSTM's inference-mode forward predicted at 1.55)
+        # the step's autocast scope (compiled.autocast_scope), entered again for what runs inside an operator run
+        # from here (a composite, a fused kernel, a probe), where eager has it on (_autocast_inside): the
+        # dispatcher excludes the keys above a dispatch mode while it runs (autocast's too; torch.is_autocast_enabled
+        # reads False there), so nn.LSTM's oneDNN layer, which autocast casts to bfloat16 on CPU, ran in float32
+        # (an LSTM's inference-mode forward predicted at 1.55)
         self.autocast = autocast
+        self._autocast_live = True  # whether autocast is on where the operator now dispatched was called
         self.block_bytes = block_bytes or (lambda nbytes: nbytes)
         # a prediction for a CPU: what its kernels do below the dispatcher, probed (kernel_probes.CpuKernels)
         self.cpu_kernels = cpu_kernels
@@ -98,6 +100,21 @@ class TensorMemoryTracker(TorchDispatchMode):
         for k in dead:
             self.current -= self.live.pop(k)[1]
         self._pruned_at = len(self.live)
+
+    @contextlib.contextmanager
+    def _autocast_inside(self, func, first):
+        """The step's autocast around what runs inside ``func`` here, as eager has it: autocast casts an operator
+        it has a kernel for and runs all that is inside it without autocast (SDPA, and the math kernel SDPA calls,
+        which then computes in float32), and lets one it has no kernel for through with autocast still on
+        inside (nn.LSTM's composite, the fast path), as far as the operator it is called from had it on."""
+        outer = self._autocast_live
+        self._autocast_live = on = outer and self.autocast is not None and first is not None and \
+            not _has_autocast_kernel(func, first.device.type)
+        try:
+            with self.autocast() if on else contextlib.nullcontext():
+                yield
+        finally:
+            self._autocast_live = outer
 
     def adopt(self, t: torch.Tensor) -> torch.Tensor:
         """``t``, made outside the dispatcher (the CPU generator's state, which checkpointing keeps per block),
@@ -149,7 +166,8 @@ class TensorMemoryTracker(TorchDispatchMode):
         out = NotImplemented
         real = None
         if fake and self.cpu_kernels and first.device.type == "cpu" and self.cpu_kernels.applies(func, args):
-            real = self.cpu_kernels.probe(func, args, kwargs)  # the real kernel's buffers and outputs (NotFollowed)
+            with self._autocast_inside(func, first):  # the real kernel's buffers and outputs (NotFollowed)
+                real = self.cpu_kernels.probe(func, args, kwargs)
         elif func in _FUSED and fake:
             raise NotFollowed(f"{func.overloadpacket.__name__} (the transformer fast path) allocates inside its "
                               "kernel, which cannot run on fake tensors, nor be probed on CUDA here")
@@ -159,13 +177,13 @@ class TensorMemoryTracker(TorchDispatchMode):
             out = self.cpu_kernels.fake_outputs(real, first)
         elif func in _FUSED:
             key = torch._C.DispatchKey.CUDA if first.device.type == "cuda" else torch._C.DispatchKey.CPU
-            with self:  # see the kernel's inner allocations too
+            with self, self._autocast_inside(func, first):  # see the kernel's inner allocations too
                 out = func.redispatch(torch._C.DispatchKeySet(key), *args, **kwargs)
         elif _reenter_composite(func, first, fake):
             # Under inference mode autograd does not decompose a composite operator before it reaches this
             # mode (dropout arrives whole, its noise unseen): run here through its C++ kernel, the one eager
             # runs (not torch._decomp's Python decomposition, which may differ), its inner operators are seen.
-            with self, (self.autocast() if self.autocast else contextlib.nullcontext()):
+            with self, self._autocast_inside(func, first):
                 out = func._op_dk(_COMPOSITE, *args, **kwargs)
         if out is NotImplemented:
             out = func(*args, **kwargs)
@@ -198,6 +216,12 @@ def _reenter_composite(func, first, fake: bool) -> bool:
     if not _composite_only(func, first.device.type):
         return False
     return not (fake and first.device.type == "cuda" and not torch.cuda.is_available())
+
+
+@functools.lru_cache(maxsize=None)
+def _has_autocast_kernel(func, device_type: str) -> bool:
+    key = {"cpu": "AutocastCPU", "cuda": "AutocastCUDA"}.get(device_type)
+    return key is None or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
 
 
 @functools.lru_cache(maxsize=None)
