@@ -402,3 +402,18 @@ def test_the_resident_peak_is_read_from_the_status_file(tmp_path):
     status = tmp_path / "status"
     status.write_text("Name:\tpython\nVmPeak:\t 999999 kB\nVmHWM:\t  123456 kB\nVmRSS:\t 1000 kB\n")
     assert process_resident_peak_bytes(str(status)) == 123456 * 1024
+
+
+def test_a_split_of_a_tensor_made_before_is_views_not_new_storage():
+    """split, chunk and unbind return a list of views, under one aliased return in their schema, and
+    unsafe_chunk views under none: none is a new storage (a q/k/v split of MultiheadAttention's in_proj_weight
+    had counted as 12 KB more in a decoder)."""
+    weight = torch.randn(96, 32)
+    tracker = TensorMemoryTracker()
+    with tracker:
+        parts = torch.split(weight, [32, 64])
+        pieces = weight.unbind(0)
+        halves = weight.chunk(2)
+        unsafe = weight.unsafe_chunk(2)  # views whose schema does not say so (nn.LSTM's cells use it)
+    assert len(parts) == 2 and len(pieces) == 96 and len(halves) == 2 and len(unsafe) == 2
+    assert tracker.peak == 0

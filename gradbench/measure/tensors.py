@@ -128,14 +128,15 @@ class TensorMemoryTracker(TorchDispatchMode):
             self._prune()
             self.peak = max(self.peak, self.current + extra)
 
-    def _track_outputs(self, func, out) -> None:
+    def _track_outputs(self, func, out, inputs: list | None = None) -> None:
         returns = func._schema.returns
         outs = out if isinstance(out, (tuple, list)) else (out,)
         new: dict[int, tuple[StorageWeakRef, int]] = {}  # by storage: outputs may share one (q, k, v)
+        listed = len(returns) == 1 and isinstance(out, (tuple, list))  # one list return: split's views, unbind's
         for i, t in enumerate(outs):
             if not isinstance(t, torch.Tensor):
                 continue
-            if i < len(returns) and returns[i].alias_info is not None:
+            if (listed or i < len(returns)) and returns[0 if listed else i].alias_info is not None:
                 continue  # a view or in-place result: no new storage
             s = _storage(t)
             if s is None or s.nbytes() == 0:
@@ -145,6 +146,9 @@ class TensorMemoryTracker(TorchDispatchMode):
             if old is not None and not _expired(ref.cdata):
                 continue
             new[ref.cdata] = (ref, self.block_bytes(s.nbytes()))
+        if new and inputs:  # a view its schema does not say is one (unsafe_chunk, which nn.LSTM's cells use)
+            for key in {_storage_key(t) for t in inputs}:
+                new.pop(key, None)
         if not new:
             return
         if len(self.live) > 2 * self._pruned_at + 1024:
@@ -189,7 +193,7 @@ class TensorMemoryTracker(TorchDispatchMode):
             out = func(*args, **kwargs)
         if real is not None:
             out = self.cpu_kernels.as_real(out, real)
-        self._track_outputs(func, out)
+        self._track_outputs(func, out, tensors)
         if real is not None:
             self._raise_peak(real.temporaries)  # the kernel's buffers, with its outputs made
         return out
