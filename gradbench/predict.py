@@ -19,10 +19,12 @@ import warnings
 from dataclasses import replace
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .case import Case
 from .measure.memory import Peak
-from .measure.kernel_probes import CpuKernels
+from .measure.kernel_probes import CpuKernels, with_values
 from .measure.tensors import TensorMemoryTracker
 
 CUDA_MIN_BLOCK = 512  # the caching allocator rounds every request up to a multiple of 512 bytes (kMinBlockSize)
@@ -56,13 +58,28 @@ class ReplayedPeak:
     def measure(self, step, settle) -> Peak:
         settle()
         if self.prime:
-            step()
+            with _SmallValues():  # the path the measured step takes (with_values there too)
+                step()
             settle()
         tracker = TensorMemoryTracker(self.block_bytes, cpu_kernels=CpuKernels() if self.for_cpu else None,
-                                      autocast=self.autocast)
+                                      autocast=self.autocast, with_values=with_values)
         with tracker, (_rng_states_counted(tracker) if self.for_cpu else contextlib.nullcontext()):
             step()
         return Peak(tracker.peak, self.source)
+
+
+class _SmallValues(TorchDispatchMode):
+    """Integer and boolean tensors made while a workload is built (token ids, an attention mask of ones, position
+    buffers) computed for real on the CPU, as during the step (kernel_probes.with_values): code that branches on
+    their values (transformers: is the mask all ones) then takes eager's branch."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        from .measure.tensors import _tensor_args
+
+        kwargs = kwargs or {}
+        tensors = _tensor_args(args)
+        out = with_values(func, args, kwargs, tensors, any(isinstance(t, FakeTensor) for t in tensors))
+        return func(*args, **kwargs) if out is NotImplemented else out
 
 
 def _autocast_of(case: Case):
@@ -113,7 +130,7 @@ class Predictor:
         if key not in self._workloads:
             fake = FakeTensorMode(allow_non_fake_inputs=True)
             try:
-                with _model_code(), fake, state.modes_kept(), _initialisers_without_values():
+                with _model_code(), fake, _SmallValues(), state.modes_kept(), _initialisers_without_values():
                     self._workloads[key] = (fake, Workload(*key))
             except Exception as exc:  # noqa: BLE001 - every case of the workload says why
                 self._workloads[key] = (fake, exc)

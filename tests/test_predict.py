@@ -380,6 +380,36 @@ def test_an_operator_with_its_own_kernel_is_not_run_through_its_composite_formul
     assert measured["tracked_peak_bytes"] == measured["peak_bytes"]
 
 
+def test_branches_on_small_integer_tensors_the_step_makes_follow_eager(tmp_path, monkeypatch):
+    """Positions from arange and a mask of ones given with the input are computed for real, so a branch on their
+    values takes eager's way (transformers skips building the causal mask when the positions are consecutive
+    and the mask all ones; on fake tensors it could not tell, and Llama 1B was predicted 5-9% high)."""
+    (tmp_path / "branch.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(16, 16)
+
+            def forward(self, x, mask):
+                positions = torch.arange(x.shape[1])
+                if bool((positions[1:] - positions[:-1] == 1).all()) and bool(mask.all()):
+                    return self.lin(x)
+                return self.lin(torch.cat([x, x * mask[..., None]], 1))  # eager never comes here
+
+        def make(size="small"):
+            return Net(), lambda b: {"x": torch.randn(b, 8, 16), "mask": torch.ones(b, 8, dtype=torch.long)}
+    """))
+    monkeypatch.chdir(tmp_path)
+    for mode, step in (("train", "train_step"), ("eval_no_grad", "forward")):
+        case = _case(model="branch.py:make", size="small", mode=mode, step=step)
+        predicted, measured = predict(case), Session().measure(case, timed=False)
+        assert predicted["status"] == measured["status"] == "ok", predicted.get("error")
+        assert {f: predicted[f] for f in FIELDS} == {f: measured[f] for f in FIELDS}
+
+
 def test_a_fake_tensor_limit_the_models_builder_wrapped_is_unpredictable_not_an_error(tmp_path, monkeypatch):
     """A value read while the model is built (transformers' ConvNext reads one) is raised inside the builder,
     which wraps it: still a limit of fake tensors, said as such, not an error of the model."""

@@ -73,8 +73,11 @@ class TensorMemoryTracker(TorchDispatchMode):
     what the allocator takes for a storage of nbytes (default: nbytes; predict.py's CUDA rounding)."""
 
     def __init__(self, block_bytes: Callable[[int], int] | None = None, cpu_kernels=None,
-                 autocast: Callable[[], contextlib.AbstractContextManager] | None = None):
+                 autocast: Callable[[], contextlib.AbstractContextManager] | None = None, with_values=None):
         super().__init__()
+        # a prediction: small integer and boolean tensors the step makes are computed for real on the CPU
+        # (kernel_probes.with_values), so that branches on their values follow eager
+        self.with_values = with_values
         # the step's autocast scope (compiled.autocast_scope), entered again for what runs inside an operator run
         # from here (a composite, a fused kernel, a probe), where eager has it on (_autocast_inside): the
         # dispatcher excludes the keys above a dispatch mode while it runs (autocast's too; torch.is_autocast_enabled
@@ -168,6 +171,11 @@ class TensorMemoryTracker(TorchDispatchMode):
         first = tensors[0] if tensors else None
         fake = any(isinstance(t, FakeTensor) for t in tensors)
         out = NotImplemented
+        if self.with_values is not None:
+            out = self.with_values(func, args, kwargs, tensors, fake)
+            if out is not NotImplemented:
+                self._track_outputs(func, out, tensors)
+                return out
         real = None
         if fake and self.cpu_kernels and first.device.type == "cpu" and self.cpu_kernels.applies(func, args):
             with self._autocast_inside(func, first):  # the real kernel's buffers and outputs (NotFollowed)
