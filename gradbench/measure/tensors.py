@@ -119,6 +119,24 @@ class TensorMemoryTracker(TorchDispatchMode):
         finally:
             self._autocast_live = outer
 
+    def _summed_in_place(self, args, kwargs) -> bool:
+        """Whether this add is autograd summing two gradients of one input in backward, which eager does in place
+        into the first when it holds the only reference to a dense storage (InputBuffer::accumulate), and never
+        for a tensor subclass, a fake tensor: out of place, a prediction held one more gradient for a moment
+        (nn.MultiheadAttention's train step: q, k and v are slices of one projection; 1.05-1.09 high). Taken as
+        such: in backward, grad mode off, two tensors of one shape, dtype and strides, the first a gradient this
+        step made, contiguous and alone on its storage."""
+        if len(args) != 2 or kwargs.get("alpha", 1) != 1 or torch.is_grad_enabled() or \
+                torch._C._current_graph_task_id() == -1:
+            return False
+        a, b = args
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape or \
+                a.dtype != b.dtype or a.stride() != b.stride() or not a.is_contiguous():
+            return False
+        storage = _storage(a)  # alone on it: no view of it anywhere (this Python storage object holds one more)
+        return storage is not None and storage.nbytes() == a.numel() * a.element_size() and \
+            torch._C._storage_Use_Count(storage._cdata) == 2 and StorageWeakRef(storage).cdata in self.live
+
     def adopt(self, t: torch.Tensor) -> torch.Tensor:
         """``t``, made outside the dispatcher (the CPU generator's state, which checkpointing keeps per block),
         counted as a storage the step created."""
@@ -176,6 +194,8 @@ class TensorMemoryTracker(TorchDispatchMode):
             if out is not NotImplemented:
                 self._track_outputs(func, out, tensors)
                 return out
+        if fake and func is aten.add.Tensor and self._summed_in_place(args, kwargs):
+            return args[0].add_(args[1])  # eager's: no new storage
         real = None
         if fake and self.cpu_kernels and first.device.type == "cpu" and self.cpu_kernels.applies(func, args):
             with self._autocast_inside(func, first):  # the real kernel's buffers and outputs (NotFollowed)
