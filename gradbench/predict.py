@@ -175,7 +175,7 @@ class Predictor:
                 return _as_case(record, case, status="unpredictable", error=_why_unpredictable(limit))
             return _as_case(record, case, **dict(zip(("status", "error"), failed(workload))))
         try:
-            with _model_code(), fake, state.modes_kept():
+            with _model_code(), fake, _SmallValues(), state.modes_kept():
                 record.update(pipeline.base_record(runs, workload, self.run_id), kind="prediction", source="predict")
                 reason = not_applicable(runs, workload.model)
                 if reason:

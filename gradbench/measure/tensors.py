@@ -78,6 +78,7 @@ class TensorMemoryTracker(TorchDispatchMode):
         # a prediction: small integer and boolean tensors the step makes are computed for real on the CPU
         # (kernel_probes.with_values), so that branches on their values follow eager
         self.with_values = with_values
+        self._stale: set = set()  # storages of real tensors an operator wrote fake values into
         # the step's autocast scope (compiled.autocast_scope), entered again for what runs inside an operator run
         # from here (a composite, a fused kernel, a probe), where eager has it on (_autocast_inside): the
         # dispatcher excludes the keys above a dispatch mode while it runs (autocast's too; torch.is_autocast_enabled
@@ -118,24 +119,6 @@ class TensorMemoryTracker(TorchDispatchMode):
                 yield
         finally:
             self._autocast_live = outer
-
-    def _summed_in_place(self, args, kwargs) -> bool:
-        """Whether this add is autograd summing two gradients of one input in backward, which eager does in place
-        into the first when it holds the only reference to a dense storage (InputBuffer::accumulate), and never
-        for a tensor subclass, a fake tensor: out of place, a prediction held one more gradient for a moment
-        (nn.MultiheadAttention's train step: q, k and v are slices of one projection; 1.05-1.09 high). Taken as
-        such: in backward, grad mode off, two tensors of one shape, dtype and strides, the first a gradient this
-        step made, contiguous and alone on its storage."""
-        if len(args) != 2 or kwargs.get("alpha", 1) != 1 or torch.is_grad_enabled() or \
-                torch._C._current_graph_task_id() == -1:
-            return False
-        a, b = args
-        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.shape != b.shape or \
-                a.dtype != b.dtype or a.stride() != b.stride() or not a.is_contiguous():
-            return False
-        storage = _storage(a)  # alone on it: no view of it anywhere (this Python storage object holds one more)
-        return storage is not None and storage.nbytes() == a.numel() * a.element_size() and \
-            torch._C._storage_Use_Count(storage._cdata) == 2 and StorageWeakRef(storage).cdata in self.live
 
     def adopt(self, t: torch.Tensor) -> torch.Tensor:
         """``t``, made outside the dispatcher (the CPU generator's state, which checkpointing keeps per block),
@@ -190,12 +173,16 @@ class TensorMemoryTracker(TorchDispatchMode):
         fake = any(isinstance(t, FakeTensor) for t in tensors)
         out = NotImplemented
         if self.with_values is not None:
+            if not fake and any(_storage_key(t) in self._stale for t in tensors):
+                raise NotFollowed(f"{func.overloadpacket.__name__} reads a tensor computed for real that an earlier "
+                                  "operator wrote values into from fake tensors, values a prediction does not have")
             out = self.with_values(func, args, kwargs, tensors, fake)
             if out is not NotImplemented:
                 self._track_outputs(func, out, tensors)
                 return out
-        if fake and func is aten.add.Tensor and self._summed_in_place(args, kwargs):
-            return args[0].add_(args[1])  # eager's: no new storage
+            if fake:  # a real tensor written from fake values keeps its old ones: nothing may read them
+                self._stale.update(_storage_key(t) for t in _written(func, args, kwargs)
+                                   if not isinstance(t, FakeTensor))
         real = None
         if fake and self.cpu_kernels and first.device.type == "cpu" and self.cpu_kernels.applies(func, args):
             with self._autocast_inside(func, first):  # the real kernel's buffers and outputs (NotFollowed)
@@ -225,6 +212,17 @@ class TensorMemoryTracker(TorchDispatchMode):
         if real is not None:
             self._raise_peak(real.temporaries)  # the kernel's buffers, with its outputs made
         return out
+
+
+def _written(func, args, kwargs) -> list:
+    """The tensors an operator writes into (in place, or ``out=``)."""
+    found = []
+    for i, argument in enumerate(func._schema.arguments):
+        if argument.alias_info is None or not argument.alias_info.is_write:
+            continue
+        value = args[i] if i < len(args) else kwargs.get(argument.name)
+        found += [t for t in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(t, torch.Tensor)]
+    return found
 
 
 def _tensor_args(args) -> list:
