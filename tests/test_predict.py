@@ -306,6 +306,26 @@ KERNEL_BUFFERS = textwrap.dedent("""
         torch.manual_seed(0)
         return Attention(masked=True), lambda b: torch.randn(b, 8, 16)
 
+    class Summed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(64, 64), nn.Linear(64, 64)
+
+        def forward(self, x):
+            return self.l2(self.l1(x)).sum()
+
+    class LogSumExp(Summed):
+        def forward(self, x):
+            return (self.l1(x) @ self.l2.weight.t()).logsumexp(-1)
+
+    def logsumexp(size="small"):
+        torch.manual_seed(0)
+        return LogSumExp(), lambda b: torch.randn(b, 16, 64)
+
+    def summed(size="small"):
+        torch.manual_seed(0)
+        return Summed(), lambda b: torch.randn(b, 16, 64)
+
     class Recurrent(nn.Module):
         def __init__(self):
             super().__init__()
@@ -326,6 +346,8 @@ KERNEL_BUFFERS = textwrap.dedent("""
     ("linear_bn", "bfloat16", "frozen", "forward"),  # oneDNN's bfloat16 matrix product reorders its operands
     ("linear_bn", "bfloat16", "train", "train_step"),  # BatchNorm's statistics in float32 under autocast
     ("checkpointed", "none", "train", "forward"),  # the CPU generator's state, kept per checkpointed block
+    ("summed", "none", "train", "train_step"),  # the mm of an expanded gradient copies it for BLAS (0.81)
+    ("logsumexp", "none", "eval_no_grad", "forward"),  # its kernel's temporary of the input's size (0.60)
     # under inference mode nn.LSTM's composite is run from the tracker, where autocast must be entered again
     ("lstm", "bfloat16", "inference_mode", "forward"),
     # and SDPA's, which autocast casts, runs its math kernel without autocast inside: in float32 (0.66 when the

@@ -45,11 +45,14 @@ PROBED = {
     aten.mkldnn_rnn_layer.default: Probed(None),
     aten.mkldnn_rnn_layer_backward.default: Probed(None),
     # oneDNN's matrix products in bfloat16 and float16 reorder their operands into buffers of their own (a
-    # Linear(64, 128) under bfloat16 autocast, batch 4: 13,952 bytes, the forward's peak at 0.57 without)
+    # Linear(64, 128) under bfloat16 autocast, batch 4: 13,952 bytes, the forward's peak at 0.57 without); in
+    # float32 an expanded operand (the gradient of a sum) is copied for BLAS (probed())
     aten.addmm.default: Probed((1,), reduced_only=True),
     aten.mm.default: Probed((0,), reduced_only=True),
     aten.bmm.default: Probed((0, 1), reduced_only=True),
     aten.baddbmm.default: Probed((0, 1, 2), reduced_only=True),
+    # logsumexp's kernel keeps a temporary of its input's size (a tied-embedding model's forward at 0.60 without)
+    aten.logsumexp.default: Probed((0,)),
     # the transformer fast path (nn.TransformerEncoderLayer, nn.MultiheadAttention in eval without grad): fused
     # kernels with no fake kernel at all, whose outputs are made from the probe's
     aten._transformer_encoder_layer_fwd.default: Probed(None),
@@ -62,9 +65,14 @@ _REDUCED = (torch.bfloat16, torch.float16)
 
 
 def probed(func, args) -> bool:
-    """Whether ``func`` on these arguments is probed."""
+    """Whether ``func`` on these arguments is probed: a matrix product in float32 only where an operand is
+    neither contiguous nor a transpose of one (an expanded gradient, whose copy BLAS needs is the kernel's own)."""
     kind = PROBED.get(func)
-    return kind is not None and (not kind.reduced_only or any(t.dtype in _REDUCED for t in _tensors(args)))
+    if kind is None:
+        return False
+    tensors = _tensors(args)
+    return not kind.reduced_only or any(t.dtype in _REDUCED for t in tensors) or \
+        any(not (t.is_contiguous() or t.mT.is_contiguous()) for t in tensors if t.dim() >= 2)
 
 
 PROBE_BATCH = 8  # beyond the limit, probed at this batch and twice it
@@ -116,6 +124,12 @@ def probe(func, args: tuple, kwargs: dict) -> Probe:
                            f"large to probe at its own size ({3 * _nbytes(args) / 2 ** 20:.0f} MiB, more than "
                            f"{PROBE_LIMIT // 2 ** 20} MiB), cannot be probed at a smaller batch")
     small = [_at_batch(args, batched, b) for b in (PROBE_BATCH, 2 * PROBE_BATCH)] if n > 2 * PROBE_BATCH else []
+    if (not small or 3 * _nbytes(small[1]) > PROBE_LIMIT) and PROBED[func].reduced_only and \
+            not any(t.dtype in _REDUCED for t in _tensors(args)):
+        # a float32 product too large to probe: its own allocation is the contiguous copy of each operand that is
+        # neither contiguous nor a transpose, as the small ones probed show
+        odd = [t for t in _tensors(args) if t.dim() >= 2 and not (t.is_contiguous() or t.mT.is_contiguous())]
+        return Probe(sum(t.numel() * t.element_size() for t in odd), ())
     if not small or 3 * _nbytes(small[1]) > PROBE_LIMIT:
         raise ProbeRefused(f"{name} on CPU allocates buffers of its own, and measuring them would take a probe of "
                            f"{3 * _nbytes(small[1] if small else args) / 2 ** 20:.0f} MiB (more than "
