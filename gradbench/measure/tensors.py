@@ -217,12 +217,16 @@ class TensorMemoryTracker(TorchDispatchMode):
 def _written(func, args, kwargs) -> list:
     """The tensors an operator writes into (in place, or ``out=``)."""
     found = []
-    for i, argument in enumerate(func._schema.arguments):
-        if argument.alias_info is None or not argument.alias_info.is_write:
-            continue
-        value = args[i] if i < len(args) else kwargs.get(argument.name)
+    for i, name in _written_arguments(func):
+        value = args[i] if i < len(args) else kwargs.get(name)
         found += [t for t in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(t, torch.Tensor)]
     return found
+
+
+@functools.lru_cache(maxsize=None)
+def _written_arguments(func) -> tuple:
+    return tuple((i, a.name) for i, a in enumerate(func._schema.arguments)
+                 if a.alias_info is not None and a.alias_info.is_write)
 
 
 def _tensor_args(args) -> list:
