@@ -56,6 +56,12 @@ def autocast_scope(device: torch.device, autocast: str):
     return torch.autocast(device_type=device.type, dtype=getattr(torch, autocast))
 
 
+def autocast_entry(device: torch.device, autocast: str):
+    """autocast_scope as a factory, to enter again where a dispatch mode runs an operator's inside (the tensor
+    tracker); None without autocast."""
+    return None if autocast == "none" else lambda: autocast_scope(device, autocast)
+
+
 class _Compiler:
     """The process's one compiled model and the callback that counts the compiler's work."""
 

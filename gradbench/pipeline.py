@@ -19,7 +19,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .case import Case
-from .compiled import (CompileWatch, NotCompiled, autocast_scope, compilations, compiled_code_run, compiler_settings,
+from .compiled import (CompileWatch, NotCompiled, autocast_entry, compilations, compiled_code_run, compiler_settings,
                        forward_for, last_guard_failure)
 from .env import fingerprint
 from .interrupts import InterruptWatch
@@ -226,13 +226,12 @@ def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensor
     saved for backward are what the compiled graph saves.
     """
     step.settle()
-    autocast = None if case.autocast == "none" else lambda: autocast_scope(workload.device, case.autocast)
-    tracker = TensorMemoryTracker(autocast=autocast) if not compiled else None
+    tracker = TensorMemoryTracker(autocast=autocast_entry(workload.device, case.autocast)) if not compiled else None
     with tracker or contextlib.nullcontext():
         step.run()
-    # the saved bytes are taken with no flop counter active: under one, the same tensors are saved with less
-    # storage shared (transformers' BERT, eval train step: 2,240,000 bytes against 2,173,440 without it, and
-    # against its forward step's)
+    # the saved bytes are taken with no flop counter active: its module hooks add autograd nodes that keep
+    # tensors of their own, which the count took as the model's (transformers' BERT, eval train step: 2,240,000
+    # bytes against 2,173,440 without it, and against its forward step's)
     saved_bytes = saved.nbytes
     flops = None
     if case.step == "train_step":

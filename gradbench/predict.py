@@ -23,6 +23,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .case import Case
+from .compiled import autocast_entry
 from .measure.memory import Peak
 from .measure.kernel_probes import CpuKernels, with_values
 from .measure.tensors import TensorMemoryTracker
@@ -58,8 +59,7 @@ class ReplayedPeak:
     def measure(self, step, settle) -> Peak:
         settle()
         if self.prime:
-            with _SmallValues():  # the path the measured step takes (with_values there too)
-                step()
+            step()
             settle()
         tracker = TensorMemoryTracker(self.block_bytes, cpu_kernels=CpuKernels() if self.for_cpu else None,
                                       autocast=self.autocast, with_values=with_values)
@@ -80,13 +80,6 @@ class _SmallValues(TorchDispatchMode):
         tensors = _tensor_args(args)
         out = with_values(func, args, kwargs, tensors, any(isinstance(t, FakeTensor) for t in tensors))
         return func(*args, **kwargs) if out is NotImplemented else out
-
-
-def _autocast_of(case: Case):
-    """The case's autocast scope, as a factory (None without autocast)."""
-    from .compiled import autocast_scope
-
-    return None if case.autocast == "none" else lambda: autocast_scope(torch.device(case.device), case.autocast)
 
 
 @contextlib.contextmanager
@@ -182,14 +175,12 @@ class Predictor:
                     return _as_case(record, case, status="not_applicable", error=reason)
                 primed = (runs.workload_key, runs.step) in self._primed
                 with pipeline.prepare(runs, workload, record, memory=ReplayedPeak(
-                        target, prime=not primed, autocast=_autocast_of(runs)),
+                        target, prime=not primed, autocast=autocast_entry(torch.device(runs.device), runs.autocast)),
                                       probes=False):
                     pass
                 self._primed.add((runs.workload_key, runs.step))
-        except _FAKE_LIMITS as exc:
-            return _as_case(record, case, status="unpredictable", error=_why_unpredictable(exc))
         except Exception as exc:  # noqa: BLE001 - a case that fails is a result, as in a sweep
-            limit = _fake_limit_in(exc)
+            limit = _fake_limit_in(exc)  # a limit of fake tensors, raised or wrapped
             if limit is not None:
                 return _as_case(record, case, status="unpredictable", error=_why_unpredictable(limit))
             return _as_case(record, case, **dict(zip(("status", "error"), _case_failure(exc, record))))

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
-from torch.utils._pytree import tree_leaves
-
-from .tensors import NotFollowed, storage_nbytes
+from .tensors import NotFollowed, _tensor_args, storage_nbytes
 
 aten = torch.ops.aten
 
@@ -70,9 +68,8 @@ def probed(func, args) -> bool:
     kind = PROBED.get(func)
     if kind is None:
         return False
-    tensors = _tensors(args)
-    return not kind.reduced_only or any(t.dtype in _REDUCED for t in tensors) or \
-        any(not (t.is_contiguous() or t.mT.is_contiguous()) for t in tensors if t.dim() >= 2)
+    tensors = _tensor_args(args)
+    return not kind.reduced_only or any(t.dtype in _REDUCED or _odd(t) for t in tensors)
 
 
 PROBE_BATCH = 8  # beyond the limit, probed at this batch and twice it
@@ -100,19 +97,20 @@ def _layout(t) -> torch.memory_format | None:
                  if t.dim() == dims and t.is_contiguous(memory_format=f)), None)
 
 
-def _tensors(args) -> list[torch.Tensor]:
-    return [t for t in tree_leaves(list(args)) if isinstance(t, torch.Tensor)]
+def _odd(t: torch.Tensor) -> bool:
+    """A matrix neither contiguous nor a transpose of one (an expanded gradient): a product copies it for BLAS."""
+    return t.dim() >= 2 and not (t.is_contiguous() or t.mT.is_contiguous())
 
 
 def _nbytes(args, kwargs=None) -> int:
-    return sum(t.numel() * t.element_size() for t in _tensors([*args, *(kwargs or {}).values()]))
+    return sum(t.numel() * t.element_size() for t in _tensor_args([*args, *(kwargs or {}).values()]))
 
 
 def probe(func, args: tuple, kwargs: dict) -> Probe:
     """The real kernel's buffers and outputs at this call's shapes: probed at them where they fit, else
     extrapolated from two smaller batches. ProbeRefused where neither can be done."""
     name = func.overloadpacket.__name__
-    if any(t.is_nested for t in _tensors([*args, *kwargs.values()])):
+    if any(t.is_nested for t in _tensor_args([*args, *kwargs.values()])):
         raise ProbeRefused(f"{name} on a nested tensor (the fast path with a padding mask): a probe cannot make "
                            "zeros of its shapes")
     if 3 * _nbytes(args, kwargs) <= PROBE_LIMIT:
@@ -124,13 +122,12 @@ def probe(func, args: tuple, kwargs: dict) -> Probe:
                            f"large to probe at its own size ({3 * _nbytes(args) / 2 ** 20:.0f} MiB, more than "
                            f"{PROBE_LIMIT // 2 ** 20} MiB), cannot be probed at a smaller batch")
     small = [_at_batch(args, batched, b) for b in (PROBE_BATCH, 2 * PROBE_BATCH)] if n > 2 * PROBE_BATCH else []
-    if (not small or 3 * _nbytes(small[1]) > PROBE_LIMIT) and PROBED[func].reduced_only and \
-            not any(t.dtype in _REDUCED for t in _tensors(args)):
+    too_large = not small or 3 * _nbytes(small[1]) > PROBE_LIMIT
+    if too_large and PROBED[func].reduced_only and not any(t.dtype in _REDUCED for t in _tensor_args(args)):
         # a float32 product too large to probe: its own allocation is the contiguous copy of each operand that is
         # neither contiguous nor a transpose, as the small ones probed show
-        odd = [t for t in _tensors(args) if t.dim() >= 2 and not (t.is_contiguous() or t.mT.is_contiguous())]
-        return Probe(sum(t.numel() * t.element_size() for t in odd), ())
-    if not small or 3 * _nbytes(small[1]) > PROBE_LIMIT:
+        return Probe(sum(t.numel() * t.element_size() for t in _tensor_args(args) if _odd(t)), ())
+    if too_large:
         raise ProbeRefused(f"{name} on CPU allocates buffers of its own, and measuring them would take a probe of "
                            f"{3 * _nbytes(small[1] if small else args) / 2 ** 20:.0f} MiB (more than "
                            f"{PROBE_LIMIT // 2 ** 20} MiB)" + ("" if batched else " at its own size")
