@@ -24,6 +24,7 @@ from .compiled import (CompileWatch, NotCompiled, autocast_entry, compilations, 
 from .env import fingerprint
 from .interrupts import InterruptWatch
 from .measure.contention import ContentionMonitor, monitor_for
+from .measure.eager_autocast import above_eager_autocast
 from .measure.energy import energy_fields, meter_for
 from .measure.memory import peak_backend
 from .measure.tensors import SavedTensorsCounter, TensorMemoryTracker, gradient_bytes, storage_nbytes
@@ -237,7 +238,7 @@ def _counted_step(case: Case, workload: Workload, step: Step, saved: SavedTensor
     if case.step == "train_step":
         flops = FlopCounterMode(display=False)
         step.settle()
-        with flops:
+        with above_eager_autocast(flops, autocast_entry(workload.device, case.autocast)):
             plain.run()
         plain.settle()
     return dict(tracked_peak_bytes=tracker.peak if tracker else None, saved_bytes=saved_bytes,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import models as _models
+from .compiled import autocast_entry
 from .measure.behaviour import default_generators, output_tensors, probe_behaviour
 from .measure.flops import count_flops
 from .measure.tensors import parameter_bytes
@@ -170,7 +171,8 @@ class Workload:
 
             self._behaviour[key] = probe_behaviour(self.model, lambda: applied.run(watched_forward),
                                                     self.reference_outputs(), self.seed,
-                                                    default_generators(self.device), instrumented=variant[0] == "none")
+                                                    default_generators(self.device), instrumented=variant[0] == "none",
+                                                    autocast=autocast_entry(self.device, variant[1]))
             self._forward_changes[name] = changes
             state.announce(state.describe(f"model {self.name!r}", f"inside its forward in mode {name!r}", changes))
         return dict(self._behaviour[key])

@@ -30,6 +30,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .eager_autocast import above_eager_autocast
+
 _FASTPATH_OPS = {"aten::_transformer_encoder_layer_fwd", "aten::_native_multi_head_attention"}
 _TRANSFORMER_LAYERS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.MultiheadAttention)
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
@@ -171,18 +173,19 @@ def max_abs_diff(outputs: list[torch.Tensor], reference: list[torch.Tensor] | No
 
 
 def probe_behaviour(model: nn.Module, forward: Callable[[], object], reference: list[torch.Tensor] | None,
-                    seed: int, generators: list[torch.Generator], instrumented: bool = True) -> dict:
+                    seed: int, generators: list[torch.Generator], instrumented: bool = True,
+                    autocast=None) -> dict:
     """What the mode did, from the probe forwards (``_probe``); the random streams they seed are put back
     afterwards, raised or not."""
     streams = _RandomStreams(generators)
     try:
-        return _probe(model, forward, reference, seed, generators, instrumented)
+        return _probe(model, forward, reference, seed, generators, instrumented, autocast)
     finally:
         streams.restore()
 
 
 def _probe(model: nn.Module, forward: Callable[[], object], reference: list[torch.Tensor] | None,
-           seed: int, generators: list[torch.Generator], instrumented: bool = True) -> dict:
+           seed: int, generators: list[torch.Generator], instrumented: bool = True, autocast=None) -> dict:
     """Forwards through ``forward()`` under seed, seed + 1 and, if they differ, seed again; what the mode did.
 
     ``reference``: outputs of the same input under eval_no_grad, for max_abs_diff_vs_eval_no_grad.
@@ -190,7 +193,8 @@ def _probe(model: nn.Module, forward: Callable[[], object], reference: list[torc
     ``instrumented=False`` (a compiled forward): no operator trace or module hooks. A compiled graph's
     kernels are invisible to both, and a dispatch mode around a compiled call leaves dynamo
     intercepting nothing afterwards (torch 2.13): what only they observe is null. No backward
-    either (grads_computed null; a train step counts its own).
+    either (grads_computed null; a train step counts its own). ``autocast``: the case's autocast
+    (compiled.autocast_entry), entered again beneath the operator trace where eager has it on (eager_autocast).
     """
     restore_buffers = _buffer_restorer(model)
     norm_buffers = [b for m in model.modules() if isinstance(m, _BATCHNORM) for b in m.buffers()]
@@ -198,7 +202,7 @@ def _probe(model: nn.Module, forward: Callable[[], object], reference: list[torc
     trace = OpTrace(generators) if instrumented else contextlib.nullcontext()
     probes = _BatchNormProbes(model) if instrumented else contextlib.nullcontext()
     seed_everything(seed)
-    with probes, trace:
+    with probes, above_eager_autocast(trace, autocast if instrumented else None):
         out = forward()
     outputs = output_tensors(out)
     first = _detached(out)

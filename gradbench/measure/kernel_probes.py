@@ -61,6 +61,29 @@ PROBED = {
 }
 _REDUCED = (torch.bfloat16, torch.float16)
 
+# CPU kernels that copy each of these arguments that is not contiguous into a contiguous buffer of their own,
+# freed when they return (measured on permuted inputs: the copy is the argument's bytes; transformers' Whisper
+# encoder normalises the permuted output of its convolutions: its forwards were 0.97 without). Max pooling
+# keeps channels-last as it is.
+CONTIGUOUS_COPIES = {
+    aten.native_layer_norm.default: (0,),
+    aten.native_layer_norm_backward.default: (0, 1),
+    aten._softmax.default: (0,),
+    aten._log_softmax.default: (0,),
+    aten._softmax_backward_data.default: (0, 1),
+    aten._log_softmax_backward_data.default: (0, 1),
+    aten.index_select.default: (0,),
+    aten.max_pool2d_with_indices.default: (0,),
+}
+
+
+def contiguous_copies(func, args) -> int:
+    """Bytes a CPU kernel copies its arguments into because they are not contiguous (CONTIGUOUS_COPIES)."""
+    copied = CONTIGUOUS_COPIES.get(func, ())
+    pooling = func is aten.max_pool2d_with_indices.default
+    return sum(a.numel() * a.element_size() for i, a in enumerate(args) if i in copied
+               and isinstance(a, torch.Tensor) and (_layout(a) is None if pooling else not a.is_contiguous()))
+
 
 def probed(func, args) -> bool:
     """Whether ``func`` on these arguments is probed: a matrix product in float32 only where an operand is
@@ -84,6 +107,10 @@ class ProbeRefused(NotFollowed):
 class Probe:
     temporaries: int  # bytes allocated beyond the outputs, at the kernel's peak
     outputs: tuple  # per output: (shape, stride, dtype) of the real kernel's, None where not a tensor
+    # bytes the kernel leaves allocated beyond its outputs: autocast's cast cache, which keeps the reduced copy
+    # of each leaf that requires grad (the weights) cast inside a kernel autocast runs on (the fast path) until
+    # the autocast scope ends (the fast path under bfloat16 autocast, eval_no_grad: 0.72 without)
+    retained: int = 0
 
 
 _cache: dict[tuple, Probe] = {}
@@ -144,34 +171,41 @@ def _at_batch(args, batched, batch: int) -> tuple:
                  for i, a in enumerate(args))
 
 
-def _real(a):
+def _real(a, leaves: bool = False):
     """A real CPU tensor of ``a``'s shape, strides and dtype, zeros (a transpose stays one: a kernel may return
-    another layout for it); other arguments as they are."""
+    another layout for it); other arguments as they are. ``leaves``: a leaf that requires grad stays one (what
+    autocast's cast cache keeps is decided on that)."""
+    if isinstance(a, torch.Tensor) and leaves and a.is_leaf and a.requires_grad:
+        return torch.empty_strided(a.shape, a.stride(), dtype=a.dtype).zero_().requires_grad_()
     if isinstance(a, torch.Tensor):
         extent = 1 + sum((size - 1) * stride for size, stride in zip(a.shape, a.stride())) if a.numel() else 0
         return torch.zeros(extent, dtype=a.dtype).as_strided(a.shape, a.stride())
     if isinstance(a, (list, tuple)):
-        return type(a)(_real(x) for x in a)
+        return type(a)(_real(x, leaves) for x in a)
     if isinstance(a, dict):  # keyword arguments (SDPA's attn_mask): a fake one left in would take the op to fake
-        return {k: _real(v) for k, v in a.items()}
+        return {k: _real(v, leaves) for k, v in a.items()}
     return a
 
 
 def _signature(a):
     if isinstance(a, torch.Tensor):
-        return ("T", tuple(a.shape), a.stride(), a.dtype)
+        return ("T", tuple(a.shape), a.stride(), a.dtype, a.is_leaf and a.requires_grad)
     if isinstance(a, (list, tuple)):
         return tuple(_signature(x) for x in a)
     return a
 
 
 def _probed(func, args, kwargs) -> Probe:
+    # autocast on inside the operator (one it has no kernel for): what it casts inside may be cached (eager
+    # caches no cast under inference mode: measured)
+    cached = torch.is_autocast_enabled("cpu") and torch.is_autocast_cache_enabled() and \
+        not torch.is_inference_mode_enabled()
     key = (func, torch.is_grad_enabled(), torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"),
-           _signature(args), _signature(tuple(sorted(kwargs.items()))))
+           cached, _signature(args), _signature(tuple(sorted(kwargs.items()))))
     if key not in _cache:
         with _disable_current_modes():  # the tracker's and the fake mode: the probe's tensors are real
             try:
-                _cache[key] = _run(func, _real(args), _real(kwargs))
+                _cache[key] = _run(func, _real(args, cached), _real(kwargs, cached), cached)
             except Exception as exc:  # noqa: BLE001 - a kernel that refuses zeros, or these shapes on this machine
                 raise ProbeRefused(f"{func.overloadpacket.__name__} on CPU allocates buffers of its own, and its "
                                    f"kernel could not be probed on zeros: {type(exc).__name__}: "
@@ -179,19 +213,28 @@ def _probed(func, args, kwargs) -> Probe:
     return _cache[key]
 
 
-def _run(func, args, kwargs) -> Probe:
+def _run(func, args, kwargs, cached: bool = False) -> Probe:
+    """``cached``: autocast's cache is on: the warm-up step runs without it, so that the measured step makes
+    (and the cache keeps, until the caller's autocast scope ends and clears it) the casts eager makes."""
     from .memory import CpuAllocatorPeak
 
-    outputs: list = []
+    outputs, calls = [], []
 
     def step():  # under the caller's grad mode: the LSTM layer returns its workspace only where grad is on
-        outputs.append(func(*args, **kwargs))
+        calls.append(None)
+        before = torch.is_autocast_cache_enabled()
+        torch.set_autocast_cache_enabled(before and not (cached and len(calls) == 1))
+        try:
+            outputs.append(func(*args, **kwargs))
+        finally:
+            torch.set_autocast_cache_enabled(before)
 
-    peak = CpuAllocatorPeak().measure(step, outputs.clear).peak_bytes
+    peak = CpuAllocatorPeak().measure(step, outputs.clear)
     out = outputs[-1] if isinstance(outputs[-1], (tuple, list)) else (outputs[-1],)
     made = storage_nbytes(t for t in out if isinstance(t, torch.Tensor))
-    return Probe(max(0, peak - made), tuple((tuple(t.shape), t.stride(), t.dtype) if isinstance(t, torch.Tensor)
-                                            else None for t in out))
+    return Probe(max(0, peak.peak_bytes - made), tuple((tuple(t.shape), t.stride(), t.dtype)
+                                                       if isinstance(t, torch.Tensor) else None for t in out),
+                 max(0, peak.end_bytes - made) if cached else 0)
 
 
 def fake_outputs(probed: Probe, like: torch.Tensor) -> tuple | torch.Tensor:
@@ -257,5 +300,6 @@ class CpuKernels:
 
     applies = staticmethod(probed)
     probe = staticmethod(probe)
+    copies = staticmethod(contiguous_copies)
     as_real = staticmethod(as_real)
     fake_outputs = staticmethod(fake_outputs)

@@ -46,6 +46,7 @@ class Peak:
     cuda_max_allocated_bytes: int | None = None
     cuda_max_reserved_bytes: int | None = None
     requested_peak_bytes: int | None = None
+    end_bytes: int | None = None  # CPU: what the measured step left allocated at its end (its outputs among it)
 
 
 @contextlib.contextmanager
@@ -102,11 +103,13 @@ class CpuAllocatorPeak:
         finally:
             with stderr_silenced():
                 profile.__exit__(None, None, None)
-        return Peak(peak_above_mark(profile.kineto_results.events(), self.MARK), self.source)
+        peak, end = totals_above_mark(profile.kineto_results.events(), self.MARK)
+        return Peak(peak, self.source, end_bytes=end)
 
 
-def peak_above_mark(events, mark: str) -> int:
-    """Peak of the running total of CPU allocation events inside the ``mark`` range, above the total at its start."""
+def totals_above_mark(events, mark: str) -> tuple[int, int]:
+    """The peak and the end of the running total of CPU allocation events inside the ``mark`` range, above the
+    total at its start."""
     [marked] = [e for e in events if e.name() == mark]
     start, end = marked.start_ns(), marked.end_ns()
     memory = sorted((e for e in events if e.name() == "[memory]" and e.device_type().name == "CPU"),
@@ -117,7 +120,7 @@ def peak_above_mark(events, mark: str) -> int:
         if start <= e.start_ns() <= end:
             current += e.nbytes()
             peak = max(peak, current)
-    return peak - baseline
+    return peak - baseline, current - baseline
 
 
 class CudaAllocatorPeak:

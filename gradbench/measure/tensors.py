@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .behaviour import output_tensors
+from .eager_autocast import has_autocast_kernel
 
 aten = torch.ops.aten
 _COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
@@ -79,6 +80,8 @@ class TensorMemoryTracker(TorchDispatchMode):
         # (kernel_probes.with_values), so that branches on their values follow eager
         self.with_values = with_values
         self._stale: set = set()  # storages of real tensors an operator wrote fake values into
+        self._composite_depth = 0  # how deep inside composite kernels run from here (_reenter_composite)
+        self._cast_cache: dict = {}  # what autocast's cache holds of probed kernels' casts (_cast_cache_held)
         # the step's autocast scope (compiled.autocast_scope), entered again for what runs inside an operator run
         # from here (a composite, a fused kernel, a probe), where eager has it on (_autocast_inside): the
         # dispatcher excludes the keys above a dispatch mode while it runs (autocast's too; torch.is_autocast_enabled
@@ -113,7 +116,7 @@ class TensorMemoryTracker(TorchDispatchMode):
         inside (nn.LSTM's composite, the fast path), as far as the operator it is called from had it on."""
         outer = self._autocast_live
         self._autocast_live = on = outer and self.autocast is not None and first is not None and \
-            not _has_autocast_kernel(func, first.device.type)
+            not has_autocast_kernel(func, first.device.type)
         try:
             with self.autocast() if on else contextlib.nullcontext():
                 yield
@@ -202,16 +205,35 @@ class TensorMemoryTracker(TorchDispatchMode):
             # Under inference mode autograd does not decompose a composite operator before it reaches this
             # mode (dropout arrives whole, its noise unseen): run here through its C++ kernel, the one eager
             # runs (not torch._decomp's Python decomposition, which may differ), its inner operators are seen.
-            with self, self._autocast_inside(func, first):
-                out = func._op_dk(_COMPOSITE, *args, **kwargs)
+            self._composite_depth += 1
+            try:
+                with self, self._autocast_inside(func, first):
+                    out = func._op_dk(_COMPOSITE, *args, **kwargs)
+            finally:
+                self._composite_depth -= 1
         if out is NotImplemented:
             out = func(*args, **kwargs)
+            if self._composite_depth and torch.is_inference_mode_enabled():
+                _as_differentiable_view(func, first, out)
         if real is not None:
             out = self.cpu_kernels.as_real(out, real)
         self._track_outputs(func, out, tensors)
-        if real is not None:
-            self._raise_peak(real.temporaries)  # the kernel's buffers, with its outputs made
+        if real is not None and real.retained:
+            self._cast_cache_held(tensors, real.retained, first)
+        if real is not None:  # the kernel's buffers, with its outputs made (those it leaves counted just now)
+            self._raise_peak(real.temporaries - real.retained)
+        elif fake and self.cpu_kernels and first.device.type == "cpu":  # its copies of non-contiguous inputs
+            self._raise_peak(self.cpu_kernels.copies(func, args))
         return out
+
+    def _cast_cache_held(self, tensors, nbytes: int, like) -> None:
+        """What autocast's cache keeps of a probed kernel's casts (kernel_probes.Probe.retained), held as long as
+        the tracker (eager's until the step's autocast scope ends, which ends the step's forward), once for the
+        same weights."""
+        key = tuple(sorted(_storage_key(t) for t in tensors if t.is_leaf and t.requires_grad))
+        if key not in self._cast_cache:
+            self._cast_cache[key] = held = like.new_empty(nbytes, dtype=torch.uint8)
+            self._track_outputs(aten.empty.memory_format, held)
 
 
 def _written(func, args, kwargs) -> list:
@@ -241,6 +263,21 @@ def _tensor_args(args) -> list:
     return out
 
 
+def _as_differentiable_view(func, base, out) -> None:
+    """A view made inside a composite kernel run from here under inference mode requires grad where its base
+    does, as eager's has it: there the view of a normal tensor passes ADInplaceOrView, which the dispatcher
+    excludes below a dispatch mode. Kernels decide on it: matmul folds a batch into one product where the
+    weight's transpose requires grad, and otherwise expands the weight for a batched product, whose oneDNN
+    kernel copies it (a bfloat16 MultiheadAttention in train mode under inference mode: 8.4 times the peak)."""
+    returns = func._schema.returns
+    if not (isinstance(out, torch.Tensor) and isinstance(base, torch.Tensor) and len(returns) == 1
+            and returns[0].alias_info is not None and not returns[0].alias_info.is_write):
+        return
+    if base.requires_grad and not base.is_inference() and not out.requires_grad and \
+            (out.is_floating_point() or out.is_complex()):
+        out.requires_grad_()
+
+
 def _reenter_composite(func, first, fake: bool) -> bool:
     """Whether eager would run ``func`` through its composite kernel: an aten operator with one and no kernel
     of its own for the device (silu_backward has both, and eager runs the CPU one). Never for fake CUDA
@@ -250,12 +287,6 @@ def _reenter_composite(func, first, fake: bool) -> bool:
     if not _composite_only(func, first.device.type):
         return False
     return not (fake and first.device.type == "cuda" and not torch.cuda.is_available())
-
-
-@functools.lru_cache(maxsize=None)
-def _has_autocast_kernel(func, device_type: str) -> bool:
-    key = {"cpu": "AutocastCPU", "cuda": "AutocastCUDA"}.get(device_type)
-    return key is None or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
 
 
 @functools.lru_cache(maxsize=None)
