@@ -25,7 +25,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .case import Case
 from .compiled import autocast_entry
 from .measure.memory import Peak
-from .measure.kernel_probes import CpuKernels, with_values
+from .measure.kernel_probes import CpuKernels
+from .measure.small_values import with_values
 from .measure.tensors import TensorMemoryTracker
 
 CUDA_MIN_BLOCK = 512  # the caching allocator rounds every request up to a multiple of 512 bytes (kMinBlockSize)
@@ -71,7 +72,7 @@ class ReplayedPeak:
 
 class _SmallValues(TorchDispatchMode):
     """Integer and boolean tensors made while a workload is built (token ids, an attention mask of ones, position
-    buffers) computed for real on the CPU, as during the step (kernel_probes.with_values): code that branches on
+    buffers) computed for real on the CPU, as during the step (small_values.with_values): code that branches on
     their values (transformers: is the mask all ones) then takes eager's branch."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):

@@ -171,7 +171,7 @@ def _at_batch(args, batched, batch: int) -> tuple:
                  for i, a in enumerate(args))
 
 
-def _real(a, leaves: bool = False):
+def real_zeros(a, leaves: bool = False):
     """A real CPU tensor of ``a``'s shape, strides and dtype, zeros (a transpose stays one: a kernel may return
     another layout for it); other arguments as they are. ``leaves``: a leaf that requires grad stays one (what
     autocast's cast cache keeps is decided on that)."""
@@ -181,9 +181,9 @@ def _real(a, leaves: bool = False):
         extent = 1 + sum((size - 1) * stride for size, stride in zip(a.shape, a.stride())) if a.numel() else 0
         return torch.zeros(extent, dtype=a.dtype).as_strided(a.shape, a.stride())
     if isinstance(a, (list, tuple)):
-        return type(a)(_real(x, leaves) for x in a)
+        return type(a)(real_zeros(x, leaves) for x in a)
     if isinstance(a, dict):  # keyword arguments (SDPA's attn_mask): a fake one left in would take the op to fake
-        return {k: _real(v, leaves) for k, v in a.items()}
+        return {k: real_zeros(v, leaves) for k, v in a.items()}
     return a
 
 
@@ -205,7 +205,7 @@ def _probed(func, args, kwargs) -> Probe:
     if key not in _cache:
         with _disable_current_modes():  # the tracker's and the fake mode: the probe's tensors are real
             try:
-                _cache[key] = _run(func, _real(args, cached), _real(kwargs, cached), cached)
+                _cache[key] = _run(func, real_zeros(args, cached), real_zeros(kwargs, cached), cached)
             except Exception as exc:  # noqa: BLE001 - a kernel that refuses zeros, or these shapes on this machine
                 raise ProbeRefused(f"{func.overloadpacket.__name__} on CPU allocates buffers of its own, and its "
                                    f"kernel could not be probed on zeros: {type(exc).__name__}: "
@@ -258,41 +258,6 @@ def as_real(out, probed: Probe):
         fixed.append(t)
     fixed += list(outs[len(fixed):])
     return type(out)(fixed) if isinstance(out, (tuple, list)) else fixed[0]
-
-
-VALUE_LIMIT = 1 << 20  # elements: integer and boolean tensors up to this size a step makes are computed for real
-_INTEGRAL = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-_LIKE = {aten.ones_like.default, aten.zeros_like.default, aten.full_like.default}
-
-
-def with_values(func, args: tuple, kwargs: dict, tensors: list, fake: bool):
-    """The operator's result computed for real, on the CPU, where it is an integer or boolean tensor the step
-    makes for itself (positions from arange, a mask of ones), or computed from such tensors only, and small: its
-    values then exist, and code that branches on them takes eager's branch (transformers asks whether the
-    positions are consecutive and the mask all ones, and takes the slow path for a fake tensor, where it
-    cannot tell: Llama 1B's forwards were predicted 5-9% high). NotImplemented where not; the fake result
-    where a factory makes something else."""
-    if any(t.device.type != "cpu" for t in tensors) or str(kwargs.get("device") or "cpu") != "cpu":
-        return NotImplemented
-    if fake:
-        like = args[0] if func in _LIKE else None
-        if like is None or like.is_nested or (kwargs.get("dtype") or like.dtype) not in _INTEGRAL \
-                or like.numel() > VALUE_LIMIT:
-            return NotImplemented
-        with _disable_current_modes():
-            return func(_real(like), *args[1:], **kwargs)
-    if tensors:  # every tensor argument real: made so here, or the RNG's state
-        if any(t.numel() > VALUE_LIMIT or t.is_nested for t in tensors):
-            return NotImplemented
-        with _disable_current_modes():
-            return func(*args, **kwargs)
-    out = func(*args, **kwargs)  # a factory: its dtype and size from the fake kernel first
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    if not outs or not all(isinstance(t, torch.Tensor) and t.dtype in _INTEGRAL and t.numel() <= VALUE_LIMIT
-                           for t in outs):
-        return out
-    with _disable_current_modes():
-        return func(*args, **kwargs)
 
 
 class CpuKernels:

@@ -77,7 +77,7 @@ class TensorMemoryTracker(TorchDispatchMode):
                  autocast: Callable[[], contextlib.AbstractContextManager] | None = None, with_values=None):
         super().__init__()
         # a prediction: small integer and boolean tensors the step makes are computed for real on the CPU
-        # (kernel_probes.with_values), so that branches on their values follow eager
+        # (small_values.with_values), so that branches on their values follow eager
         self.with_values = with_values
         self._stale: set = set()  # storages of real tensors an operator wrote fake values into
         self._composite_depth = 0  # how deep inside composite kernels run from here (_reenter_composite)
