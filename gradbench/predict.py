@@ -27,7 +27,7 @@ from .compiled import autocast_entry
 from .measure.memory import Peak
 from .measure.kernel_probes import CpuKernels
 from .measure.small_values import with_values
-from .measure.tensors import TensorMemoryTracker
+from .measure.tensors import TensorMemoryTracker, _storage_key
 
 CUDA_MIN_BLOCK = 512  # the caching allocator rounds every request up to a multiple of 512 bytes (kMinBlockSize)
 SOURCE = "predicted (fake tensors, allocations replayed)"
@@ -64,7 +64,7 @@ class ReplayedPeak:
             settle()
         tracker = TensorMemoryTracker(self.block_bytes, cpu_kernels=CpuKernels() if self.for_cpu else None,
                                       autocast=self.autocast, with_values=with_values)
-        with tracker, _linear_bias_in_place(), \
+        with tracker, _linear_bias_in_place(), _lstm_biases_added_in_place(tracker), \
                 (_rng_states_counted(tracker) if self.for_cpu else contextlib.nullcontext()):
             step()
         return Peak(tracker.peak, self.source)
@@ -118,6 +118,35 @@ def _linear_bias_in_place():
         yield
     finally:
         functional.linear = original
+
+
+@contextlib.contextmanager
+def _lstm_biases_added_in_place(tracker: TensorMemoryTracker):
+    """nn.LSTM's C++ layers (with ``proj_size``, which oneDNN's layer does not take) project a whole sequence
+    through ATen's linear, which adds the bias in place in eager and out of place onto a fake tensor (see
+    _linear_bias_in_place): grad-free forwards were predicted 1.50-1.67. While torch._VF.lstm runs, the
+    tracker adds its biases (its flat weights of one dimension) in place."""
+    vf = torch._VF
+    original, own = vf.lstm, vars(vf).get("lstm")  # own: one set on the module already (by whom, we keep)
+
+    def lstm(*args, **kwargs):
+        biases = {_storage_key(t) for a in args if isinstance(a, (list, tuple)) for t in a
+                  if isinstance(t, FakeTensor) and t.dim() == 1}
+        before = set(tracker.biases_added_in_place)
+        tracker.biases_added_in_place |= biases
+        try:
+            return original(*args, **kwargs)
+        finally:
+            tracker.biases_added_in_place = before
+
+    vf.lstm = lstm
+    try:
+        yield
+    finally:
+        if own is None:
+            del vf.lstm  # the module's own attribute lookup again
+        else:
+            vf.lstm = own
 
 
 def kernels_device(device: str) -> str:

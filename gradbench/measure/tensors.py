@@ -80,6 +80,9 @@ class TensorMemoryTracker(TorchDispatchMode):
         # (small_values.with_values), so that branches on their values follow eager
         self.with_values = with_values
         self._stale: set = set()  # storages of real tensors an operator wrote fake values into
+        # storages of biases that ATen's linear, called from C++ (nn.LSTM's projections), adds in place in eager
+        # and out of place onto a fake tensor (predict._lstm_biases_added_in_place)
+        self.biases_added_in_place: set = set()
         self._composite_depth = 0  # how deep inside composite kernels run from here (_reenter_composite)
         self._cast_cache: dict = {}  # what autocast's cache holds of probed kernels' casts (_cast_cache_held)
         # the step's autocast scope (compiled.autocast_scope), entered again for what runs inside an operator run
@@ -186,6 +189,8 @@ class TensorMemoryTracker(TorchDispatchMode):
             if fake:  # a real tensor written from fake values keeps its old ones: nothing may read them
                 self._stale.update(_storage_key(t) for t in _written(func, args, kwargs)
                                    if not isinstance(t, FakeTensor))
+        if fake and self.biases_added_in_place and _adds_bias_in_place(func, args, kwargs, self.biases_added_in_place):
+            return aten.add_.Tensor(*args)  # the sum's output is the product's: no storage made
         real = None
         if fake and self.cpu_kernels and first.device.type == "cpu" and self.cpu_kernels.applies(func, args):
             with self._autocast_inside(func, first):  # the real kernel's buffers and outputs (NotFollowed)
@@ -261,6 +266,18 @@ def _tensor_args(args) -> list:
         elif isinstance(a, (list, tuple)):
             out.extend(t for t in a if isinstance(t, torch.Tensor))
     return out
+
+
+def _adds_bias_in_place(func, args, kwargs, biases: set) -> bool:
+    """Whether this is ATen's linear adding one of ``biases`` to its product, which eager does in place (the
+    bias is not a tensor subclass there) and may here: the sum has the product's shape and dtype, and autograd
+    records neither (grad off, or neither requires grad)."""
+    if func is not aten.add.Tensor or kwargs or len(args) != 2 or not all(isinstance(a, torch.Tensor) for a in args):
+        return False
+    product, bias = args
+    return _storage_key(bias) in biases and bias.dim() == 1 and product.dtype == bias.dtype and \
+        product.dim() >= 1 and product.shape[-1] == bias.shape[0] and \
+        (not torch.is_grad_enabled() or not (product.requires_grad or bias.requires_grad))
 
 
 def _as_differentiable_view(func, base, out) -> None:
