@@ -347,6 +347,20 @@ KERNEL_BUFFERS = textwrap.dedent("""
         torch.manual_seed(0)
         return Projected(), lambda b: torch.randn(b, 10, 16)
 
+    class Promoted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(16, 64, bias=False)
+            self.register_buffer("shift", torch.zeros(1, 64))
+
+        def forward(self, x):
+            h = self.proj(x) + self.shift  # under bfloat16 autocast: bfloat16 plus float32
+            return h * (h > 0)  # a float32 tensor times a boolean one
+
+    def promoted(size="small"):
+        torch.manual_seed(0)
+        return Promoted(), lambda b: torch.randn(b, 10, 16)
+
     def encoder(size="small"):
         torch.manual_seed(0)
         layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
@@ -408,6 +422,11 @@ KERNEL_BUFFERS = textwrap.dedent("""
     ("projected", "none", "eval_no_grad", "forward"),
     ("projected", "none", "frozen", "forward"),
     ("projected", "none", "train", "train_step"),
+    # a pointwise kernel copies each operand of another dtype than the common one (BART's logits plus a float32
+    # bias under bfloat16 autocast: 0.65-0.86 without)
+    ("promoted", "bfloat16", "eval_no_grad", "forward"),
+    ("promoted", "none", "eval_no_grad", "forward"),
+    ("promoted", "bfloat16", "train", "train_step"),
 ])
 def test_what_cpu_kernels_allocate_for_themselves_is_probed_to_the_byte(model, autocast, mode, step, tmp_path,
                                                                         monkeypatch):

@@ -85,6 +85,38 @@ def contiguous_copies(func, args) -> int:
                and isinstance(a, torch.Tensor) and (_layout(a) is None if pooling else not a.is_contiguous()))
 
 
+# A pointwise operator's CPU kernel (TensorIterator's) first copies each operand of another dtype than the
+# operands' common one into a buffer of the common dtype, freed when it returns (measured: bfloat16 logits plus a
+# float32 bias, a float32 tensor times a boolean mask, an integer tensor times 0.5; transformers' BART under
+# bfloat16 autocast, whose logits add a float32 bias: 0.65-0.86 without). A 0-dim tensor is read as a scalar and
+# not copied. A condition or a mask takes no part in the promotion (measured: no copy).
+_NOT_PROMOTED = {aten.where.self: (0,), aten.masked_fill.Scalar: (1,), aten.masked_fill.Tensor: (1,),
+                 aten.masked_fill_.Scalar: (1,), aten.masked_fill_.Tensor: (1,)}
+
+
+def promotion_copies(func, args) -> int:
+    """Bytes a pointwise CPU kernel copies its operands into to bring them to their common dtype."""
+    if torch.Tag.pointwise not in func.tags:
+        return 0
+    skipped = _NOT_PROMOTED.get(func, ())
+    operands = [a for i, a in enumerate(args) if i not in skipped and isinstance(a, (torch.Tensor, bool, int, float))]
+    tensors = [a for a in operands if isinstance(a, torch.Tensor)]
+    if not any(t.dim() for t in tensors) or (len(tensors) == len(operands) and len({t.dtype for t in tensors}) < 2):
+        return 0
+    from torch._prims_common import ELEMENTWISE_TYPE_PROMOTION_KIND, elementwise_dtypes
+
+    try:
+        _, common = elementwise_dtypes(*operands, type_promotion_kind=ELEMENTWISE_TYPE_PROMOTION_KIND.DEFAULT)
+    except Exception:  # noqa: BLE001 - operands torch's own promotion does not take: nothing known to count
+        return 0
+    return sum(t.numel() * common.itemsize for t in tensors if t.dim() and t.dtype != common)
+
+
+def kernel_copies(func, args) -> int:
+    """What a CPU kernel copies its arguments into, beyond what its fake kernel shows."""
+    return contiguous_copies(func, args) + promotion_copies(func, args)
+
+
 def probed(func, args) -> bool:
     """Whether ``func`` on these arguments is probed: a matrix product in float32 only where an operand is
     neither contiguous nor a transpose of one (an expanded gradient, whose copy BLAS needs is the kernel's own)."""
@@ -265,6 +297,6 @@ class CpuKernels:
 
     applies = staticmethod(probed)
     probe = staticmethod(probe)
-    copies = staticmethod(contiguous_copies)
+    copies = staticmethod(kernel_copies)
     as_real = staticmethod(as_real)
     fake_outputs = staticmethod(fake_outputs)
