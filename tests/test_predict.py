@@ -380,6 +380,19 @@ KERNEL_BUFFERS = textwrap.dedent("""
         torch.manual_seed(0)
         return Attending(), lambda b: torch.randn(b, 10, 8)
 
+    class Weighing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn, self.head = nn.MultiheadAttention(32, 4, batch_first=True, dropout=0.1), nn.Linear(32, 4)
+
+        def forward(self, x):
+            y, w = self.attn(x, x, x)  # the weights averaged over heads: a mean
+            return self.head(y) + w.sum(-1, keepdim=True)
+
+    def weighing(size="small"):
+        torch.manual_seed(0)
+        return Weighing(), lambda b: torch.randn(b, 16, 32)
+
     class Permuted(nn.Module):
         def __init__(self):
             super().__init__()
@@ -450,6 +463,18 @@ def test_views_inside_a_composite_under_inference_mode_require_grad_as_in_eager(
     (tmp_path / "k.py").write_text(KERNEL_BUFFERS)
     monkeypatch.chdir(tmp_path)
     case = _case(model="k.py:attending", size="small", batch_size=4, mode=mode, dtype="bfloat16")
+    predicted, measured = predict(case), Session().measure(case, timed=False)
+    assert predicted["status"] == measured["status"] == "ok", predicted.get("error")
+    assert {f: predicted[f] for f in FIELDS} == {f: measured[f] for f in FIELDS}
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_a_mean_in_bfloat16_is_summed_in_float32_on_cpu(mode, tmp_path, monkeypatch):
+    """A CPU mean in bfloat16 sums a float32 copy of its input into a float32 result, below the dispatcher
+    (MultiheadAttention's weights averaged over heads, bfloat16, no_grad: 0.90 without)."""
+    (tmp_path / "k.py").write_text(KERNEL_BUFFERS)
+    monkeypatch.chdir(tmp_path)
+    case = _case(model="k.py:weighing", size="small", batch_size=4, mode=mode, dtype="bfloat16")
     predicted, measured = predict(case), Session().measure(case, timed=False)
     assert predicted["status"] == measured["status"] == "ok", predicted.get("error")
     assert {f: predicted[f] for f in FIELDS} == {f: measured[f] for f in FIELDS}

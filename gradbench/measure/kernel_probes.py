@@ -112,9 +112,25 @@ def promotion_copies(func, args) -> int:
     return sum(t.numel() * common.itemsize for t in tensors if t.dim() and t.dtype != common)
 
 
-def kernel_copies(func, args) -> int:
+_SUMS = {aten.sum.default, aten.sum.dim_IntList}
+_MEANS = {aten.mean.default, aten.mean.dim}
+
+
+def reduction_copies(func, args, kwargs, out) -> int:
+    """Bytes a CPU sum or mean copies its input into: one in the ``dtype`` asked for where it is another; a mean
+    in bfloat16 or float16 sums a float32 copy of its input into a float32 result, then casts (measured:
+    transformers' attention weights averaged over heads in bfloat16, 0.90 without)."""
+    if func not in _SUMS and func not in _MEANS or not isinstance(out, torch.Tensor):
+        return 0
+    x, dtype = args[0], kwargs.get("dtype")
+    if func in _MEANS and out.dtype in _REDUCED:
+        return (x.numel() + out.numel()) * torch.float32.itemsize
+    return x.numel() * dtype.itemsize if dtype is not None and dtype != x.dtype else 0
+
+
+def kernel_copies(func, args, kwargs, out) -> int:
     """What a CPU kernel copies its arguments into, beyond what its fake kernel shows."""
-    return contiguous_copies(func, args) + promotion_copies(func, args)
+    return contiguous_copies(func, args) + promotion_copies(func, args) + reduction_copies(func, args, kwargs, out)
 
 
 def probed(func, args) -> bool:

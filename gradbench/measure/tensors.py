@@ -228,7 +228,7 @@ class TensorMemoryTracker(TorchDispatchMode):
         if real is not None:  # the kernel's buffers, with its outputs made (those it leaves counted just now)
             self._raise_peak(real.temporaries - real.retained)
         elif fake and self.cpu_kernels and first.device.type == "cpu":  # its copies of non-contiguous inputs
-            self._raise_peak(self.cpu_kernels.copies(func, args))
+            self._raise_peak(self.cpu_kernels.copies(func, args, kwargs, out))
         return out
 
     def _cast_cache_held(self, tensors, nbytes: int, like) -> None:
