@@ -361,6 +361,19 @@ KERNEL_BUFFERS = textwrap.dedent("""
         torch.manual_seed(0)
         return Promoted(), lambda b: torch.randn(b, 10, 16)
 
+    class Distances(nn.Module):
+        def __init__(self):
+            super().__init__()
+            # more than 25 rows a side: cdist takes its matrix-product path, _euclidean_dist
+            self.proj, self.points, self.head = nn.Linear(8, 8), nn.Parameter(torch.randn(30, 8)), nn.Linear(30, 2)
+
+        def forward(self, x):
+            return self.head(torch.cdist(self.proj(x), self.points.expand(x.shape[0], -1, -1)))
+
+    def distances(size="small"):
+        torch.manual_seed(0)
+        return Distances(), lambda b: torch.randn(b, 32, 8)
+
     def encoder(size="small"):
         torch.manual_seed(0)
         layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
@@ -466,6 +479,18 @@ def test_views_inside_a_composite_under_inference_mode_require_grad_as_in_eager(
     predicted, measured = predict(case), Session().measure(case, timed=False)
     assert predicted["status"] == measured["status"] == "ok", predicted.get("error")
     assert {f: predicted[f] for f in FIELDS} == {f: measured[f] for f in FIELDS}
+
+
+@pytest.mark.parametrize("step", ["forward", "train_step"])
+def test_what_runs_inside_an_operator_autocast_casts_runs_without_autocast_when_measured(step, tmp_path, monkeypatch):
+    """cdist, which autocast runs in float32, calls an operator autocast has no kernel for: eager runs it without
+    autocast. The measurement's operator trace entered autocast again inside every such operator, and cdist came
+    out in bfloat16, so that its backward failed (a helper's attack on the first version of eager_autocast)."""
+    (tmp_path / "k.py").write_text(KERNEL_BUFFERS)
+    monkeypatch.chdir(tmp_path)
+    case = _case(model="k.py:distances", size="small", batch_size=4, mode="train", step=step, autocast="bfloat16")
+    measured = Session().measure(case, timed=False)
+    assert measured["status"] == "ok", measured.get("error")
 
 
 @pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])

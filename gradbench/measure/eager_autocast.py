@@ -7,7 +7,13 @@ casts. The transformer fast path is of the first kind: its fused kernel calls li
 to bfloat16. Under a mode they ran in float32 on a bfloat16 input and raised, so that the behaviour probes'
 operator trace and the flop counter failed a case (nn.TransformerEncoder, eval_no_grad under
 ``--autocast bfloat16``) that eager runs. EagerAutocast, pushed beneath such a mode, is the last mode an
-operator passes: it runs the operator with the case's autocast entered again where eager has it on.
+operator passes: it runs the fast path's kernels with the case's autocast entered again, as eager has it.
+
+Only those (FUSED_KERNELS): a mode cannot tell whether autocast was on where an operator was called. An
+operator called from inside one autocast casts (cdist, which autocast runs in float32, calls _euclidean_dist,
+which autocast has no kernel for) runs without autocast in eager, and with it re-entered here its products ran
+in bfloat16 and its backward failed (a helper's attack). The tracker, which runs composites itself, follows
+the nesting (TensorMemoryTracker._autocast_inside).
 """
 from __future__ import annotations
 
@@ -17,9 +23,11 @@ from typing import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 AutocastFactory = Callable[[], contextlib.AbstractContextManager]
+aten = torch.ops.aten
+# the transformer fast path's fused kernels: autocast has no kernel for them, and they call operators it casts
+FUSED_KERNELS = frozenset({aten._transformer_encoder_layer_fwd.default, aten._native_multi_head_attention.default})
 
 
 @functools.lru_cache(maxsize=None)
@@ -29,15 +37,9 @@ def has_autocast_kernel(func, device_type: str) -> bool:
     return key is None or torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
 
 
-def first_tensor(args, kwargs) -> torch.Tensor | None:
-    return next((a for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)), None)
-
-
 class EagerAutocast(TorchDispatchMode):
-    """Each operator run with the case's autocast entered again where eager has it on inside (see the module).
-    Where its operator was itself called from inside one autocast cast, eager had autocast off, which a mode
-    cannot tell (the tracker, which runs composites itself, can: TensorMemoryTracker._autocast_inside); only a
-    kernel that dispatches further operators of its own is affected."""
+    """The fast path's fused kernels run with the case's autocast entered again inside, as eager has them (see
+    the module); every other operator as it comes."""
 
     def __init__(self, autocast: AutocastFactory):
         super().__init__()
@@ -45,8 +47,7 @@ class EagerAutocast(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        first = first_tensor(args, kwargs)
-        if first is None or has_autocast_kernel(func, first.device.type):
+        if func not in FUSED_KERNELS:
             return func(*args, **kwargs)
         with self.autocast():
             return func(*args, **kwargs)

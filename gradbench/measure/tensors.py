@@ -22,15 +22,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .behaviour import output_tensors
-from .eager_autocast import has_autocast_kernel
+from .eager_autocast import FUSED_KERNELS, has_autocast_kernel
 
 aten = torch.ops.aten
 _COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
 # Fused operators whose kernels allocate intermediates through the dispatcher; re-entered with the tracker on.
-_FUSED = {
-    aten._transformer_encoder_layer_fwd.default,
-    aten._native_multi_head_attention.default,
-}
+_FUSED = FUSED_KERNELS
 # Operators whose fake kernel returns less than the real one allocates where the real kernel is not the CPU's (a
 # CUDA case run on the CPU's kernels, where torch has no CUDA): a prediction would be silently low. On a CPU
 # case they are probed (kernel_probes).
