@@ -26,6 +26,9 @@ from .tensors import NotFollowed, _tensor_args, storage_nbytes
 aten = torch.ops.aten
 
 
+AUTO = "auto"  # Probed.batched: every tensor argument whose first dimension is the first argument's
+
+
 @dataclass(frozen=True)
 class Probed:
     """An operator probed on fake CPU tensors: the indices of its arguments whose first dimension is the batch
@@ -58,13 +61,35 @@ PROBED = {
     # SDPA's flash kernel for CPU keeps buffers per thread
     aten._scaled_dot_product_flash_attention_for_cpu.default: Probed((0, 1, 2)),
     aten._scaled_dot_product_flash_attention_for_cpu_backward.default: Probed((0, 1, 2, 3, 4, 5)),
+    # found by a helper's attack, each low without its probe (predicted / measured, peak): pooling, upsampling,
+    # unfolding and padding, whose kernels copy an input laid out otherwise than they work (channels-last, a
+    # transpose) or keep buffers (nearest and bilinear upsampling, contiguous: 0.50; average pooling of a
+    # transposed input 0.56; unfold 0.62-0.76); GroupNorm of channels-last 0.94; losses computed in forward,
+    # whose kernels keep the unreduced loss (smooth L1 and BCE with logits 0.50, bfloat16 0.35; BCE 0.75); cdist
+    # 0.62; nn.Bilinear's _trilinear 0.79 (0.45 under autocast); FFTs 0.71-0.77
+    **{op: Probed(AUTO) for op in (
+        aten.avg_pool2d.default, aten.avg_pool2d_backward.default,
+        aten.max_pool2d_with_indices.default, aten.max_pool2d_with_indices_backward.default,
+        aten._adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d_backward.default,
+        aten.adaptive_max_pool2d.default, aten.adaptive_max_pool2d_backward.default,
+        aten.upsample_nearest2d.default, aten.upsample_nearest2d_backward.default,
+        aten.upsample_bilinear2d.default, aten.upsample_bilinear2d_backward.default,
+        aten.im2col.default, aten.col2im.default,
+        aten.reflection_pad2d.default, aten.reflection_pad2d_backward.default,
+        aten.replication_pad2d.default, aten.replication_pad2d_backward.default,
+        aten.native_group_norm.default, aten.native_group_norm_backward.default,
+        aten.smooth_l1_loss.default, aten.smooth_l1_loss_backward.default,
+        aten.huber_loss.default, aten.huber_loss_backward.default,
+        aten.binary_cross_entropy.default, aten.binary_cross_entropy_backward.default,
+        aten.binary_cross_entropy_with_logits.default,
+        aten._euclidean_dist.default, aten._cdist_forward.default, aten._cdist_backward.default,
+        aten._trilinear.default, aten._fft_r2c.default, aten._fft_c2r.default, aten._fft_c2c.default)},
 }
 _REDUCED = (torch.bfloat16, torch.float16)
 
 # CPU kernels that copy each of these arguments that is not contiguous into a contiguous buffer of their own,
 # freed when they return (measured on permuted inputs: the copy is the argument's bytes; transformers' Whisper
-# encoder normalises the permuted output of its convolutions: its forwards were 0.97 without). Max pooling
-# keeps channels-last as it is.
+# encoder normalises the permuted output of its convolutions: its forwards were 0.97 without).
 CONTIGUOUS_COPIES = {
     aten.native_layer_norm.default: (0,),
     aten.native_layer_norm_backward.default: (0, 1),
@@ -73,16 +98,14 @@ CONTIGUOUS_COPIES = {
     aten._softmax_backward_data.default: (0, 1),
     aten._log_softmax_backward_data.default: (0, 1),
     aten.index_select.default: (0,),
-    aten.max_pool2d_with_indices.default: (0,),
 }
 
 
 def contiguous_copies(func, args) -> int:
     """Bytes a CPU kernel copies its arguments into because they are not contiguous (CONTIGUOUS_COPIES)."""
     copied = CONTIGUOUS_COPIES.get(func, ())
-    pooling = func is aten.max_pool2d_with_indices.default
     return sum(a.numel() * a.element_size() for i, a in enumerate(args) if i in copied
-               and isinstance(a, torch.Tensor) and (_layout(a) is None if pooling else not a.is_contiguous()))
+               and isinstance(a, torch.Tensor) and not a.is_contiguous())
 
 
 # A pointwise operator's CPU kernel (TensorIterator's) first copies each operand of another dtype than the
@@ -191,6 +214,10 @@ def probe(func, args: tuple, kwargs: dict) -> Probe:
     if 3 * _nbytes(args, kwargs) <= PROBE_LIMIT:
         return _probed(func, args, kwargs)
     batched = PROBED[func].batched
+    if batched == AUTO:
+        first = args[0] if isinstance(args[0], torch.Tensor) and args[0].dim() else None
+        batched = tuple(i for i, a in enumerate(args) if first is not None and isinstance(a, torch.Tensor)
+                        and a.dim() and a.shape[0] == first.shape[0])
     n = int(args[batched[0]].shape[0]) if batched else 0
     if batched and any(_layout(args[i]) is None for i in batched):
         raise ProbeRefused(f"{name} of an input laid out neither contiguous nor channels-last (a transpose), too "
