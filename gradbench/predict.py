@@ -24,6 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .case import Case
 from .compiled import autocast_entry
+from .measure.eager_autocast import run_as_eager
 from .measure.memory import Peak
 from .measure.kernel_probes import CpuKernels
 from .measure.small_values import with_values
@@ -73,7 +74,14 @@ class ReplayedPeak:
 class _SmallValues(TorchDispatchMode):
     """Integer and boolean tensors made while a workload is built (token ids, an attention mask of ones, position
     buffers) computed for real on the CPU, as during the step (small_values.with_values): code that branches on
-    their values (transformers: is the mask all ones) then takes eager's branch."""
+    their values (transformers: is the mask all ones) then takes eager's branch. With the step's ``autocast``
+    entered again inside what it runs where eager has it on (eager_autocast.run_as_eager): a step primed here,
+    without the tracker, under inference mode and autocast failed in an einsum of a bfloat16 activation with a
+    float32 weight, which eager runs."""
+
+    def __init__(self, autocast=None):
+        super().__init__()
+        self.autocast = autocast
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         from .measure.tensors import _tensor_args
@@ -81,7 +89,7 @@ class _SmallValues(TorchDispatchMode):
         kwargs = kwargs or {}
         tensors = _tensor_args(args)
         out = with_values(func, args, kwargs, tensors, any(isinstance(t, FakeTensor) for t in tensors))
-        return func(*args, **kwargs) if out is NotImplemented else out
+        return run_as_eager(self.autocast, func, args, kwargs) if out is NotImplemented else out
 
 
 @contextlib.contextmanager
@@ -222,7 +230,8 @@ class Predictor:
                 return _as_case(record, case, status="unpredictable", error=_why_unpredictable(limit))
             return _as_case(record, case, **dict(zip(("status", "error"), failed(workload))))
         try:
-            with _model_code(), fake, _SmallValues(), state.modes_kept():
+            with _model_code(), fake, _SmallValues(autocast_entry(torch.device(runs.device), runs.autocast)), \
+                    state.modes_kept():
                 record.update(pipeline.base_record(runs, workload, self.run_id), kind="prediction", source="predict")
                 reason = not_applicable(runs, workload.model)
                 if reason:

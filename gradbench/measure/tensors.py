@@ -22,10 +22,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .behaviour import output_tensors
-from .eager_autocast import FUSED_KERNELS, has_autocast_kernel
+from .eager_autocast import _BACKEND, _COMPOSITE, FUSED_KERNELS, _composite_only, has_autocast_kernel
 
 aten = torch.ops.aten
-_COMPOSITE = torch._C.DispatchKey.CompositeImplicitAutograd
 # Fused operators whose kernels allocate intermediates through the dispatcher; re-entered with the tracker on.
 _FUSED = FUSED_KERNELS
 # Operators whose fake kernel returns less than the real one allocates where the real kernel is not the CPU's (a
@@ -36,7 +35,6 @@ _FAKE_UNDERSTATES = {
                                    "fake tensors, where cuDNN's is saved for backward on CUDA (about 12x the rest of "
                                    "a small LSTM's saved bytes), and it cannot be probed on CUDA here",
 }
-_BACKEND = {"cpu": torch._C.DispatchKey.CPU, "cuda": torch._C.DispatchKey.CUDA}
 _expired = torch.UntypedStorage._expired  # StorageWeakRef.expired() without its two Python layers
 
 
@@ -301,17 +299,6 @@ def _reenter_composite(func, first, fake: bool) -> bool:
     if not _composite_only(func, first.device.type):
         return False
     return not (fake and first.device.type == "cuda" and not torch.cuda.is_available())
-
-
-@functools.lru_cache(maxsize=None)
-def _composite_only(func, device_type: str) -> bool:
-    """An aten operator with a composite kernel and none of its own for the device (what the dispatcher has
-    registered does not change during a run)."""
-    if func.namespace != "aten":
-        return False
-    name = func.name()
-    return torch._C._dispatch_has_kernel_for_dispatch_key(name, _COMPOSITE) and \
-        not torch._C._dispatch_has_kernel_for_dispatch_key(name, _BACKEND[device_type])
 
 
 class _Packed:
