@@ -386,6 +386,18 @@ KERNEL_BUFFERS = textwrap.dedent("""
         torch.manual_seed(0)
         return Contracted(), lambda b: torch.randn(b, 10, 8)
 
+    class Peaked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(32, 64)
+
+        def forward(self, x):  # amax's backward sums a boolean mask: an int64 copy of it
+            return self.proj(x).amax(-1)
+
+    def peaked(size="small"):
+        torch.manual_seed(0)
+        return Peaked(), lambda b: torch.randn(b, 16, 32)
+
     def encoder(size="small"):
         torch.manual_seed(0)
         layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
@@ -508,13 +520,16 @@ def test_what_runs_inside_an_operator_autocast_casts_runs_without_autocast_when_
     assert measured["status"] == "ok", measured.get("error")
 
 
-@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
-def test_a_mean_in_bfloat16_is_summed_in_float32_on_cpu(mode, tmp_path, monkeypatch):
+@pytest.mark.parametrize("model,mode,step", [("weighing", "no_grad", "forward"),
+                                             ("weighing", "inference_mode", "forward"),
+                                             ("peaked", "train", "train_step")])
+def test_a_reduction_in_another_dtype_copies_its_input_on_cpu(model, mode, step, tmp_path, monkeypatch):
     """A CPU mean in bfloat16 sums a float32 copy of its input into a float32 result, below the dispatcher
-    (MultiheadAttention's weights averaged over heads, bfloat16, no_grad: 0.90 without)."""
+    (MultiheadAttention's weights averaged over heads, bfloat16, no_grad: 0.90 without); a boolean's sum copies
+    it in int64 (amax's backward in bfloat16: 0.64 without)."""
     (tmp_path / "k.py").write_text(KERNEL_BUFFERS)
     monkeypatch.chdir(tmp_path)
-    case = _case(model="k.py:weighing", size="small", batch_size=4, mode=mode, dtype="bfloat16")
+    case = _case(model=f"k.py:{model}", size="small", batch_size=8, mode=mode, step=step, dtype="bfloat16")
     predicted, measured = predict(case), Session().measure(case, timed=False)
     assert predicted["status"] == measured["status"] == "ok", predicted.get("error")
     assert {f: predicted[f] for f in FIELDS} == {f: measured[f] for f in FIELDS}

@@ -84,6 +84,16 @@ PROBED = {
         aten.binary_cross_entropy_with_logits.default,
         aten._euclidean_dist.default, aten._cdist_forward.default, aten._cdist_backward.default,
         aten._trilinear.default, aten._fft_r2c.default, aten._fft_c2r.default, aten._fft_c2c.default)},
+    # and their kin in one and three dimensions (stft pads its signal by reflection), not attacked one by one
+    **{getattr(aten, name).default: Probed(AUTO) for name in (
+        "reflection_pad1d", "reflection_pad1d_backward", "reflection_pad3d", "reflection_pad3d_backward",
+        "replication_pad1d", "replication_pad1d_backward", "replication_pad3d", "replication_pad3d_backward",
+        "upsample_nearest1d", "upsample_nearest1d_backward", "upsample_linear1d", "upsample_linear1d_backward",
+        "upsample_nearest3d", "upsample_nearest3d_backward", "upsample_trilinear3d", "upsample_trilinear3d_backward",
+        "upsample_bicubic2d", "upsample_bicubic2d_backward", "_upsample_nearest_exact2d",
+        "_upsample_nearest_exact2d_backward", "avg_pool3d", "avg_pool3d_backward", "max_pool3d_with_indices",
+        "max_pool3d_with_indices_backward", "_adaptive_avg_pool3d", "_adaptive_avg_pool3d_backward",
+        "adaptive_max_pool3d", "adaptive_max_pool3d_backward")},
 }
 _REDUCED = (torch.bfloat16, torch.float16)
 
@@ -140,15 +150,16 @@ _MEANS = {aten.mean.default, aten.mean.dim}
 
 
 def reduction_copies(func, args, kwargs, out) -> int:
-    """Bytes a CPU sum or mean copies its input into: one in the ``dtype`` asked for where it is another; a mean
-    in bfloat16 or float16 sums a float32 copy of its input into a float32 result, then casts (measured:
+    """Bytes a CPU sum or mean copies its input into: one in the result's dtype where it is another (the
+    ``dtype`` asked for; int64 for a boolean's sum: amax's backward in bfloat16, 0.64 without); a mean in
+    bfloat16 or float16 sums a float32 copy of its input into a float32 result, then casts (measured:
     transformers' attention weights averaged over heads in bfloat16, 0.90 without)."""
     if func not in _SUMS and func not in _MEANS or not isinstance(out, torch.Tensor):
         return 0
-    x, dtype = args[0], kwargs.get("dtype")
+    x = args[0]
     if func in _MEANS and out.dtype in _REDUCED:
         return (x.numel() + out.numel()) * torch.float32.itemsize
-    return x.numel() * dtype.itemsize if dtype is not None and dtype != x.dtype else 0
+    return x.numel() * out.dtype.itemsize if out.dtype != x.dtype else 0  # a boolean's sum: an int64 copy
 
 
 def kernel_copies(func, args, kwargs, out) -> int:
