@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils._python_dispatch import _disable_current_modes
-from .tensors import NotFollowed, _tensor_args, storage_nbytes
+from .tensors import NotFollowed, _storage_key, _tensor_args, storage_nbytes
 
 aten = torch.ops.aten
 
@@ -162,9 +162,19 @@ def reduction_copies(func, args, kwargs, out) -> int:
     return x.numel() * out.dtype.itemsize if out.dtype != x.dtype else 0  # a boolean's sum: an int64 copy
 
 
+def complex_to_real_copies(func, args, out) -> int:
+    """Bytes a pointwise CPU kernel from complex operands to a real result (abs, angle) computes into first: a
+    buffer of the complex operand's size (measured; an FFT's magnitude: 0.71 without)."""
+    if not isinstance(out, torch.Tensor) or not out.is_floating_point() or torch.Tag.pointwise not in func.tags:
+        return 0
+    return sum(a.numel() * a.element_size() for a in args if isinstance(a, torch.Tensor) and a.is_complex()
+               and a.dim())
+
+
 def kernel_copies(func, args, kwargs, out) -> int:
     """What a CPU kernel copies its arguments into, beyond what its fake kernel shows."""
-    return contiguous_copies(func, args) + promotion_copies(func, args) + reduction_copies(func, args, kwargs, out)
+    return contiguous_copies(func, args) + promotion_copies(func, args) + \
+        reduction_copies(func, args, kwargs, out) + complex_to_real_copies(func, args, out)
 
 
 def probed(func, args) -> bool:
@@ -188,7 +198,10 @@ class ProbeRefused(NotFollowed):
 @dataclass(frozen=True)
 class Probe:
     temporaries: int  # bytes allocated beyond the outputs, at the kernel's peak
-    outputs: tuple  # per output: (shape, stride, dtype) of the real kernel's, None where not a tensor
+    # per output: (shape, stride, dtype, storage bytes, storage offset) of the real kernel's, None where not a
+    # tensor; the storage's where the output is a view into a larger buffer of the kernel's own (smooth L1's mean
+    # is a 0-dim view into the unreduced loss, which it keeps: 0.75 without), else None
+    outputs: tuple
     # bytes the kernel leaves allocated beyond its outputs: autocast's cast cache, which keeps the reduced copy
     # of each leaf that requires grad (the weights) cast inside a kernel autocast runs on (the fast path) until
     # the autocast scope ends (the fast path under bfloat16 autocast, eval_no_grad: 0.72 without)
@@ -248,7 +261,7 @@ def probe(func, args: tuple, kwargs: dict) -> Probe:
     low, high = (_probed(func, a, kwargs) for a in small)
     per_sample = (high.temporaries - low.temporaries) / PROBE_BATCH
     return Probe(max(0, round(low.temporaries + per_sample * (n - PROBE_BATCH))),
-                 tuple(None if o is None else (None, None, o[2]) for o in low.outputs))  # the dtypes only
+                 tuple(None if o is None else (None, None, o[2], None, None) for o in low.outputs))  # dtypes only
 
 
 def _at_batch(args, batched, batch: int) -> tuple:
@@ -318,15 +331,31 @@ def _run(func, args, kwargs, cached: bool = False) -> Probe:
     peak = CpuAllocatorPeak().measure(step, outputs.clear)
     out = outputs[-1] if isinstance(outputs[-1], (tuple, list)) else (outputs[-1],)
     made = storage_nbytes(t for t in out if isinstance(t, torch.Tensor))
-    return Probe(max(0, peak.peak_bytes - made), tuple((tuple(t.shape), t.stride(), t.dtype)
-                                                       if isinstance(t, torch.Tensor) else None for t in out),
+    inputs = {_storage_key(t) for t in _tensor_args([*args, *kwargs.values()])}
+
+    def kept(t):  # the bytes of the buffer the output views, where it is the kernel's own and larger
+        own = t.untyped_storage().nbytes()
+        return own if _storage_key(t) not in inputs and own > t.numel() * t.element_size() else None
+
+    return Probe(max(0, peak.peak_bytes - made),
+                 tuple((tuple(t.shape), t.stride(), t.dtype, kept(t), t.storage_offset())
+                       if isinstance(t, torch.Tensor) else None for t in out),
                  max(0, peak.end_bytes - made) if cached else 0)
+
+
+def _fake_like(like: torch.Tensor, real: tuple) -> torch.Tensor:
+    """A fake tensor as the real output ``real`` (Probe.outputs), a view into a buffer of its size where it is
+    one."""
+    shape, stride, dtype, kept, offset = real
+    if kept is None:
+        return like.new_empty_strided(shape, stride, dtype=dtype)
+    return like.new_empty(kept // dtype.itemsize, dtype=dtype).as_strided(shape, stride, offset)
 
 
 def fake_outputs(probed: Probe, like: torch.Tensor) -> tuple | torch.Tensor:
     """The real kernel's outputs as fake tensors (on ``like``'s mode and device), for an operator with no fake
     kernel."""
-    made = tuple(None if o is None else like.new_empty_strided(o[0], o[1], dtype=o[2]) for o in probed.outputs)
+    made = tuple(None if o is None else _fake_like(like, o) for o in probed.outputs)
     return made if len(made) > 1 else made[0]
 
 
@@ -337,8 +366,10 @@ def as_real(out, probed: Probe):
     fixed = []
     for t, real in zip(outs, probed.outputs):
         if isinstance(t, torch.Tensor) and real is not None:
-            shape, stride, dtype = real
-            if dtype != t.dtype or (shape is not None and (tuple(t.shape), t.stride()) != (shape, stride)):
+            shape, stride, dtype, kept, _ = real
+            if kept is not None and kept > t.untyped_storage().nbytes():
+                t = _fake_like(t, real)
+            elif dtype != t.dtype or (shape is not None and (tuple(t.shape), t.stride()) != (shape, stride)):
                 t = t.new_empty_strided(shape if shape is not None else t.shape,
                                         stride if stride is not None else t.stride(), dtype=dtype)
         fixed.append(t)
