@@ -115,10 +115,20 @@ def _linear_bias_in_place():
     not seen."""
     functional = torch.nn.functional
     original = functional.linear
+    casts: dict = {}  # as autocast's cache, for the step: a leaf's cast, where it requires grad
 
     def linear(input, weight, bias=None):
         if isinstance(bias, FakeTensor) and input.dim() >= 3 and not input.is_contiguous():
-            return original(input, weight).add_(bias)
+            out = original(input, weight)
+            if bias.dtype != out.dtype:  # under autocast, linear's autocast kernel casts the bias too (cached)
+                cached = bias.is_leaf and bias.requires_grad and not torch.is_inference_mode_enabled()
+                cast = casts.get(id(bias)) if cached else None
+                if cast is None:
+                    cast = bias.to(out.dtype)
+                    if cached:
+                        casts[id(bias)] = cast
+                bias = cast
+            return out.add_(bias)
         return original(input, weight, bias)
 
     functional.linear = linear
