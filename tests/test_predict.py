@@ -451,6 +451,15 @@ KERNEL_BUFFERS = textwrap.dedent("""
         torch.manual_seed(0)
         return Attending(), lambda b: torch.randn(b, 10, 8)
 
+    class AttendingWide(Attending):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.attn = nn.Linear(16, 64), nn.MultiheadAttention(64, 4, batch_first=True)
+
+    def attending_wide(size="small"):
+        torch.manual_seed(0)
+        return AttendingWide(), lambda b: torch.randn(b, 20, 16)
+
     class Weighing(nn.Module):
         def __init__(self):
             super().__init__()
@@ -533,6 +542,19 @@ def test_what_cpu_kernels_allocate_for_themselves_is_probed_to_the_byte(model, a
     predicted, measured = predict(case), Session().measure(case, timed=False)
     assert predicted["status"] == measured["status"] == "ok", predicted.get("error")
     assert {f: predicted[f] for f in FIELDS} == {f: measured[f] for f in FIELDS}
+
+
+def test_a_linear_bias_added_in_place_under_autocast_is_cast_first(tmp_path, monkeypatch):
+    """MultiheadAttention's in-projection on its transposed input under bfloat16 autocast: the bias the prediction
+    adds in place, as eager's linear does, is cast first, as linear's autocast kernel casts it (1.31 when added in
+    float32, a promotion copy). Within 1%: autocast's cache of the cast is followed only roughly (192 bytes)."""
+    (tmp_path / "k.py").write_text(KERNEL_BUFFERS)
+    monkeypatch.chdir(tmp_path)
+    case = _case(model="k.py:attending_wide", size="small", batch_size=4, mode="no_grad", autocast="bfloat16")
+    predicted, measured = predict(case), Session().measure(case, timed=False)
+    assert predicted["status"] == measured["status"] == "ok", predicted.get("error")
+    assert predicted["peak_bytes"] == pytest.approx(measured["peak_bytes"], rel=0.01)
+    assert predicted["held_bytes"] == measured["held_bytes"]
 
 
 @pytest.mark.parametrize("mode", ["inference_mode"])  # in train mode: eval takes the fast path
