@@ -432,6 +432,18 @@ KERNEL_BUFFERS = textwrap.dedent("""
         torch.manual_seed(0)
         return Pooled(), lambda b: torch.randn(b, 16, 32)
 
+    class Bagged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bag, self.head = nn.EmbeddingBag(50, 16, mode="mean"), nn.Linear(16, 4)
+
+        def forward(self, x):  # the bag's kernel keeps index buffers of its own
+            return self.head(self.bag(x))
+
+    def bagged(size="small"):
+        torch.manual_seed(0)
+        return Bagged(), lambda b: torch.randint(0, 50, (b, 6))
+
     def encoder(size="small"):
         torch.manual_seed(0)
         layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
@@ -529,6 +541,8 @@ KERNEL_BUFFERS = textwrap.dedent("""
     ("spectrum", "none", "train", "forward"),
     ("pooled", "none", "eval_no_grad", "forward"),
     ("pooled", "none", "train", "train_step"),
+    ("bagged", "none", "eval_no_grad", "forward"),  # 0.80 without
+    ("bagged", "none", "train", "train_step"),
 ])
 def test_what_cpu_kernels_allocate_for_themselves_is_probed_to_the_byte(model, autocast, mode, step, tmp_path,
                                                                         monkeypatch):

@@ -84,6 +84,11 @@ PROBED = {
         aten.binary_cross_entropy_with_logits.default,
         aten._euclidean_dist.default, aten._cdist_forward.default, aten._cdist_backward.default,
         aten._trilinear.default, aten._fft_r2c.default, aten._fft_c2r.default, aten._fft_c2c.default)},
+    # nn.EmbeddingBag's kernel keeps index buffers of its own (0.80 without); its batch is folded into the indices
+    aten._embedding_bag.default: Probed(None),
+    aten._embedding_bag_forward_only.default: Probed(None),
+    aten._embedding_bag_backward.default: Probed(None),
+    aten._embedding_bag_dense_backward.default: Probed(None),
     # and their kin in one and three dimensions (stft pads its signal by reflection), not attacked one by one
     **{getattr(aten, name).default: Probed(AUTO) for name in (
         "reflection_pad1d", "reflection_pad1d_backward", "reflection_pad3d", "reflection_pad3d_backward",
