@@ -28,7 +28,7 @@ from .measure.eager_autocast import run_as_eager
 from .measure.memory import Peak
 from .measure.kernel_probes import CpuKernels
 from .measure.small_values import with_values
-from .measure.tensors import TensorMemoryTracker, _storage_key
+from .measure.tensors import TensorMemoryTracker, _storage_key, _tensor_args
 
 CUDA_MIN_BLOCK = 512  # the caching allocator rounds every request up to a multiple of 512 bytes (kMinBlockSize)
 SOURCE = "predicted (fake tensors, allocations replayed)"
@@ -84,8 +84,6 @@ class _SmallValues(TorchDispatchMode):
         self.autocast = autocast
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        from .measure.tensors import _tensor_args
-
         kwargs = kwargs or {}
         tensors = _tensor_args(args)
         out = with_values(func, args, kwargs, tensors, any(isinstance(t, FakeTensor) for t in tensors))

@@ -30,9 +30,9 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .eager_autocast import above_eager_autocast
+from .eager_autocast import FUSED_KERNELS, above_eager_autocast
 
-_FASTPATH_OPS = {"aten::_transformer_encoder_layer_fwd", "aten::_native_multi_head_attention"}
+_FASTPATH_OPS = {op.name() for op in FUSED_KERNELS}  # as OpTrace names them
 _TRANSFORMER_LAYERS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.MultiheadAttention)
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
 

@@ -30,6 +30,7 @@ from torch.utils._pytree import tree_leaves
 AutocastFactory = Callable[[], contextlib.AbstractContextManager]
 aten = torch.ops.aten
 # the transformer fast path's fused kernels: autocast has no kernel for them, and they call operators it casts
+# (and that allocate through the dispatcher: the tracker re-enters them)
 FUSED_KERNELS = frozenset({aten._transformer_encoder_layer_fwd.default, aten._native_multi_head_attention.default})
 
 
@@ -41,7 +42,7 @@ _BACKEND = {"cpu": torch._C.DispatchKey.CPU, "cuda": torch._C.DispatchKey.CUDA}
 def _composite_only(func, device_type: str) -> bool:
     """An aten operator with a composite kernel and none of its own for the device (what the dispatcher has
     registered does not change during a run)."""
-    if func.namespace != "aten":
+    if func.namespace != "aten" or device_type not in _BACKEND:
         return False
     name = func.name()
     return torch._C._dispatch_has_kernel_for_dispatch_key(name, _COMPOSITE) and \
@@ -61,6 +62,15 @@ def _first_tensor(args) -> torch.Tensor | None:
     return next((a for a in tree_leaves(args) if isinstance(a, torch.Tensor)), None)  # einsum's are in a list
 
 
+def autocast_on_inside(func, first: torch.Tensor | None) -> bool:
+    """Whether eager runs what is inside ``func`` with autocast on, where it was on where ``func`` was called, as
+    far as a dispatch mode can tell (see the module): the fast path's kernels, and under inference mode an
+    operator autocast has no kernel for. ``first``: the operator's first tensor argument."""
+    if func in FUSED_KERNELS:
+        return True
+    return first is not None and torch.is_inference_mode_enabled() and not has_autocast_kernel(func, first.device.type)
+
+
 class EagerAutocast(TorchDispatchMode):
     """Operators run with the case's autocast entered again inside where eager has it on, as far as a mode can
     tell (see the module); every other operator as it comes."""
@@ -76,14 +86,8 @@ class EagerAutocast(TorchDispatchMode):
 def run_as_eager(autocast: AutocastFactory | None, func, args, kwargs):
     """``func`` run from a dispatch mode, with the case's autocast entered again inside where eager has it on, as
     far as a mode can tell (see the module)."""
-    if autocast is None:
-        return func(*args, **kwargs)
-    if func in FUSED_KERNELS:
-        with autocast():
-            return func(*args, **kwargs)
     first = _first_tensor(args)
-    if not torch.is_inference_mode_enabled() or first is None or first.device.type not in _BACKEND \
-            or has_autocast_kernel(func, first.device.type):
+    if autocast is None or not autocast_on_inside(func, first):
         return func(*args, **kwargs)
     with autocast():  # a composite is run here, as eager runs it: below, a fake tensor mode would run it without
         return func._op_dk(_COMPOSITE, *args, **kwargs) if _composite_only(func, first.device.type) else \

@@ -67,30 +67,16 @@ PROBED = {
     # transposed input 0.56; unfold 0.62-0.76); GroupNorm of channels-last 0.94; losses computed in forward,
     # whose kernels keep the unreduced loss (smooth L1 and BCE with logits 0.50, bfloat16 0.35; BCE 0.75); cdist
     # 0.62; nn.Bilinear's _trilinear 0.79 (0.45 under autocast); FFTs 0.71-0.77
-    **{op: Probed(AUTO) for op in (
-        aten.avg_pool2d.default, aten.avg_pool2d_backward.default,
-        aten.max_pool2d_with_indices.default, aten.max_pool2d_with_indices_backward.default,
-        aten._adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d_backward.default,
-        aten.adaptive_max_pool2d.default, aten.adaptive_max_pool2d_backward.default,
-        aten.upsample_nearest2d.default, aten.upsample_nearest2d_backward.default,
-        aten.upsample_bilinear2d.default, aten.upsample_bilinear2d_backward.default,
-        aten.im2col.default, aten.col2im.default,
-        aten.reflection_pad2d.default, aten.reflection_pad2d_backward.default,
-        aten.replication_pad2d.default, aten.replication_pad2d_backward.default,
-        aten.native_group_norm.default, aten.native_group_norm_backward.default,
-        aten.smooth_l1_loss.default, aten.smooth_l1_loss_backward.default,
-        aten.huber_loss.default, aten.huber_loss_backward.default,
-        aten.binary_cross_entropy.default, aten.binary_cross_entropy_backward.default,
-        aten.binary_cross_entropy_with_logits.default,
-        aten._euclidean_dist.default, aten._cdist_forward.default, aten._cdist_backward.default,
-        aten._trilinear.default, aten._fft_r2c.default, aten._fft_c2r.default, aten._fft_c2c.default)},
-    # nn.EmbeddingBag's kernel keeps index buffers of its own (0.80 without); its batch is folded into the indices
-    aten._embedding_bag.default: Probed(None),
-    aten._embedding_bag_forward_only.default: Probed(None),
-    aten._embedding_bag_backward.default: Probed(None),
-    aten._embedding_bag_dense_backward.default: Probed(None),
-    # and their kin in one and three dimensions (stft pads its signal by reflection), not attacked one by one
     **{getattr(aten, name).default: Probed(AUTO) for name in (
+        "avg_pool2d", "avg_pool2d_backward", "max_pool2d_with_indices", "max_pool2d_with_indices_backward",
+        "_adaptive_avg_pool2d", "_adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "adaptive_max_pool2d_backward",
+        "upsample_nearest2d", "upsample_nearest2d_backward", "upsample_bilinear2d", "upsample_bilinear2d_backward",
+        "im2col", "col2im", "reflection_pad2d", "reflection_pad2d_backward", "replication_pad2d",
+        "replication_pad2d_backward", "native_group_norm", "native_group_norm_backward",
+        "smooth_l1_loss", "smooth_l1_loss_backward", "huber_loss", "huber_loss_backward",
+        "binary_cross_entropy", "binary_cross_entropy_backward", "binary_cross_entropy_with_logits",
+        "_euclidean_dist", "_cdist_forward", "_cdist_backward", "_trilinear", "_fft_r2c", "_fft_c2r", "_fft_c2c",
+        # and their kin in one and three dimensions (stft pads its signal by reflection), not attacked one by one
         "reflection_pad1d", "reflection_pad1d_backward", "reflection_pad3d", "reflection_pad3d_backward",
         "replication_pad1d", "replication_pad1d_backward", "replication_pad3d", "replication_pad3d_backward",
         "upsample_nearest1d", "upsample_nearest1d_backward", "upsample_linear1d", "upsample_linear1d_backward",
@@ -99,6 +85,11 @@ PROBED = {
         "_upsample_nearest_exact2d_backward", "avg_pool3d", "avg_pool3d_backward", "max_pool3d_with_indices",
         "max_pool3d_with_indices_backward", "_adaptive_avg_pool3d", "_adaptive_avg_pool3d_backward",
         "adaptive_max_pool3d", "adaptive_max_pool3d_backward")},
+    # nn.EmbeddingBag's kernel keeps index buffers of its own (0.80 without); its batch is folded into the indices
+    aten._embedding_bag.default: Probed(None),
+    aten._embedding_bag_forward_only.default: Probed(None),
+    aten._embedding_bag_backward.default: Probed(None),
+    aten._embedding_bag_dense_backward.default: Probed(None),
 }
 _REDUCED = (torch.bfloat16, torch.float16)
 

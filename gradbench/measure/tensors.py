@@ -22,11 +22,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .behaviour import output_tensors
-from .eager_autocast import _BACKEND, _COMPOSITE, FUSED_KERNELS, _composite_only, has_autocast_kernel
+from .eager_autocast import _BACKEND, _COMPOSITE, FUSED_KERNELS, _composite_only, autocast_on_inside
 
 aten = torch.ops.aten
-# Fused operators whose kernels allocate intermediates through the dispatcher; re-entered with the tracker on.
-_FUSED = FUSED_KERNELS
 # Operators whose fake kernel returns less than the real one allocates where the real kernel is not the CPU's (a
 # CUDA case run on the CPU's kernels, where torch has no CUDA): a prediction would be silently low. On a CPU
 # case they are probed (kernel_probes).
@@ -115,10 +113,9 @@ class TensorMemoryTracker(TorchDispatchMode):
         outer = self._autocast_live
         # outside inference mode an operator here may come from inside a composite autocast cast above this
         # mode (cdist, in float32, calls _euclidean_dist), where eager has autocast off: only the fast path's
-        # kernels, called from Python, are known to run with it on (eager_autocast; cdist under autocast was
-        # probed in bfloat16: saved 0.69, its backward unpredictable)
-        self._autocast_live = on = outer and self.autocast is not None and first is not None and \
-            not has_autocast_kernel(func, first.device.type) and (func in _FUSED or torch.is_inference_mode_enabled())
+        # kernels, called from Python, are known to run with it on (cdist under autocast was probed in bfloat16:
+        # saved 0.69, its backward unpredictable)
+        self._autocast_live = on = outer and self.autocast is not None and autocast_on_inside(func, first)
         try:
             with self.autocast() if on else contextlib.nullcontext():
                 yield
@@ -194,14 +191,14 @@ class TensorMemoryTracker(TorchDispatchMode):
         if fake and self.cpu_kernels and first.device.type == "cpu" and self.cpu_kernels.applies(func, args):
             with self._autocast_inside(func, first):  # the real kernel's buffers and outputs (NotFollowed)
                 real = self.cpu_kernels.probe(func, args, kwargs)
-        elif func in _FUSED and fake:
+        elif func in FUSED_KERNELS and fake:
             raise NotFollowed(f"{func.overloadpacket.__name__} (the transformer fast path) allocates inside its "
                               "kernel, which cannot run on fake tensors, nor be probed on CUDA here")
         elif func in _FAKE_UNDERSTATES and fake:
             raise NotFollowed(_FAKE_UNDERSTATES[func])
-        if func in _FUSED and real is not None:  # no fake kernel: the real kernel's outputs, as fake tensors
+        if func in FUSED_KERNELS and real is not None:  # no fake kernel: the real kernel's outputs, as fake tensors
             out = self.cpu_kernels.fake_outputs(real, first)
-        elif func in _FUSED:
+        elif func in FUSED_KERNELS:
             key = torch._C.DispatchKey.CUDA if first.device.type == "cuda" else torch._C.DispatchKey.CPU
             with self, self._autocast_inside(func, first):  # see the kernel's inner allocations too
                 out = func.redispatch(torch._C.DispatchKeySet(key), *args, **kwargs)
